@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * CPU accounting per cgroup from sched_switch, without reading a clock.
+ *
+ * At switch-in the CPU's slot remembers the incoming task, its cgroup key and two kernel
+ * counters the scheduler keeps per task: se.sum_exec_runtime (what cpuacct/cpu.stat charge;
+ * update_curr() has run for prev before the tracepoint) and sched_info.run_delay (total
+ * run-queue wait; sched_info_arrive() adds the current wait right after the tracepoint, in
+ * prepare_task_switch()). At switch-out the differences are the slice just run and the wait
+ * that preceded it. No bpf_ktime_get_ns(): on this machine kind a helper call costs 30-60 ns
+ * and the budget is 150 ns per switch. The slice still running is not in the map; user space
+ * adds it from CPU_SLOTS and /proc/<tid>/schedstat.
+ *
+ * Totals stay in a per-CPU hash that user space batch-reads; nothing is streamed per switch
+ * (streaming made the agent the top switcher: see shared/NOTES.md).
+ */
+#include "shared.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* CPU_KEY_V1_CPU: the v1 cpu controller's cgroup; CPU_KEY_DFL: the cgroup v2 cgroup. */
+const volatile __u32 cpu_key_mode = CPU_KEY_V1_CPU;
+/* The agent's own processes: their switches are not accounted. Set at load time. */
+const volatile __u32 agent_tgids[MAX_AGENT_TGIDS] = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cpu_acct);
+} CPU_ACCT SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_slot);
+} CPU_SLOTS SEC(".maps");
+
+static __always_inline __u64 cpu_key(struct task_struct *t)
+{
+	if (cpu_key_mode == CPU_KEY_DFL)
+		return task_dfl_cgroup_id(t);
+	return task_subsys_cgroup_id(t, bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id));
+}
+
+static __always_inline int skipped_tgid(__u32 tgid)
+{
+	if (tgid == 0)
+		return 1; /* the idle task */
+#pragma unroll
+	for (int i = 0; i < MAX_AGENT_TGIDS; i++)
+		if (agent_tgids[i] && agent_tgids[i] == tgid)
+			return 1;
+	return 0;
+}
+
+static __always_inline void account(struct cpu_slot *s, struct task_struct *prev)
+{
+	__u64 key = s->cgroup_id;
+	__u64 run = prev->se.sum_exec_runtime - s->exec_base_ns;
+	__u64 wait = prev->sched_info.run_delay - s->delay_base_ns;
+	struct cpu_acct *a = bpf_map_lookup_elem(&CPU_ACCT, &key);
+
+	if (!a) {
+		struct cpu_acct init = {};
+
+		/* EEXIST is harmless (another CPU created the key): look it up again. */
+		bpf_map_update_elem(&CPU_ACCT, &key, &init, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&CPU_ACCT, &key);
+		if (!a) {
+			count(CNT_CPU_MAP_FULL);
+			return;
+		}
+	}
+	/* Per-CPU value and sched_switch runs with interrupts off: plain adds are exact. */
+	a->run_ns += run;
+	a->wait_ns += wait;
+	a->slices += 1;
+	if (wait > a->wait_max_ns)
+		a->wait_max_ns = wait;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u32 zero = 0;
+	struct cpu_slot *s = bpf_map_lookup_elem(&CPU_SLOTS, &zero);
+	__u32 tgid;
+
+	if (!s)
+		return 0;
+	if (s->cgroup_id) {
+		if (s->task == (__u64)prev)
+			account(s, prev);
+		else
+			count(CNT_CPU_SLOT_MISMATCH);
+	}
+
+	tgid = next->tgid;
+	s->task = (__u64)next;
+	s->seq += 1;
+	s->tid = next->pid;
+	s->tgid = tgid;
+	if (skipped_tgid(tgid)) {
+		s->cgroup_id = 0;
+		return 0;
+	}
+	s->cgroup_id = cpu_key(next);
+	s->exec_base_ns = next->se.sum_exec_runtime;
+	s->delay_base_ns = next->sched_info.run_delay;
+	return 0;
+}

@@ -1,0 +1,167 @@
+//! Container manager: pod cgroup naming under the QoS tiers, and removal of a pod's cgroup once
+//! its sandbox is gone (kubelet pkg/kubelet/cm: pod_container_manager_linux.go,
+//! cgroup_manager_linux.go). The runtime creates container cgroups below the parent we name, but
+//! never removes the pod-level cgroup: the agent must (see ../shared/NOTES.md).
+
+use crate::options::{CgroupDriver, Options};
+use crate::pod::QosClass;
+use std::path::PathBuf;
+use tracing::{debug, warn};
+
+/// Names pod cgroups and cleans them up for one node configuration.
+#[derive(Debug, Clone)]
+pub struct ContainerManager {
+    driver: CgroupDriver,
+    root: String,
+    per_qos: bool,
+}
+
+impl ContainerManager {
+    /// From resolved options.
+    pub fn new(o: &Options) -> Self {
+        Self {
+            driver: o.cgroup_driver,
+            root: o.cgroup_root.clone(),
+            per_qos: o.cgroups_per_qos,
+        }
+    }
+
+    /// Components of a pod's cgroup name: `[kubepods, burstable, pod<uid>]` (Guaranteed pods sit
+    /// directly under kubepods).
+    fn name_parts(&self, uid: &str, qos: QosClass) -> Vec<String> {
+        let mut parts = Vec::new();
+        if self.per_qos {
+            parts.push("kubepods".to_string());
+            match qos {
+                QosClass::Guaranteed => {}
+                QosClass::Burstable => parts.push("burstable".into()),
+                QosClass::BestEffort => parts.push("besteffort".into()),
+            }
+        }
+        parts.push(format!("pod{uid}"));
+        parts
+    }
+
+    /// The sandbox's `cgroup_parent` for the runtime.
+    pub fn pod_cgroup_parent(&self, uid: &str, qos: QosClass) -> String {
+        let parts = self.name_parts(uid, qos);
+        match self.driver {
+            CgroupDriver::Cgroupfs => {
+                let root = self.root.trim_end_matches('/');
+                format!("{root}/{}", parts.join("/"))
+            }
+            CgroupDriver::Systemd => {
+                // systemd slices nest by name: kubepods.slice/kubepods-burstable.slice/…
+                // (cgroup_manager_linux.go ToSystemd); '-' in a UID would read as nesting.
+                let mut path = String::new();
+                let mut prefix = String::new();
+                for p in parts {
+                    let p = p.replace('-', "_");
+                    prefix = if prefix.is_empty() {
+                        p
+                    } else {
+                        format!("{prefix}-{p}")
+                    };
+                    path.push('/');
+                    path.push_str(&prefix);
+                    path.push_str(".slice");
+                }
+                path
+            }
+        }
+    }
+
+    /// Removes the pod's cgroup from every mounted hierarchy (v1 controllers and cgroup2).
+    /// A hierarchy where it is already gone is fine; one still busy is logged and left.
+    pub fn remove_pod_cgroup(&self, uid: &str, qos: QosClass) {
+        if self.driver == CgroupDriver::Systemd {
+            debug!(
+                uid,
+                "systemd cgroup driver: the runtime's systemd removes pod slices"
+            );
+            return;
+        }
+        let rel = self.pod_cgroup_parent(uid, qos);
+        for mount in cgroup_mounts() {
+            let dir = mount.join(rel.trim_start_matches('/'));
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => debug!(dir = %dir.display(), "removed pod cgroup"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot remove pod cgroup"),
+            }
+        }
+    }
+}
+
+/// Mount points of cgroup v1 hierarchies and cgroup2, from /proc/self/mountinfo.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // fields: id parent major:minor root mountpoint opts... - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split_whitespace().next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        if let Some(mp) = left.split_whitespace().nth(4) {
+            out.push(PathBuf::from(mp));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(driver: CgroupDriver, per_qos: bool) -> ContainerManager {
+        ContainerManager {
+            driver,
+            root: "/".into(),
+            per_qos,
+        }
+    }
+
+    #[test]
+    fn cgroupfs_names_follow_qos() {
+        let c = cm(CgroupDriver::Cgroupfs, true);
+        assert_eq!(
+            c.pod_cgroup_parent("u1", QosClass::Guaranteed),
+            "/kubepods/podu1"
+        );
+        assert_eq!(
+            c.pod_cgroup_parent("u1", QosClass::Burstable),
+            "/kubepods/burstable/podu1"
+        );
+        assert_eq!(
+            c.pod_cgroup_parent("u1", QosClass::BestEffort),
+            "/kubepods/besteffort/podu1"
+        );
+        assert_eq!(
+            cm(CgroupDriver::Cgroupfs, false).pod_cgroup_parent("u1", QosClass::BestEffort),
+            "/podu1"
+        );
+    }
+
+    #[test]
+    fn systemd_names_nest_slices() {
+        let c = cm(CgroupDriver::Systemd, true);
+        assert_eq!(
+            c.pod_cgroup_parent("a-b", QosClass::Burstable),
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda_b.slice"
+        );
+    }
+
+    #[test]
+    fn finds_cgroup_mounts() {
+        // Every Linux host we run on has at least one cgroup mount.
+        assert!(!cgroup_mounts().is_empty());
+    }
+}

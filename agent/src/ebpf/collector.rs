@@ -1,0 +1,773 @@
+//! Turns the BPF maps into store snapshots.
+//!
+//! The kernel keeps per-cgroup totals since load (CPU) or since an entry was created (memory
+//! deltas); both are local to the cgroup, not hierarchical. A sweep reads each map once, maps
+//! ids to paths, sums every cgroup into itself and its ancestors (cpuacct and memory files
+//! are hierarchical), and adds a baseline read once from the cgroup's files when the path is
+//! first seen: `value = file value at baseline + (sum now - sum at baseline)`. Every
+//! `rebaseline_every` the files are read again; the largest memory difference found is
+//! exported as drift, and map entries of removed cgroups are deleted then.
+//!
+//! CPU time of slices still running is not in the map (it is added at switch-out). The sweep
+//! adds it from CPU_SLOTS and `/proc/<tid>/schedstat` (the same `sum_exec_runtime`), reading
+//! the slots before and after, and keeping a CPU's correction only if its slot did not change.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs, io,
+    time::{Duration, Instant, SystemTime},
+};
+
+use agent_common::{CpuAcct, CpuSlot, MemAcct, MemMark, counter, mem_item};
+use aya::maps::MapError;
+
+use super::{EbpfError, ids::CgroupIds, loader::Telemetry};
+use crate::stats::{
+    CgroupStats, CollectorCounters, CpuStats, MemoryStats, Snapshot, Source,
+    cgroupfs::{self, CgroupLayout},
+};
+
+/// Local (non-hierarchical) CPU sums of one cgroup or subtree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSums {
+    /// On-CPU ns (maps plus in-flight slices).
+    pub run_ns: u64,
+    /// Run-queue wait ns.
+    pub wait_ns: u64,
+    /// Slices.
+    pub slices: u64,
+    /// Longest wait.
+    pub wait_max_ns: u64,
+}
+
+impl CpuSums {
+    fn add(&mut self, o: &CpuSums) {
+        self.run_ns = self.run_ns.wrapping_add(o.run_ns);
+        self.wait_ns = self.wait_ns.wrapping_add(o.wait_ns);
+        self.slices = self.slices.wrapping_add(o.slices);
+        self.wait_max_ns = self.wait_max_ns.max(o.wait_max_ns);
+    }
+}
+
+/// Memory delta sums of one memcg or subtree (pages; faults as counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemSums {
+    /// Per [`mem_item`] slot.
+    pub pages: [i64; mem_item::COUNT],
+    /// Charged pages (usage).
+    pub charged: i64,
+    /// Page faults.
+    pub pgfault: i64,
+    /// Major faults.
+    pub pgmajfault: i64,
+}
+
+impl MemSums {
+    fn add(&mut self, o: &MemSums) {
+        for (a, b) in self.pages.iter_mut().zip(o.pages) {
+            *a = a.wrapping_add(b);
+        }
+        self.charged = self.charged.wrapping_add(o.charged);
+        self.pgfault = self.pgfault.wrapping_add(o.pgfault);
+        self.pgmajfault = self.pgmajfault.wrapping_add(o.pgmajfault);
+    }
+}
+
+impl From<&MemAcct> for MemSums {
+    fn from(m: &MemAcct) -> Self {
+        Self {
+            pages: m.pages,
+            charged: m.charged_pages,
+            pgfault: m.pgfault as i64,
+            pgmajfault: m.pgmajfault as i64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CpuBaseline {
+    file_ns: u64,
+    at: CpuSums,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MemBaseline {
+    file: MemoryStats,
+    at: MemSums,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NodeBaseline {
+    ws_bytes: u64,
+    ws_pages_at: i64,
+}
+
+/// Sweep settings.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// Only cgroups at or below these paths are published (empty: all).
+    pub roots: Vec<String>,
+    /// How often baselines are re-read from the cgroup files.
+    pub rebaseline_every: Duration,
+    /// Minimum time between two hierarchy walks for unknown ids.
+    pub min_walk_interval: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            roots: Vec::new(),
+            rebaseline_every: Duration::from_secs(60),
+            min_walk_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Reads the maps into snapshots; owns the id index and the baselines.
+pub struct Collector {
+    cfg: CollectorConfig,
+    layout: CgroupLayout,
+    /// id -> path index (updated by the run loop from mkdir/rmdir records).
+    pub ids: CgroupIds,
+    cpu_h: u32,
+    mem_h: u32,
+    page: i64,
+    granule: i64,
+    cpu_base: HashMap<String, CpuBaseline>,
+    mem_base: HashMap<String, MemBaseline>,
+    node_base: Option<NodeBaseline>,
+    /// Removed cgroups: still summed into their ancestors until the next re-baseline.
+    dead: HashMap<(u32, u64), String>,
+    last_rebaseline: Instant,
+    drift_bytes: u64,
+}
+
+/// Is `path` at or below one of `roots` (all paths if `roots` is empty)?
+pub fn under_roots(roots: &[String], path: &str) -> bool {
+    roots.is_empty()
+        || roots.iter().any(|r| {
+            let r = r.trim_end_matches('/');
+            r.is_empty()
+                || path == r
+                || (path.starts_with(r) && path.as_bytes().get(r.len()) == Some(&b'/'))
+        })
+}
+
+/// `path` and its ancestors that are under `roots`, deepest first.
+fn self_and_ancestors<'a>(
+    roots: &'a [String],
+    path: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = if cur == "/" {
+            None
+        } else {
+            match cur.rfind('/') {
+                Some(0) => Some("/"),
+                Some(i) => Some(&cur[..i]),
+                None => None,
+            }
+        };
+        Some(cur)
+    })
+    .filter(move |p| under_roots(roots, p))
+}
+
+/// Sums per-cgroup values into every tracked ancestor.
+fn aggregate<T: Default + Copy>(
+    roots: &[String],
+    items: impl Iterator<Item = (String, T)>,
+    add: impl Fn(&mut T, &T),
+) -> HashMap<String, T> {
+    let mut out: HashMap<String, T> = HashMap::new();
+    for (path, v) in items {
+        for p in self_and_ancestors(roots, &path) {
+            add(out.entry(p.to_owned()).or_default(), &v);
+        }
+    }
+    out
+}
+
+fn pages_delta(base_bytes: u64, now: i64, at: i64, page: i64) -> u64 {
+    let v = base_bytes as i128 + (now as i128 - at as i128) * page as i128;
+    v.clamp(0, u64::MAX as i128) as u64
+}
+
+fn count_delta(base: u64, now: i64, at: i64) -> u64 {
+    let v = base as i128 + (now as i128 - at as i128);
+    v.clamp(0, u64::MAX as i128) as u64
+}
+
+/// `sum_exec_runtime` of a thread now (first field of `/proc/<tid>/schedstat`).
+fn thread_runtime_ns(tid: u32) -> io::Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{tid}/schedstat"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "schedstat"))
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
+}
+
+impl Collector {
+    /// A collector for a loaded object.
+    pub fn new(t: &Telemetry, cfg: CollectorConfig) -> Self {
+        let mut ids = CgroupIds::new(cfg.min_walk_interval);
+        for h in [t.cpu_hierarchy, t.memory_hierarchy] {
+            if let Some(m) = t.layout.hierarchy_mount(h) {
+                ids.track(h, m);
+                // Start-up walk: cgroups that existed before load (mkdir records cover the
+                // rest). A failure only delays resolution to the first unknown id.
+                if let Err(e) = ids.walk_if_due(h) {
+                    tracing::warn!(hierarchy = h, error = %e, "walking cgroup hierarchy failed");
+                }
+            }
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Self {
+            layout: t.layout.clone(),
+            ids,
+            cpu_h: t.cpu_hierarchy,
+            mem_h: t.memory_hierarchy,
+            page: if page > 0 { page as i64 } else { 4096 },
+            granule: t.mark_granule_pages,
+            cpu_base: HashMap::new(),
+            mem_base: HashMap::new(),
+            node_base: None,
+            dead: HashMap::new(),
+            last_rebaseline: Instant::now(),
+            drift_bytes: 0,
+            cfg,
+        }
+    }
+
+    /// Hierarchy id of CPU keys.
+    pub fn cpu_hierarchy(&self) -> u32 {
+        self.cpu_h
+    }
+
+    /// Hierarchy id of memory keys.
+    pub fn memory_hierarchy(&self) -> u32 {
+        self.mem_h
+    }
+
+    /// A cgroup was removed: keep its path for aggregation until the next re-baseline.
+    pub fn cgroup_removed(&mut self, hierarchy_id: u32, id: u64) {
+        if let Some(path) = self.ids.remove(hierarchy_id, id) {
+            self.dead.insert((hierarchy_id, id), path);
+        }
+    }
+
+    /// Path of a memcg id, walking the memory hierarchy once if it is unknown.
+    pub fn memcg_path(&mut self, id: u64) -> Option<String> {
+        self.resolve(self.mem_h, id)
+    }
+
+    fn resolve(&mut self, h: u32, id: u64) -> Option<String> {
+        if let Some(p) = self.ids.path(h, id) {
+            return Some(p.to_owned());
+        }
+        if let Some(p) = self.dead.get(&(h, id)) {
+            return Some(p.clone());
+        }
+        match self.ids.walk_if_due(h) {
+            Ok(true) => self.ids.path(h, id).map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    /// Per-cgroup CPU sums (local), with in-flight slices added.
+    pub fn read_cpu(&self, t: &Telemetry) -> Result<HashMap<u64, CpuSums>, EbpfError> {
+        let slots = &t.maps.cpu_slots;
+        let before = slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        let mut sums: HashMap<u64, CpuSums> = HashMap::new();
+        for entry in t.maps.cpu_acct.iter() {
+            let (id, per_cpu) = entry.map_err(map_err("CPU_ACCT"))?;
+            let s = sums.entry(id).or_default();
+            for v in per_cpu.iter() {
+                let v: &CpuAcct = v;
+                s.add(&CpuSums {
+                    run_ns: v.run_ns,
+                    wait_ns: v.wait_ns,
+                    slices: v.slices,
+                    wait_max_ns: v.wait_max_ns,
+                });
+            }
+        }
+        let running: Vec<Option<u64>> = before
+            .iter()
+            .map(|s: &CpuSlot| {
+                (s.cgroup_id != 0)
+                    .then(|| thread_runtime_ns(s.tid).ok())
+                    .flatten()
+            })
+            .collect();
+        let after = slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        for ((b, a), now) in before.iter().zip(after.iter()).zip(running) {
+            if let Some(now) = now {
+                if b == a && now > b.exec_base_ns {
+                    sums.entry(b.cgroup_id).or_default().run_ns += now - b.exec_base_ns;
+                }
+            }
+        }
+        Ok(sums)
+    }
+
+    /// Per-memcg memory sums (local).
+    pub fn read_memory(&self, t: &Telemetry) -> Result<HashMap<u64, MemSums>, EbpfError> {
+        let mut out = HashMap::new();
+        for entry in t.maps.mem_acct.iter() {
+            let (id, m) = entry.map_err(map_err("MEM_ACCT"))?;
+            out.insert(id, MemSums::from(&m));
+        }
+        Ok(out)
+    }
+
+    /// Kernel-side counters summed over CPUs, indexed by [`counter`].
+    pub fn read_counters(
+        &self,
+        t: &Telemetry,
+    ) -> Result<[u64; counter::COUNT as usize], EbpfError> {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = t
+                .maps
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(map_err("COUNTERS"))?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    fn paths_of<T: Copy>(
+        &mut self,
+        h: u32,
+        by_id: &HashMap<u64, T>,
+        unresolved: &mut u64,
+    ) -> Vec<(String, T, bool)> {
+        let mut out = Vec::with_capacity(by_id.len());
+        for (&id, &v) in by_id {
+            match self.resolve(h, id) {
+                Some(p) => {
+                    let dead = self.dead.contains_key(&(h, id));
+                    out.push((p, v, dead));
+                }
+                None => *unresolved += 1,
+            }
+        }
+        out
+    }
+
+    /// One sweep: maps -> snapshot. `prev` provides OOM history; `reader` the user-side
+    /// ring-buffer counters.
+    pub fn sweep(
+        &mut self,
+        t: &mut Telemetry,
+        prev: &Snapshot,
+        reader: (u64, u64),
+    ) -> Result<Snapshot, EbpfError> {
+        let cpu = self.read_cpu(t)?;
+        let mem = self.read_memory(t)?;
+        let kernel = self.read_counters(t)?;
+        let node_ws_pages = t
+            .maps
+            .node_mem
+            .get(&0, 0)
+            .map_err(map_err("NODE_MEM"))?
+            .ws_pages;
+
+        let mut unresolved = 0;
+        let cpu_paths = self.paths_of(self.cpu_h, &cpu, &mut unresolved);
+        let mem_paths = self.paths_of(self.mem_h, &mem, &mut unresolved);
+        let roots = self.cfg.roots.clone();
+        let mut cpu_tree = aggregate(
+            &roots,
+            cpu_paths.iter().map(|(p, v, _)| (p.clone(), *v)),
+            CpuSums::add,
+        );
+        let mut mem_tree = aggregate(
+            &roots,
+            mem_paths.iter().map(|(p, v, _)| (p.clone(), *v)),
+            MemSums::add,
+        );
+        // Cgroups whose tasks have not run (or charged) since load still get published: their
+        // baseline is all there is.
+        for p in self
+            .ids
+            .paths(self.cpu_h)
+            .filter(|p| under_roots(&roots, p))
+        {
+            cpu_tree.entry(p.to_owned()).or_default();
+        }
+        for p in self
+            .ids
+            .paths(self.mem_h)
+            .filter(|p| under_roots(&roots, p))
+        {
+            mem_tree.entry(p.to_owned()).or_default();
+        }
+        let dead_paths: HashSet<&str> = self.dead.values().map(String::as_str).collect();
+
+        let rebaseline = self.last_rebaseline.elapsed() >= self.cfg.rebaseline_every;
+        let (cpu_live, mem_live) = if rebaseline {
+            (
+                aggregate(
+                    &roots,
+                    cpu_paths
+                        .iter()
+                        .filter(|e| !e.2)
+                        .map(|(p, v, _)| (p.clone(), *v)),
+                    CpuSums::add,
+                ),
+                aggregate(
+                    &roots,
+                    mem_paths
+                        .iter()
+                        .filter(|e| !e.2)
+                        .map(|(p, v, _)| (p.clone(), *v)),
+                    MemSums::add,
+                ),
+            )
+        } else {
+            (HashMap::new(), HashMap::new())
+        };
+
+        let mut snap = Snapshot {
+            source: Source::Ebpf,
+            taken_at: Some(SystemTime::now()),
+            recent_ooms: prev.recent_ooms.clone(),
+            ..Snapshot::default()
+        };
+        let mut drift: u64 = 0;
+
+        for (path, sums) in &cpu_tree {
+            if dead_paths.contains(path.as_str()) {
+                continue;
+            }
+            let base = match self.cpu_base.get(path) {
+                Some(b) => *b,
+                None => match cgroupfs::read_cpu(&self.layout, path) {
+                    Ok(Some(c)) => {
+                        let b = CpuBaseline {
+                            file_ns: c.usage_ns,
+                            at: *sums,
+                        };
+                        self.cpu_base.insert(path.clone(), b);
+                        b
+                    }
+                    // Gone, or no cpuacct file: nothing to publish for it.
+                    _ => continue,
+                },
+            };
+            let usage_ns = count_delta(base.file_ns, sums.run_ns as i64, base.at.run_ns as i64);
+            snap.cgroups.entry(path.clone()).or_default().cpu = Some(CpuStats {
+                usage_ns,
+                run_queue_wait_ns: Some(sums.wait_ns),
+                run_queue_wait_max_ns: Some(sums.wait_max_ns),
+                slices: Some(sums.slices),
+            });
+            if rebaseline {
+                if let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
+                    let live = cpu_live.get(path).copied().unwrap_or_default();
+                    self.cpu_base.insert(
+                        path.clone(),
+                        CpuBaseline {
+                            file_ns: c.usage_ns,
+                            at: live,
+                        },
+                    );
+                }
+            }
+        }
+
+        for (path, sums) in &mem_tree {
+            if dead_paths.contains(path.as_str()) {
+                continue;
+            }
+            let base = match self.mem_base.get(path) {
+                Some(b) => *b,
+                None => match cgroupfs::read_memory(&self.layout, path) {
+                    Ok(Some(m)) => {
+                        let b = MemBaseline { file: m, at: *sums };
+                        self.mem_base.insert(path.clone(), b);
+                        b
+                    }
+                    _ => continue,
+                },
+            };
+            let stats = self.memory_from(&base, sums);
+            snap.cgroups.entry(path.clone()).or_default().memory = Some(stats);
+            if rebaseline {
+                if let Ok(Some(m)) = cgroupfs::read_memory(&self.layout, path) {
+                    drift = drift.max(stats.usage_bytes.abs_diff(m.usage_bytes));
+                    let live = mem_live.get(path).copied().unwrap_or_default();
+                    self.mem_base
+                        .insert(path.clone(), MemBaseline { file: m, at: live });
+                }
+            }
+        }
+
+        // Node working set (root memcg files on v1; unknown where the root has none).
+        if self.node_base.is_none() || rebaseline {
+            if let Ok(Some(root)) = cgroupfs::read_memory(&self.layout, "/") {
+                self.node_base = Some(NodeBaseline {
+                    ws_bytes: root.working_set_bytes,
+                    ws_pages_at: node_ws_pages,
+                });
+            }
+        }
+        snap.node_working_set_bytes = self
+            .node_base
+            .map(|b| pages_delta(b.ws_bytes, node_ws_pages, b.ws_pages_at, self.page));
+
+        // Keep OOM history of every cgroup.
+        for (path, old) in &prev.cgroups {
+            if old.oom_kills > 0 {
+                let e = snap.cgroups.entry(path.clone()).or_default();
+                e.oom_kills = old.oom_kills;
+                e.last_oom = old.last_oom.clone();
+            }
+        }
+
+        if rebaseline {
+            self.last_rebaseline = Instant::now();
+            self.drift_bytes = drift;
+            self.forget_dead(t);
+            // Baselines of paths that no longer exist.
+            self.cpu_base.retain(|p, _| cpu_tree.contains_key(p));
+            self.mem_base.retain(|p, _| mem_tree.contains_key(p));
+        }
+
+        snap.counters = CollectorCounters {
+            records_read: reader.0,
+            malformed: reader.1,
+            records_produced: kernel[counter::RECORDS as usize],
+            ring_full: kernel[counter::RINGBUF_FULL as usize],
+            map_full: kernel[counter::CPU_MAP_FULL as usize]
+                + kernel[counter::MEM_MAP_FULL as usize],
+            cpu_slot_mismatch: kernel[counter::CPU_SLOT_MISMATCH as usize],
+            memory_drift_bytes: self.drift_bytes,
+            unresolved_ids: unresolved,
+            events_dropped: prev.counters.events_dropped,
+            sweeps: prev.counters.sweeps + 1,
+        };
+        Ok(snap)
+    }
+
+    fn memory_from(&self, base: &MemBaseline, now: &MemSums) -> MemoryStats {
+        let p = self.page;
+        let item =
+            |bytes: u64, slot: usize| pages_delta(bytes, now.pages[slot], base.at.pages[slot], p);
+        let usage = pages_delta(base.file.usage_bytes, now.charged, base.at.charged, p);
+        let inactive_file = item(base.file.inactive_file_bytes, mem_item::INACTIVE_FILE);
+        MemoryStats {
+            usage_bytes: usage,
+            working_set_bytes: usage.saturating_sub(inactive_file),
+            rss_bytes: item(base.file.rss_bytes, mem_item::ANON_MAPPED),
+            cache_bytes: item(base.file.cache_bytes, mem_item::FILE_PAGES),
+            mapped_file_bytes: item(base.file.mapped_file_bytes, mem_item::FILE_MAPPED),
+            shmem_bytes: item(base.file.shmem_bytes, mem_item::SHMEM),
+            inactive_file_bytes: inactive_file,
+            kernel_bytes: item(base.file.kernel_bytes, mem_item::KMEM),
+            pgfault: count_delta(base.file.pgfault, now.pgfault, base.at.pgfault),
+            pgmajfault: count_delta(base.file.pgmajfault, now.pgmajfault, base.at.pgmajfault),
+            limit_bytes: base.file.limit_bytes,
+        }
+    }
+
+    /// Deletes map entries of removed cgroups (their sums were left out of the new baselines).
+    fn forget_dead(&mut self, t: &mut Telemetry) {
+        for (h, id) in std::mem::take(&mut self.dead).into_keys() {
+            // NotFound is fine: the cgroup never had an entry in that map.
+            if h == self.cpu_h {
+                let _ = t.maps.cpu_acct.remove(&id);
+            }
+            if h == self.mem_h {
+                let _ = t.maps.mem_acct.remove(&id);
+                let _ = t.maps.mem_marks.remove(&id);
+            }
+        }
+    }
+
+    /// Usage in bytes that a memcg counter value from a mark record stands for, if the path
+    /// has a baseline. Leaf cgroups only: marks are on a memcg's own charges, and for a leaf
+    /// the subtree sum in the baseline is its own counter.
+    pub fn mark_value_bytes(&self, path: &str, value_pages: i64) -> Option<u64> {
+        let base = self.mem_base.get(path)?;
+        Some(pages_delta(
+            base.file.usage_bytes,
+            value_pages,
+            base.at.charged,
+            self.page,
+        ))
+    }
+
+    /// Sets a usage mark on a leaf cgroup's memcg: a record is pushed when its usage rises to
+    /// `high_bytes` and again when it falls below `low_bytes`. Marks are rounded to the
+    /// granule (up for high, down for low).
+    pub fn set_memory_mark(
+        &mut self,
+        t: &mut Telemetry,
+        path: &str,
+        high_bytes: u64,
+        low_bytes: u64,
+    ) -> Result<(), EbpfError> {
+        let id = self
+            .ids
+            .id_of(self.mem_h, path)
+            .map_err(|source| EbpfError::Cgroup {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.ids.insert(self.mem_h, id, path.to_owned());
+        let usage = cgroupfs::read_memory(&self.layout, path)
+            .map_err(|source| EbpfError::Cgroup {
+                path: path.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| EbpfError::Cgroup {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no memory cgroup"),
+            })?
+            .usage_bytes;
+        let own = match t.maps.mem_acct.get(&id, 0) {
+            Ok(m) => m.charged_pages,
+            Err(MapError::KeyNotFound) => 0,
+            Err(source) => {
+                return Err(EbpfError::Map {
+                    map: "MEM_ACCT",
+                    source,
+                });
+            }
+        };
+        let mark = self.counter_mark(own, usage, high_bytes, low_bytes);
+        t.maps
+            .mem_marks
+            .insert(id, mark, 0)
+            .map_err(map_err("MEM_MARKS"))
+    }
+
+    /// Sets the node-wide working-set mark (needs a node baseline: v1 root memcg files).
+    pub fn set_node_mark(
+        &mut self,
+        t: &mut Telemetry,
+        high_bytes: u64,
+        low_bytes: u64,
+    ) -> Result<(), EbpfError> {
+        let root = cgroupfs::read_memory(&self.layout, "/")
+            .map_err(|source| EbpfError::Cgroup {
+                path: "/".into(),
+                source,
+            })?
+            .ok_or(EbpfError::NoController {
+                controller: "memory (root files)",
+            })?;
+        let mut node = t.maps.node_mem.get(&0, 0).map_err(map_err("NODE_MEM"))?;
+        node.mark = self.counter_mark(node.ws_pages, root.working_set_bytes, high_bytes, low_bytes);
+        // Only the mark is meant to change; ws_pages may move between get and set, so the
+        // kernel's value is re-read right before the write to keep the window small.
+        node.ws_pages = t
+            .maps
+            .node_mem
+            .get(&0, 0)
+            .map_err(map_err("NODE_MEM"))?
+            .ws_pages;
+        t.maps.node_mem.set(0, node, 0).map_err(map_err("NODE_MEM"))
+    }
+
+    fn counter_mark(
+        &self,
+        counter_now: i64,
+        bytes_now: u64,
+        high_bytes: u64,
+        low_bytes: u64,
+    ) -> MemMark {
+        let g = self.granule.max(1);
+        let to_counter = |bytes: u64| counter_now + (bytes as i64 - bytes_now as i64) / self.page;
+        // Marks sit on granule boundaries: the kernel only looks when a boundary is crossed.
+        let high = to_counter(high_bytes).div_euclid(g) * g
+            + g * i64::from(to_counter(high_bytes).rem_euclid(g) != 0);
+        let low = to_counter(low_bytes.min(high_bytes)).div_euclid(g) * g;
+        MemMark {
+            high,
+            low,
+            above: u32::from(bytes_now >= high_bytes),
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_match_whole_path_components() {
+        let roots = vec!["/kubepods".to_owned()];
+        assert!(under_roots(&roots, "/kubepods"));
+        assert!(under_roots(&roots, "/kubepods/pod1/c"));
+        assert!(!under_roots(&roots, "/kubepodsX"));
+        assert!(!under_roots(&roots, "/"));
+        assert!(under_roots(&[], "/anything"));
+    }
+
+    #[test]
+    fn sums_reach_every_tracked_ancestor() {
+        let roots = vec!["/k".to_owned()];
+        let items = vec![
+            (
+                "/k/p/a".to_owned(),
+                CpuSums {
+                    run_ns: 5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "/k/p/b".to_owned(),
+                CpuSums {
+                    run_ns: 7,
+                    ..Default::default()
+                },
+            ),
+            (
+                "/other".to_owned(),
+                CpuSums {
+                    run_ns: 100,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let tree = aggregate(&roots, items.into_iter(), CpuSums::add);
+        assert_eq!(tree["/k/p/a"].run_ns, 5);
+        assert_eq!(tree["/k/p"].run_ns, 12);
+        assert_eq!(tree["/k"].run_ns, 12);
+        assert!(!tree.contains_key("/"));
+        assert!(!tree.contains_key("/other"));
+        let all = aggregate(
+            &[],
+            vec![(
+                "/x/y".to_owned(),
+                CpuSums {
+                    run_ns: 1,
+                    ..Default::default()
+                },
+            )]
+            .into_iter(),
+            CpuSums::add,
+        );
+        assert_eq!(all["/"].run_ns, 1);
+    }
+
+    #[test]
+    fn baseline_plus_delta_never_goes_negative() {
+        assert_eq!(pages_delta(8192, 3, 1, 4096), 16384);
+        assert_eq!(pages_delta(4096, -10, 0, 4096), 0);
+        assert_eq!(count_delta(10, 5, 7), 8);
+    }
+}

@@ -1,0 +1,494 @@
+//! Tests on the running kernel, without containerd: real cgroups, real processes, the
+//! embedded object, judged against the cgroup's own files. Root and kernel BTF needed;
+//! skipped with a reason otherwise, failed instead under `NODELET_REQUIRE_ALL=1`.
+//! No timing asserts (latencies belong to the benchmark).
+
+use std::{
+    io::Write,
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use super::*;
+use crate::stats::{self, Snapshot, cgroupfs};
+
+const MIB: u64 = 1 << 20;
+
+/// `Some(reason)` when these tests cannot run here; panics instead if all are required.
+fn cannot_run() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not root".to_owned())
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF at /sys/kernel/btf/vmlinux".to_owned())
+    } else {
+        None
+    };
+    if let Some(r) = &reason {
+        if std::env::var("NODELET_REQUIRE_ALL").as_deref() == Ok("1") {
+            panic!("NODELET_REQUIRE_ALL=1 but kernel tests cannot run: {r}");
+        }
+        eprintln!("skipped: {r}");
+    }
+    reason
+}
+
+/// A cgroup at the same path in the cpu, cpuacct and memory hierarchies; removed on drop.
+struct TestCgroup {
+    path: String,
+    dirs: Vec<PathBuf>,
+    children: Vec<Child>,
+    layout: CgroupLayout,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestCgroup {
+    fn new(layout: &CgroupLayout, what: &str) -> Self {
+        let path = format!(
+            "/nodelet-test-{}-{what}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for c in ["cpu", "cpuacct", "memory"] {
+            let m = layout
+                .controller(c)
+                .unwrap_or_else(|| panic!("controller {c} not mounted"));
+            let d = cgroupfs::cgroup_dir(&m.mount, &path);
+            if !dirs.contains(&d) {
+                std::fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+                dirs.push(d);
+            }
+        }
+        Self {
+            path,
+            dirs,
+            children: Vec::new(),
+            layout: layout.clone(),
+        }
+    }
+
+    fn memory_dir(&self) -> PathBuf {
+        let m = self.layout.controller("memory").expect("memory");
+        cgroupfs::cgroup_dir(&m.mount, &self.path)
+    }
+
+    fn set_memory_limit(&self, bytes: u64) {
+        let m = self.layout.controller("memory").expect("memory");
+        let file = if m.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(self.memory_dir().join(file), bytes.to_string()).expect("set limit");
+    }
+
+    /// Starts `sh -c script` gated on a line on stdin, moves it in, then lets it run, so
+    /// everything it forks is born inside the cgroup.
+    fn spawn(&mut self, script: &str) {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read go; {script}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), child.id().to_string())
+                .unwrap_or_else(|e| panic!("move into {}: {e}", d.display()));
+        }
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("release child");
+        self.children.push(child);
+    }
+
+    fn cpuacct_usage(&self) -> u64 {
+        cgroupfs::read_cpu(&self.layout, &self.path)
+            .expect("read cpu")
+            .expect("cpu cgroup")
+            .usage_ns
+    }
+
+    fn memory(&self) -> stats::MemoryStats {
+        cgroupfs::read_memory(&self.layout, &self.path)
+            .expect("read memory")
+            .expect("memory cgroup")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Processes forked by the shells: kill whatever is left in the cgroup.
+        for d in &self.dirs {
+            if let Ok(pids) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        for d in &self.dirs {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn load(roots: Vec<String>) -> (Telemetry, Collector) {
+    let layout = CgroupLayout::detect().expect("layout");
+    let t = Telemetry::load(&TelemetryConfig::default(), layout)
+        .unwrap_or_else(|e| panic!("load: {}", error_chain(&e)));
+    let c = Collector::new(
+        &t,
+        CollectorConfig {
+            roots,
+            ..CollectorConfig::default()
+        },
+    );
+    (t, c)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn within(a: f64, b: f64, frac: f64) -> bool {
+    (a - b).abs() <= frac * b.abs().max(1.0)
+}
+
+#[test]
+fn busy_cgroup_cpu_matches_cpuacct_within_5_percent() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "cpu");
+    let (mut t, mut c) = load(vec![cg.path.clone()]);
+    let idle = TestCgroup::new(&layout, "idle");
+    cg.spawn("while :; do :; done");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sweep = |t: &mut Telemetry, c: &mut Collector| {
+        let s = c.sweep(t, &Snapshot::default(), (0, 0)).expect("sweep");
+        s.cgroups
+            .get(&cg.path)
+            .and_then(|x| x.cpu)
+            .map(|x| x.usage_ns)
+    };
+    let e0 = sweep(&mut t, &mut c).expect("busy cgroup in snapshot");
+    let f0 = cg.cpuacct_usage();
+    std::thread::sleep(Duration::from_secs(3));
+    let e1 = sweep(&mut t, &mut c).expect("busy cgroup in snapshot");
+    let f1 = cg.cpuacct_usage();
+    let (de, df) = ((e1 - e0) as f64, (f1 - f0) as f64);
+    let k = c.read_counters(&t).expect("counters");
+    eprintln!(
+        "cpu over 3 s: ebpf {:.1} ms, cpuacct.usage {:.1} ms, diff {:+.3}%; slot mismatches {}",
+        de / 1e6,
+        df / 1e6,
+        100.0 * (de - df) / df,
+        k[agent_common::counter::CPU_SLOT_MISMATCH as usize]
+    );
+    assert!(
+        df > 1e9,
+        "busy loop barely ran ({df} ns): machine overloaded?"
+    );
+    assert!(within(de, df, 0.05), "eBPF {de} ns vs cpuacct {df} ns");
+
+    // An idle cgroup stays near zero (nothing runs in it: no entry or ~0).
+    let idle_cpu = c
+        .sweep(&mut t, &Snapshot::default(), (0, 0))
+        .expect("sweep")
+        .cgroups
+        .get(&idle.path)
+        .and_then(|x| x.cpu)
+        .map(|x| x.usage_ns);
+    assert!(
+        idle_cpu.is_none_or(|ns| ns < 10_000_000),
+        "idle cgroup used {idle_cpu:?} ns"
+    );
+}
+
+#[test]
+fn allocating_cgroup_memory_matches_usage_file_and_crosses_mark() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "mem");
+    let (mut t, mut c) = load(vec![cg.path.clone()]);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut reader = EventReader::new(t.events.take().expect("ring")).expect("reader");
+    let memcg_id = std::fs::metadata(cg.memory_dir()).expect("stat").ino();
+
+    c.set_memory_mark(&mut t, &cg.path, 32 * MIB, 16 * MIB)
+        .expect("set mark");
+    // dd's 64 MiB buffer is filled from /dev/zero, then dd blocks writing to a reader that
+    // never reads, holding it.
+    cg.spawn("dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 600");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cg.memory().usage_bytes < 64 * MIB {
+        assert!(
+            Instant::now() < deadline,
+            "child never reached 64 MiB: {:?}",
+            cg.memory()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let snap = c
+        .sweep(&mut t, &Snapshot::default(), (0, 0))
+        .expect("sweep");
+    let file = cg.memory();
+    let got = snap
+        .cgroups
+        .get(&cg.path)
+        .and_then(|x| x.memory)
+        .expect("memory in snapshot");
+    eprintln!(
+        "memory: ebpf usage {:.2} MiB rss {:.2} MiB ws {:.2} MiB; file usage {:.2} MiB rss {:.2} MiB; diff {:+.3} MiB",
+        got.usage_bytes as f64 / MIB as f64,
+        got.rss_bytes as f64 / MIB as f64,
+        got.working_set_bytes as f64 / MIB as f64,
+        file.usage_bytes as f64 / MIB as f64,
+        file.rss_bytes as f64 / MIB as f64,
+        (got.usage_bytes as f64 - file.usage_bytes as f64) / MIB as f64
+    );
+    assert!(within(
+        got.usage_bytes as f64,
+        file.usage_bytes as f64,
+        0.05
+    ));
+    assert!(within(got.rss_bytes as f64, file.rss_bytes as f64, 0.05));
+    assert!(within(
+        got.working_set_bytes as f64,
+        file.working_set_bytes as f64,
+        0.05
+    ));
+
+    // The mark record was pushed with this memcg's id.
+    let mut records = Vec::new();
+    let found = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let wait = tokio::time::timeout_at(deadline, reader.read_batch(64, &mut records)).await;
+            if records.iter().any(
+                |r| matches!(r, Record::MemMark(m) if m.cgroup_id == memcg_id && m.rising == 1),
+            ) {
+                return true;
+            }
+            if wait.is_err() {
+                return false;
+            }
+        }
+    });
+    assert!(
+        found,
+        "no rising mark record for memcg {memcg_id}: {records:?}"
+    );
+}
+
+#[test]
+fn oom_kill_produces_record_with_the_victims_memcg() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "oom");
+    cg.set_memory_limit(20 * MIB);
+    let (mut t, mut c) = load(vec![cg.path.clone()]);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut reader = EventReader::new(t.events.take().expect("ring")).expect("reader");
+    let memcg_id = std::fs::metadata(cg.memory_dir()).expect("stat").ino();
+    let (writer, store) = stats::store();
+
+    cg.spawn("dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 600");
+    let oom = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut batch = Vec::new();
+        loop {
+            let wait = tokio::time::timeout_at(deadline, reader.read_batch(64, &mut batch)).await;
+            for r in batch.drain(..) {
+                if let Record::Oom(o) = &r {
+                    if o.memcg_id == memcg_id {
+                        let o = *o;
+                        handle_record(&mut c, &writer, r);
+                        return Some(o);
+                    }
+                }
+                handle_record(&mut c, &writer, r);
+            }
+            if wait.is_err() {
+                return None;
+            }
+        }
+    });
+    let oom = oom.expect("no OOM record for the test memcg within 20 s");
+    eprintln!(
+        "oom: pid {} comm {:?} memcg usage {} pages limit {} pages",
+        oom.pid,
+        String::from_utf8_lossy(oom.comm_bytes()),
+        oom.memcg_usage_pages,
+        oom.memcg_limit_pages
+    );
+    assert_eq!(oom.comm_bytes(), b"dd");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    assert_eq!(oom.memcg_limit_pages * page, 20 * MIB);
+    let stored = store
+        .get(&cg.path)
+        .expect("OOM stored under the cgroup path");
+    assert_eq!(stored.oom_kills, 1);
+    assert_eq!(stored.last_oom.and_then(|o| o.tgid), Some(oom.tgid));
+    assert!(
+        cgroupfs::read_oom_kills(&layout, &cg.path) >= 1,
+        "kernel counted no oom_kill"
+    );
+    drop(t);
+}
+
+#[test]
+fn records_seen_plus_dropped_equal_records_produced() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let (t, mut c) = load(Vec::new());
+    let mut t = t;
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut reader = EventReader::new(t.events.take().expect("ring")).expect("reader");
+    let mut paths = Vec::new();
+    for _ in 0..20 {
+        let cg = TestCgroup::new(&layout, "churn");
+        paths.push(cg.path.clone());
+        drop(cg);
+    }
+    let before = c.read_counters(&t).expect("counters");
+    let mut records = Vec::new();
+    reader.drain_now(&mut records);
+    let after = c.read_counters(&t).expect("counters");
+    let produced = |k: &[u64; 5]| k[agent_common::counter::RECORDS as usize];
+    let dropped = before[agent_common::counter::RINGBUF_FULL as usize];
+    eprintln!(
+        "records: read {} malformed {} dropped {dropped} produced {}..{}",
+        reader.read,
+        reader.malformed,
+        produced(&before),
+        produced(&after)
+    );
+    assert_eq!(reader.malformed, 0);
+    assert_eq!(dropped, 0);
+    assert!(reader.read >= produced(&before) && reader.read <= produced(&after));
+    // Every test cgroup was seen created and removed in the tracked hierarchies.
+    let (writer, _store) = stats::store();
+    let mut created = 0;
+    for r in records {
+        if let Some(TelemetryEvent::CgroupCreated { path, .. }) = handle_record(&mut c, &writer, r)
+        {
+            created += usize::from(paths.contains(&path));
+        }
+    }
+    let tracked = [c.cpu_hierarchy(), c.memory_hierarchy()]
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(created, paths.len() * tracked);
+}
+
+#[test]
+fn fallback_and_ebpf_fill_the_same_store_shape() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "store");
+    cg.spawn("dd if=/dev/zero bs=8M count=1 2>/dev/null | sleep 600");
+    cg.spawn("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 600");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cg.memory().usage_bytes < 8 * MIB {
+        assert!(Instant::now() < deadline, "child never reached 8 MiB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let shape = |disabled: bool| {
+        rt.block_on(async {
+            let (writer, store) = stats::store();
+            let cancel = CancellationToken::new();
+            let mut opts = TelemetryOptions {
+                sweep_every: Duration::from_millis(200),
+                ..TelemetryOptions::default()
+            };
+            opts.load.disabled = disabled;
+            opts.collector.roots = vec![cg.path.clone()];
+            let started = start(opts, writer, None, cancel.clone()).expect("start");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let stats = loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(s) = store.get(&cg.path) {
+                    if s.cpu.is_some_and(|c| c.usage_ns > 0)
+                        && s.memory.is_some_and(|m| m.usage_bytes >= 8 * MIB)
+                    {
+                        break s;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "store never filled ({:?})",
+                    store.snapshot()
+                );
+            };
+            cancel.cancel();
+            let _ = started.task.await;
+            (started.source, store.source(), stats)
+        })
+    };
+    let (fb_source, fb_store_source, fb) = shape(true);
+    let (eb_source, eb_store_source, eb) = shape(false);
+    assert_eq!(
+        (fb_source, fb_store_source),
+        (Source::Cgroupfs, Source::Cgroupfs)
+    );
+    assert_eq!((eb_source, eb_store_source), (Source::Ebpf, Source::Ebpf));
+    for s in [&fb, &eb] {
+        let m = s.memory.expect("memory");
+        assert!(m.usage_bytes >= 8 * MIB, "{m:?}");
+        assert!(m.limit_bytes.is_none());
+    }
+    eprintln!("fallback: {fb:?}\nebpf:     {eb:?}");
+    assert!(within(
+        eb.memory.map_or(0, |m| m.usage_bytes) as f64,
+        fb.memory.map_or(0, |m| m.usage_bytes) as f64,
+        0.05
+    ));
+}

@@ -1,0 +1,205 @@
+//! Loads the embedded telemetry object with aya, attaches every program and converts each
+//! map to its typed view once, so a layout mismatch fails start-up, not a later read.
+
+use std::io;
+
+use agent_common::{
+    CpuAcct, CpuSlot, MAX_AGENT_TGIDS, MemAcct, MemMark, NodeMem, globals, maps, programs,
+};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
+};
+
+use super::EbpfError;
+use crate::stats::cgroupfs::CgroupLayout;
+
+/// Program name and the tracepoint it attaches to.
+const ATTACH: [(&str, &str); 7] = [
+    (programs::SCHED_SWITCH, "sched_switch"),
+    (programs::MEMCG_LRUVEC, "mod_memcg_lruvec_state"),
+    (programs::MEMCG_STATE, "mod_memcg_state"),
+    (programs::MEMCG_EVENTS, "count_memcg_events"),
+    (programs::OOM_MARK_VICTIM, "mark_victim"),
+    (programs::CGROUP_MKDIR, "cgroup_mkdir"),
+    (programs::CGROUP_RMDIR, "cgroup_rmdir"),
+];
+
+/// Load-time configuration: map sizes, marks, who is not accounted.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// Ring-buffer size in bytes (power of two, multiple of the page size). Default 1 MiB:
+    /// 250 pods x 2 cgroups x 3 hierarchies x 304-byte mkdir records is ~460 KiB.
+    pub ring_bytes: u32,
+    /// Entries of the per-CPU CPU map (cgroups with tasks).
+    pub cpu_cgroups: u32,
+    /// Entries of the memory map (memcgs with charges).
+    pub mem_cgroups: u32,
+    /// Marks are checked every `1 << shift` pages of change (default 8: 1 MiB at 4 KiB pages).
+    pub mark_granule_shift: u32,
+    /// Processes whose CPU time is not accounted (default: this process).
+    pub agent_tgids: Vec<u32>,
+    /// Test/ops switch: refuse to load, as if BPF were unavailable (fallback path).
+    pub disabled: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 1 << 20,
+            cpu_cgroups: 4096,
+            mem_cgroups: 4096,
+            mark_granule_shift: 8,
+            agent_tgids: vec![std::process::id()],
+            disabled: false,
+        }
+    }
+}
+
+/// Typed views of the object's maps.
+pub struct TelemetryMaps {
+    /// cpu-cgroup id -> per-CPU [`CpuAcct`].
+    pub cpu_acct: PerCpuHashMap<MapData, u64, CpuAcct>,
+    /// What each CPU runs now.
+    pub cpu_slots: PerCpuArray<MapData, CpuSlot>,
+    /// memcg id -> running sums.
+    pub mem_acct: HashMap<MapData, u64, MemAcct>,
+    /// memcg id -> marks (written here).
+    pub mem_marks: HashMap<MapData, u64, MemMark>,
+    /// Node working set and its mark.
+    pub node_mem: Array<MapData, NodeMem>,
+    /// Kernel-side counters, per CPU.
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// A loaded, attached telemetry object.
+pub struct Telemetry {
+    /// Keeps programs and links alive; dropping it detaches everything.
+    _ebpf: Ebpf,
+    /// Typed maps.
+    pub maps: TelemetryMaps,
+    /// The ring buffer (moved into the reader task).
+    pub events: Option<RingBuf<MapData>>,
+    /// The cgroup layout the object was configured for.
+    pub layout: CgroupLayout,
+    /// cgroup hierarchy whose ids key CPU maps and records.
+    pub cpu_hierarchy: u32,
+    /// cgroup hierarchy whose ids key memory maps and records.
+    pub memory_hierarchy: u32,
+    /// Mark granule, pages.
+    pub mark_granule_pages: i64,
+}
+
+impl Telemetry {
+    /// Loads and attaches everything, or says which program failed and why.
+    pub fn load(cfg: &TelemetryConfig, layout: CgroupLayout) -> Result<Self, EbpfError> {
+        if cfg.disabled {
+            return Err(EbpfError::Disabled);
+        }
+        let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
+        let cpu = layout
+            .controller("cpu")
+            .ok_or(EbpfError::NoController { controller: "cpu" })?;
+        let memory = layout.controller("memory").ok_or(EbpfError::NoController {
+            controller: "memory",
+        })?;
+        let cpu_key_mode = if cpu.v2 {
+            agent_common::CPU_KEY_DFL
+        } else {
+            agent_common::CPU_KEY_V1_CPU
+        };
+        let mut tgids = [0u32; MAX_AGENT_TGIDS];
+        for (slot, tgid) in tgids.iter_mut().zip(&cfg.agent_tgids) {
+            *slot = *tgid;
+        }
+        // Only the hierarchies whose ids we key by; v1 fires one mkdir per hierarchy.
+        let mut mask: u64 = 0;
+        for id in [cpu.hierarchy_id, memory.hierarchy_id] {
+            if id < 64 {
+                mask |= 1 << id;
+            }
+        }
+
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            .override_global(globals::CPU_KEY_MODE, &cpu_key_mode, true)
+            .override_global(globals::MARK_GRANULE_SHIFT, &cfg.mark_granule_shift, true)
+            .override_global(globals::CGROUP_HIERARCHY_MASK, &mask, true)
+            .override_global(globals::AGENT_TGIDS, &tgids, true)
+            .map_max_entries(maps::EVENTS, cfg.ring_bytes)
+            .map_max_entries(maps::CPU_ACCT, cfg.cpu_cgroups)
+            .map_max_entries(maps::MEM_ACCT, cfg.mem_cgroups)
+            .map_max_entries(maps::MEM_MARKS, cfg.mem_cgroups);
+        // RLIMIT_MEMLOCK: not touched. Kernels >= 5.11 charge BPF memory to the memcg and aya
+        // only tries to raise the limit on older ones (and only warns if it cannot).
+        let mut ebpf = loader
+            .load(agent_ebpf::TELEMETRY_OBJ)
+            .map_err(EbpfError::Load)?;
+
+        for (program, tracepoint) in ATTACH {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(EbpfError::MissingProgram { program })?
+                .try_into()
+                .map_err(|source| EbpfError::program(program, tracepoint, source))?;
+            prog.load(tracepoint, &btf)
+                .map_err(|source| EbpfError::program(program, tracepoint, source))?;
+            prog.attach()
+                .map_err(|source| EbpfError::program(program, tracepoint, source))?;
+        }
+
+        let maps = TelemetryMaps {
+            cpu_acct: typed(&mut ebpf, maps::CPU_ACCT)?,
+            cpu_slots: typed(&mut ebpf, maps::CPU_SLOTS)?,
+            mem_acct: typed(&mut ebpf, maps::MEM_ACCT)?,
+            mem_marks: typed(&mut ebpf, maps::MEM_MARKS)?,
+            node_mem: typed(&mut ebpf, maps::NODE_MEM)?,
+            counters: typed(&mut ebpf, maps::COUNTERS)?,
+        };
+        let events: RingBuf<MapData> = typed(&mut ebpf, maps::EVENTS)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            maps,
+            events: Some(events),
+            layout,
+            cpu_hierarchy: cpu.hierarchy_id,
+            memory_hierarchy: memory.hierarchy_id,
+            mark_granule_pages: 1i64 << cfg.mark_granule_shift,
+        })
+    }
+}
+
+/// Takes a map out of the object and checks its type and key/value sizes.
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(EbpfError::MissingMap { map: name })?;
+    T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
+/// One-line reason for a program failure, for the log and the error.
+pub(super) fn explain(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                return format!("not permitted ({io_error}): needs root or CAP_BPF+CAP_PERFMON");
+            }
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("verifier rejected it ({io_error}): {}", tail.join(" | "))
+        }
+        ProgramError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::PermissionDenied => {
+            format!("not permitted: {s}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,409 @@
+//! The one place the agent speaks CRI: typed calls with per-call timeouts and errors that name
+//! the call and the pod or container (kubelet counterpart: k8s.io/cri-client remote services).
+//!
+//! The channel is lazy and reconnects by itself, so a runtime restart shows up as failed calls
+//! (retried by the next sync) rather than a dead agent.
+
+use proto::runtime::v1 as cri;
+use proto::runtime::v1::image_service_client::ImageServiceClient;
+use proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A failed CRI call.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The runtime answered with an error.
+    #[error("CRI {call} for {target}: {code:?}: {message}", code = source.code(), message = source.message())]
+    Call {
+        /// RPC name, e.g. `RunPodSandbox`.
+        call: &'static str,
+        /// Pod or container the call was for.
+        target: String,
+        /// The gRPC status.
+        #[source]
+        source: tonic::Status,
+    },
+    /// No answer within the deadline.
+    #[error("CRI {call} for {target}: no answer within {after:?}")]
+    Timeout {
+        /// RPC name.
+        call: &'static str,
+        /// Pod or container the call was for.
+        target: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The endpoint flag is unusable.
+    #[error(transparent)]
+    Endpoint(#[from] proto::EndpointError),
+}
+
+impl CriError {
+    /// True when the runtime said the object does not exist (a normal outcome while removing).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Call { source, .. } if source.code() == tonic::Code::NotFound)
+    }
+
+    /// True when the runtime does not implement the call (e.g. GetContainerEvents on older runtimes).
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, Self::Call { source, .. } if source.code() == tonic::Code::Unimplemented)
+    }
+}
+
+/// CRI runtime and image clients sharing the agent's timeout policy. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Cri {
+    rt: RuntimeServiceClient<Channel>,
+    img: ImageServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl Cri {
+    /// Dials the runtime and image endpoints lazily (`unix:///…` or a socket path).
+    pub fn connect(runtime: &str, image: &str, timeout: Duration) -> Result<Self, CriError> {
+        let rt = proto::Client::connect_lazy(proto::parse_endpoint(runtime)?);
+        let img = if image == runtime {
+            rt.clone()
+        } else {
+            proto::Client::connect_lazy(proto::parse_endpoint(image)?)
+        };
+        Ok(Self {
+            rt: rt.runtime(),
+            img: img.image(),
+            timeout,
+        })
+    }
+
+    async fn run<T, Fut>(
+        call: &'static str,
+        target: impl FnOnce() -> String,
+        after: Option<Duration>,
+        fut: Fut,
+    ) -> Result<T, CriError>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let res = match after {
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(CriError::Timeout {
+                        call,
+                        target: target(),
+                        after: d,
+                    });
+                }
+            },
+            None => fut.await,
+        };
+        res.map(tonic::Response::into_inner)
+            .map_err(|source| CriError::Call {
+                call,
+                target: target(),
+                source,
+            })
+    }
+
+    /// `Version`: runtime name and version.
+    pub async fn version(&self) -> Result<cri::VersionResponse, CriError> {
+        let mut c = self.rt.clone();
+        Self::run(
+            "Version",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.version(cri::VersionRequest::default()),
+        )
+        .await
+    }
+
+    /// `RunPodSandbox`.
+    pub async fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        target: &str,
+    ) -> Result<String, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        };
+        // The kubelet allows RunPodSandbox the full request timeout; CNI setup can be slow.
+        Self::run(
+            "RunPodSandbox",
+            || target.to_string(),
+            Some(self.timeout),
+            c.run_pod_sandbox(req),
+        )
+        .await
+        .map(|r| r.pod_sandbox_id)
+    }
+
+    /// `StopPodSandbox`; NotFound counts as success.
+    pub async fn stop_pod_sandbox(&self, id: &str, target: &str) -> Result<(), CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        };
+        ok_if_gone(
+            Self::run(
+                "StopPodSandbox",
+                || format!("sandbox {id} of {target}"),
+                Some(self.timeout),
+                c.stop_pod_sandbox(req),
+            )
+            .await,
+        )
+    }
+
+    /// `RemovePodSandbox`; NotFound counts as success.
+    pub async fn remove_pod_sandbox(&self, id: &str, target: &str) -> Result<(), CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        };
+        ok_if_gone(
+            Self::run(
+                "RemovePodSandbox",
+                || format!("sandbox {id} of {target}"),
+                Some(self.timeout),
+                c.remove_pod_sandbox(req),
+            )
+            .await,
+        )
+    }
+
+    /// `PodSandboxStatus`.
+    pub async fn pod_sandbox_status(
+        &self,
+        id: &str,
+        target: &str,
+    ) -> Result<Option<cri::PodSandboxStatus>, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: false,
+        };
+        Self::run(
+            "PodSandboxStatus",
+            || format!("sandbox {id} of {target}"),
+            Some(self.timeout),
+            c.pod_sandbox_status(req),
+        )
+        .await
+        .map(|r| r.status)
+    }
+
+    /// `ListPodSandbox`, optionally only the sandboxes of one pod UID.
+    pub async fn list_pod_sandboxes(
+        &self,
+        uid: Option<&str>,
+    ) -> Result<Vec<cri::PodSandbox>, CriError> {
+        let mut c = self.rt.clone();
+        let filter = uid.map(|u| cri::PodSandboxFilter {
+            label_selector: [(super::labels::POD_UID.to_string(), u.to_string())].into(),
+            ..Default::default()
+        });
+        Self::run(
+            "ListPodSandbox",
+            || uid.map_or("all pods".into(), |u| format!("pod {u}")),
+            Some(self.timeout),
+            c.list_pod_sandbox(cri::ListPodSandboxRequest { filter }),
+        )
+        .await
+        .map(|r| r.items)
+    }
+
+    /// `ListContainers`, optionally only the containers of one pod UID.
+    pub async fn list_containers(
+        &self,
+        uid: Option<&str>,
+    ) -> Result<Vec<cri::Container>, CriError> {
+        let mut c = self.rt.clone();
+        let filter = uid.map(|u| cri::ContainerFilter {
+            label_selector: [(super::labels::POD_UID.to_string(), u.to_string())].into(),
+            ..Default::default()
+        });
+        Self::run(
+            "ListContainers",
+            || uid.map_or("all pods".into(), |u| format!("pod {u}")),
+            Some(self.timeout),
+            c.list_containers(cri::ListContainersRequest { filter }),
+        )
+        .await
+        .map(|r| r.containers)
+    }
+
+    /// `ContainerStatus`.
+    pub async fn container_status(
+        &self,
+        id: &str,
+        target: &str,
+    ) -> Result<Option<cri::ContainerStatus>, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        };
+        Self::run(
+            "ContainerStatus",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.container_status(req),
+        )
+        .await
+        .map(|r| r.status)
+    }
+
+    /// `CreateContainer`.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+        sandbox_config: cri::PodSandboxConfig,
+        target: &str,
+    ) -> Result<String, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        Self::run(
+            "CreateContainer",
+            || target.to_string(),
+            Some(self.timeout),
+            c.create_container(req),
+        )
+        .await
+        .map(|r| r.container_id)
+    }
+
+    /// `StartContainer`.
+    pub async fn start_container(&self, id: &str, target: &str) -> Result<(), CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::StartContainerRequest {
+            container_id: id.to_string(),
+        };
+        Self::run(
+            "StartContainer",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.start_container(req),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `StopContainer` with a grace period; the deadline is the grace plus the request timeout,
+    /// as in the kubelet's remote runtime. NotFound counts as success.
+    pub async fn stop_container(
+        &self,
+        id: &str,
+        grace_seconds: i64,
+        target: &str,
+    ) -> Result<(), CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: grace_seconds,
+        };
+        let after = self.timeout + Duration::from_secs(grace_seconds.max(0) as u64);
+        ok_if_gone(
+            Self::run(
+                "StopContainer",
+                || format!("container {id} of {target}"),
+                Some(after),
+                c.stop_container(req),
+            )
+            .await,
+        )
+    }
+
+    /// `RemoveContainer`; NotFound counts as success.
+    pub async fn remove_container(&self, id: &str, target: &str) -> Result<(), CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        };
+        ok_if_gone(
+            Self::run(
+                "RemoveContainer",
+                || format!("container {id} of {target}"),
+                Some(self.timeout),
+                c.remove_container(req),
+            )
+            .await,
+        )
+    }
+
+    /// `GetContainerEvents`: the runtime's event stream (no deadline; it lives until cancelled).
+    pub async fn container_events(
+        &self,
+    ) -> Result<tonic::Streaming<cri::ContainerEventResponse>, CriError> {
+        let mut c = self.rt.clone();
+        Self::run(
+            "GetContainerEvents",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.get_container_events(cri::GetEventsRequest::default()),
+        )
+        .await
+    }
+
+    /// `ImageStatus`: `None` when the image is not present.
+    pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>, CriError> {
+        let mut c = self.img.clone();
+        let req = cri::ImageStatusRequest {
+            image: Some(image_spec(image)),
+            verbose: false,
+        };
+        Self::run(
+            "ImageStatus",
+            || format!("image {image}"),
+            Some(self.timeout),
+            c.image_status(req),
+        )
+        .await
+        .map(|r| r.image)
+    }
+
+    /// `PullImage`: no deadline, as in the kubelet; pulls end when done or cancelled.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        sandbox_config: cri::PodSandboxConfig,
+        target: &str,
+    ) -> Result<String, CriError> {
+        let mut c = self.img.clone();
+        let req = cri::PullImageRequest {
+            image: Some(image_spec(image)),
+            auth: None,
+            sandbox_config: Some(sandbox_config),
+        };
+        Self::run(
+            "PullImage",
+            || format!("image {image} for {target}"),
+            None,
+            c.pull_image(req),
+        )
+        .await
+        .map(|r| r.image_ref)
+    }
+}
+
+fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+fn ok_if_gone<T>(r: Result<T, CriError>) -> Result<(), CriError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}

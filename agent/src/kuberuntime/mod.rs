@@ -1,0 +1,559 @@
+//! The runtime manager: the only module that speaks CRI (kubelet pkg/kubelet/kuberuntime).
+//! `sync_pod` reads the pod's runtime state, computes actions and carries them out; it is
+//! idempotent, so a pod worker may run it as often as it likes. `terminate_pod` stops and
+//! removes everything a pod has, including its cgroup and directories.
+
+pub mod actions;
+pub mod backoff;
+pub mod client;
+pub mod container;
+pub mod labels;
+pub mod sandbox;
+pub mod state;
+
+use crate::cm::ContainerManager;
+use crate::pod::{DesiredPod, QosClass, qos_class};
+use backoff::Backoff;
+pub use client::{Cri, CriError};
+use k8s_openapi::api::core::v1::Container;
+use proto::runtime::v1 as cri;
+use state::{ContainerState, PodRuntimeState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug, info, warn};
+
+/// Node facts the generated configs need, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// Node name.
+    pub node_name: String,
+    /// Node IP for `status.hostIP`.
+    pub host_ip: String,
+    /// Container log root.
+    pub pod_logs_dir: PathBuf,
+    /// Agent state root (`<root>/pods/<uid>`).
+    pub root_dir: PathBuf,
+    /// Cluster DNS servers.
+    pub cluster_dns: Vec<String>,
+    /// Cluster domain.
+    pub cluster_domain: Option<String>,
+    /// The host's resolver config.
+    pub host_dns: cri::DnsConfig,
+    /// cgroup naming.
+    pub cm: ContainerManager,
+    /// Node memory, bytes.
+    pub memory_capacity: i64,
+    /// Node CPUs, millicores.
+    pub cpu_capacity_milli: i64,
+}
+
+/// Why a sync did not complete; the worker logs it with the pod and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A CRI call failed.
+    #[error(transparent)]
+    Cri(#[from] CriError),
+    /// The container config could not be built (CreateContainerConfigError).
+    #[error("CreateContainerConfigError: {0}")]
+    Config(#[from] container::ConfigError),
+    /// Pulling failed (ErrImagePull).
+    #[error("ErrImagePull: failed to pull image {image:?}: {source}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// The CRI error.
+        #[source]
+        source: CriError,
+    },
+    /// The image is absent and the policy forbids pulling (ErrImageNeverPull).
+    #[error(
+        "ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"
+    )]
+    NeverPull {
+        /// The image.
+        image: String,
+    },
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// All that can be done now is done; sync again on the next event or resync.
+    Synced,
+    /// Something waits on a back-off: sync again after this long.
+    RequeueAfter(Duration),
+    /// The pod reached a terminal phase; nothing will run again.
+    Finished,
+}
+
+/// Per-pod back-off state, owned by the pod's worker.
+#[derive(Debug, Clone)]
+pub struct PodBackoffs {
+    containers: Backoff,
+    images: Backoff,
+    /// (back-off key, exit time) last reported, so each wait is logged once, not per wake-up.
+    reported: Option<(String, SystemTime)>,
+}
+
+impl PodBackoffs {
+    /// Crash-loop back-off capped at `max` (crashLoopBackOff.maxContainerRestartPeriod).
+    pub fn new(max: Duration) -> Self {
+        Self {
+            containers: Backoff::new(backoff::INITIAL, max),
+            images: Backoff::new(backoff::INITIAL, backoff::MAX),
+            reported: None,
+        }
+    }
+}
+
+/// Runs pods on the CRI runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeManager {
+    cri: Cri,
+    ctx: Arc<NodeContext>,
+}
+
+/// Logs a pod event the way the kubelet records one (reason + message); in cluster mode these
+/// also become API events.
+macro_rules! pod_event {
+    (Normal, $pod:expr, $reason:expr, $($msg:tt)+) => {
+        info!(pod = %$pod, reason = $reason, $($msg)+)
+    };
+    (Warning, $pod:expr, $reason:expr, $($msg:tt)+) => {
+        warn!(pod = %$pod, reason = $reason, $($msg)+)
+    };
+}
+
+impl RuntimeManager {
+    /// A manager over a CRI connection.
+    pub fn new(cri: Cri, ctx: NodeContext) -> Self {
+        Self {
+            cri,
+            ctx: Arc::new(ctx),
+        }
+    }
+
+    /// Brings the runtime in line with the pod spec once.
+    pub async fn sync_pod(
+        &self,
+        p: &DesiredPod,
+        b: &mut PodBackoffs,
+    ) -> Result<SyncOutcome, SyncError> {
+        let target = p.pod_ref.to_string();
+        let spec = p.pod.spec.clone().unwrap_or_default();
+        let state = state::load(&self.cri, &p.pod_ref.uid, &target).await?;
+        let plan = actions::compute(&spec, &state);
+        debug!(pod = %target, ?plan, "sync");
+
+        if plan.kill_pod {
+            self.kill_pod(&state, &target, crate::pod::grace_period_seconds(&p.pod))
+                .await?;
+        }
+        for (id, name, reason) in &plan.containers_to_kill {
+            pod_event!(Normal, target, "Killing", container = %name, "stopping container: {reason}");
+            self.cri
+                .stop_container(id, crate::pod::grace_period_seconds(&p.pod), &target)
+                .await?;
+            self.cri.remove_container(id, &target).await?;
+        }
+        if plan.finished {
+            if plan.kill_pod {
+                info!(pod = %target, "pod finished; its sandbox is stopped and nothing will be restarted");
+            }
+            return Ok(SyncOutcome::Finished);
+        }
+
+        let mut pod_ip = state.pod_ip.clone();
+        let sandbox_id = match (plan.create_sandbox, plan.sandbox_id.clone()) {
+            (Some(attempt), _) => {
+                let cfg = sandbox::sandbox_config(&self.ctx, p, attempt);
+                let dir = sandbox::pod_logs_dir(&self.ctx, p);
+                std::fs::create_dir_all(&dir).map_err(|source| container::ConfigError::Io {
+                    container: String::new(),
+                    path: dir.clone(),
+                    source,
+                })?;
+                let id = self.cri.run_pod_sandbox(cfg, &target).await?;
+                pod_event!(Normal, target, "SandboxCreated", sandbox = %id, attempt, "pod sandbox created");
+                if let Some(s) = self.cri.pod_sandbox_status(&id, &target).await? {
+                    pod_ip = s.network.map(|n| n.ip).unwrap_or_default();
+                }
+                id
+            }
+            (None, Some(id)) => id,
+            (None, None) => return Ok(SyncOutcome::Synced),
+        };
+        let attempt = plan
+            .create_sandbox
+            .or_else(|| state.sandboxes.first().map(|s| s.attempt))
+            .unwrap_or(0);
+        let sandbox_cfg = sandbox::sandbox_config(&self.ctx, p, attempt);
+
+        let mut wait: Option<Duration> = None;
+        let mut queue: Vec<(usize, bool)> = Vec::new();
+        if let Some(i) = plan.init_to_start {
+            queue.push((i, true));
+        }
+        queue.extend(plan.containers_to_start.iter().map(|i| (*i, false)));
+        let mut first_err = None;
+        for (idx, init) in queue {
+            let c = if init {
+                spec.init_containers.as_ref().and_then(|v| v.get(idx))
+            } else {
+                spec.containers.get(idx)
+            };
+            let Some(c) = c else { continue };
+            let prior = state.latest(&c.name);
+            match self
+                .start_container(
+                    p,
+                    c,
+                    init,
+                    prior,
+                    &sandbox_id,
+                    &sandbox_cfg,
+                    &pod_ip,
+                    b,
+                    &target,
+                )
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(d)) => wait = Some(wait.map_or(d, |w| w.min(d))),
+                Err(e) => {
+                    warn!(pod = %target, container = %c.name, error = %e, "container start failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.garbage_collect(p, &target).await;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        Ok(wait.map_or(SyncOutcome::Synced, SyncOutcome::RequeueAfter))
+    }
+
+    /// Starts one container unless it is backing off; returns the remaining back-off if so.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        p: &DesiredPod,
+        c: &Container,
+        init: bool,
+        prior: Option<&state::ContainerView>,
+        sandbox_id: &str,
+        sandbox_cfg: &cri::PodSandboxConfig,
+        pod_ip: &str,
+        b: &mut PodBackoffs,
+        target: &str,
+    ) -> Result<Option<Duration>, SyncError> {
+        let now = SystemTime::now();
+        let key = format!(
+            "{}_{}_{}_{}_{:x}",
+            p.pod_ref.name,
+            p.pod_ref.namespace,
+            p.pod_ref.uid,
+            c.name,
+            labels::container_hash(c)
+        );
+        if let Some(prev) = prior.filter(|v| v.state == ContainerState::Exited) {
+            let finished = prev.finished_at.unwrap_or(now);
+            if let Some(left) = b.containers.remaining_since(&key, finished, now) {
+                let delay = b.containers.get(&key).unwrap_or(left);
+                let report = (key.clone(), finished);
+                if b.reported.as_ref() == Some(&report) {
+                    return Ok(Some(left));
+                }
+                b.reported = Some(report);
+                pod_event!(Warning, target, "BackOff", container = %c.name,
+                    "CrashLoopBackOff: back-off {delay:?} restarting failed container {} (exit code {}, {}); next try in {left:.1?}",
+                    c.name, prev.exit_code, if prev.reason.is_empty() { "Error" } else { &prev.reason });
+                return Ok(Some(left));
+            }
+            b.containers.next(&key, finished, now);
+        }
+
+        let image = c.image.clone().unwrap_or_default();
+        let image_ref = match self
+            .ensure_image(p, c, &image, sandbox_cfg, b, target)
+            .await?
+        {
+            Ok(r) => r,
+            Err(left) => return Ok(Some(left)),
+        };
+        let restart_count = match prior {
+            Some(v) => v.restart_count + 1,
+            None => self.restart_count_from_logs(p, &c.name),
+        };
+        let cfg = container::container_config(
+            &self.ctx,
+            p,
+            &container::ContainerInputs {
+                container: c,
+                init,
+                restart_count,
+                image_ref,
+                pod_ip: pod_ip.to_string(),
+            },
+        )?;
+        let id = self
+            .cri
+            .create_container(
+                sandbox_id,
+                cfg,
+                sandbox_cfg.clone(),
+                &format!("container {} of {target}", c.name),
+            )
+            .await?;
+        pod_event!(Normal, target, "Created", container = %c.name, id = %id, restart_count, "created container {}", c.name);
+        if let Err(e) = self.cri.start_container(&id, target).await {
+            pod_event!(Warning, target, "Failed", container = %c.name, "Error: {e}");
+            return Err(e.into());
+        }
+        pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
+        Ok(None)
+    }
+
+    /// EnsureImageExists: honours imagePullPolicy (default Always for `:latest` or untagged
+    /// images, IfNotPresent otherwise) and the image pull back-off. `Err(delay)` inside `Ok` means
+    /// ImagePullBackOff.
+    async fn ensure_image(
+        &self,
+        p: &DesiredPod,
+        c: &Container,
+        image: &str,
+        sandbox_cfg: &cri::PodSandboxConfig,
+        b: &mut PodBackoffs,
+        target: &str,
+    ) -> Result<Result<String, Duration>, SyncError> {
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(image).into());
+        let present = if policy == "Always" {
+            None
+        } else {
+            self.cri.image_status(image).await?
+        };
+        if let Some(img) = present {
+            return Ok(Ok(if img.id.is_empty() {
+                image.to_string()
+            } else {
+                img.id
+            }));
+        }
+        if policy == "Never" {
+            pod_event!(Warning, target, "ErrImageNeverPull", container = %c.name, image, "image is not present with pull policy of Never");
+            return Err(SyncError::NeverPull {
+                image: image.into(),
+            });
+        }
+        let key = format!("{}_{image}", p.pod_ref.uid);
+        let now = SystemTime::now();
+        if let Some(left) = b.images.remaining_since_update(&key, now) {
+            pod_event!(Normal, target, "BackOff", container = %c.name, image,
+                "ImagePullBackOff: back-off pulling image {image:?}; next try in {left:.1?}");
+            return Ok(Err(left));
+        }
+        pod_event!(Normal, target, "Pulling", container = %c.name, image, "pulling image {image:?}");
+        let started = std::time::Instant::now();
+        match self
+            .cri
+            .pull_image(image, sandbox_cfg.clone(), target)
+            .await
+        {
+            Ok(r) => {
+                b.images.reset(&key);
+                pod_event!(Normal, target, "Pulled", container = %c.name, image,
+                    "successfully pulled image {image:?} in {:.3?}", started.elapsed());
+                Ok(Ok(if r.is_empty() { image.to_string() } else { r }))
+            }
+            Err(source) => {
+                b.images.next(&key, now, now);
+                pod_event!(Warning, target, "Failed", container = %c.name, image, "failed to pull image {image:?}: {source}");
+                Err(SyncError::Pull {
+                    image: image.into(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The kubelet's calcRestartCountByLogDir: with no record of a previous instance, continue
+    /// after the highest `<n>.log` so logs are never overwritten.
+    fn restart_count_from_logs(&self, p: &DesiredPod, name: &str) -> u32 {
+        let dir = sandbox::pod_logs_dir(&self.ctx, p).join(name);
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.split('.').next()?.parse::<u32>().ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1)
+    }
+
+    /// Stops every running container (in parallel, with the grace period) and every ready
+    /// sandbox of the pod.
+    async fn kill_pod(
+        &self,
+        state: &PodRuntimeState,
+        target: &str,
+        grace: i64,
+    ) -> Result<(), SyncError> {
+        let mut set = tokio::task::JoinSet::new();
+        for c in state
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
+        {
+            pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
+            let (cri, id, target) = (self.cri.clone(), c.id.clone(), target.to_string());
+            let grace = c.grace.map_or(grace, |g| g.max(2)).min(grace);
+            set.spawn(async move { cri.stop_container(&id, grace, &target).await });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e.into());
+        }
+        for s in state.sandboxes.iter().filter(|s| s.ready) {
+            self.cri.stop_pod_sandbox(&s.id, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.
+    /// `grace` is the pod's grace period, or `None` for a pod whose spec is gone (the grace
+    /// recorded on its containers applies, as the kubelet's restoreSpecsFromContainerLabels does).
+    pub async fn terminate_pod(
+        &self,
+        uid: &str,
+        target: &str,
+        grace: Option<i64>,
+        logs: Option<(PathBuf, QosClass)>,
+    ) -> Result<(), SyncError> {
+        let state = state::load(&self.cri, uid, target).await?;
+        let grace = grace.unwrap_or_else(|| {
+            state
+                .containers
+                .iter()
+                .filter_map(|c| c.grace)
+                .max()
+                .unwrap_or(30)
+                .max(2)
+        });
+        self.kill_pod(&state, target, grace).await?;
+        for c in &state.containers {
+            self.cri.remove_container(&c.id, target).await?;
+        }
+        for s in &state.sandboxes {
+            self.cri.stop_pod_sandbox(&s.id, target).await?;
+            self.cri.remove_pod_sandbox(&s.id, target).await?;
+        }
+        for qos in [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ] {
+            self.ctx.cm.remove_pod_cgroup(uid, qos);
+        }
+        let pod_dir = self.ctx.root_dir.join("pods").join(uid);
+        if let Err(e) = std::fs::remove_dir_all(&pod_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pod = %target, dir = %pod_dir.display(), error = %e, "cannot remove pod directory");
+        }
+        if let Some((log_dir, _)) = logs
+            && let Err(e) = std::fs::remove_dir_all(&log_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pod = %target, dir = %log_dir.display(), error = %e, "cannot remove pod log directory");
+        }
+        info!(pod = %target, "pod terminated: containers and sandboxes removed");
+        Ok(())
+    }
+
+    /// The pod's log directory and QoS, for `terminate_pod`.
+    pub fn pod_cleanup_info(&self, p: &DesiredPod) -> (PathBuf, QosClass) {
+        (sandbox::pod_logs_dir(&self.ctx, p), qos_class(&p.pod))
+    }
+
+    /// Log directory of an orphaned pod, known only by its identity.
+    pub fn orphan_logs_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.ctx
+            .pod_logs_dir
+            .join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    /// Keeps the newest exited instance of each container (for `logs --previous`) and removes
+    /// older ones with their log files, and removes dead sandboxes left without containers
+    /// (kubelet container GC with MaxPerPodContainer = 1).
+    async fn garbage_collect(&self, p: &DesiredPod, target: &str) {
+        let Ok(state) = state::load(&self.cri, &p.pod_ref.uid, target).await else {
+            return;
+        };
+        let mut kept = std::collections::HashSet::new();
+        let log_dir = sandbox::pod_logs_dir(&self.ctx, p);
+        for c in state
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Exited)
+        {
+            if kept.insert(c.name.clone()) {
+                continue;
+            }
+            if let Err(e) = self.cri.remove_container(&c.id, target).await {
+                debug!(pod = %target, error = %e, "container GC");
+                continue;
+            }
+            let _ =
+                std::fs::remove_file(log_dir.join(container::log_path(&c.name, c.restart_count)));
+        }
+        let newest = state.sandboxes.first().map(|s| s.id.clone());
+        for s in state.sandboxes.iter().filter(|s| !s.ready) {
+            let used = state
+                .containers
+                .iter()
+                .any(|c| c.sandbox_id == s.id && kept.contains(&c.name));
+            if Some(&s.id) != newest.as_ref() && !used {
+                let _ = self.cri.remove_pod_sandbox(&s.id, target).await;
+            }
+        }
+    }
+}
+
+/// Default pull policy (pkg/apis/core/v1/defaults.go): Always for `:latest` or no tag.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_pull_policy;
+
+    #[test]
+    fn pull_policy_defaults() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_pull_policy("busybox:1.35"), "IfNotPresent");
+        assert_eq!(default_pull_policy("127.0.0.1:5000/x"), "Always");
+        assert_eq!(default_pull_policy("127.0.0.1:5000/x:1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("x@sha256:abc"), "IfNotPresent");
+    }
+}

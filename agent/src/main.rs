@@ -1,0 +1,240 @@
+//! nodelet: a Kubernetes node agent with kubelet-compatible flags and configuration.
+//!
+//! Wiring only: resolve options, start logging, connect to the CRI runtime, then start each
+//! manager once under one root cancellation token: the static pod source (config), the pod
+//! lifecycle event generator (pleg) and the pod workers. SIGTERM/SIGINT stop the agent and leave
+//! pods running, as the kubelet does; the next start adopts them.
+
+mod cm;
+mod config;
+#[allow(dead_code)]
+mod ebpf;
+mod kuberuntime;
+mod options;
+mod pleg;
+mod pod;
+mod pod_workers;
+#[allow(dead_code)]
+mod stats;
+
+use anyhow::Context;
+use kuberuntime::{Cri, NodeContext, RuntimeManager};
+use options::Options;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+fn main() -> std::process::ExitCode {
+    let opts = match Options::from_args(std::env::args()) {
+        Ok(o) => o,
+        Err(options::OptionsResolveError::Clap(e)) => {
+            // clap prints usage errors, --help and --version itself, with the right exit code.
+            e.exit();
+        }
+        Err(e) => {
+            eprintln!("nodelet: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    init_logging(opts.verbosity);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nodelet")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// klog verbosity to tracing levels: 0-2 info (the kubelet's usual --v=2 is not debug output),
+/// 3-4 debug, 5 and up trace. RUST_LOG, when set, wins.
+fn init_logging(v: u8) {
+    let level = match v {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,nodelet={level}")));
+    // stderr, so journald keeps it under the unit (journalctl -u nodelet).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn run(opts: Options) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), node = %opts.node_name, "starting nodelet");
+    for n in &opts.notices {
+        warn!("{n}");
+    }
+    if opts.kubeconfig.is_some() {
+        warn!(
+            register_node = opts.register_node,
+            "--kubeconfig given, but cluster mode is not implemented yet: running standalone (static pods only); the node is not registered"
+        );
+    }
+    let cri = Cri::connect(
+        &opts.container_runtime_endpoint,
+        &opts.image_service_endpoint,
+        opts.runtime_request_timeout,
+    )
+    .context("container runtime endpoint")?;
+    match cri.version().await {
+        Ok(v) => {
+            info!(runtime = %v.runtime_name, version = %v.runtime_version, api = %v.runtime_api_version, endpoint = %opts.container_runtime_endpoint, "connected to container runtime")
+        }
+        Err(e) => {
+            error!(error = %e, endpoint = %opts.container_runtime_endpoint, "container runtime unreachable; will keep retrying")
+        }
+    }
+
+    let ctx = node_context(&opts);
+    let runtime = RuntimeManager::new(cri.clone(), ctx);
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let (config_tx, config_rx) = watch::channel(None);
+    match opts.static_pod_path.clone() {
+        Some(path) => {
+            tasks.spawn(config::file::run(
+                path,
+                opts.node_name.clone(),
+                opts.file_check_frequency,
+                config_tx,
+                cancel.child_token(),
+            ));
+        }
+        None => {
+            info!("no static pod path (--pod-manifest-path / staticPodPath): no pods to run");
+            config_tx.send_replace(Some(Default::default()));
+        }
+    }
+
+    let (pleg_tx, pleg_rx) = mpsc::channel(pleg::CHANNEL_CAPACITY);
+    let (health_tx, health_rx) = watch::channel(None);
+    tasks.spawn(pleg_watchdog(health_rx, cancel.child_token()));
+    tasks.spawn(pleg::run(
+        cri,
+        pleg_tx,
+        health_tx,
+        Arc::new(pleg::PlegStats::default()),
+        cancel.child_token(),
+    ));
+    tasks.spawn(pod_workers::run(
+        runtime,
+        pod_workers::WorkerSettings {
+            sync_frequency: opts.sync_frequency,
+            max_restart_backoff: opts.max_container_restart_period,
+        },
+        config_rx,
+        pleg_rx,
+        cancel.child_token(),
+    ));
+
+    shutdown_signal().await;
+    info!("shutting down; pods keep running and are adopted on the next start");
+    cancel.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within 10s");
+    }
+    Ok(())
+}
+
+/// Logs when PLEG stops relisting, as the kubelet's "PLEG is not healthy" (the /healthz
+/// endpoint will report the same state).
+async fn pleg_watchdog(rx: watch::Receiver<Option<std::time::Instant>>, cancel: CancellationToken) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let now = pleg::is_healthy(*rx.borrow());
+        if now != healthy {
+            if now {
+                info!("PLEG is healthy again");
+            } else {
+                error!(threshold = ?pleg::RELIST_THRESHOLD, "PLEG is not healthy: no successful relist within the threshold");
+            }
+            healthy = now;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn node_context(o: &Options) -> NodeContext {
+    let host_dns = std::fs::read_to_string(&o.resolv_conf)
+        .map(|t| kuberuntime::sandbox::parse_resolv_conf(&t))
+        .unwrap_or_else(|e| {
+            warn!(file = %o.resolv_conf.display(), error = %e, "cannot read resolv.conf; pods get no DNS servers");
+            Default::default()
+        });
+    let memory_capacity = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let host_ip = o
+        .node_ips
+        .first()
+        .map(|ip| ip.to_string())
+        .or_else(|| {
+            use std::net::ToSocketAddrs;
+            (o.node_name.as_str(), 0)
+                .to_socket_addrs()
+                .ok()?
+                .map(|a| a.ip())
+                .find(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    NodeContext {
+        node_name: o.node_name.clone(),
+        host_ip,
+        pod_logs_dir: o.pod_logs_dir.clone(),
+        root_dir: o.root_dir.clone(),
+        cluster_dns: o.cluster_dns.clone(),
+        cluster_domain: o.cluster_domain.clone(),
+        host_dns,
+        cm: cm::ContainerManager::new(o),
+        memory_capacity,
+        cpu_capacity_milli: cpus * 1000,
+    }
+}

@@ -1,0 +1,402 @@
+//! The KubeletConfiguration file (`--config`, kubelet.config.k8s.io/v1beta1).
+//!
+//! Decoding follows the kubelet's (pkg/kubelet/kubeletconfig/util/codec/codec.go,
+//! DecodeKubeletConfiguration): a wrong type or a bad value is an error naming the file and field;
+//! a field the schema does not know is logged and skipped, as the kubelet's lenient fallback does.
+//! A field the kubelet knows and nodelet does not implement yet is reported so that the caller
+//! logs it once as ignored.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// API group/version of the file, as the kubelet requires it.
+pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+
+/// Errors loading the configuration file; each names the file and, where one is at fault, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading kubelet config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML/JSON, or not a mapping.
+    #[error("kubelet config file {path}: not a YAML or JSON object: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// apiVersion or kind is wrong.
+    #[error("kubelet config file {path}: {field} is {found:?}, want {want:?}")]
+    Kind {
+        /// The file.
+        path: PathBuf,
+        /// `apiVersion` or `kind`.
+        field: &'static str,
+        /// What the file says.
+        found: String,
+        /// What the kubelet accepts.
+        want: &'static str,
+    },
+    /// A field has the wrong type or an invalid value.
+    #[error("kubelet config file {path}: field {field}: {reason}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field, e.g. `crashLoopBackOff.maxContainerRestartPeriod`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// `crashLoopBackOff` (KEP-4603).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashLoopBackOffConfig {
+    /// Cap of the container restart back-off (Go duration).
+    pub max_container_restart_period: Option<String>,
+}
+
+/// `logging` (component-base LoggingConfiguration); only verbosity is used.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingConfig {
+    /// Same as `--v`.
+    pub verbosity: Option<u8>,
+}
+
+/// The fields nodelet implements; all optional, defaults are applied by `options`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfigFile {
+    /// Static pod manifests directory or file.
+    pub static_pod_path: Option<PathBuf>,
+    /// Where container logs go (`/var/log/pods` by default).
+    pub pod_logs_dir: Option<PathBuf>,
+    /// Pod resync period.
+    pub sync_frequency: Option<String>,
+    /// Full re-read period of the static pod path.
+    pub file_check_frequency: Option<String>,
+    /// CRI request timeout.
+    pub runtime_request_timeout: Option<String>,
+    /// CRI runtime endpoint.
+    pub container_runtime_endpoint: Option<String>,
+    /// CRI image endpoint.
+    pub image_service_endpoint: Option<String>,
+    /// cgroupfs or systemd.
+    pub cgroup_driver: Option<String>,
+    /// Root cgroup for pods.
+    pub cgroup_root: Option<String>,
+    /// Whether pods go under QoS cgroups.
+    #[serde(rename = "cgroupsPerQOS")]
+    pub cgroups_per_qos: Option<bool>,
+    /// Register the node (cluster mode).
+    pub register_node: Option<bool>,
+    /// Host resolver file for pods with dnsPolicy Default.
+    pub resolv_conf: Option<PathBuf>,
+    /// Cluster DNS domain.
+    pub cluster_domain: Option<String>,
+    /// Cluster DNS server IPs.
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<String>>,
+    /// Restart back-off settings.
+    pub crash_loop_back_off: Option<CrashLoopBackOffConfig>,
+    /// Logging settings.
+    pub logging: Option<LoggingConfig>,
+}
+
+/// Top-level fields nodelet reads from the file; kept beside the struct above.
+const IMPLEMENTED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "podLogsDir",
+    "syncFrequency",
+    "fileCheckFrequency",
+    "runtimeRequestTimeout",
+    "containerRuntimeEndpoint",
+    "imageServiceEndpoint",
+    "cgroupDriver",
+    "cgroupRoot",
+    "cgroupsPerQOS",
+    "registerNode",
+    "resolvConf",
+    "clusterDomain",
+    "clusterDNS",
+    "crashLoopBackOff",
+    "logging",
+];
+
+/// Every top-level field of KubeletConfiguration v1beta1
+/// (staging/src/k8s.io/kubelet/config/v1beta1/types.go), used to tell "known but ignored" from
+/// "unknown".
+const KUBELET_FIELDS: &[&str] = &[
+    "enableServer",
+    "staticPodPath",
+    "podLogsDir",
+    "syncFrequency",
+    "fileCheckFrequency",
+    "httpCheckFrequency",
+    "staticPodURL",
+    "staticPodURLHeader",
+    "address",
+    "port",
+    "readOnlyPort",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "tlsCipherSuites",
+    "tlsMinVersion",
+    "rotateCertificates",
+    "serverTLSBootstrap",
+    "authentication",
+    "authorization",
+    "registryPullQPS",
+    "registryBurst",
+    "imagePullCredentialsVerificationPolicy",
+    "preloadedImagesVerificationAllowlist",
+    "eventRecordQPS",
+    "eventBurst",
+    "enableDebuggingHandlers",
+    "enableContentionProfiling",
+    "healthzPort",
+    "healthzBindAddress",
+    "oomScoreAdj",
+    "clusterDomain",
+    "clusterDNS",
+    "streamingConnectionIdleTimeout",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "volumeStatsAggPeriod",
+    "kubeletCgroups",
+    "systemCgroups",
+    "cgroupRoot",
+    "cgroupsPerQOS",
+    "cgroupDriver",
+    "cpuManagerPolicy",
+    "singleProcessOOMKill",
+    "cpuManagerPolicyOptions",
+    "cpuManagerReconcilePeriod",
+    "memoryManagerPolicy",
+    "topologyManagerPolicy",
+    "topologyManagerScope",
+    "topologyManagerPolicyOptions",
+    "qosReserved",
+    "runtimeRequestTimeout",
+    "hairpinMode",
+    "maxPods",
+    "podCIDR",
+    "podPidsLimit",
+    "resolvConf",
+    "runOnce",
+    "cpuCFSQuota",
+    "cpuCFSQuotaPeriod",
+    "nodeStatusMaxImages",
+    "maxOpenFiles",
+    "contentType",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "serializeImagePulls",
+    "maxParallelImagePulls",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionMinimumReclaim",
+    "mergeDefaultEvictionSettings",
+    "podsPerCore",
+    "enableControllerAttachDetach",
+    "protectKernelDefaults",
+    "makeIPTablesUtilChains",
+    "iptablesMasqueradeBit",
+    "iptablesDropBit",
+    "featureGates",
+    "failSwapOn",
+    "memorySwap",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "containerLogMaxWorkers",
+    "containerLogMonitorInterval",
+    "configMapAndSecretChangeDetectionStrategy",
+    "systemReserved",
+    "kubeReserved",
+    "reservedSystemCPUs",
+    "showHiddenMetricsForVersion",
+    "systemReservedCgroup",
+    "kubeReservedCgroup",
+    "enforceNodeAllocatable",
+    "allowedUnsafeSysctls",
+    "volumePluginDir",
+    "providerID",
+    "kernelMemcgNotification",
+    "logging",
+    "enableSystemLogHandler",
+    "enableSystemLogQuery",
+    "shutdownGracePeriod",
+    "shutdownGracePeriodCriticalPods",
+    "shutdownGracePeriodByPodPriority",
+    "crashLoopBackOff",
+    "reservedMemory",
+    "enableProfilingHandler",
+    "enableDebugFlagsHandler",
+    "seccompDefault",
+    "memoryThrottlingFactor",
+    "registerWithTaints",
+    "registerNode",
+    "tracing",
+    "localStorageCapacityIsolation",
+    "containerRuntimeEndpoint",
+    "imageServiceEndpoint",
+    "failCgroupV1",
+    "userNamespaces",
+];
+
+/// A loaded file: the implemented fields plus what was skipped, for the caller to log once.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Implemented fields.
+    pub config: KubeletConfigFile,
+    /// Kubelet fields present in the file that nodelet does not act on yet.
+    pub ignored: Vec<String>,
+    /// Fields the KubeletConfiguration schema does not have.
+    pub unknown: Vec<String>,
+}
+
+/// Reads and decodes a KubeletConfiguration file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Decodes KubeletConfiguration text; `path` is used in errors only.
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigFileError> {
+    let syntax = |reason: String| ConfigFileError::Syntax {
+        path: path.to_owned(),
+        reason,
+    };
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| syntax(e.to_string()))?;
+    let map = value
+        .as_mapping()
+        .ok_or_else(|| syntax("the top level is not a mapping".into()))?;
+    let mut keys: BTreeMap<String, &serde_yaml_ng::Value> = BTreeMap::new();
+    for (k, v) in map {
+        let k = k
+            .as_str()
+            .ok_or_else(|| syntax(format!("non-string key {k:?}")))?;
+        keys.insert(k.to_string(), v);
+    }
+    check_str(path, &keys, "apiVersion", API_VERSION)?;
+    check_str(path, &keys, "kind", "KubeletConfiguration")?;
+
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let config: KubeletConfigFile =
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigFileError::Field {
+            path: path.to_owned(),
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+
+    let mut loaded = Loaded {
+        config,
+        ..Default::default()
+    };
+    for k in keys.keys() {
+        if IMPLEMENTED.contains(&k.as_str()) {
+            continue;
+        }
+        if KUBELET_FIELDS.contains(&k.as_str()) {
+            loaded.ignored.push(k.clone());
+        } else {
+            loaded.unknown.push(k.clone());
+        }
+    }
+    Ok(loaded)
+}
+
+fn check_str(
+    path: &Path,
+    keys: &BTreeMap<String, &serde_yaml_ng::Value>,
+    field: &'static str,
+    want: &'static str,
+) -> Result<(), ConfigFileError> {
+    let found = keys.get(field).and_then(|v| v.as_str()).unwrap_or("");
+    if found == want {
+        Ok(())
+    } else {
+        Err(ConfigFileError::Kind {
+            path: path.to_owned(),
+            field,
+            found: found.to_string(),
+            want,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+
+    #[test]
+    fn reads_implemented_fields_and_sorts_the_rest() {
+        let text = format!(
+            "{HEAD}staticPodPath: /etc/kubernetes/manifests\ncgroupDriver: cgroupfs\n\
+             evictionHard:\n  memory.available: 100Mi\nnoSuchField: 1\n"
+        );
+        let l = parse(Path::new("k.yaml"), &text).expect("parses");
+        assert_eq!(
+            l.config.static_pod_path.as_deref(),
+            Some(Path::new("/etc/kubernetes/manifests"))
+        );
+        assert_eq!(l.ignored, ["evictionHard"]);
+        assert_eq!(l.unknown, ["noSuchField"]);
+    }
+
+    #[test]
+    fn wrong_type_names_file_and_field() {
+        let text = format!("{HEAD}cgroupsPerQOS: maybe\n");
+        let err = parse(Path::new("/etc/k.yaml"), &text).expect_err("bad type");
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/k.yaml"), "{msg}");
+        assert!(msg.contains("cgroupsPerQOS"), "{msg}");
+    }
+
+    #[test]
+    fn nested_field_path_is_named() {
+        let text = format!("{HEAD}crashLoopBackOff:\n  maxContainerRestartPeriod: [1]\n");
+        let err = parse(Path::new("k.yaml"), &text).expect_err("bad type");
+        assert!(
+            err.to_string()
+                .contains("crashLoopBackOff.maxContainerRestartPeriod"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_kind_is_rejected() {
+        let err = parse(
+            Path::new("k.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {}\n",
+        )
+        .expect_err("not a kubelet config");
+        assert!(err.to_string().contains("apiVersion"), "{err}");
+    }
+}

@@ -1,0 +1,403 @@
+//! Flags and KubeletConfiguration merged into one resolved [`Options`] (kubelet:
+//! cmd/kubelet/app/options and pkg/kubelet/apis/config). Flags win over the file, as in the
+//! kubelet; every default below is the kubelet's.
+
+pub mod duration;
+pub mod flags;
+pub mod kubeletconfig;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use flags::Flags;
+
+/// How pod cgroups are named (kubelet `cgroupDriver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// Plain paths such as `/kubepods/burstable/pod<uid>`.
+    Cgroupfs,
+    /// systemd slices such as `kubepods-burstable-pod<uid>.slice`.
+    Systemd,
+}
+
+/// Errors resolving options; each names the flag or field and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The config file failed to load.
+    #[error(transparent)]
+    File(#[from] kubeletconfig::ConfigFileError),
+    /// A flag or field has an invalid value.
+    #[error("{source_name} {name}: invalid value {value:?}: {reason}")]
+    Invalid {
+        /// "flag" or "kubelet config file <path> field".
+        source_name: String,
+        /// Flag or field name.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+}
+
+/// The resolved settings every manager reads.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Node name (lowercased host name or `--hostname-override`).
+    pub node_name: String,
+    /// Node IPs from `--node-ip`.
+    pub node_ips: Vec<IpAddr>,
+    /// Static pod manifests directory or file, if any.
+    pub static_pod_path: Option<PathBuf>,
+    /// Full re-read period of the static pod path (kubelet default 20s).
+    pub file_check_frequency: Duration,
+    /// Pod resync period (kubelet default 1m).
+    pub sync_frequency: Duration,
+    /// CRI request timeout (kubelet default 2m).
+    pub runtime_request_timeout: Duration,
+    /// CRI runtime endpoint.
+    pub container_runtime_endpoint: String,
+    /// CRI image endpoint (defaults to the runtime endpoint).
+    pub image_service_endpoint: String,
+    /// cgroup naming.
+    pub cgroup_driver: CgroupDriver,
+    /// Root cgroup for pods (kubelet default "/").
+    pub cgroup_root: String,
+    /// Put pods under QoS cgroups (kubelet default true).
+    pub cgroups_per_qos: bool,
+    /// Container log root (kubelet default /var/log/pods).
+    pub pod_logs_dir: PathBuf,
+    /// Agent state root (kubelet default /var/lib/kubelet).
+    pub root_dir: PathBuf,
+    /// Host resolv.conf used for dnsPolicy Default (kubelet default /etc/resolv.conf).
+    pub resolv_conf: PathBuf,
+    /// Cluster DNS domain (no default).
+    pub cluster_domain: Option<String>,
+    /// Cluster DNS servers.
+    pub cluster_dns: Vec<String>,
+    /// Cap of the restart back-off (kubelet default 5m).
+    pub max_container_restart_period: Duration,
+    /// Kubeconfig; `None` means standalone.
+    pub kubeconfig: Option<PathBuf>,
+    /// Register the node with the API server.
+    pub register_node: bool,
+    /// klog verbosity.
+    pub verbosity: u8,
+    /// Notes for the log once logging is up: ignored fields, deprecated flags.
+    pub notices: Vec<String>,
+}
+
+/// Default CRI endpoint: containerd's, as kubeadm and most distributions configure.
+pub const DEFAULT_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+impl Options {
+    /// Resolves argv (program name first) into options.
+    pub fn from_args(argv: impl IntoIterator<Item = String>) -> Result<Self, OptionsResolveError> {
+        use clap::Parser;
+        let pre = flags::prescan(argv);
+        let flags = Flags::try_parse_from(&pre.args).map_err(OptionsResolveError::Clap)?;
+        let mut opts = Self::resolve(flags)?;
+        for (flag, release) in pre.removed {
+            opts.notices.push(format!(
+                "flag --{flag} was removed from the kubelet in {release}; accepted and ignored"
+            ));
+        }
+        for flag in pre.not_implemented {
+            opts.notices
+                .push(format!("flag --{flag} is not implemented yet; ignored"));
+        }
+        Ok(opts)
+    }
+
+    /// Merges parsed flags with the config file they name.
+    pub fn resolve(flags: Flags) -> Result<Self, OptionsError> {
+        let mut notices = Vec::new();
+        let (file, file_label) = match &flags.config {
+            Some(path) => {
+                let loaded = kubeletconfig::load(path)?;
+                for f in &loaded.ignored {
+                    notices.push(format!(
+                        "kubelet config file {}: field {f} is not implemented yet; ignored",
+                        path.display()
+                    ));
+                }
+                for f in &loaded.unknown {
+                    notices.push(format!(
+                        "kubelet config file {}: unknown field {f} (not in {}); ignored",
+                        path.display(),
+                        kubeletconfig::API_VERSION
+                    ));
+                }
+                (
+                    loaded.config,
+                    format!("kubelet config file {} field", path.display()),
+                )
+            }
+            None => (Default::default(), String::new()),
+        };
+
+        let dur = |flag: &Option<String>,
+                   field: &Option<String>,
+                   name: &'static str,
+                   field_name: &'static str,
+                   default: Duration|
+         -> Result<Duration, OptionsError> {
+            let (value, source_name, name) = match (flag, field) {
+                (Some(v), _) => (v, "flag".to_string(), name),
+                (None, Some(v)) => (v, file_label.clone(), field_name),
+                (None, None) => return Ok(default),
+            };
+            duration::parse(value).ok_or_else(|| OptionsError::Invalid {
+                source_name,
+                name,
+                value: value.clone(),
+                reason: "not a duration such as 20s, 2m or 1h",
+            })
+        };
+
+        let file_check_frequency = dur(
+            &flags.file_check_frequency,
+            &file.file_check_frequency,
+            "--file-check-frequency",
+            "fileCheckFrequency",
+            Duration::from_secs(20),
+        )?;
+        let sync_frequency = dur(
+            &flags.sync_frequency,
+            &file.sync_frequency,
+            "--sync-frequency",
+            "syncFrequency",
+            Duration::from_secs(60),
+        )?;
+        let runtime_request_timeout = dur(
+            &flags.runtime_request_timeout,
+            &file.runtime_request_timeout,
+            "--runtime-request-timeout",
+            "runtimeRequestTimeout",
+            Duration::from_secs(120),
+        )?;
+        let max_restart = file
+            .crash_loop_back_off
+            .as_ref()
+            .and_then(|c| c.max_container_restart_period.clone());
+        let max_container_restart_period = dur(
+            &None,
+            &max_restart,
+            "",
+            "crashLoopBackOff.maxContainerRestartPeriod",
+            Duration::from_secs(300),
+        )?;
+
+        let driver_value = flags
+            .cgroup_driver
+            .clone()
+            .or(file.cgroup_driver.clone())
+            .unwrap_or_else(|| "cgroupfs".into());
+        let cgroup_driver = match driver_value.as_str() {
+            "cgroupfs" => CgroupDriver::Cgroupfs,
+            "systemd" => CgroupDriver::Systemd,
+            _ => {
+                return Err(OptionsError::Invalid {
+                    source_name: if flags.cgroup_driver.is_some() {
+                        "flag".into()
+                    } else {
+                        file_label
+                    },
+                    name: "cgroupDriver",
+                    value: driver_value,
+                    reason: "must be cgroupfs or systemd",
+                });
+            }
+        };
+
+        let node_ips = match &flags.node_ip {
+            Some(list) => list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim().parse().map_err(|_| OptionsError::Invalid {
+                        source_name: "flag".into(),
+                        name: "--node-ip",
+                        value: list.clone(),
+                        reason: "not a comma-separated list of IP addresses",
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
+        if flags.pod_infra_container_image.is_some() {
+            notices.push(
+                "flag --pod-infra-container-image is deprecated: the CRI runtime's sandbox image \
+                 setting is used, as by the kubelet since 1.27"
+                    .into(),
+            );
+        }
+        if flags.vmodule.is_some() {
+            notices.push("flag --vmodule is accepted; --v applies to every module".into());
+        }
+        if flags.bootstrap_kubeconfig.is_some() || flags.node_labels.is_some() {
+            notices.push(
+                "flags --bootstrap-kubeconfig and --node-labels apply in cluster mode, which is \
+                 not implemented yet; ignored"
+                    .into(),
+            );
+        }
+        for (name, given) in [
+            ("--max-pods", flags.max_pods.is_some()),
+            ("--fail-swap-on", flags.fail_swap_on.is_some()),
+        ] {
+            if given {
+                notices.push(format!("flag {name} is not implemented yet; ignored"));
+            }
+        }
+
+        let runtime = flags
+            .container_runtime_endpoint
+            .clone()
+            .or(file.container_runtime_endpoint.clone())
+            .unwrap_or_else(|| DEFAULT_RUNTIME_ENDPOINT.into());
+        let image = flags
+            .image_service_endpoint
+            .clone()
+            .or(file.image_service_endpoint.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| runtime.clone());
+
+        Ok(Options {
+            node_name: node_name(flags.hostname_override.as_deref()),
+            node_ips,
+            static_pod_path: flags
+                .pod_manifest_path
+                .clone()
+                .or(file.static_pod_path.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
+            file_check_frequency,
+            sync_frequency,
+            runtime_request_timeout,
+            container_runtime_endpoint: runtime,
+            image_service_endpoint: image,
+            cgroup_driver,
+            cgroup_root: flags
+                .cgroup_root
+                .clone()
+                .or(file.cgroup_root.clone())
+                .unwrap_or_else(|| "/".into()),
+            cgroups_per_qos: flags
+                .cgroups_per_qos
+                .or(file.cgroups_per_qos)
+                .unwrap_or(true),
+            pod_logs_dir: file
+                .pod_logs_dir
+                .clone()
+                .unwrap_or_else(|| "/var/log/pods".into()),
+            root_dir: flags
+                .root_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            resolv_conf: file
+                .resolv_conf
+                .clone()
+                .unwrap_or_else(|| "/etc/resolv.conf".into()),
+            cluster_domain: file.cluster_domain.clone().filter(|s| !s.is_empty()),
+            cluster_dns: file.cluster_dns.clone().unwrap_or_default(),
+            max_container_restart_period,
+            kubeconfig: flags.kubeconfig.clone(),
+            register_node: flags.register_node.or(file.register_node).unwrap_or(true),
+            verbosity: flags
+                .verbosity
+                .or(file.logging.as_ref().and_then(|l| l.verbosity))
+                .unwrap_or(0),
+            notices,
+        })
+    }
+}
+
+/// Failure to turn argv into options: a clap usage error or a resolution error.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsResolveError {
+    /// Bad command line (unknown flag, missing value); clap's message names the flag.
+    #[error("{0}")]
+    Clap(clap::Error),
+    /// Bad value or config file.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+}
+
+/// The kubelet's node name: `--hostname-override` or the host name, lowercased
+/// (pkg/util/node GetHostname).
+fn node_name(override_name: Option<&str>) -> String {
+    let raw = match override_name.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(n) => n.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into()),
+    };
+    raw.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn args(s: &str) -> Vec<String> {
+        std::iter::once("nodelet")
+            .chain(s.split_whitespace())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_kubelets() {
+        let o = Options::from_args(args("")).expect("defaults");
+        assert_eq!(o.file_check_frequency, Duration::from_secs(20));
+        assert_eq!(o.runtime_request_timeout, Duration::from_secs(120));
+        assert_eq!(o.container_runtime_endpoint, DEFAULT_RUNTIME_ENDPOINT);
+        assert_eq!(o.pod_logs_dir, Path::new("/var/log/pods"));
+        assert_eq!(o.cgroup_driver, CgroupDriver::Cgroupfs);
+        assert!(o.cgroups_per_qos);
+        assert!(o.register_node);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("nodelet-opt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("k.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             staticPodPath: /from/file\nfileCheckFrequency: 5s\nrotateCertificates: true\n",
+        )
+        .expect("write");
+        let o = Options::from_args(args(&format!(
+            "--config={} --pod-manifest-path=/from/flag --hostname-override=NodeA",
+            file.display()
+        )))
+        .expect("resolves");
+        assert_eq!(o.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
+        assert_eq!(o.file_check_frequency, Duration::from_secs(5));
+        assert_eq!(o.node_name, "nodea");
+        assert!(o.notices.iter().any(|n| n.contains("rotateCertificates")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_duration_names_the_flag() {
+        let err = Options::from_args(args("--runtime-request-timeout=soon")).expect_err("bad");
+        assert!(
+            err.to_string().contains("--runtime-request-timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn removed_flags_become_notices() {
+        let o = Options::from_args(args("--container-runtime=remote --network-plugin=cni"))
+            .expect("accepted");
+        assert_eq!(o.notices.len(), 2);
+        assert!(o.notices[0].contains("removed"));
+    }
+}

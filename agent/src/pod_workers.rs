@@ -1,0 +1,297 @@
+//! Pod workers (kubelet pkg/kubelet/pod_workers.go): one task per pod UID, and the dispatcher
+//! that owns them.
+//!
+//! The dispatcher reconciles three inputs into workers: the desired pod set from the config
+//! sources, pod lifecycle events from PLEG, and workers reporting that they finished
+//! terminating. It keeps the kubelet's rules:
+//! - a worker sees only the latest desired spec (a `watch` channel), but once termination is
+//!   requested it is never withdrawn;
+//! - at most one static pod per full name (`name_namespace`) runs: a replacement (an edited
+//!   manifest gets a new UID) starts only after the old pod has fully terminated
+//!   (allowStaticPodStart);
+//! - a UID re-added while it terminates starts again after termination (restartRequested);
+//! - pods the runtime has but no source wants (left from before a restart) are terminated,
+//!   but only after every source has delivered its first full set (SeenAllSources).
+
+use crate::config::PodSet;
+use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
+use crate::pleg::PodLifecycleEvent;
+use crate::pod::{PodHandle, PodRef, grace_period_seconds};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Retry delay after a failed sync (kubelet backOffPeriod, jittered).
+const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+
+/// What a worker should do; the dispatcher only ever moves it towards termination.
+#[derive(Debug, Clone)]
+struct WorkerInput {
+    pod: Option<PodHandle>,
+    pod_ref: PodRef,
+    terminate: bool,
+}
+
+struct Worker {
+    input: watch::Sender<WorkerInput>,
+    full_name: String,
+}
+
+/// Settings the workers share.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Periodic resync (syncFrequency).
+    pub sync_frequency: Duration,
+    /// Crash-loop back-off cap.
+    pub max_restart_backoff: Duration,
+}
+
+/// Runs the dispatcher until cancelled. Workers stop with it; pods keep running, as with the
+/// kubelet, and are adopted by the next start.
+pub async fn run(
+    runtime: RuntimeManager,
+    settings: WorkerSettings,
+    mut config: watch::Receiver<Option<PodSet>>,
+    mut pleg: mpsc::Receiver<PodLifecycleEvent>,
+    cancel: CancellationToken,
+) {
+    let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
+    let mut tasks = JoinSet::new();
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut runtime_pods: HashMap<String, PodRef> = HashMap::new();
+    loop {
+        let desired = config.borrow_and_update().clone();
+        reconcile(
+            desired.as_ref(),
+            &runtime_pods,
+            &mut workers,
+            &mut tasks,
+            &runtime,
+            &settings,
+            &done_tx,
+            &cancel,
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = config.changed() => if r.is_err() { break },
+            ev = pleg.recv() => {
+                let Some(ev) = ev else { break };
+                let uid = ev.pod.uid.clone();
+                // Wake the worker; a burst of events coalesces into one sync.
+                if let Some(w) = workers.get(&uid) {
+                    w.input.send_modify(|_| {});
+                }
+                if ev.present {
+                    runtime_pods.insert(uid, ev.pod);
+                } else {
+                    runtime_pods.remove(&uid);
+                }
+            }
+            Some(uid) = done_rx.recv() => {
+                // Termination removed everything; PLEG re-reports the pod if anything came back.
+                workers.remove(&uid);
+                runtime_pods.remove(&uid);
+                debug!(uid, "pod worker finished");
+            }
+        }
+    }
+    drop(workers);
+    tasks.shutdown().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reconcile(
+    desired: Option<&PodSet>,
+    runtime_pods: &HashMap<String, PodRef>,
+    workers: &mut HashMap<String, Worker>,
+    tasks: &mut JoinSet<()>,
+    runtime: &RuntimeManager,
+    settings: &WorkerSettings,
+    done: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+) {
+    // Until the source has spoken we know nothing is unwanted: touch nothing.
+    let Some(desired) = desired else { return };
+
+    for (uid, w) in workers.iter() {
+        let wanted = desired.get(uid);
+        w.input.send_if_modified(|inp| {
+            if inp.terminate {
+                return false;
+            }
+            match wanted {
+                None => {
+                    inp.terminate = true;
+                    true
+                }
+                Some(p) if inp.pod.as_ref() != Some(p) => {
+                    inp.pod = Some(p.clone());
+                    true
+                }
+                Some(_) => false,
+            }
+        });
+    }
+
+    for (uid, pod) in desired.iter() {
+        if workers.contains_key(uid) {
+            continue;
+        }
+        let full = pod.pod_ref.full_name();
+        if let Some((other, _)) = workers.iter().find(|(_, w)| w.full_name == full) {
+            debug!(pod = %pod.pod_ref, waiting_for = %other, "static pod waits for the previous instance to terminate");
+            continue;
+        }
+        spawn(
+            uid,
+            WorkerInput {
+                pod: Some(pod.clone()),
+                pod_ref: pod.pod_ref.clone(),
+                terminate: false,
+            },
+            workers,
+            tasks,
+            runtime,
+            settings,
+            done,
+            cancel,
+        );
+    }
+
+    for (uid, pod_ref) in runtime_pods {
+        if workers.contains_key(uid) || desired.contains_key(uid) {
+            continue;
+        }
+        info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
+        spawn(
+            uid,
+            WorkerInput {
+                pod: None,
+                pod_ref: pod_ref.clone(),
+                terminate: true,
+            },
+            workers,
+            tasks,
+            runtime,
+            settings,
+            done,
+            cancel,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    uid: &str,
+    input: WorkerInput,
+    workers: &mut HashMap<String, Worker>,
+    tasks: &mut JoinSet<()>,
+    runtime: &RuntimeManager,
+    settings: &WorkerSettings,
+    done: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+) {
+    let full_name = input.pod_ref.full_name();
+    let (tx, rx) = watch::channel(input);
+    workers.insert(
+        uid.to_string(),
+        Worker {
+            input: tx,
+            full_name,
+        },
+    );
+    tasks.spawn(worker(
+        uid.to_string(),
+        rx,
+        runtime.clone(),
+        settings.clone(),
+        done.clone(),
+        cancel.child_token(),
+    ));
+}
+
+/// One pod's loop: sync on every change, PLEG wake-up, back-off expiry or resync; terminate once
+/// asked, then report and exit.
+async fn worker(
+    uid: String,
+    mut rx: watch::Receiver<WorkerInput>,
+    runtime: RuntimeManager,
+    settings: WorkerSettings,
+    done: mpsc::Sender<String>,
+    cancel: CancellationToken,
+) {
+    let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
+    let mut finished_logged = false;
+    loop {
+        let input = rx.borrow_and_update().clone();
+        if input.terminate {
+            terminate(&uid, &input, &runtime, &cancel).await;
+            let _ = done.send(uid).await;
+            return;
+        }
+        let Some(pod) = input.pod else { return };
+        let next = match runtime.sync_pod(&pod, &mut backoffs).await {
+            Ok(SyncOutcome::Synced) => jitter(settings.sync_frequency),
+            Ok(SyncOutcome::RequeueAfter(d)) => d,
+            Ok(SyncOutcome::Finished) => {
+                if !finished_logged {
+                    info!(pod = %pod.pod_ref, "pod has completed; it stays until its manifest is removed");
+                    finished_logged = true;
+                }
+                jitter(settings.sync_frequency)
+            }
+            Err(e) => {
+                error!(pod = %pod.pod_ref, error = %e, "sync failed; will retry");
+                jitter(ERROR_REQUEUE)
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+async fn terminate(
+    uid: &str,
+    input: &WorkerInput,
+    runtime: &RuntimeManager,
+    cancel: &CancellationToken,
+) {
+    let target = input.pod_ref.to_string();
+    let grace = input.pod.as_ref().map(|p| grace_period_seconds(&p.pod));
+    let cleanup = match &input.pod {
+        Some(p) => Some(runtime.pod_cleanup_info(p)),
+        None => Some((
+            runtime.orphan_logs_dir(&input.pod_ref.namespace, &input.pod_ref.name, uid),
+            crate::pod::QosClass::BestEffort,
+        )),
+    };
+    info!(pod = %target, grace_seconds = ?grace, "terminating pod");
+    loop {
+        match runtime
+            .terminate_pod(uid, &target, grace, cleanup.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => warn!(pod = %target, error = %e, "terminating pod failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(jitter(ERROR_REQUEUE)) => {}
+        }
+    }
+}
+
+/// `d` stretched by up to 50% (wait.Jitter(d, 0.5)), so pods do not resync in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}

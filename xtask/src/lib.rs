@@ -1,0 +1,71 @@
+//! Developer tasks and the e2e harness of nodelet: one source of truth for the `cargo xtask`
+//! binary and the `tests/` crate (package `nodelet-tests`).
+//!
+//! Where to start: [`testing::start_env_or_skip`] gives a test a private containerd
+//! ([`containerd::Env`]) with the local busybox and pause images imported
+//! ([`images::BUSYBOX_IMAGE`], [`images::PAUSE_IMAGE`]); [`registry::Registry`] serves images
+//! over loopback; [`packages::ensure`] installs what a fresh machine lacks; [`nodelet_bin`]
+//! and [`images_dir`] find what `cargo xtask test` built.
+
+use std::path::{Path, PathBuf};
+
+pub mod containerd;
+mod cri;
+pub mod images;
+pub mod packages;
+pub mod process;
+pub mod registry;
+pub mod testing;
+
+pub use containerd::{Env, EnvOpts};
+pub use images::{Image, Images};
+pub use registry::Registry;
+
+/// Env var: set to 1 to turn every "skipped: missing X" into a failure.
+pub const REQUIRE_ALL_VAR: &str = "NODELET_REQUIRE_ALL";
+/// Env var: absolute path of the nodelet binary under test.
+pub const BIN_VAR: &str = "NODELET_BIN";
+/// Env var: directory of the built images.
+pub const IMAGES_DIR_VAR: &str = "NODELET_IMAGES_DIR";
+
+/// The cargo workspace root (this crate's parent directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}
+
+/// cargo's target dir: `$CARGO_TARGET_DIR` or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Where images are built: `$NODELET_IMAGES_DIR` or `<target>/nodelet-images`.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os(IMAGES_DIR_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("nodelet-images"))
+}
+
+/// The agent binary under test: `$NODELET_BIN` or `<target>/debug/nodelet`.
+pub fn nodelet_bin() -> PathBuf {
+    std::env::var_os(BIN_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/nodelet"))
+}
+
+/// Whether `NODELET_REQUIRE_ALL=1`: missing prerequisites fail instead of skipping.
+pub fn require_all() -> bool {
+    std::env::var(REQUIRE_ALL_VAR).is_ok_and(|v| v == "1")
+}

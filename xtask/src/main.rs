@@ -1,0 +1,302 @@
+//! `cargo xtask`: set up a machine, run the agent against a private containerd, run the tests,
+//! install. Everything reusable lives in the `xtask` library, which the e2e tests share.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use xtask::containerd::{Env, EnvOpts};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "nodelet developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install missing Debian packages, mount bpffs/tracefs, build the local images.
+    Setup,
+    /// Run a private containerd under /tmp in the foreground until Ctrl-C.
+    Containerd {
+        /// Keep its temp dir afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build the agent and run it against a private containerd with examples/static-pods.
+    Run {
+        /// Static pod manifests; default: examples/static-pods of the workspace.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Extra agent arguments (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build the agent, then `cargo test --workspace` with NODELET_BIN and
+    /// NODELET_IMAGES_DIR set.
+    Test {
+        /// Extra `cargo test` arguments (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build the release agent, install it and its systemd unit.
+    Install {
+        /// Installation prefix; the binary goes to PREFIX/bin/nodelet.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
+        Cmd::Containerd { keep } => containerd(keep),
+        Cmd::Run { manifests, args } => run_agent(manifests, &args),
+        Cmd::Test { args } => test(&args),
+        Cmd::Install { prefix } => install(&prefix),
+    }
+}
+
+fn setup() -> Result<xtask::Images> {
+    xtask::packages::ensure()?;
+    let dir = xtask::images_dir();
+    let images = xtask::images::build(&dir)?;
+    eprintln!(
+        "xtask: images in {}: {}, {}",
+        dir.display(),
+        images.busybox.name,
+        images.pause.name
+    );
+    Ok(images)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(xtask::workspace_root());
+    c
+}
+
+fn status_of(cmd: &mut Command) -> Result<std::process::ExitStatus> {
+    let shown = xtask::process::describe(cmd);
+    cmd.status().with_context(|| format!("cannot run {shown}"))
+}
+
+fn build_agent(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "agent"]);
+    if release {
+        c.arg("--release");
+    }
+    let st = status_of(&mut c)?;
+    if !st.success() {
+        bail!("cargo build -p agent failed ({st})");
+    }
+    let bin = xtask::target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("nodelet");
+    if !bin.is_file() {
+        bail!("{} missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// SIGINT and SIGTERM streams. Registering them replaces the default "die" disposition, so a
+/// Ctrl-C during start-up still leads to an orderly teardown.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build a tokio runtime")?;
+        let (int, term) = rt
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                ))
+            })
+            .context("cannot install signal handlers")?;
+        Ok(Signals { rt, int, term })
+    }
+
+    fn wait(&mut self) -> &'static str {
+        let (int, term) = (&mut self.int, &mut self.term);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        })
+    }
+}
+
+fn start_env() -> Result<Env> {
+    let env = Env::start(EnvOpts {
+        base_dir: Some(PathBuf::from("/tmp")),
+        ..EnvOpts::default()
+    })?;
+    eprintln!(
+        "xtask: containerd in {} (log {}), bridge {} {}",
+        env.dir().display(),
+        env.log_path().display(),
+        env.bridge(),
+        env.subnet()
+    );
+    Ok(env)
+}
+
+fn containerd(keep: bool) -> Result<ExitCode> {
+    let mut signals = Signals::install()?;
+    setup()?;
+    let env = Env::start(EnvOpts {
+        base_dir: Some(PathBuf::from("/tmp")),
+        keep_dir: keep,
+        ..EnvOpts::default()
+    })?;
+    println!("{}", env.endpoint());
+    eprintln!(
+        "xtask: containerd ready ({}), log {}; Ctrl-C stops it",
+        env.cri_version()?,
+        env.log_path().display()
+    );
+    let sig = signals.wait();
+    eprintln!("xtask: {sig}: tearing down");
+    env.stop()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> Result<String> {
+    let h = fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read hostname")?;
+    Ok(h.trim().to_lowercase())
+}
+
+fn run_agent(manifests: Option<PathBuf>, extra: &[String]) -> Result<ExitCode> {
+    let mut signals = Signals::install()?;
+    let manifests =
+        manifests.unwrap_or_else(|| xtask::workspace_root().join("examples/static-pods"));
+    if !manifests.exists() {
+        eprintln!("xtask: warning: {} does not exist", manifests.display());
+    }
+    setup()?;
+    let bin = build_agent(false)?;
+    let env = start_env()?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.arg("--container-runtime-endpoint")
+        .arg(env.endpoint())
+        .arg("--pod-manifest-path")
+        .arg(&manifests)
+        .arg(format!("--hostname-override={}", hostname()?))
+        .args(extra)
+        // Own process group: Ctrl-C reaches only xtask, which forwards it and then tears the
+        // Env down once the agent has exited.
+        .process_group(0)
+        .kill_on_drop(true);
+    let code = signals.rt.block_on(async {
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
+        let mut forwarded = 0;
+        let status = loop {
+            let sig = tokio::select! {
+                st = child.wait() => break st.context("cannot wait for the agent")?,
+                _ = signals.int.recv() => libc::SIGINT,
+                _ = signals.term.recv() => libc::SIGTERM,
+            };
+            forwarded += 1;
+            // A second signal means "now": kill the agent.
+            let sig = if forwarded > 1 { libc::SIGKILL } else { sig };
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet.
+                unsafe {
+                    libc::kill(pid, sig);
+                }
+            }
+        };
+        eprintln!("xtask: agent exited ({status})");
+        Ok::<_, anyhow::Error>(exit_code(status))
+    });
+    let stopped = env.stop();
+    let code = code?;
+    stopped?;
+    Ok(code)
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+fn test(extra: &[String]) -> Result<ExitCode> {
+    let images = setup()?;
+    let bin = build_agent(false)?;
+    let mut c = cargo();
+    c.args(["test", "--workspace"])
+        .args(extra)
+        .env(xtask::BIN_VAR, &bin)
+        .env(xtask::IMAGES_DIR_VAR, &images.dir);
+    // NODELET_REQUIRE_ALL is inherited as it is.
+    let st = status_of(&mut c)?;
+    Ok(exit_code(st))
+}
+
+fn install(prefix: &Path) -> Result<ExitCode> {
+    let built = build_agent(true)?;
+    let prefix =
+        std::path::absolute(prefix).with_context(|| format!("bad prefix {}", prefix.display()))?;
+    let bin_dir = prefix.join("bin");
+    fs::create_dir_all(&bin_dir).with_context(|| format!("cannot create {}", bin_dir.display()))?;
+    let dest = bin_dir.join("nodelet");
+    // Copy then rename: replacing a running binary in place fails with ETXTBSY.
+    let tmp = bin_dir.join(".nodelet.new");
+    fs::copy(&built, &tmp)
+        .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)))
+        .and_then(|()| fs::rename(&tmp, &dest))
+        .with_context(|| format!("cannot install {}", dest.display()))?;
+    eprintln!("xtask: installed {}", dest.display());
+
+    let unit_src = xtask::workspace_root().join("agent/dist/nodelet.service");
+    let unit = fs::read_to_string(&unit_src)
+        .with_context(|| format!("cannot read {}", unit_src.display()))?;
+    let unit = unit.replace("/usr/local/bin/nodelet", &dest.to_string_lossy());
+    let unit_dir = Path::new("/etc/systemd/system");
+    fs::create_dir_all(unit_dir)
+        .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+    let unit_dest = unit_dir.join("nodelet.service");
+    fs::write(&unit_dest, unit).with_context(|| format!("cannot write {}", unit_dest.display()))?;
+    eprintln!("xtask: installed {}", unit_dest.display());
+    // sd_booted(3): systemd is PID 1 exactly when this directory exists.
+    if Path::new("/run/systemd/system").is_dir() {
+        xtask::process::run(Command::new("systemctl").arg("daemon-reload"))?;
+    } else {
+        eprintln!("xtask: systemd is not running; skipped daemon-reload");
+    }
+    Ok(ExitCode::SUCCESS)
+}
