@@ -10,7 +10,7 @@
 //! write-rename sequence is one update) and from a full re-read every `fileCheckFrequency`.
 //! Each read publishes the complete set; consumers reconcile against it.
 
-use super::manifest::{self, ManifestError};
+use super::manifest;
 use crate::pod::PodHandle;
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +34,8 @@ pub struct Listing {
     pub pods: BTreeMap<String, PodHandle>,
     /// Skipped files and why.
     pub errors: BTreeMap<PathBuf, String>,
+    /// Accepted files with something to say (ignored extra documents).
+    pub warnings: BTreeMap<PathBuf, String>,
 }
 
 /// Reads the static pod path once.
@@ -68,7 +70,10 @@ pub fn list(path: &Path, node_name: &str) -> Listing {
     let mut claimed: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
         match manifest::load(&file, node_name) {
-            Ok(pod) => {
+            Ok(manifest::Decoded { pod, warnings }) => {
+                if !warnings.is_empty() {
+                    out.warnings.insert(file.clone(), warnings.join("; "));
+                }
                 let full = pod.pod_ref.full_name();
                 if let Some(first) = claimed.get(&full) {
                     out.errors.insert(
@@ -87,15 +92,11 @@ pub fn list(path: &Path, node_name: &str) -> Listing {
                 out.pods.insert(pod.pod_ref.uid.clone(), Arc::new(pod));
             }
             Err(e) => {
-                out.errors.insert(file, error_chain(&e));
+                out.errors.insert(file, e.to_string());
             }
         }
     }
     out
-}
-
-fn error_chain(e: &ManifestError) -> String {
-    e.to_string()
 }
 
 /// Directory entries the kubelet would read, and the ones it reports and skips.
@@ -137,7 +138,8 @@ pub async fn run(
 ) {
     let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
     let mut watcher: Option<notify::RecommendedWatcher> = None;
-    let mut reported: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut reported_errors: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut reported_warnings: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut last: Option<PodSet> = None;
     info!(path = %path.display(), every = ?period, "watching static pod path");
     loop {
@@ -152,7 +154,8 @@ pub async fn run(
                 Listing::default()
             }
         };
-        report_errors(&listing.errors, &mut reported);
+        report(&listing.errors, &mut reported_errors, true);
+        report(&listing.warnings, &mut reported_warnings, false);
         let set: PodSet = Arc::new(listing.pods);
         if last.as_ref() != Some(&set) {
             debug!(pods = set.len(), "static pod set changed");
@@ -172,16 +175,22 @@ pub async fn run(
     }
 }
 
-/// Logs each file error once, until it changes or goes away.
-fn report_errors(now: &BTreeMap<PathBuf, String>, reported: &mut BTreeMap<PathBuf, String>) {
+/// Logs each file's error (or warning) once, until it changes or goes away.
+fn report(now: &BTreeMap<PathBuf, String>, reported: &mut BTreeMap<PathBuf, String>, errors: bool) {
     for (file, msg) in now {
         if reported.get(file) != Some(msg) {
-            error!(file = %file.display(), "{msg}; skipping this file, other pods are unaffected");
+            if errors {
+                error!(file = %file.display(), "{msg}; skipping this file, other pods are unaffected");
+            } else {
+                warn!(file = %file.display(), "{msg}");
+            }
         }
     }
-    for file in reported.keys() {
-        if !now.contains_key(file) {
-            info!(file = %file.display(), "static pod manifest is readable again");
+    if errors {
+        for file in reported.keys() {
+            if !now.contains_key(file) {
+                info!(file = %file.display(), "static pod manifest problem resolved");
+            }
         }
     }
     *reported = now.clone();

@@ -2,7 +2,7 @@
 //! kubelet's way (pkg/kubelet/config/common.go: tryDecodeSinglePod, applyDefaults).
 
 use crate::pod::{DesiredPod, PodRef, quantity};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Toleration};
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -57,8 +57,17 @@ pub enum ManifestError {
 /// Largest manifest read, as the kubelet's http source caps a manifest (http.go maxConfigLength).
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
 
+/// A decoded manifest and what the decoder passed over.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The pod.
+    pub pod: DesiredPod,
+    /// Warnings worth an operator's eye (e.g. ignored extra YAML documents).
+    pub warnings: Vec<String>,
+}
+
 /// Reads, decodes, validates and defaults the manifest at `path` for node `node_name`.
-pub fn load(path: &Path, node_name: &str) -> Result<DesiredPod, ManifestError> {
+pub fn load(path: &Path, node_name: &str) -> Result<Decoded, ManifestError> {
     let meta = std::fs::metadata(path).map_err(|source| ManifestError::Read {
         path: path.to_owned(),
         source,
@@ -78,8 +87,8 @@ pub fn load(path: &Path, node_name: &str) -> Result<DesiredPod, ManifestError> {
 }
 
 /// Decodes manifest bytes; `path` names the source in errors, the UID and annotations.
-pub fn decode(path: &Path, data: &[u8], node_name: &str) -> Result<DesiredPod, ManifestError> {
-    let pod = decode_pod(path, data)?;
+pub fn decode(path: &Path, data: &[u8], node_name: &str) -> Result<Decoded, ManifestError> {
+    let (pod, extra_documents) = decode_pod(path, data)?;
     let errors = validate(&pod);
     if !errors.is_empty() {
         return Err(ManifestError::Invalid {
@@ -87,10 +96,23 @@ pub fn decode(path: &Path, data: &[u8], node_name: &str) -> Result<DesiredPod, M
             errors,
         });
     }
-    Ok(apply_defaults(pod, path, node_name))
+    let mut warnings = Vec::new();
+    if extra_documents > 0 {
+        warnings.push(format!(
+            "static pod manifest {}: only the first YAML document is used, as by the kubelet; \
+             {extra_documents} more ignored (use one file per pod)",
+            path.display()
+        ));
+    }
+    Ok(Decoded {
+        pod: apply_defaults(pod, path, node_name),
+        warnings,
+    })
 }
 
-fn decode_pod(path: &Path, data: &[u8]) -> Result<Pod, ManifestError> {
+/// Decodes the pod and counts further YAML documents, which the kubelet ignores
+/// (utilyaml.ToJSON decodes only the first document).
+fn decode_pod(path: &Path, data: &[u8]) -> Result<(Pod, usize), ManifestError> {
     let err = |field: String, reason: String| ManifestError::Decode {
         path: path.to_owned(),
         field,
@@ -102,16 +124,21 @@ fn decode_pod(path: &Path, data: &[u8]) -> Result<Pod, ManifestError> {
         return Err(err(".".into(), "the file is empty".into()));
     }
     // JSON first when it looks like JSON: YAML forbids tabs that JSON allows.
-    let pod: Pod = if trimmed.starts_with('{') {
+    let pod: (Pod, usize) = if trimmed.starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?
+        let pod = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?;
+        de.end()
+            .map_err(|e| err(".".into(), format!("trailing data after the pod: {e}")))?;
+        (pod, 0)
     } else {
-        // One document per file: the kubelet decodes a single pod (tryDecodeSinglePod); the
-        // YAML library rejects a second document, which we report rather than drop.
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?
+        let mut docs = serde_yaml_ng::Deserializer::from_str(text);
+        let first = docs
+            .next()
+            .ok_or_else(|| err(".".into(), "no YAML document".into()))?;
+        let pod = serde_path_to_error::deserialize(first)
+            .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?;
+        (pod, docs.count())
     };
     Ok(pod)
 }
@@ -278,6 +305,16 @@ pub fn apply_defaults(mut pod: Pod, path: &Path, node_name: &str) -> DesiredPod 
     ann.insert(CONFIG_SOURCE_ANNOTATION.into(), "file".into());
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_name = Some(node_name.to_string());
+        // Static pods tolerate every NoExecute taint (common.go applyDefaults, isFile).
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        let all = Toleration {
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            ..Default::default()
+        };
+        if !tolerations.contains(&all) {
+            tolerations.push(all);
+        }
     }
     DesiredPod {
         pod_ref: PodRef {
@@ -298,7 +335,9 @@ mod tests {
 
     #[test]
     fn names_and_uids_the_kubelet_way() {
-        let p = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "Node1").expect("valid");
+        let p = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "Node1")
+            .expect("valid")
+            .pod;
         assert_eq!(p.pod_ref.name, "web-node1");
         assert_eq!(p.pod_ref.namespace, "default");
         assert_eq!(p.pod_ref.uid.len(), 32);
@@ -318,22 +357,34 @@ mod tests {
 
     #[test]
     fn uid_is_stable_across_formatting_and_changes_with_content() {
-        let a = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "n").expect("valid");
+        let a = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "n")
+            .expect("valid")
+            .pod;
         let reformatted = format!("# a comment\n{GOOD}\n");
-        let b = decode(Path::new("/m/web.yaml"), reformatted.as_bytes(), "n").expect("valid");
+        let b = decode(Path::new("/m/web.yaml"), reformatted.as_bytes(), "n")
+            .expect("valid")
+            .pod;
         assert_eq!(a.pod_ref.uid, b.pod_ref.uid);
         let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"busybox:1.35"}]}}"#;
-        let c = decode(Path::new("/m/web.yaml"), json.as_bytes(), "n").expect("valid json");
+        let c = decode(Path::new("/m/web.yaml"), json.as_bytes(), "n")
+            .expect("valid json")
+            .pod;
         assert_eq!(
             a.pod_ref.uid, c.pod_ref.uid,
             "JSON and YAML of one pod agree"
         );
         let edited = GOOD.replace("1.35", "1.36");
-        let d = decode(Path::new("/m/web.yaml"), edited.as_bytes(), "n").expect("valid");
+        let d = decode(Path::new("/m/web.yaml"), edited.as_bytes(), "n")
+            .expect("valid")
+            .pod;
         assert_ne!(a.pod_ref.uid, d.pod_ref.uid);
-        let other_file = decode(Path::new("/m/web2.yaml"), GOOD.as_bytes(), "n").expect("valid");
+        let other_file = decode(Path::new("/m/web2.yaml"), GOOD.as_bytes(), "n")
+            .expect("valid")
+            .pod;
         assert_ne!(a.pod_ref.uid, other_file.pod_ref.uid);
-        let other_node = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "m").expect("valid");
+        let other_node = decode(Path::new("/m/web.yaml"), GOOD.as_bytes(), "m")
+            .expect("valid")
+            .pod;
         assert_ne!(a.pod_ref.uid, other_node.pod_ref.uid);
     }
 
@@ -372,9 +423,12 @@ mod tests {
     }
 
     #[test]
-    fn two_documents_are_rejected_not_dropped() {
-        let two = format!("{GOOD}---\n{GOOD}");
-        assert!(decode(Path::new("/m/two.yaml"), two.as_bytes(), "n").is_err());
+    fn second_document_is_ignored_with_a_warning() {
+        let two = format!("{GOOD}---\n{}", GOOD.replace("web", "other"));
+        let d = decode(Path::new("/m/two.yaml"), two.as_bytes(), "n").expect("first doc");
+        assert_eq!(d.pod.pod_ref.name, "web-n");
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert!(d.warnings[0].contains("/m/two.yaml"));
     }
 
     #[test]
