@@ -248,6 +248,21 @@ impl Node {
         std::fs::read_to_string(dir.path().join(container).join(format!("{restart}.log"))).ok()
     }
 
+    /// [`wait_for`], with the tail of the agent's log added to a timeout error.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        wait_for(what, timeout, f).map_err(|e| {
+            let log = self.agent_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(format!("agent log tail:\n{}", tail.join("\n")))
+        })
+    }
+
     /// Directories of the pod cgroups under this node's cgroup root in `hierarchy`.
     pub fn pod_cgroups(&self, hierarchy: &str) -> Vec<PathBuf> {
         let base = Path::new("/sys/fs/cgroup")

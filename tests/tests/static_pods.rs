@@ -22,7 +22,7 @@ fn manifest_written_runs_the_pod_and_logs_at_the_kubelet_path() -> Result<()> {
         "hello.yaml",
         &host_pod("hello", "Always", "echo hello-e2e $(hostname); sleep 3600"),
     )?;
-    let log = wait_for("the container's log line", T, || {
+    let log = node.wait("the container's log line", T, || {
         Ok(node
             .container_log("default", "hello", "c", 0)
             .filter(|l| l.contains("hello-e2e")))
@@ -58,7 +58,7 @@ fn manifest_written_runs_the_pod_and_logs_at_the_kubelet_path() -> Result<()> {
 fn manifest_edit_recreates_and_removal_cleans_up() -> Result<()> {
     let node = node!(NodeOpts::default());
     node.write_manifest("p.yaml", &host_pod("p", "Always", "echo v1; sleep 3600"))?;
-    let first = wait_for("v1 running", T, || {
+    let first = node.wait("v1 running", T, || {
         Ok(node
             .pod_containers("p")?
             .into_iter()
@@ -67,7 +67,7 @@ fn manifest_edit_recreates_and_removal_cleans_up() -> Result<()> {
     let first_uid = first.labels.get(POD_UID_LABEL).cloned().unwrap_or_default();
 
     node.write_manifest("p.yaml", &host_pod("p", "Always", "echo v2; sleep 3600"))?;
-    let second = wait_for("v2 running under a new UID", T, || {
+    let second = node.wait("v2 running under a new UID", T, || {
         Ok(node
             .pod_containers("p")?
             .into_iter()
@@ -81,7 +81,7 @@ fn manifest_edit_recreates_and_removal_cleans_up() -> Result<()> {
         .collect();
     assert!(leftovers.is_empty(), "old sandbox left: {leftovers:?}");
     assert_eq!(node.pod_sandboxes("p")?.len(), 1);
-    let log = wait_for("v2 log", T, || {
+    let log = node.wait("v2 log", T, || {
         Ok(node
             .container_log("default", "p", "c", 0)
             .filter(|l| l.contains("v2")))
@@ -93,13 +93,13 @@ fn manifest_edit_recreates_and_removal_cleans_up() -> Result<()> {
     assert_ne!(second.id, first.id);
 
     node.remove_manifest("p.yaml")?;
-    wait_for("containers and sandbox gone", T, || {
+    node.wait("containers and sandbox gone", T, || {
         Ok(
             (node.pod_containers("p")?.is_empty() && node.pod_sandboxes("p")?.is_empty())
                 .then_some(()),
         )
     })?;
-    wait_for("pod cgroup removed", T, || {
+    node.wait("pod cgroup removed", T, || {
         Ok(node.pod_cgroups("memory").is_empty().then_some(()))
     })?;
     Ok(())
@@ -115,7 +115,7 @@ fn crash_loop_restarts_with_growing_backoff() -> Result<()> {
     // Record when each restart count first appears. The kubelet's schedule is: restart at
     // once, then after 10 s, then 20 s.
     let mut seen: Vec<(u32, std::time::Instant)> = Vec::new();
-    wait_for("three restarts", Duration::from_secs(120), || {
+    node.wait("three restarts", Duration::from_secs(120), || {
         for c in node.pod_containers("crash")? {
             let n = restart_count(&c);
             if !seen.iter().any(|(k, _)| *k == n) {
@@ -163,7 +163,7 @@ fn on_failure_and_never_are_honoured() -> Result<()> {
         &host_pod("never", "Never", "echo once; exit 1"),
     )?;
 
-    wait_for("OnFailure + exit 1 restarted", T, || {
+    node.wait("OnFailure + exit 1 restarted", T, || {
         Ok(node
             .pod_containers("fail")?
             .iter()
@@ -171,7 +171,7 @@ fn on_failure_and_never_are_honoured() -> Result<()> {
             .then_some(()))
     })?;
     // Both finished pods are reported complete and their sandboxes stopped...
-    wait_for("completed pods reported", T, || {
+    node.wait("completed pods reported", T, || {
         let log = node.agent_log();
         Ok((log.contains("pod=default/ok-e2e-node")
             && log.contains("pod=default/never-e2e-node")
@@ -198,7 +198,7 @@ fn on_failure_and_never_are_honoured() -> Result<()> {
 fn agent_restart_adopts_running_pods() -> Result<()> {
     let mut node = node!(NodeOpts::default());
     node.write_manifest("keep.yaml", &host_pod("keep", "Always", "sleep 3600"))?;
-    let before = wait_for("pod running", T, || {
+    let before = node.wait("pod running", T, || {
         Ok(node
             .pod_containers("keep")?
             .into_iter()
@@ -207,7 +207,7 @@ fn agent_restart_adopts_running_pods() -> Result<()> {
     // A crash, not a clean stop.
     node.stop_agent(libc::SIGKILL)?;
     node.start_agent(&[])?;
-    wait_for("the new agent relisted", T, || {
+    node.wait("the new agent relisted", T, || {
         Ok((node.agent_log().matches("relisting every").count() >= 2
             || node.agent_log().matches("event stream").count() >= 2)
             .then_some(()))
@@ -230,13 +230,13 @@ fn malformed_manifest_is_reported_and_the_good_pod_runs() -> Result<()> {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - name: c\n",
     )?;
     node.write_manifest("broken.yaml", "apiVersion: v1\nkind: Pod\nspec: [oops\n")?;
-    wait_for("good pod running", T, || {
+    node.wait("good pod running", T, || {
         Ok(node
             .pod_containers("good")?
             .into_iter()
             .find(|c| c.state == running()))
     })?;
-    let log = wait_for("errors naming the files", T, || {
+    let log = node.wait("errors naming the files", T, || {
         let log = node.agent_log();
         Ok((log.contains("bad.yaml") && log.contains("broken.yaml")).then_some(log))
     })?;
@@ -260,7 +260,7 @@ fn pod_on_the_cni_network_gets_an_ip() -> Result<()> {
          terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
          command: [sh, -c, 'ip -4 -o addr show eth0; hostname; sleep 3600']\n",
     )?;
-    let log = wait_for("the pod's address in its log", T, || {
+    let log = node.wait("the pod's address in its log", T, || {
         Ok(node
             .container_log("web", "net", "c", 0)
             .filter(|l| l.contains("inet ")))

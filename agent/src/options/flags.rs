@@ -14,7 +14,9 @@ use std::path::PathBuf;
 #[command(
     name = "nodelet",
     version,
-    about = "nodelet: a Kubernetes node agent (kubelet-compatible flags)"
+    about = "nodelet: a Kubernetes node agent (kubelet-compatible flags)",
+    // pflag: a repeated flag takes its last value (unit files and drop-ins append flags).
+    args_override_self = true
 )]
 pub struct Flags {
     /// KubeletConfiguration file (kubelet.config.k8s.io/v1beta1); flags override its fields.
@@ -364,6 +366,16 @@ mod tests {
         assert_eq!(f.register_node, Some(true));
         assert_eq!(f.cgroup_driver.as_deref(), Some("cgroupfs"));
         assert_eq!(f.node_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn repeated_flag_takes_the_last_value() {
+        let f = Flags::try_parse_from(argv(
+            "--v=4 --v=2 --cgroup-driver=systemd --cgroup-driver=cgroupfs",
+        ))
+        .expect("repeats are fine");
+        assert_eq!(f.verbosity, Some(2));
+        assert_eq!(f.cgroup_driver.as_deref(), Some("cgroupfs"));
     }
 
     #[test]
