@@ -693,8 +693,8 @@ impl Env {
     }
 
     /// containerd's pid while it runs.
-    pub fn containerd_pid(&mut self) -> Option<u32> {
-        let d = self.daemon.as_mut()?;
+    pub fn containerd_pid(&self) -> Option<u32> {
+        let d = self.daemon.as_ref()?;
         d.exited().is_none().then(|| d.pid())
     }
 
@@ -734,7 +734,7 @@ impl Env {
         self.done = true;
         let mut errors: Vec<String> = Vec::new();
         let dir_s = self.layout.dir.to_string_lossy().into_owned();
-        if let Some(d) = self.daemon.as_mut()
+        if let Some(d) = self.daemon.as_ref()
             && d.exited().is_none()
             && let Err(e) = self.remove_all_sandboxes()
         {
@@ -743,7 +743,7 @@ impl Env {
                 errors.push(format!("ctr sweep: {e:#}"));
             }
         }
-        if let Some(mut d) = self.daemon.take()
+        if let Some(d) = self.daemon.take()
             && let Err(e) = d.stop(Duration::from_secs(10))
         {
             errors.push(format!("{e:#}"));

@@ -6,6 +6,36 @@
 //! ([`images::BUSYBOX_IMAGE`], [`images::PAUSE_IMAGE`]); [`registry::Registry`] serves images
 //! over loopback; [`packages::ensure`] installs what a fresh machine lacks; [`nodelet_bin`]
 //! and [`images_dir`] find what `cargo xtask test` built.
+//!
+//! The API is blocking (it runs CRI calls on its own short-lived runtime thread), so it works
+//! from plain `#[test]`s, from `#[tokio::test]`s and from `Drop`. An e2e test:
+//!
+//! ```no_run
+//! use xtask::{EnvOpts, testing};
+//!
+//! fn static_pod_runs() -> anyhow::Result<()> {
+//!     let Some(bin) = testing::nodelet_bin_or_skip()? else { return Ok(()) };
+//!     // A cgroup parent of its own: stop() removes it with everything the pods left.
+//!     let parent = format!("/nodelet-e2e-{}", std::process::id());
+//!     let opts = EnvOpts { cgroup_parent: Some(parent.clone()), ..EnvOpts::default() };
+//!     let Some(env) = testing::start_env_or_skip(opts)? else { return Ok(()) };
+//!     let manifests = env.dir().join("manifests");
+//!     std::fs::create_dir_all(&manifests)?;
+//!     std::fs::write(manifests.join("hello.yaml"), "# a Pod with image: busybox:1.35")?;
+//!     let mut agent = std::process::Command::new(bin)
+//!         .arg("--container-runtime-endpoint")
+//!         .arg(env.endpoint())
+//!         .arg("--pod-manifest-path")
+//!         .arg(&manifests)
+//!         .spawn()?;
+//!     // … watch the pod through CRI: proto::Client::connect(env.socket()) …
+//!     // Stop the agent first, or it may recreate pods while the Env removes them.
+//!     agent.kill()?;
+//!     agent.wait()?;
+//!     env.stop()?; // errors name every teardown step that failed
+//!     Ok(())
+//! }
+//! ```
 
 use std::path::{Path, PathBuf};
 

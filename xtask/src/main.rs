@@ -76,6 +76,10 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 
 fn setup() -> Result<xtask::Images> {
     xtask::packages::ensure()?;
+    let stale = xtask::containerd::reclaim_stale()?;
+    if stale > 0 {
+        eprintln!("xtask: cleaned {stale} containerd env(s) left by dead processes");
+    }
     let dir = xtask::images_dir();
     let images = xtask::images::build(&dir)?;
     eprintln!(
@@ -268,6 +272,9 @@ fn test(extra: &[String]) -> Result<ExitCode> {
 }
 
 fn install(prefix: &Path) -> Result<ExitCode> {
+    let unit_src = xtask::workspace_root().join("agent/dist/nodelet.service");
+    let unit = fs::read_to_string(&unit_src)
+        .with_context(|| format!("cannot read {}", unit_src.display()))?;
     let built = build_agent(true)?;
     let prefix =
         std::path::absolute(prefix).with_context(|| format!("bad prefix {}", prefix.display()))?;
@@ -282,9 +289,6 @@ fn install(prefix: &Path) -> Result<ExitCode> {
         .with_context(|| format!("cannot install {}", dest.display()))?;
     eprintln!("xtask: installed {}", dest.display());
 
-    let unit_src = xtask::workspace_root().join("agent/dist/nodelet.service");
-    let unit = fs::read_to_string(&unit_src)
-        .with_context(|| format!("cannot read {}", unit_src.display()))?;
     let unit = unit.replace("/usr/local/bin/nodelet", &dest.to_string_lossy());
     let unit_dir = Path::new("/etc/systemd/system");
     fs::create_dir_all(unit_dir)

@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,8 +88,37 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 pub struct Daemon {
     name: String,
     pid: u32,
-    exit: mpsc::Receiver<io::Result<ExitStatus>>,
+    exit: Mutex<ExitState>,
+}
+
+/// The keeper's report channel and what it reported, if anything yet.
+#[derive(Debug)]
+struct ExitState {
+    rx: mpsc::Receiver<io::Result<ExitStatus>>,
     exited: Option<String>,
+}
+
+impl ExitState {
+    fn poll(&mut self, wait: Option<Duration>) -> Option<String> {
+        if self.exited.is_none() {
+            let got = match wait {
+                None => self
+                    .rx
+                    .try_recv()
+                    .map_err(|e| e == mpsc::TryRecvError::Disconnected),
+                Some(t) => self
+                    .rx
+                    .recv_timeout(t)
+                    .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(status) => self.exited = Some(describe_exit(status)),
+                Err(true) => self.exited = Some("keeper thread gone".to_owned()),
+                Err(false) => {}
+            }
+        }
+        self.exited.clone()
+    }
 }
 
 impl Daemon {
@@ -138,8 +167,10 @@ impl Daemon {
         Ok(Daemon {
             name: name.to_owned(),
             pid,
-            exit: exit_rx,
-            exited: None,
+            exit: Mutex::new(ExitState {
+                rx: exit_rx,
+                exited: None,
+            }),
         })
     }
 
@@ -148,44 +179,38 @@ impl Daemon {
         self.pid
     }
 
-    /// `Some(description of the exit)` once the process has exited; never blocks.
-    pub fn exited(&mut self) -> Option<&str> {
-        if self.exited.is_none() {
-            match self.exit.try_recv() {
-                Ok(status) => self.exited = Some(describe_exit(status)),
-                Err(mpsc::TryRecvError::Empty) => {}
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    self.exited = Some("keeper thread gone".to_owned())
-                }
-            }
+    fn poll(&self, wait: Option<Duration>) -> Option<String> {
+        match self.exit.lock() {
+            Ok(mut st) => st.poll(wait),
+            Err(poisoned) => poisoned.into_inner().poll(wait),
         }
-        self.exited.as_deref()
+    }
+
+    /// `Some(description of the exit)` once the process has exited; never blocks.
+    pub fn exited(&self) -> Option<String> {
+        self.poll(None)
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait for the exit.
-    pub fn stop(&mut self, grace: Duration) -> Result<()> {
+    pub fn stop(&self, grace: Duration) -> Result<()> {
         if self.exited().is_some() {
             return Ok(());
         }
         // The child is not reaped until the keeper's wait() returns, so the pid cannot have
         // been reused yet.
         signal(self.pid, libc::SIGTERM);
-        if let Ok(status) = self.exit.recv_timeout(grace) {
-            self.exited = Some(describe_exit(status));
+        if self.poll(Some(grace)).is_some() {
             return Ok(());
         }
         signal(self.pid, libc::SIGKILL);
-        match self.exit.recv_timeout(Duration::from_secs(10)) {
-            Ok(status) => {
-                self.exited = Some(describe_exit(status));
-                Ok(())
-            }
-            Err(_) => Err(anyhow!(
-                "{} (pid {}) did not exit after SIGKILL",
-                self.name,
-                self.pid
-            )),
+        if self.poll(Some(Duration::from_secs(10))).is_some() {
+            return Ok(());
         }
+        Err(anyhow!(
+            "{} (pid {}) did not exit after SIGKILL",
+            self.name,
+            self.pid
+        ))
     }
 }
 
@@ -407,7 +432,7 @@ mod tests {
     fn daemon_stops_on_sigterm() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("log");
-        let mut d = Daemon::spawn(
+        let d = Daemon::spawn(
             "sleeper",
             {
                 let mut c = Command::new("sleep");

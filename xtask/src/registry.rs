@@ -67,8 +67,8 @@ impl Registry {
             let log = dir.path().join("registry.log");
             let mut cmd = Command::new("docker-registry");
             cmd.arg("serve").arg(&cfg);
-            let mut daemon = Daemon::spawn("docker-registry", cmd, &log)?;
-            match wait_ready(&mut daemon, port, &log) {
+            let daemon = Daemon::spawn("docker-registry", cmd, &log)?;
+            match wait_ready(&daemon, port, &log) {
                 Ok(()) => {
                     return Ok(Registry {
                         dir,
@@ -124,7 +124,7 @@ impl Registry {
 
     /// Stops the registry and deletes its storage.
     pub fn stop(mut self) -> Result<()> {
-        if let Some(mut d) = self.daemon.take() {
+        if let Some(d) = self.daemon.take() {
             d.stop(Duration::from_secs(5))?;
         }
         Ok(())
@@ -133,7 +133,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take()
+        if let Some(d) = self.daemon.take()
             && let Err(e) = d.stop(Duration::from_secs(5))
         {
             eprintln!("xtask: {e:#}");
@@ -147,7 +147,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Polls `GET /v2/` until it answers 200.
-fn wait_ready(daemon: &mut Daemon, port: u16, log: &Path) -> Result<()> {
+fn wait_ready(daemon: &Daemon, port: u16, log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     loop {

@@ -201,7 +201,7 @@ fn host_network_pod_logs_and_clean_stop() -> Result<()> {
         cgroup_parent: Some(parent.clone()),
         ..EnvOpts::default()
     };
-    let Some(mut env) = start_env_or_skip(opts)? else {
+    let Some(env) = start_env_or_skip(opts)? else {
         return Ok(());
     };
     let log_dir = env.dir().join("pods").join(&uid);
@@ -267,7 +267,7 @@ fn bridge_pod_gets_an_address_in_the_env_subnet_and_pulls_from_registry() -> Res
         cgroup_parent: Some(parent.clone()),
         ..EnvOpts::default()
     };
-    let Some(mut env) = start_env_or_skip(opts)? else {
+    let Some(env) = start_env_or_skip(opts)? else {
         return Ok(());
     };
     let registry = xtask::Registry::start()?;
@@ -332,10 +332,10 @@ fn bridge_pod_gets_an_address_in_the_env_subnet_and_pulls_from_registry() -> Res
 
 #[test]
 fn parallel_envs_get_distinct_slots_and_drop_cleans_up() -> Result<()> {
-    let Some(mut a) = start_env_or_skip(EnvOpts::default())? else {
+    let Some(a) = start_env_or_skip(EnvOpts::default())? else {
         return Ok(());
     };
-    let Some(mut b) = start_env_or_skip(EnvOpts::default())? else {
+    let Some(b) = start_env_or_skip(EnvOpts::default())? else {
         return Ok(());
     };
     assert_ne!(a.index(), b.index());
@@ -434,7 +434,8 @@ fn killed_harness_leaves_nothing_after_reclaim() -> Result<()> {
         !xtask::process::pids_mentioning(&needle).is_empty(),
         "expected the orphaned shim to be alive before reclaim"
     );
-    assert!(xtask::containerd::reclaim_stale()? >= 1);
+    // A parallel test process may reclaim the slot first; either way it must end up clean.
+    xtask::containerd::reclaim_stale()?;
     assert_gone(&dir, None, &parent);
     Ok(())
 }

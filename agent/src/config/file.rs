@@ -99,8 +99,11 @@ pub fn list(path: &Path, node_name: &str) -> Listing {
     out
 }
 
+/// Files to read, and entries skipped with the reason.
+type DirListing = (Vec<PathBuf>, Vec<(PathBuf, String)>);
+
 /// Directory entries the kubelet would read, and the ones it reports and skips.
-fn manifest_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+fn manifest_files(dir: &Path) -> std::io::Result<DirListing> {
     let mut names: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.file_name())

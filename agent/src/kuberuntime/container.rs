@@ -381,13 +381,11 @@ fn mounts(
             let path = PathBuf::from(&hp.path);
             match hp.type_.as_deref().unwrap_or("") {
                 "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(io(path.clone()))?,
-                "FileOrCreate" => {
-                    if !path.exists() {
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent).map_err(io(parent.to_owned()))?;
-                        }
-                        std::fs::write(&path, b"").map_err(io(path.clone()))?;
+                "FileOrCreate" if !path.exists() => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(io(parent.to_owned()))?;
                     }
+                    std::fs::write(&path, b"").map_err(io(path.clone()))?;
                 }
                 "Directory" if !path.is_dir() => {
                     return Err(vol_err("hostPath is not a directory"));

@@ -112,7 +112,7 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
             id: s.id,
         })
         .collect();
-    sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
 
     let mut containers: Vec<ContainerView> = cri
         .list_containers(Some(uid))
@@ -137,7 +137,7 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
             id: c.id,
         })
         .collect();
-    containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
 
     let mut seen = std::collections::HashSet::new();
     for c in containers.iter_mut() {
