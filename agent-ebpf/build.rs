@@ -71,7 +71,9 @@ fn run() -> Result<(), String> {
         let obj = out.join(format!("{stem}.o"));
         run_cmd(
             Command::new(&clang)
-                .args(["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
+                .args([
+                    "-g", "-O2", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+                ])
                 .arg(format!("-D__TARGET_ARCH_{arch}"))
                 .arg("-I")
                 .arg(&out)

@@ -319,6 +319,10 @@ const _: () = {
     assert!(core::mem::size_of::<MemAcct>() == 8 * (mem_item::COUNT + 4));
     assert!(core::mem::size_of::<MemMark>() == 24);
     assert!(core::mem::size_of::<NodeMem>() == 32);
+    // The offsets common.h also asserts.
+    assert!(core::mem::offset_of!(OomRecord, comm) == 72);
+    assert!(core::mem::offset_of!(CgroupRecord, path) == 40);
+    assert!(core::mem::offset_of!(MemAcct, charged_pages) == 8 * mem_item::COUNT);
 };
 
 #[cfg(feature = "user")]

@@ -10,7 +10,10 @@
 #[repr(C, align(32))]
 struct Aligned<B: ?Sized>(B);
 
-static OBJ: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/telemetry.bpf.o")));
+static OBJ: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/telemetry.bpf.o"
+)));
 
 /// The linked BPF ELF object (all programs and maps), 32-byte aligned.
 pub static TELEMETRY_OBJ: &[u8] = &OBJ.0;

@@ -1,31 +1,32 @@
 //! Loads the embedded object on the running kernel and attaches every program, as the agent
-//! does. Needs root and kernel BTF; skipped otherwise unless `NODELET_REQUIRE_ALL=1`.
+//! does. Needs root and kernel BTF; skipped with a reason otherwise, failed instead under
+//! `NODELET_REQUIRE_ALL=1`.
 use agent_common::{maps, programs};
 use aya::{Btf, EbpfLoader, programs::BtfTracePoint};
 
-fn skip(reason: &str) -> bool {
-    if std::env::var("NODELET_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("required test cannot run: {reason}");
+/// Kernel BTF if the test can run here; `None` after printing why not.
+fn kernel_btf() -> Option<Btf> {
+    // SAFETY: geteuid has no preconditions.
+    let btf = if unsafe { libc::geteuid() } != 0 {
+        Err("not root".to_owned())
+    } else {
+        Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))
+    };
+    match btf {
+        Ok(btf) => Some(btf),
+        Err(reason) if std::env::var("NODELET_REQUIRE_ALL").as_deref() == Ok("1") => {
+            panic!("NODELET_REQUIRE_ALL=1 but the load test cannot run: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            None
+        }
     }
-    eprintln!("skipped: {reason}");
-    true
 }
 
 #[test]
 fn every_program_loads_and_attaches() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 && skip("not root") {
-        return;
-    }
-    let btf = match Btf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => {
-            if skip(&format!("no kernel BTF: {e}")) {
-                return;
-            }
-            unreachable!()
-        }
-    };
+    let Some(btf) = kernel_btf() else { return };
     let started = std::time::Instant::now();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
@@ -48,10 +49,23 @@ fn every_program_loads_and_attaches() {
             .unwrap_or_else(|e| panic!("program {name}: {e}"));
         prog.load(tp, &btf)
             .unwrap_or_else(|e| panic!("load {name}: {e:?}"));
-        prog.attach().unwrap_or_else(|e| panic!("attach {name}: {e}"));
+        prog.attach()
+            .unwrap_or_else(|e| panic!("attach {name}: {e}"));
     }
-    eprintln!("load + attach: {:?}", started.elapsed());
-    for m in [maps::EVENTS, maps::CPU_ACCT, maps::CPU_SLOTS, maps::MEM_ACCT, maps::MEM_MARKS, maps::NODE_MEM, maps::COUNTERS] {
+    eprintln!(
+        "load + attach of {} programs: {:?}",
+        attach.len(),
+        started.elapsed()
+    );
+    for m in [
+        maps::EVENTS,
+        maps::CPU_ACCT,
+        maps::CPU_SLOTS,
+        maps::MEM_ACCT,
+        maps::MEM_MARKS,
+        maps::NODE_MEM,
+        maps::COUNTERS,
+    ] {
         assert!(ebpf.map(m).is_some(), "map {m} missing");
     }
 }

@@ -23,7 +23,7 @@ use aya::maps::MapError;
 
 use super::{EbpfError, ids::CgroupIds, loader::Telemetry};
 use crate::stats::{
-    CgroupStats, CollectorCounters, CpuStats, MemoryStats, Snapshot, Source,
+    CollectorCounters, CpuStats, MemoryStats, Snapshot, Source,
     cgroupfs::{self, CgroupLayout},
 };
 
@@ -309,10 +309,11 @@ impl Collector {
             .collect();
         let after = slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
         for ((b, a), now) in before.iter().zip(after.iter()).zip(running) {
-            if let Some(now) = now {
-                if b == a && now > b.exec_base_ns {
-                    sums.entry(b.cgroup_id).or_default().run_ns += now - b.exec_base_ns;
-                }
+            if let Some(now) = now
+                && b == a
+                && now > b.exec_base_ns
+            {
+                sums.entry(b.cgroup_id).or_default().run_ns += now - b.exec_base_ns;
             }
         }
         Ok(sums)
@@ -472,17 +473,15 @@ impl Collector {
                 run_queue_wait_max_ns: Some(sums.wait_max_ns),
                 slices: Some(sums.slices),
             });
-            if rebaseline {
-                if let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
-                    let live = cpu_live.get(path).copied().unwrap_or_default();
-                    self.cpu_base.insert(
-                        path.clone(),
-                        CpuBaseline {
-                            file_ns: c.usage_ns,
-                            at: live,
-                        },
-                    );
-                }
+            if rebaseline && let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
+                let live = cpu_live.get(path).copied().unwrap_or_default();
+                self.cpu_base.insert(
+                    path.clone(),
+                    CpuBaseline {
+                        file_ns: c.usage_ns,
+                        at: live,
+                    },
+                );
             }
         }
 
@@ -503,24 +502,22 @@ impl Collector {
             };
             let stats = self.memory_from(&base, sums);
             snap.cgroups.entry(path.clone()).or_default().memory = Some(stats);
-            if rebaseline {
-                if let Ok(Some(m)) = cgroupfs::read_memory(&self.layout, path) {
-                    drift = drift.max(stats.usage_bytes.abs_diff(m.usage_bytes));
-                    let live = mem_live.get(path).copied().unwrap_or_default();
-                    self.mem_base
-                        .insert(path.clone(), MemBaseline { file: m, at: live });
-                }
+            if rebaseline && let Ok(Some(m)) = cgroupfs::read_memory(&self.layout, path) {
+                drift = drift.max(stats.usage_bytes.abs_diff(m.usage_bytes));
+                let live = mem_live.get(path).copied().unwrap_or_default();
+                self.mem_base
+                    .insert(path.clone(), MemBaseline { file: m, at: live });
             }
         }
 
         // Node working set (root memcg files on v1; unknown where the root has none).
-        if self.node_base.is_none() || rebaseline {
-            if let Ok(Some(root)) = cgroupfs::read_memory(&self.layout, "/") {
-                self.node_base = Some(NodeBaseline {
-                    ws_bytes: root.working_set_bytes,
-                    ws_pages_at: node_ws_pages,
-                });
-            }
+        if (self.node_base.is_none() || rebaseline)
+            && let Ok(Some(root)) = cgroupfs::read_memory(&self.layout, "/")
+        {
+            self.node_base = Some(NodeBaseline {
+                ws_bytes: root.working_set_bytes,
+                ws_pages_at: node_ws_pages,
+            });
         }
         snap.node_working_set_bytes = self
             .node_base

@@ -175,6 +175,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// CLOCK_MONOTONIC now, ns: the clock of `bpf_ktime_get_ns`, for printed latencies.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn within(a: f64, b: f64, frac: f64) -> bool {
     (a - b).abs() <= frac * b.abs().max(1.0)
 }
@@ -201,16 +212,19 @@ fn busy_cgroup_cpu_matches_cpuacct_within_5_percent() {
     let e0 = sweep(&mut t, &mut c).expect("busy cgroup in snapshot");
     let f0 = cg.cpuacct_usage();
     std::thread::sleep(Duration::from_secs(3));
+    let t1 = Instant::now();
     let e1 = sweep(&mut t, &mut c).expect("busy cgroup in snapshot");
+    let sweep_time = t1.elapsed();
     let f1 = cg.cpuacct_usage();
     let (de, df) = ((e1 - e0) as f64, (f1 - f0) as f64);
     let k = c.read_counters(&t).expect("counters");
     eprintln!(
-        "cpu over 3 s: ebpf {:.1} ms, cpuacct.usage {:.1} ms, diff {:+.3}%; slot mismatches {}",
+        "cpu over 3 s: ebpf {:.1} ms, cpuacct.usage {:.1} ms, diff {:+.3}%; slot mismatches {}; sweep {:?}",
         de / 1e6,
         df / 1e6,
         100.0 * (de - df) / df,
-        k[agent_common::counter::CPU_SLOT_MISMATCH as usize]
+        k[agent_common::counter::CPU_SLOT_MISMATCH as usize],
+        sweep_time
     );
     assert!(
         df > 1e9,
@@ -335,12 +349,16 @@ fn oom_kill_produces_record_with_the_victims_memcg() {
         loop {
             let wait = tokio::time::timeout_at(deadline, reader.read_batch(64, &mut batch)).await;
             for r in batch.drain(..) {
-                if let Record::Oom(o) = &r {
-                    if o.memcg_id == memcg_id {
-                        let o = *o;
-                        handle_record(&mut c, &writer, r);
-                        return Some(o);
-                    }
+                if let Record::Oom(o) = &r
+                    && o.memcg_id == memcg_id
+                {
+                    let o = *o;
+                    handle_record(&mut c, &writer, r);
+                    eprintln!(
+                        "oom: kernel mark_victim -> store {:.3} ms",
+                        (monotonic_ns() - o.hdr.ts_ns) as f64 / 1e6
+                    );
+                    return Some(o);
                 }
                 handle_record(&mut c, &writer, r);
             }
@@ -455,12 +473,11 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
             let deadline = Instant::now() + Duration::from_secs(10);
             let stats = loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Some(s) = store.get(&cg.path) {
-                    if s.cpu.is_some_and(|c| c.usage_ns > 0)
-                        && s.memory.is_some_and(|m| m.usage_bytes >= 8 * MIB)
-                    {
-                        break s;
-                    }
+                if let Some(s) = store.get(&cg.path)
+                    && s.cpu.is_some_and(|c| c.usage_ns > 0)
+                    && s.memory.is_some_and(|m| m.usage_bytes >= 8 * MIB)
+                {
+                    break s;
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -491,4 +508,55 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
         fb.memory.map_or(0, |m| m.usage_bytes) as f64,
         0.05
     ));
+}
+
+#[test]
+fn rebaseline_keeps_memory_on_the_file_and_reports_drift() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "rebase");
+    let t = Telemetry::load(&TelemetryConfig::default(), layout.clone())
+        .unwrap_or_else(|e| panic!("load: {}", error_chain(&e)));
+    let mut t = t;
+    let mut c = Collector::new(
+        &t,
+        CollectorConfig {
+            roots: vec![cg.path.clone()],
+            rebaseline_every: Duration::ZERO,
+            ..CollectorConfig::default()
+        },
+    );
+    cg.spawn("dd if=/dev/zero bs=16M count=1 2>/dev/null | sleep 600");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cg.memory().usage_bytes < 16 * MIB {
+        assert!(Instant::now() < deadline, "child never reached 16 MiB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut prev = Snapshot::default();
+    for _ in 0..3 {
+        let snap = c.sweep(&mut t, &prev, (0, 0)).expect("sweep");
+        let got = snap
+            .cgroups
+            .get(&cg.path)
+            .and_then(|x| x.memory)
+            .expect("memory in snapshot");
+        let file = cg.memory();
+        assert!(
+            within(got.usage_bytes as f64, file.usage_bytes as f64, 0.05),
+            "{got:?} vs {file:?}"
+        );
+        assert!(
+            snap.counters.memory_drift_bytes < 16 * MIB / 20,
+            "{:?}",
+            snap.counters
+        );
+        prev = snap;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "drift at last re-baseline: {} bytes",
+        prev.counters.memory_drift_bytes
+    );
 }

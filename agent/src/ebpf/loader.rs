@@ -136,7 +136,7 @@ impl Telemetry {
         // only tries to raise the limit on older ones (and only warns if it cannot).
         let mut ebpf = loader
             .load(agent_ebpf::TELEMETRY_OBJ)
-            .map_err(EbpfError::Load)?;
+            .map_err(|e| EbpfError::Load(Box::new(e)))?;
 
         for (program, tracepoint) in ATTACH {
             let prog: &mut BtfTracePoint = ebpf

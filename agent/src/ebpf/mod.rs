@@ -28,10 +28,9 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use collector::{Collector, CollectorConfig, CpuSums, MemSums, under_roots};
-pub use ids::CgroupIds;
-pub use loader::{Telemetry, TelemetryConfig, TelemetryMaps};
-pub use records::{Record, RecordError};
+pub use collector::{Collector, CollectorConfig};
+pub use loader::{Telemetry, TelemetryConfig};
+pub use records::Record;
 pub use ringbuf::EventReader;
 
 use crate::stats::{
@@ -56,7 +55,7 @@ pub enum EbpfError {
     },
     /// The object could not be parsed, relocated or its maps created.
     #[error("loading the telemetry object failed")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     /// The object lacks a program the agent expects (object and agent out of step).
     #[error("program {program} missing from the telemetry object")]
     MissingProgram {
@@ -72,9 +71,9 @@ pub enum EbpfError {
         tracepoint: &'static str,
         /// Short reason: privileges, verifier log tail, ...
         reason: String,
-        /// aya's error.
+        /// aya's error (boxed: it carries the verifier log).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// The object lacks a map the agent expects.
     #[error("map {map} missing from the telemetry object")]
@@ -117,7 +116,7 @@ impl EbpfError {
             program,
             tracepoint,
             reason: loader::explain(&source),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -334,14 +333,13 @@ async fn run_ebpf(
             r = reader.read_batch(opts.batch, &mut batch) => {
                 r.map_err(EbpfError::RingBuf)?;
                 for record in batch.drain(..) {
-                    if let Some(ev) = handle_record(&mut collector, &writer, record) {
-                        if let Some(tx) = &events {
-                            // Telemetry drops and counts when the bus is full (never blocks
-                            // the ring buffer).
-                            if tx.try_send(ev).is_err() {
-                                dropped_events += 1;
-                            }
-                        }
+                    // Telemetry drops and counts when the bus is full (never blocks the ring
+                    // buffer).
+                    if let Some(ev) = handle_record(&mut collector, &writer, record)
+                        && let Some(tx) = &events
+                        && tx.try_send(ev).is_err()
+                    {
+                        dropped_events += 1;
                     }
                 }
             }

@@ -114,8 +114,10 @@ mod tests {
             Record::parse(&b[..3]),
             Err(RecordError::Short { kind: 0, .. })
         ));
-        let mut h = RecordHeader::default();
-        h.kind = 99;
+        let h = RecordHeader {
+            kind: 99,
+            ..RecordHeader::default()
+        };
         assert_eq!(
             Record::parse(&bytes_of(&h)),
             Err(RecordError::UnknownKind(99))

@@ -60,10 +60,10 @@ impl CgroupLayout {
         // /proc/cgroups is absent on kernels without v1 support: then ids do not matter.
         let proc_cgroups = fs::read_to_string("/proc/cgroups").unwrap_or_default();
         let mut layout = parse_layout(&mountinfo, &proc_cgroups);
-        if let Some(v2) = &layout.v2 {
-            if let Ok(text) = fs::read_to_string(v2.join("cgroup.controllers")) {
-                layout.v2_controllers = text.split_whitespace().map(str::to_owned).collect();
-            }
+        if let Some(v2) = &layout.v2
+            && let Ok(text) = fs::read_to_string(v2.join("cgroup.controllers"))
+        {
+            layout.v2_controllers = text.split_whitespace().map(str::to_owned).collect();
         }
         Ok(layout)
     }
@@ -339,10 +339,10 @@ pub fn walk(mount: &Path, root: &str) -> io::Result<Vec<String>> {
             rel.clone()
         });
         for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if let Some(name) = entry.file_name().to_str() {
-                    stack.push(format!("{rel}/{name}"));
-                }
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && let Some(name) = entry.file_name().to_str()
+            {
+                stack.push(format!("{rel}/{name}"));
             }
         }
     }
