@@ -721,6 +721,16 @@ impl Env {
         }
     }
 
+    /// Stops containerd (SIGTERM) and starts it again on the same config, root and socket:
+    /// what a runtime upgrade or crash looks like to a node agent. Pods' shims survive it.
+    pub fn restart_containerd(&mut self, down_for: Duration) -> Result<()> {
+        if let Some(d) = self.daemon.take() {
+            d.stop(Duration::from_secs(10))?;
+        }
+        thread::sleep(down_for);
+        self.launch(Duration::from_secs(20))
+    }
+
     /// Tears everything down (see the module docs); the error lists every step that failed,
     /// after all steps were tried.
     pub fn stop(mut self) -> Result<()> {
