@@ -233,7 +233,15 @@ async fn worker(
             return;
         }
         let Some(pod) = input.pod else { return };
-        let next = match runtime.sync_pod(&pod, &mut backoffs).await {
+        // A termination request cancels the sync in flight (e.g. a long image pull), as the
+        // kubelet's pod worker cancels its sync context; other updates wait for the next round.
+        let mut dirty = false;
+        let result = tokio::select! {
+            r = runtime.sync_pod(&pod, &mut backoffs) => r,
+            _ = until_terminate(&mut rx, &mut dirty) => continue,
+            _ = cancel.cancelled() => return,
+        };
+        let next = match result {
             Ok(SyncOutcome::Synced) => jitter(settings.sync_frequency),
             Ok(SyncOutcome::RequeueAfter(d)) => d,
             Ok(SyncOutcome::Finished) => {
@@ -248,10 +256,28 @@ async fn worker(
                 jitter(ERROR_REQUEUE)
             }
         };
+        if dirty {
+            // An update arrived during the sync: act on it now.
+            continue;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// Resolves once termination is requested; notes in `dirty` any other update seen meanwhile.
+async fn until_terminate(rx: &mut watch::Receiver<WorkerInput>, dirty: &mut bool) {
+    loop {
+        if rx.changed().await.is_err() {
+            // The dispatcher is gone; shutdown is handled by the cancellation token.
+            std::future::pending::<()>().await;
+        }
+        *dirty = true;
+        if rx.borrow().terminate {
+            return;
         }
     }
 }

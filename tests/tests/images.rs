@@ -78,3 +78,45 @@ fn images_are_pulled_per_policy_and_missing_ones_reported() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn removing_a_pod_cancels_its_hanging_pull() -> Result<()> {
+    // A "registry" that accepts connections and never answers: PullImage hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let host = silent.local_addr()?.to_string();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            if let Ok(mut v) = keep.lock() {
+                v.push(conn);
+            }
+        }
+    });
+    let Some(node) = Node::start(NodeOpts {
+        insecure_registries: vec![host.clone()],
+        ..Default::default()
+    })?
+    else {
+        return Ok(());
+    };
+    node.write_manifest(
+        "stuck.yaml",
+        &pod("stuck", &format!("{host}/slow/image:1"), "IfNotPresent"),
+    )?;
+    node.wait("the pull to start", T, || {
+        Ok(node.agent_log().contains("/slow/image:1\"").then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    node.remove_manifest("stuck.yaml")?;
+    node.wait("the pod terminated while its pull still hangs", T, || {
+        let log = node.agent_log();
+        Ok(log
+            .lines()
+            .any(|l| l.contains("pod terminated") && l.contains("stuck-e2e-node"))
+            .then_some(()))
+    })?;
+    assert!(node.pod_sandboxes("stuck")?.is_empty());
+    drop(held);
+    Ok(())
+}
