@@ -135,6 +135,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         Arc::new(pleg::PlegStats::default()),
         cancel.child_token(),
     ));
+    // --- telemetry wiring (issue 4): owned by the telemetry work; keep edits inside ---
+    // --- end telemetry wiring ---
+
+    // --- server wiring (issue 5): owned by the server work; keep edits inside ---
+    // --- end server wiring ---
+
     tasks.spawn(pod_workers::run(
         runtime,
         pod_workers::WorkerSettings {
