@@ -16,6 +16,8 @@ mod pod;
 mod pod_workers;
 #[allow(dead_code)]
 mod stats;
+#[allow(dead_code)]
+mod status;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};
