@@ -16,7 +16,7 @@ mod pod;
 mod pod_workers;
 #[allow(dead_code)]
 mod stats;
-#[allow(dead_code)]
+#[allow(dead_code)] // the reader side is for the server (issue 5)
 mod status;
 
 use anyhow::Context;
@@ -106,6 +106,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     let ctx = node_context(&opts);
+    let host_ip = ctx.host_ip.clone();
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -137,6 +138,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         Arc::new(pleg::PlegStats::default()),
         cancel.child_token(),
     ));
+    let (status_writer, _status_store) = status::store();
     // --- telemetry wiring (issue 4): owned by the telemetry work; keep edits inside ---
     // --- end telemetry wiring ---
 
@@ -148,6 +150,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         pod_workers::WorkerSettings {
             sync_frequency: opts.sync_frequency,
             max_restart_backoff: opts.max_container_restart_period,
+            status: status_writer,
+            host_ip: host_ip.clone(),
         },
         config_rx,
         pleg_rx,

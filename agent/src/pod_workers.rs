@@ -17,6 +17,8 @@ use crate::config::PodSet;
 use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
 use crate::pleg::PodLifecycleEvent;
 use crate::pod::{PodHandle, PodRef, grace_period_seconds};
+use crate::status::StatusWriter;
+use crate::status::generate::{StatusContext, pod_with_status};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -47,6 +49,10 @@ pub struct WorkerSettings {
     pub sync_frequency: Duration,
     /// Crash-loop back-off cap.
     pub max_restart_backoff: Duration,
+    /// Where each worker publishes its pod's status.
+    pub status: StatusWriter,
+    /// The node IP for `status.hostIP`.
+    pub host_ip: String,
 }
 
 /// Runs the dispatcher until cancelled. Workers stop with it; pods keep running, as with the
@@ -225,10 +231,15 @@ async fn worker(
 ) {
     let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
     let mut finished_logged = false;
+    let status_ctx = StatusContext {
+        host_ip: settings.host_ip.clone(),
+        start_time: Some(std::time::SystemTime::now()),
+    };
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
             terminate(&uid, &input, &runtime, &cancel).await;
+            settings.status.remove(&uid);
             let _ = done.send(uid).await;
             return;
         }
@@ -241,6 +252,12 @@ async fn worker(
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
+        if let Some(state) = &backoffs.last_state {
+            settings.status.set(
+                &uid,
+                pod_with_status(&pod, state, &backoffs.waiting, &status_ctx),
+            );
+        }
         let next = match result {
             Ok(SyncOutcome::Synced) => jitter(settings.sync_frequency),
             Ok(SyncOutcome::RequeueAfter(d)) => d,

@@ -18,6 +18,7 @@ pub use client::{Cri, CriError};
 use k8s_openapi::api::core::v1::Container;
 use proto::runtime::v1 as cri;
 use state::{ContainerState, PodRuntimeState};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -87,13 +88,18 @@ pub enum SyncOutcome {
     Finished,
 }
 
-/// Per-pod back-off state, owned by the pod's worker.
+/// Per-pod state the worker keeps between syncs: back-offs, why containers wait, and the
+/// runtime state the last sync ended with (what the status is made from).
 #[derive(Debug, Clone)]
 pub struct PodBackoffs {
     containers: Backoff,
     images: Backoff,
     /// (back-off key, exit time) last reported, so each wait is logged once, not per wake-up.
     reported: Option<(String, SystemTime)>,
+    /// Container name -> (reason, message) while it cannot start (CrashLoopBackOff, ErrImagePull…).
+    pub waiting: HashMap<String, (String, String)>,
+    /// Runtime state at the end of the last sync.
+    pub last_state: Option<PodRuntimeState>,
 }
 
 impl PodBackoffs {
@@ -103,7 +109,14 @@ impl PodBackoffs {
             containers: Backoff::new(backoff::INITIAL, max),
             images: Backoff::new(backoff::INITIAL, backoff::MAX),
             reported: None,
+            waiting: HashMap::new(),
+            last_state: None,
         }
+    }
+
+    fn wait(&mut self, container: &str, reason: &str, message: String) {
+        self.waiting
+            .insert(container.to_string(), (reason.to_string(), message));
     }
 }
 
@@ -158,9 +171,12 @@ impl RuntimeManager {
             self.cri.remove_container(id, &target).await?;
         }
         if plan.finished {
-            if plan.kill_pod {
+            b.last_state = if plan.kill_pod {
                 info!(pod = %target, "pod finished; its sandbox is stopped and nothing will be restarted");
-            }
+                state::load(&self.cri, &p.pod_ref.uid, &target).await.ok()
+            } else {
+                Some(state)
+            };
             return Ok(SyncOutcome::Finished);
         }
 
@@ -182,7 +198,10 @@ impl RuntimeManager {
                 id
             }
             (None, Some(id)) => id,
-            (None, None) => return Ok(SyncOutcome::Synced),
+            (None, None) => {
+                b.last_state = Some(state);
+                return Ok(SyncOutcome::Synced);
+            }
         };
         let attempt = plan
             .create_sandbox
@@ -227,7 +246,7 @@ impl RuntimeManager {
                 }
             }
         }
-        self.garbage_collect(p, &target).await;
+        b.last_state = self.garbage_collect(p, &target).await;
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -261,6 +280,14 @@ impl RuntimeManager {
             let finished = prev.finished_at.unwrap_or(now);
             if let Some(left) = b.containers.remaining_since(&key, finished, now) {
                 let delay = b.containers.get(&key).unwrap_or(left);
+                b.wait(
+                    &c.name,
+                    "CrashLoopBackOff",
+                    format!(
+                        "back-off {delay:?} restarting failed container={} pod={}",
+                        c.name, p.pod_ref.name
+                    ),
+                );
                 let report = (key.clone(), finished);
                 if b.reported.as_ref() == Some(&report) {
                     return Ok(Some(left));
@@ -277,10 +304,25 @@ impl RuntimeManager {
         let image = c.image.clone().unwrap_or_default();
         let image_ref = match self
             .ensure_image(p, c, &image, sandbox_cfg, b, target)
-            .await?
+            .await
         {
-            Ok(r) => r,
-            Err(left) => return Ok(Some(left)),
+            Ok(Ok(r)) => r,
+            Ok(Err(left)) => {
+                b.wait(
+                    &c.name,
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image {image:?}"),
+                );
+                return Ok(Some(left));
+            }
+            Err(e) => {
+                let reason = match &e {
+                    SyncError::NeverPull { .. } => "ErrImageNeverPull",
+                    _ => "ErrImagePull",
+                };
+                b.wait(&c.name, reason, e.to_string());
+                return Err(e);
+            }
         };
         let restart_count = match prior {
             Some(v) => v.restart_count + 1,
@@ -296,7 +338,8 @@ impl RuntimeManager {
                 image_ref,
                 pod_ip: pod_ip.to_string(),
             },
-        )?;
+        )
+        .inspect_err(|e| b.wait(&c.name, "CreateContainerConfigError", e.to_string()))?;
         let id = self
             .cri
             .create_container(
@@ -305,12 +348,15 @@ impl RuntimeManager {
                 sandbox_cfg.clone(),
                 &format!("container {} of {target}", c.name),
             )
-            .await?;
+            .await
+            .inspect_err(|e| b.wait(&c.name, "CreateContainerError", e.to_string()))?;
         pod_event!(Normal, target, "Created", container = %c.name, id = %id, restart_count, "created container {}", c.name);
         if let Err(e) = self.cri.start_container(&id, target).await {
             pod_event!(Warning, target, "Failed", container = %c.name, "Error: {e}");
+            b.wait(&c.name, "RunContainerError", e.to_string());
             return Err(e.into());
         }
+        b.waiting.remove(&c.name);
         pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
         Ok(None)
     }
@@ -497,9 +543,10 @@ impl RuntimeManager {
     /// Keeps the newest exited instance of each container (for `logs --previous`) and removes
     /// older ones with their log files, and removes dead sandboxes left without containers
     /// (kubelet container GC with MaxPerPodContainer = 1).
-    async fn garbage_collect(&self, p: &DesiredPod, target: &str) {
+    /// Returns the state it found, for the pod's status.
+    async fn garbage_collect(&self, p: &DesiredPod, target: &str) -> Option<PodRuntimeState> {
         let Ok(state) = state::load(&self.cri, &p.pod_ref.uid, target).await else {
-            return;
+            return None;
         };
         let mut kept = std::collections::HashSet::new();
         let log_dir = sandbox::pod_logs_dir(&self.ctx, p);
@@ -528,6 +575,7 @@ impl RuntimeManager {
                 let _ = self.cri.remove_pod_sandbox(&s.id, target).await;
             }
         }
+        Some(state)
     }
 }
 

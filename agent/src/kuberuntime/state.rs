@@ -46,10 +46,18 @@ pub struct ContainerView {
     pub created_at: i64,
     /// Exit code, when exited.
     pub exit_code: i32,
+    /// Start time, once started.
+    pub started_at: Option<SystemTime>,
     /// Finish time, when exited.
     pub finished_at: Option<SystemTime>,
     /// Runtime's reason (e.g. OOMKilled, Error, Completed).
     pub reason: String,
+    /// Runtime's message.
+    pub message: String,
+    /// Image as the user wrote it.
+    pub image: String,
+    /// Image ID the runtime resolved.
+    pub image_ref: String,
     /// Spec hash it was created from.
     pub hash: Option<u64>,
     /// Grace period recorded at creation.
@@ -86,6 +94,11 @@ impl PodRuntimeState {
     /// Newest instance of the named container.
     pub fn latest(&self, name: &str) -> Option<&ContainerView> {
         self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The instance before the newest one (the container's `lastState`).
+    pub fn previous(&self, name: &str) -> Option<&ContainerView> {
+        self.containers.iter().filter(|c| c.name == name).nth(1)
     }
 
     /// True when nothing of the pod is left in the runtime.
@@ -129,8 +142,16 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
             state: ContainerState::from_cri(c.state),
             created_at: c.created_at,
             exit_code: 0,
+            started_at: None,
             finished_at: None,
             reason: String::new(),
+            message: String::new(),
+            image: c
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
+            image_ref: c.image_ref.clone(),
             hash: labels::hash_of(&c.annotations),
             grace: labels::grace_of(&c.annotations),
             sandbox_id: c.pod_sandbox_id,
@@ -139,16 +160,28 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
         .collect();
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
 
-    let mut seen = std::collections::HashSet::new();
+    // Details for the newest two instances of each container: the current one drives restart
+    // decisions and `state`, the one before it is `lastState`.
+    let mut seen: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
     for c in containers.iter_mut() {
-        if !seen.insert(c.name.clone()) || c.state != ContainerState::Exited {
+        let n = seen.entry(c.name.clone()).or_default();
+        *n += 1;
+        if *n > 2 {
             continue;
         }
         match cri.container_status(&c.id, target).await {
             Ok(Some(s)) => {
                 c.exit_code = s.exit_code;
+                c.started_at = time_from_ns(s.started_at);
                 c.finished_at = time_from_ns(s.finished_at);
                 c.reason = s.reason;
+                c.message = s.message;
+                if let Some(img) = s.image {
+                    c.image = img.image;
+                }
+                if !s.image_ref.is_empty() {
+                    c.image_ref = s.image_ref;
+                }
             }
             Ok(None) => {}
             Err(e) if e.is_not_found() => c.state = ContainerState::Unknown,

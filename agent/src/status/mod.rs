@@ -2,6 +2,8 @@
 //! (phase, conditions, container statuses), fed by the pod workers after each sync; readers
 //! (the HTTP server's /pods, metrics) get cheap snapshots.
 
+pub mod generate;
+
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,435 @@
+//! A pod's API status from its spec and runtime state: the kubelet's generateAPIPodStatus,
+//! getPhase and convertToAPIContainerStatuses (pkg/kubelet/kubelet_pods.go), as pure functions.
+
+use crate::kuberuntime::state::{ContainerState, ContainerView, PodRuntimeState};
+use crate::pod::{DesiredPod, QosClass, RestartPolicy, qos_class};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+/// Why containers cannot start: container name -> (reason, message).
+pub type Waiting = HashMap<String, (String, String)>;
+
+/// Node facts the status carries.
+#[derive(Debug, Clone, Default)]
+pub struct StatusContext {
+    /// The node's IP (`status.hostIP`).
+    pub host_ip: String,
+    /// When the agent first saw the pod (`status.startTime`).
+    pub start_time: Option<SystemTime>,
+}
+
+fn time(t: SystemTime) -> Option<Time> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    k8s_openapi::jiff::Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32)
+        .ok()
+        .map(Time)
+}
+
+/// The pod object with its status, as /pods shows it.
+pub fn pod_with_status(
+    p: &DesiredPod,
+    rt: &PodRuntimeState,
+    waiting: &Waiting,
+    ctx: &StatusContext,
+) -> Pod {
+    let mut pod = p.pod.clone();
+    pod.status = Some(pod_status(p, rt, waiting, ctx));
+    pod
+}
+
+/// The status itself.
+pub fn pod_status(
+    p: &DesiredPod,
+    rt: &PodRuntimeState,
+    waiting: &Waiting,
+    ctx: &StatusContext,
+) -> PodStatus {
+    let spec = p.pod.spec.clone().unwrap_or_default();
+    let policy = RestartPolicy::of(&spec);
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let init_statuses: Vec<ContainerStatus> = inits
+        .iter()
+        .map(|c| container_status(c, rt, waiting, true))
+        .collect();
+    let statuses: Vec<ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| container_status(c, rt, waiting, false))
+        .collect();
+    let initialized = init_statuses.iter().all(|s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    }) || statuses
+        .iter()
+        .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    let phase = phase(policy, &inits, &init_statuses, &statuses, initialized);
+    let ready = phase == "Running" && statuses.iter().all(|s| s.ready);
+    let cond = |type_: &str, ok: bool, reason: Option<&str>| PodCondition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: (!ok)
+            .then(|| reason.unwrap_or_default().to_string())
+            .filter(|r| !r.is_empty()),
+        last_transition_time: ctx.start_time.and_then(time),
+        ..Default::default()
+    };
+    let pod_ip = if rt.pod_ip.is_empty() && crate::pod::host_network(&p.pod) {
+        ctx.host_ip.clone()
+    } else {
+        rt.pod_ip.clone()
+    };
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(vec![
+            cond(
+                "PodReadyToStartContainers",
+                rt.sandboxes.iter().any(|s| s.ready),
+                None,
+            ),
+            cond("Initialized", initialized, Some("ContainersNotInitialized")),
+            cond("Ready", ready, Some("ContainersNotReady")),
+            cond("ContainersReady", ready, Some("ContainersNotReady")),
+            cond("PodScheduled", true, None),
+        ]),
+        host_ip: Some(ctx.host_ip.clone()),
+        host_ips: Some(vec![HostIP {
+            ip: ctx.host_ip.clone(),
+        }]),
+        pod_ip: (!pod_ip.is_empty()).then(|| pod_ip.clone()),
+        pod_ips: (!pod_ip.is_empty()).then(|| vec![PodIP { ip: pod_ip }]),
+        start_time: ctx.start_time.and_then(time),
+        qos_class: Some(
+            match qos_class(&p.pod) {
+                QosClass::Guaranteed => "Guaranteed",
+                QosClass::Burstable => "Burstable",
+                QosClass::BestEffort => "BestEffort",
+            }
+            .into(),
+        ),
+        container_statuses: Some(statuses),
+        init_container_statuses: (!inits.is_empty()).then_some(init_statuses),
+        ..Default::default()
+    }
+}
+
+/// getPhase (kubelet_pods.go): init containers first, then the running/waiting/stopped counts.
+fn phase(
+    policy: RestartPolicy,
+    inits: &[Container],
+    init_statuses: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+    initialized: bool,
+) -> &'static str {
+    let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
+    if !inits.is_empty() && !initialized {
+        let init_failed = init_statuses
+            .iter()
+            .any(|s| terminated(s).is_some_and(|t| t.exit_code != 0));
+        return if init_failed && policy == RestartPolicy::Never {
+            "Failed"
+        } else {
+            "Pending"
+        };
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in statuses {
+        match s.state.as_ref() {
+            Some(st) if st.running.is_some() => running += 1,
+            Some(st) if st.terminated.is_some() => {
+                stopped += 1;
+                if terminated(s).is_some_and(|t| t.exit_code == 0) {
+                    succeeded += 1;
+                }
+            }
+            Some(st)
+                if st.waiting.is_some()
+                    && s.last_state
+                        .as_ref()
+                        .and_then(|l| l.terminated.as_ref())
+                        .is_some() =>
+            {
+                // Restarting after a termination counts as stopped, as in getPhase.
+                stopped += 1;
+                if s.last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+                {
+                    succeeded += 1;
+                }
+            }
+            _ => waiting += 1,
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 {
+        match policy {
+            RestartPolicy::Always => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            RestartPolicy::Never => "Failed",
+            RestartPolicy::OnFailure => "Running",
+        }
+    } else {
+        "Pending"
+    }
+}
+
+fn api_state(v: &ContainerView) -> ApiState {
+    match v.state {
+        ContainerState::Running => ApiState {
+            running: Some(ContainerStateRunning {
+                started_at: v.started_at.and_then(time),
+            }),
+            ..Default::default()
+        },
+        ContainerState::Exited => ApiState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: v.exit_code,
+                reason: Some(if v.reason.is_empty() {
+                    if v.exit_code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .to_string()
+                } else {
+                    v.reason.clone()
+                }),
+                message: (!v.message.is_empty()).then(|| v.message.clone()),
+                started_at: v.started_at.and_then(time),
+                finished_at: v.finished_at.and_then(time),
+                container_id: Some(format!("containerd://{}", v.id)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ContainerState::Created | ContainerState::Unknown => ApiState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+fn container_status(
+    c: &Container,
+    rt: &PodRuntimeState,
+    waiting: &Waiting,
+    init: bool,
+) -> ContainerStatus {
+    let latest = rt.latest(&c.name);
+    let why = waiting.get(&c.name);
+    // A container waiting to (re)start shows Waiting with the reason, its last run in lastState.
+    let (state, last) = match (latest, why) {
+        (Some(v), Some((reason, message))) if v.state == ContainerState::Exited && !init => (
+            ApiState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: Some(message.clone()),
+                }),
+                ..Default::default()
+            },
+            Some(api_state(v)),
+        ),
+        (Some(v), _) => (api_state(v), rt.previous(&c.name).map(api_state)),
+        (None, Some((reason, message))) => (
+            ApiState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: Some(message.clone()),
+                }),
+                ..Default::default()
+            },
+            None,
+        ),
+        (None, None) => (
+            ApiState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(
+                        if init {
+                            "PodInitializing"
+                        } else {
+                            "ContainerCreating"
+                        }
+                        .into(),
+                    ),
+                    message: None,
+                }),
+                ..Default::default()
+            },
+            None,
+        ),
+    };
+    let running = state.running.is_some();
+    ContainerStatus {
+        name: c.name.clone(),
+        ready: running,
+        started: Some(running),
+        restart_count: latest.map_or(0, |v| v.restart_count as i32),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: latest.map(|v| v.image_ref.clone()).unwrap_or_default(),
+        container_id: latest.map(|v| format!("containerd://{}", v.id)),
+        state: Some(state),
+        last_state: Some(last.unwrap_or_default()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kuberuntime::state::SandboxView;
+    use std::path::Path;
+
+    fn pod(policy: &str) -> DesiredPod {
+        let text = format!(
+            "metadata: {{name: p}}\nspec:\n  restartPolicy: {policy}\n  containers:\n  - {{name: a, image: busybox:1.35}}\n"
+        );
+        crate::config::manifest::decode(Path::new("/m/p.yaml"), text.as_bytes(), "n")
+            .expect("valid")
+            .pod
+    }
+
+    fn view(state: ContainerState, exit: i32, restarts: u32) -> ContainerView {
+        ContainerView {
+            id: format!("id{restarts}"),
+            name: "a".into(),
+            restart_count: restarts,
+            state,
+            created_at: i64::from(restarts),
+            exit_code: exit,
+            started_at: Some(SystemTime::UNIX_EPOCH),
+            finished_at: None,
+            reason: String::new(),
+            message: String::new(),
+            image: String::new(),
+            image_ref: "sha256:abc".into(),
+            hash: None,
+            grace: None,
+            sandbox_id: "sb".into(),
+        }
+    }
+
+    fn rt(containers: Vec<ContainerView>) -> PodRuntimeState {
+        PodRuntimeState {
+            sandboxes: vec![SandboxView {
+                id: "sb".into(),
+                attempt: 0,
+                ready: true,
+                created_at: 0,
+            }],
+            containers,
+            pod_ip: "10.89.1.5".into(),
+        }
+    }
+
+    fn phase_of(policy: &str, cs: Vec<ContainerView>, waiting: &Waiting) -> String {
+        let p = pod(policy);
+        pod_status(&p, &rt(cs), waiting, &StatusContext::default())
+            .phase
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn phases_follow_get_phase() {
+        let none = Waiting::new();
+        assert_eq!(phase_of("Always", vec![], &none), "Pending");
+        assert_eq!(
+            phase_of("Always", vec![view(ContainerState::Running, 0, 0)], &none),
+            "Running"
+        );
+        assert_eq!(
+            phase_of("Never", vec![view(ContainerState::Exited, 0, 0)], &none),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase_of("Never", vec![view(ContainerState::Exited, 2, 0)], &none),
+            "Failed"
+        );
+        assert_eq!(
+            phase_of("OnFailure", vec![view(ContainerState::Exited, 0, 0)], &none),
+            "Succeeded"
+        );
+        let crash: Waiting = [(
+            "a".to_string(),
+            ("CrashLoopBackOff".to_string(), "back-off".to_string()),
+        )]
+        .into();
+        assert_eq!(
+            phase_of("Always", vec![view(ContainerState::Exited, 1, 3)], &crash),
+            "Running"
+        );
+    }
+
+    #[test]
+    fn crash_looping_container_shows_waiting_with_last_state() {
+        let p = pod("Always");
+        let crash: Waiting = [(
+            "a".to_string(),
+            ("CrashLoopBackOff".to_string(), "back-off 20s".to_string()),
+        )]
+        .into();
+        let st = pod_status(
+            &p,
+            &rt(vec![view(ContainerState::Exited, 1, 2)]),
+            &crash,
+            &StatusContext::default(),
+        );
+        let cs = &st.container_statuses.expect("statuses")[0];
+        assert_eq!(cs.restart_count, 2);
+        let waiting = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("last");
+        assert_eq!(last.exit_code, 1);
+        assert_eq!(last.container_id.as_deref(), Some("containerd://id2"));
+        assert!(!cs.ready);
+    }
+
+    #[test]
+    fn running_pod_is_ready_with_ips() {
+        let p = pod("Always");
+        let ctx = StatusContext {
+            host_ip: "192.0.2.1".into(),
+            start_time: Some(SystemTime::UNIX_EPOCH),
+        };
+        let st = pod_status(
+            &p,
+            &rt(vec![view(ContainerState::Running, 0, 0)]),
+            &Waiting::new(),
+            &ctx,
+        );
+        assert_eq!(st.pod_ip.as_deref(), Some("10.89.1.5"));
+        assert_eq!(st.host_ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(st.qos_class.as_deref(), Some("BestEffort"));
+        let ready = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(ready.status, "True");
+        let cs = &st.container_statuses.expect("statuses")[0];
+        assert!(cs.ready);
+        assert_eq!(cs.container_id.as_deref(), Some("containerd://id0"));
+    }
+}
