@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 pub type PodSet = Arc<BTreeMap<String, PodHandle>>;
 
 /// Quiet time after the last inotify event before re-reading.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Result of one read: the pods, and a message per file that was skipped.
 #[derive(Debug, Default)]
@@ -199,6 +199,17 @@ fn report(now: &BTreeMap<PathBuf, String>, reported: &mut BTreeMap<PathBuf, Stri
     *reported = now.clone();
 }
 
+/// Whether an inotify event can change the pod set: create, write, chmod, remove, rename
+/// (file_linux.go produceWatchEvent). Opens, reads and closes cannot, and reacting to them would
+/// loop: every re-read opens every manifest.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
+}
+
 /// Watches the directory (or a file's directory); `None` when it does not exist yet (the
 /// periodic re-read retries).
 fn start_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -208,7 +219,7 @@ fn start_watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedW
         path.parent()?.to_owned()
     };
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        if res.is_ok_and(|ev| is_change(&ev.kind)) {
             // Full channel = a re-read is already pending; that one will see this change too.
             let _ = tx.try_send(());
         }
@@ -275,6 +286,20 @@ mod tests {
     fn missing_path_is_an_empty_set() {
         let l = list(Path::new("/nonexistent/nodelet/manifests"), "n");
         assert!(l.pods.is_empty() && l.errors.is_empty());
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
     }
 
     #[tokio::test]
