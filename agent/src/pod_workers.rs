@@ -65,158 +65,146 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
-    let mut tasks = JoinSet::new();
-    let mut workers: HashMap<String, Worker> = HashMap::new();
-    let mut runtime_pods: HashMap<String, PodRef> = HashMap::new();
+    let mut d = Dispatcher {
+        workers: HashMap::new(),
+        runtime_pods: HashMap::new(),
+        tasks: JoinSet::new(),
+        runtime,
+        settings,
+        done: done_tx,
+        cancel,
+    };
     loop {
         let desired = config.borrow_and_update().clone();
-        reconcile(
-            desired.as_ref(),
-            &runtime_pods,
-            &mut workers,
-            &mut tasks,
-            &runtime,
-            &settings,
-            &done_tx,
-            &cancel,
-        );
+        d.reconcile(desired.as_ref());
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = d.cancel.cancelled() => break,
             r = config.changed() => if r.is_err() { break },
             ev = pleg.recv() => {
                 let Some(ev) = ev else { break };
-                let uid = ev.pod.uid.clone();
-                // Wake the worker; a burst of events coalesces into one sync.
-                if let Some(w) = workers.get(&uid) {
-                    w.input.send_modify(|_| {});
-                }
-                if ev.present {
-                    runtime_pods.insert(uid, ev.pod);
-                } else {
-                    runtime_pods.remove(&uid);
-                }
+                d.on_pleg_event(ev);
             }
             Some(uid) = done_rx.recv() => {
                 // Termination removed everything; PLEG re-reports the pod if anything came back.
-                workers.remove(&uid);
-                runtime_pods.remove(&uid);
+                d.workers.remove(&uid);
+                d.runtime_pods.remove(&uid);
                 debug!(uid, "pod worker finished");
             }
         }
     }
-    drop(workers);
-    tasks.shutdown().await;
+    d.workers.clear();
+    d.tasks.shutdown().await;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reconcile(
-    desired: Option<&PodSet>,
-    runtime_pods: &HashMap<String, PodRef>,
-    workers: &mut HashMap<String, Worker>,
-    tasks: &mut JoinSet<()>,
-    runtime: &RuntimeManager,
-    settings: &WorkerSettings,
-    done: &mpsc::Sender<String>,
-    cancel: &CancellationToken,
-) {
-    // Until the source has spoken we know nothing is unwanted: touch nothing.
-    let Some(desired) = desired else { return };
-
-    for (uid, w) in workers.iter() {
-        let wanted = desired.get(uid);
-        w.input.send_if_modified(|inp| {
-            if inp.terminate {
-                return false;
-            }
-            match wanted {
-                None => {
-                    inp.terminate = true;
-                    true
-                }
-                Some(p) if inp.pod.as_ref() != Some(p) => {
-                    inp.pod = Some(p.clone());
-                    true
-                }
-                Some(_) => false,
-            }
-        });
-    }
-
-    for (uid, pod) in desired.iter() {
-        if workers.contains_key(uid) {
-            continue;
-        }
-        let full = pod.pod_ref.full_name();
-        if let Some((other, _)) = workers.iter().find(|(_, w)| w.full_name == full) {
-            debug!(pod = %pod.pod_ref, waiting_for = %other, "static pod waits for the previous instance to terminate");
-            continue;
-        }
-        spawn(
-            uid,
-            WorkerInput {
-                pod: Some(pod.clone()),
-                pod_ref: pod.pod_ref.clone(),
-                terminate: false,
-            },
-            workers,
-            tasks,
-            runtime,
-            settings,
-            done,
-            cancel,
-        );
-    }
-
-    for (uid, pod_ref) in runtime_pods {
-        if workers.contains_key(uid) || desired.contains_key(uid) {
-            continue;
-        }
-        info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
-        spawn(
-            uid,
-            WorkerInput {
-                pod: None,
-                pod_ref: pod_ref.clone(),
-                terminate: true,
-            },
-            workers,
-            tasks,
-            runtime,
-            settings,
-            done,
-            cancel,
-        );
-    }
+/// The dispatcher's state: the one owner of the worker table.
+struct Dispatcher {
+    workers: HashMap<String, Worker>,
+    /// Pods the runtime has, by UID, as the last PLEG events described them.
+    runtime_pods: HashMap<String, PodRef>,
+    tasks: JoinSet<()>,
+    runtime: RuntimeManager,
+    settings: WorkerSettings,
+    done: mpsc::Sender<String>,
+    cancel: CancellationToken,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn(
-    uid: &str,
-    input: WorkerInput,
-    workers: &mut HashMap<String, Worker>,
-    tasks: &mut JoinSet<()>,
-    runtime: &RuntimeManager,
-    settings: &WorkerSettings,
-    done: &mpsc::Sender<String>,
-    cancel: &CancellationToken,
-) {
-    let full_name = input.pod_ref.full_name();
-    let (tx, rx) = watch::channel(input);
-    workers.insert(
-        uid.to_string(),
-        Worker {
-            input: tx,
-            full_name,
-        },
-    );
-    tasks.spawn(worker(
-        uid.to_string(),
-        rx,
-        runtime.clone(),
-        settings.clone(),
-        done.clone(),
-        cancel.child_token(),
-    ));
+impl Dispatcher {
+    fn on_pleg_event(&mut self, ev: PodLifecycleEvent) {
+        let uid = ev.pod.uid.clone();
+        // Wake the worker; a burst of events coalesces into one sync.
+        if let Some(w) = self.workers.get(&uid) {
+            w.input.send_modify(|_| {});
+        }
+        if ev.present {
+            self.runtime_pods.insert(uid, ev.pod);
+        } else {
+            self.runtime_pods.remove(&uid);
+        }
+    }
+
+    /// Moves the workers towards `desired`: updates, terminations, starts (one static pod per
+    /// full name), and terminations of runtime pods no source wants.
+    fn reconcile(&mut self, desired: Option<&PodSet>) {
+        // Until the source has spoken we know nothing is unwanted: touch nothing.
+        let Some(desired) = desired else { return };
+
+        for (uid, w) in &self.workers {
+            let wanted = desired.get(uid);
+            w.input.send_if_modified(|inp| {
+                if inp.terminate {
+                    return false;
+                }
+                match wanted {
+                    None => {
+                        inp.terminate = true;
+                        true
+                    }
+                    Some(p) if inp.pod.as_ref() != Some(p) => {
+                        inp.pod = Some(p.clone());
+                        true
+                    }
+                    Some(_) => false,
+                }
+            });
+        }
+
+        for (uid, pod) in desired.iter() {
+            if self.workers.contains_key(uid) {
+                continue;
+            }
+            let full = pod.pod_ref.full_name();
+            if let Some((other, _)) = self.workers.iter().find(|(_, w)| w.full_name == full) {
+                debug!(pod = %pod.pod_ref, waiting_for = %other, "static pod waits for the previous instance to terminate");
+                continue;
+            }
+            self.spawn(
+                uid,
+                WorkerInput {
+                    pod: Some(pod.clone()),
+                    pod_ref: pod.pod_ref.clone(),
+                    terminate: false,
+                },
+            );
+        }
+
+        let orphans: Vec<(String, PodRef)> = self
+            .runtime_pods
+            .iter()
+            .filter(|(uid, _)| !self.workers.contains_key(*uid) && !desired.contains_key(*uid))
+            .map(|(uid, p)| (uid.clone(), p.clone()))
+            .collect();
+        for (uid, pod_ref) in orphans {
+            info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
+            self.spawn(
+                &uid,
+                WorkerInput {
+                    pod: None,
+                    pod_ref,
+                    terminate: true,
+                },
+            );
+        }
+    }
+
+    fn spawn(&mut self, uid: &str, input: WorkerInput) {
+        let full_name = input.pod_ref.full_name();
+        let (tx, rx) = watch::channel(input);
+        self.workers.insert(
+            uid.to_string(),
+            Worker {
+                input: tx,
+                full_name,
+            },
+        );
+        self.tasks.spawn(worker(
+            uid.to_string(),
+            rx,
+            self.runtime.clone(),
+            self.settings.clone(),
+            self.done.clone(),
+            self.cancel.child_token(),
+        ));
+    }
 }
 
 /// One pod's loop: sync on every change, PLEG wake-up, back-off expiry or resync; terminate once
