@@ -226,7 +226,7 @@ async fn worker(
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
-            terminate(&uid, &input, &runtime, &cancel).await;
+            terminate(&input, &runtime, &cancel).await;
             settings.status.remove(&uid);
             let _ = done.send(uid).await;
             return;
@@ -287,27 +287,13 @@ async fn until_terminate(rx: &mut watch::Receiver<WorkerInput>, dirty: &mut bool
     }
 }
 
-async fn terminate(
-    uid: &str,
-    input: &WorkerInput,
-    runtime: &RuntimeManager,
-    cancel: &CancellationToken,
-) {
+/// Terminates the pod, retrying with back-off until it succeeds or the agent stops.
+async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &CancellationToken) {
     let target = input.pod_ref.to_string();
     let grace = input.pod.as_ref().map(|p| grace_period_seconds(&p.pod));
-    let cleanup = match &input.pod {
-        Some(p) => Some(runtime.pod_cleanup_info(p)),
-        None => Some((
-            runtime.orphan_logs_dir(&input.pod_ref.namespace, &input.pod_ref.name, uid),
-            crate::pod::QosClass::BestEffort,
-        )),
-    };
     info!(pod = %target, grace_seconds = ?grace, "terminating pod");
     loop {
-        match runtime
-            .terminate_pod(uid, &target, grace, cleanup.clone())
-            .await
-        {
+        match runtime.terminate_pod(&input.pod_ref, grace).await {
             Ok(()) => return,
             Err(e) => warn!(pod = %target, error = %e, "terminating pod failed; retrying"),
         }

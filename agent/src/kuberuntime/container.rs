@@ -79,7 +79,7 @@ pub fn container_config(
             .map(|s| expand(s, &|name| lookup.get(name).map(|s| s.to_string())))
             .collect::<Vec<_>>()
     };
-    let log_dir = super::sandbox::pod_logs_dir(ctx, p).join(&c.name);
+    let log_dir = super::sandbox::pod_logs_dir(ctx, &p.pod_ref).join(&c.name);
     std::fs::create_dir_all(&log_dir).map_err(|source| ConfigError::Io {
         container: c.name.clone(),
         path: log_dir.clone(),

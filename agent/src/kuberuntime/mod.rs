@@ -12,7 +12,7 @@ pub mod sandbox;
 pub mod state;
 
 use crate::cm::ContainerManager;
-use crate::pod::{DesiredPod, QosClass, qos_class};
+use crate::pod::{DesiredPod, PodRef, QosClass};
 use backoff::Backoff;
 pub use client::{Cri, CriError};
 use k8s_openapi::api::core::v1::Container;
@@ -184,7 +184,7 @@ impl RuntimeManager {
         let sandbox_id = match (plan.create_sandbox, plan.sandbox_id.clone()) {
             (Some(attempt), _) => {
                 let cfg = sandbox::sandbox_config(&self.ctx, p, attempt);
-                let dir = sandbox::pod_logs_dir(&self.ctx, p);
+                let dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref);
                 std::fs::create_dir_all(&dir).map_err(|source| container::ConfigError::Io {
                     container: String::new(),
                     path: dir.clone(),
@@ -429,7 +429,7 @@ impl RuntimeManager {
     /// The kubelet's calcRestartCountByLogDir: with no record of a previous instance, continue
     /// after the highest `<n>.log` so logs are never overwritten.
     fn restart_count_from_logs(&self, p: &DesiredPod, name: &str) -> u32 {
-        let dir = sandbox::pod_logs_dir(&self.ctx, p).join(name);
+        let dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref).join(name);
         std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -459,7 +459,6 @@ impl RuntimeManager {
         {
             pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
             let (cri, id, target) = (self.cri.clone(), c.id.clone(), target.to_string());
-            let grace = c.grace.map_or(grace, |g| g.max(2)).min(grace);
             set.spawn(async move { cri.stop_container(&id, grace, &target).await });
         }
         let mut first_err = None;
@@ -480,13 +479,8 @@ impl RuntimeManager {
     /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.
     /// `grace` is the pod's grace period, or `None` for a pod whose spec is gone (the grace
     /// recorded on its containers applies, as the kubelet's restoreSpecsFromContainerLabels does).
-    pub async fn terminate_pod(
-        &self,
-        uid: &str,
-        target: &str,
-        grace: Option<i64>,
-        logs: Option<(PathBuf, QosClass)>,
-    ) -> Result<(), SyncError> {
+    pub async fn terminate_pod(&self, pod: &PodRef, grace: Option<i64>) -> Result<(), SyncError> {
+        let (uid, target) = (pod.uid.as_str(), &pod.to_string());
         let state = state::load(&self.cri, uid, target).await?;
         let grace = grace.unwrap_or_else(|| {
             state
@@ -518,26 +512,14 @@ impl RuntimeManager {
         {
             warn!(pod = %target, dir = %pod_dir.display(), error = %e, "cannot remove pod directory");
         }
-        if let Some((log_dir, _)) = logs
-            && let Err(e) = std::fs::remove_dir_all(&log_dir)
+        let log_dir = sandbox::pod_logs_dir(&self.ctx, pod);
+        if let Err(e) = std::fs::remove_dir_all(&log_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(pod = %target, dir = %log_dir.display(), error = %e, "cannot remove pod log directory");
         }
         info!(pod = %target, "pod terminated: containers and sandboxes removed");
         Ok(())
-    }
-
-    /// The pod's log directory and QoS, for `terminate_pod`.
-    pub fn pod_cleanup_info(&self, p: &DesiredPod) -> (PathBuf, QosClass) {
-        (sandbox::pod_logs_dir(&self.ctx, p), qos_class(&p.pod))
-    }
-
-    /// Log directory of an orphaned pod, known only by its identity.
-    pub fn orphan_logs_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.ctx
-            .pod_logs_dir
-            .join(format!("{namespace}_{name}_{uid}"))
     }
 
     /// Keeps the newest exited instance of each container (for `logs --previous`) and removes
@@ -549,7 +531,7 @@ impl RuntimeManager {
             return None;
         };
         let mut kept = std::collections::HashSet::new();
-        let log_dir = sandbox::pod_logs_dir(&self.ctx, p);
+        let log_dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref);
         for c in state
             .containers
             .iter()

@@ -2,16 +2,14 @@
 //! pkg/kubelet/network/dns for DNS).
 
 use super::{NodeContext, labels};
-use crate::pod::{DesiredPod, host_network, qos_class};
+use crate::pod::{DesiredPod, PodRef, host_network, qos_class};
 use proto::runtime::v1 as cri;
 use std::path::PathBuf;
 
 /// `<podLogsDir>/<namespace>_<name>_<uid>` (kuberuntime helpers.go BuildPodLogsDirectory).
-pub fn pod_logs_dir(ctx: &NodeContext, p: &DesiredPod) -> PathBuf {
-    ctx.pod_logs_dir.join(format!(
-        "{}_{}_{}",
-        p.pod_ref.namespace, p.pod_ref.name, p.pod_ref.uid
-    ))
+pub fn pod_logs_dir(ctx: &NodeContext, p: &PodRef) -> PathBuf {
+    ctx.pod_logs_dir
+        .join(format!("{}_{}_{}", p.namespace, p.name, p.uid))
 }
 
 /// Builds the sandbox config for attempt `attempt`.
@@ -73,7 +71,7 @@ pub fn sandbox_config(ctx: &NodeContext, p: &DesiredPod, attempt: u32) -> cri::P
             attempt,
         }),
         hostname,
-        log_directory: pod_logs_dir(ctx, p).to_string_lossy().into_owned(),
+        log_directory: pod_logs_dir(ctx, &p.pod_ref).to_string_lossy().into_owned(),
         dns_config: Some(dns_config(ctx, p)),
         port_mappings,
         labels: labels::sandbox_labels(p),
