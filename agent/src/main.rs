@@ -10,10 +10,12 @@ mod config;
 #[allow(dead_code)]
 mod ebpf;
 mod kuberuntime;
+mod metrics;
 mod options;
 mod pleg;
 mod pod;
 mod pod_workers;
+mod server;
 #[allow(dead_code)]
 mod stats;
 #[allow(dead_code)] // the reader side is for the server (issue 5)
@@ -90,12 +92,15 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             "--kubeconfig given, but cluster mode is not implemented yet: running standalone (static pods only); the node is not registered"
         );
     }
+    // The agent's own metrics: one recorder, handed to every manager that observes something.
+    let agent_metrics = Arc::new(metrics::AgentMetrics::new());
     let cri = Cri::connect(
         &opts.container_runtime_endpoint,
         &opts.image_service_endpoint,
         opts.runtime_request_timeout,
     )
-    .context("container runtime endpoint")?;
+    .context("container runtime endpoint")?
+    .with_metrics(agent_metrics.clone());
     match cri.version().await {
         Ok(v) => {
             info!(runtime = %v.runtime_name, version = %v.runtime_version, api = %v.runtime_api_version, endpoint = %opts.container_runtime_endpoint, "connected to container runtime")
@@ -130,12 +135,13 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (pleg_tx, pleg_rx) = mpsc::channel(pleg::CHANNEL_CAPACITY);
     let (health_tx, health_rx) = watch::channel(None);
-    tasks.spawn(pleg_watchdog(health_rx, cancel.child_token()));
+    tasks.spawn(pleg_watchdog(health_rx.clone(), cancel.child_token()));
     tasks.spawn(pleg::run(
         cri,
         pleg_tx,
         health_tx,
         Arc::new(pleg::PlegStats::default()),
+        Some(agent_metrics.clone()),
         cancel.child_token(),
     ));
     let (status_writer, _status_store) = status::store();
@@ -143,6 +149,34 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // --- end telemetry wiring ---
 
     // --- server wiring (issue 5): owned by the server work; keep edits inside ---
+    // Its own CRI client (lazy dial), as telemetry's. Usage numbers come from the telemetry
+    // view once it implements `server::stats::StatsSource`; until then node capacity only.
+    {
+        let server_cri = Cri::connect(
+            &opts.container_runtime_endpoint,
+            &opts.image_service_endpoint,
+            opts.runtime_request_timeout,
+        )
+        .context("container runtime endpoint (server)")?
+        .with_metrics(agent_metrics.clone());
+        let stats = Arc::new(server::stats::NoStats {
+            node: server::stats::NodeStats {
+                start_time: Some(std::time::SystemTime::now()),
+                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+                ..Default::default()
+            },
+        });
+        let view = server::NodeView::new(
+            &opts,
+            _status_store.clone(),
+            server_cri,
+            stats,
+            agent_metrics.clone(),
+            health_rx.clone(),
+        );
+        server::start(&opts, view, &mut tasks, cancel.child_token())
+            .context("HTTP server (port, TLS and authentication settings)")?;
+    }
     // --- end server wiring ---
 
     tasks.spawn(pod_workers::run(

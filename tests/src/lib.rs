@@ -33,6 +33,8 @@ pub struct NodeOpts {
     pub insecure_registries: Vec<String>,
     /// Extra KubeletConfiguration lines.
     pub extra_config: String,
+    /// Extra environment variables for the agent process.
+    pub env: Vec<(String, String)>,
 }
 
 /// One agent, its containerd and its directories. Dropping it stops both and removes all.
@@ -51,6 +53,7 @@ pub struct Node {
     pub agent_log: PathBuf,
     /// cgroupRoot the agent puts pods under (unique per node).
     pub cgroup_root: String,
+    agent_env: Vec<(String, String)>,
     bin: PathBuf,
     agent: Option<Child>,
     _dir: tempfile::TempDir,
@@ -112,6 +115,7 @@ impl Node {
             config,
             agent_log,
             cgroup_root,
+            agent_env: opts.env.clone(),
             bin,
             agent: None,
             _dir: dir,
@@ -138,6 +142,7 @@ impl Node {
             .arg(format!("--hostname-override={NODE}"))
             .arg("--v=4")
             .args(extra)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -352,4 +357,17 @@ pub fn restart_count(c: &cri::Container) -> u32 {
         .get("io.kubernetes.container.restartCount")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1 (the agent binds it soon after).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }

@@ -35,6 +35,9 @@ pub const PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "iproute2",
+    // The HTTP API tests drive the agent with the clients operators use.
+    "curl",
+    "openssl",
 ];
 
 /// Installs missing [`PACKAGES`] and mounts bpffs and tracefs if absent. Idempotent.

@@ -58,6 +58,7 @@ pub struct Cri {
     rt: RuntimeServiceClient<Channel>,
     img: ImageServiceClient<Channel>,
     timeout: Duration,
+    metrics: Option<std::sync::Arc<crate::metrics::AgentMetrics>>,
 }
 
 impl Cri {
@@ -73,10 +74,18 @@ impl Cri {
             rt: rt.runtime(),
             img: img.image(),
             timeout,
+            metrics: None,
         })
     }
 
+    /// Records every call's duration in `m` (kubelet_runtime_operations_duration_seconds).
+    pub fn with_metrics(mut self, m: std::sync::Arc<crate::metrics::AgentMetrics>) -> Self {
+        self.metrics = Some(m);
+        self
+    }
+
     async fn run<T, Fut>(
+        &self,
         call: &'static str,
         target: impl FnOnce() -> String,
         after: Option<Duration>,
@@ -85,10 +94,14 @@ impl Cri {
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let started = std::time::Instant::now();
         let res = match after {
             Some(d) => match tokio::time::timeout(d, fut).await {
                 Ok(r) => r,
                 Err(_) => {
+                    if let Some(m) = &self.metrics {
+                        m.runtime_op(call, d, false);
+                    }
                     return Err(CriError::Timeout {
                         call,
                         target: target(),
@@ -98,6 +111,9 @@ impl Cri {
             },
             None => fut.await,
         };
+        if let Some(m) = &self.metrics {
+            m.runtime_op(call, started.elapsed(), res.is_ok());
+        }
         res.map(tonic::Response::into_inner)
             .map_err(|source| CriError::Call {
                 call,
@@ -109,7 +125,7 @@ impl Cri {
     /// `Version`: runtime name and version.
     pub async fn version(&self) -> Result<cri::VersionResponse, CriError> {
         let mut c = self.rt.clone();
-        Self::run(
+        self.run(
             "Version",
             || "runtime".into(),
             Some(self.timeout),
@@ -130,7 +146,7 @@ impl Cri {
             runtime_handler: String::new(),
         };
         // The kubelet allows RunPodSandbox the full request timeout; CNI setup can be slow.
-        Self::run(
+        self.run(
             "RunPodSandbox",
             || target.to_string(),
             Some(self.timeout),
@@ -147,7 +163,7 @@ impl Cri {
             pod_sandbox_id: id.to_string(),
         };
         ok_if_gone(
-            Self::run(
+            self.run(
                 "StopPodSandbox",
                 || format!("sandbox {id} of {target}"),
                 Some(self.timeout),
@@ -164,7 +180,7 @@ impl Cri {
             pod_sandbox_id: id.to_string(),
         };
         ok_if_gone(
-            Self::run(
+            self.run(
                 "RemovePodSandbox",
                 || format!("sandbox {id} of {target}"),
                 Some(self.timeout),
@@ -185,7 +201,7 @@ impl Cri {
             pod_sandbox_id: id.to_string(),
             verbose: false,
         };
-        Self::run(
+        self.run(
             "PodSandboxStatus",
             || format!("sandbox {id} of {target}"),
             Some(self.timeout),
@@ -205,7 +221,7 @@ impl Cri {
             label_selector: [(super::labels::POD_UID.to_string(), u.to_string())].into(),
             ..Default::default()
         });
-        Self::run(
+        self.run(
             "ListPodSandbox",
             || uid.map_or("all pods".into(), |u| format!("pod {u}")),
             Some(self.timeout),
@@ -225,7 +241,7 @@ impl Cri {
             label_selector: [(super::labels::POD_UID.to_string(), u.to_string())].into(),
             ..Default::default()
         });
-        Self::run(
+        self.run(
             "ListContainers",
             || uid.map_or("all pods".into(), |u| format!("pod {u}")),
             Some(self.timeout),
@@ -246,7 +262,7 @@ impl Cri {
             container_id: id.to_string(),
             verbose: false,
         };
-        Self::run(
+        self.run(
             "ContainerStatus",
             || format!("container {id} of {target}"),
             Some(self.timeout),
@@ -270,7 +286,7 @@ impl Cri {
             config: Some(config),
             sandbox_config: Some(sandbox_config),
         };
-        Self::run(
+        self.run(
             "CreateContainer",
             || target.to_string(),
             Some(self.timeout),
@@ -286,7 +302,7 @@ impl Cri {
         let req = cri::StartContainerRequest {
             container_id: id.to_string(),
         };
-        Self::run(
+        self.run(
             "StartContainer",
             || format!("container {id} of {target}"),
             Some(self.timeout),
@@ -311,7 +327,7 @@ impl Cri {
         };
         let after = self.timeout + Duration::from_secs(grace_seconds.max(0) as u64);
         ok_if_gone(
-            Self::run(
+            self.run(
                 "StopContainer",
                 || format!("container {id} of {target}"),
                 Some(after),
@@ -328,7 +344,7 @@ impl Cri {
             container_id: id.to_string(),
         };
         ok_if_gone(
-            Self::run(
+            self.run(
                 "RemoveContainer",
                 || format!("container {id} of {target}"),
                 Some(self.timeout),
@@ -343,7 +359,7 @@ impl Cri {
         &self,
     ) -> Result<tonic::Streaming<cri::ContainerEventResponse>, CriError> {
         let mut c = self.rt.clone();
-        Self::run(
+        self.run(
             "GetContainerEvents",
             || "runtime".into(),
             Some(self.timeout),
@@ -359,7 +375,7 @@ impl Cri {
             image: Some(image_spec(image)),
             verbose: false,
         };
-        Self::run(
+        self.run(
             "ImageStatus",
             || format!("image {image}"),
             Some(self.timeout),
@@ -382,7 +398,7 @@ impl Cri {
             auth: None,
             sandbox_config: Some(sandbox_config),
         };
-        Self::run(
+        self.run(
             "PullImage",
             || format!("image {image} for {target}"),
             None,
@@ -390,6 +406,89 @@ impl Cri {
         )
         .await
         .map(|r| r.image_ref)
+    }
+
+    /// `Status`: runtime conditions (RuntimeReady, NetworkReady).
+    pub async fn status(&self) -> Result<cri::StatusResponse, CriError> {
+        let mut c = self.rt.clone();
+        self.run(
+            "Status",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.status(cri::StatusRequest { verbose: false }),
+        )
+        .await
+    }
+
+    /// `ExecSync`: runs `cmd` in a container and returns its output; the deadline is `timeout`
+    /// (zero: none) plus the request timeout, as in the kubelet's remote runtime.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+        target: &str,
+    ) -> Result<cri::ExecSyncResponse, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd,
+            timeout: timeout.as_secs() as i64,
+        };
+        let after = (!timeout.is_zero()).then(|| self.timeout + timeout);
+        self.run(
+            "ExecSync",
+            || format!("container {id} of {target}"),
+            after,
+            c.exec_sync(req),
+        )
+        .await
+    }
+
+    /// `Exec`: the runtime's streaming URL for an interactive exec.
+    pub async fn exec(&self, req: cri::ExecRequest, target: &str) -> Result<String, CriError> {
+        let mut c = self.rt.clone();
+        let id = req.container_id.clone();
+        self.run(
+            "Exec",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.exec(req),
+        )
+        .await
+        .map(|r| r.url)
+    }
+
+    /// `Attach`: the runtime's streaming URL for attaching to a container.
+    pub async fn attach(&self, req: cri::AttachRequest, target: &str) -> Result<String, CriError> {
+        let mut c = self.rt.clone();
+        let id = req.container_id.clone();
+        self.run(
+            "Attach",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.attach(req),
+        )
+        .await
+        .map(|r| r.url)
+    }
+
+    /// `PortForward`: the runtime's streaming URL for forwarding ports of a sandbox.
+    pub async fn port_forward(
+        &self,
+        req: cri::PortForwardRequest,
+        target: &str,
+    ) -> Result<String, CriError> {
+        let mut c = self.rt.clone();
+        let id = req.pod_sandbox_id.clone();
+        self.run(
+            "PortForward",
+            || format!("sandbox {id} of {target}"),
+            Some(self.timeout),
+            c.port_forward(req),
+        )
+        .await
+        .map(|r| r.url)
     }
 }
 

@@ -82,6 +82,39 @@ pub struct Flags {
     /// Fail when swap is on (config: failSwapOn); accepted, swap is not checked yet.
     #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub fail_swap_on: Option<bool>,
+    /// Bind address of the secure and read-only ports (config: address).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Secure HTTPS port (config: port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Read-only HTTP port, 0 to disable (config: readOnlyPort).
+    #[arg(long)]
+    pub read_only_port: Option<u16>,
+    /// Serving certificate (config: tlsCertFile).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (config: tlsPrivateKeyFile).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle for client certificates (config: authentication.x509.clientCAFile).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Allow unauthenticated requests as system:anonymous (config: authentication.anonymous.enabled).
+    #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub anonymous_auth: Option<bool>,
+    /// Bearer tokens via TokenReview (config: authentication.webhook.enabled); cluster mode only.
+    #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (config: authorization.mode).
+    #[arg(long)]
+    pub authorization_mode: Option<String>,
+    /// Port of the local /healthz endpoint, 0 to disable (config: healthzPort).
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
+    /// Bind address of /healthz (config: healthzBindAddress).
+    #[arg(long)]
+    pub healthz_bind_address: Option<String>,
     /// Per-module verbosity (klog); accepted, the level applies to all modules.
     #[arg(long, action = ArgAction::Set)]
     pub vmodule: Option<String>,
@@ -146,21 +179,10 @@ const REMOVED: &[(&str, Arity, &str)] = &[
 /// Flags the current kubelet has that nodelet accepts but does not act on yet.
 /// Each is logged once as ignored so that no setting disappears silently.
 const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
-    ("address", Arity::Value),
-    ("port", Arity::Value),
-    ("read-only-port", Arity::Value),
-    ("healthz-port", Arity::Value),
-    ("healthz-bind-address", Arity::Value),
-    ("tls-cert-file", Arity::Value),
-    ("tls-private-key-file", Arity::Value),
     ("tls-cipher-suites", Arity::Value),
     ("tls-min-version", Arity::Value),
     ("cert-dir", Arity::Value),
-    ("client-ca-file", Arity::Value),
-    ("anonymous-auth", Arity::Bool),
-    ("authentication-token-webhook", Arity::Bool),
     ("authentication-token-webhook-cache-ttl", Arity::Value),
-    ("authorization-mode", Arity::Value),
     ("authorization-webhook-cache-authorized-ttl", Arity::Value),
     ("authorization-webhook-cache-unauthorized-ttl", Arity::Value),
     ("rotate-certificates", Arity::Bool),
@@ -397,9 +419,9 @@ mod tests {
     #[test]
     fn not_implemented_flags_are_reported() {
         let p = prescan(argv(
-            "--anonymous-auth=false --eviction-hard memory.available<100Mi --v=1",
+            "--rotate-certificates=false --eviction-hard memory.available<100Mi --v=1",
         ));
-        assert_eq!(p.not_implemented, ["anonymous-auth", "eviction-hard"]);
+        assert_eq!(p.not_implemented, ["rotate-certificates", "eviction-hard"]);
         assert_eq!(p.args, argv("--v=1"));
     }
 }

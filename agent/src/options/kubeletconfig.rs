@@ -73,6 +73,43 @@ pub struct LoggingConfig {
     pub verbosity: Option<u8>,
 }
 
+/// `authentication` (KubeletAuthentication).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationConfig {
+    /// `x509`: client certificate authentication.
+    pub x509: Option<X509AuthConfig>,
+    /// `webhook`: bearer tokens checked by TokenReview (cluster mode).
+    pub webhook: Option<EnabledConfig>,
+    /// `anonymous`: requests without credentials.
+    pub anonymous: Option<EnabledConfig>,
+}
+
+/// `authentication.x509`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct X509AuthConfig {
+    /// PEM bundle of the CAs that sign client certificates.
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// A sub-section whose only field nodelet reads is `enabled`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnabledConfig {
+    /// Whether the mechanism is on.
+    pub enabled: Option<bool>,
+}
+
+/// `authorization` (KubeletAuthorization).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationConfig {
+    /// `AlwaysAllow` or `Webhook`.
+    pub mode: Option<String>,
+}
+
 /// The fields nodelet implements; all optional, defaults are applied by `options`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +148,24 @@ pub struct KubeletConfigFile {
     pub crash_loop_back_off: Option<CrashLoopBackOffConfig>,
     /// Logging settings.
     pub logging: Option<LoggingConfig>,
+    /// Bind address of the secure and read-only ports.
+    pub address: Option<String>,
+    /// Secure (HTTPS) port.
+    pub port: Option<u16>,
+    /// Read-only HTTP port; 0 disables it.
+    pub read_only_port: Option<u16>,
+    /// Serving certificate (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client authentication on the secure port.
+    pub authentication: Option<AuthenticationConfig>,
+    /// Authorization on the secure port.
+    pub authorization: Option<AuthorizationConfig>,
+    /// Port of the local /healthz endpoint; 0 disables it.
+    pub healthz_port: Option<u16>,
+    /// Bind address of the local /healthz endpoint.
+    pub healthz_bind_address: Option<String>,
 }
 
 /// Top-level fields nodelet reads from the file; kept beside the struct above.
@@ -133,6 +188,15 @@ const IMPLEMENTED: &[&str] = &[
     "clusterDNS",
     "crashLoopBackOff",
     "logging",
+    "address",
+    "port",
+    "readOnlyPort",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
+    "healthzPort",
+    "healthzBindAddress",
 ];
 
 /// Every top-level field of KubeletConfiguration v1beta1

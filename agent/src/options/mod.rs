@@ -21,6 +21,43 @@ pub enum CgroupDriver {
     Systemd,
 }
 
+/// Authorization of secure-port requests (kubelet `authorization.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// Every authenticated (or anonymous, when enabled) request is allowed.
+    AlwaysAllow,
+    /// SubjectAccessReview against the API server. Standalone there is none to ask: the server
+    /// allows users authenticated by client certificate and denies anonymous ones (see `server`).
+    Webhook,
+}
+
+/// The HTTP server settings (kubelet `address`, `port`, `readOnlyPort`, TLS, authn/authz, healthz).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Bind address of the secure and read-only ports (default 0.0.0.0).
+    pub address: IpAddr,
+    /// Secure port (default 10250).
+    pub port: u16,
+    /// Read-only port; 0 is off (default 0 with --config, 10255 without, as the kubelet).
+    pub read_only_port: u16,
+    /// Serving certificate; with the key absent a self-signed one is made under <root-dir>/pki.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key.
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    /// Anonymous requests allowed (default false with --config, true without).
+    pub anonymous_auth: bool,
+    /// Bearer-token webhook requested (needs an API server; reported, not used standalone).
+    pub authentication_webhook: bool,
+    /// Authorization mode (default Webhook with --config, AlwaysAllow without).
+    pub authorization_mode: AuthorizationMode,
+    /// /healthz port; 0 is off (default 10248).
+    pub healthz_port: u16,
+    /// /healthz bind address (default 127.0.0.1).
+    pub healthz_bind_address: IpAddr,
+}
+
 /// Errors resolving options; each names the flag or field and where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
@@ -84,6 +121,8 @@ pub struct Options {
     pub register_node: bool,
     /// klog verbosity.
     pub verbosity: u8,
+    /// HTTP server settings.
+    pub server: ServerOptions,
     /// Notes for the log once logging is up: ignored fields, deprecated flags.
     pub notices: Vec<String>,
 }
@@ -265,7 +304,10 @@ impl Options {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| runtime.clone());
 
+        let server = server_options(&flags, &file, &file_label)?;
+
         Ok(Options {
+            server,
             node_name: node_name(flags.hostname_override.as_deref()),
             node_ips,
             static_pod_path: flags
@@ -312,6 +354,114 @@ impl Options {
             notices,
         })
     }
+}
+
+/// Server settings with the kubelet's defaults. Without --config the kubelet applies its legacy
+/// defaults (cmd/kubelet/app/options applyLegacyDefaults): anonymous auth on, AlwaysAllow,
+/// read-only port 10255; the v1beta1 file defaults are anonymous off, Webhook, read-only port 0.
+fn server_options(
+    flags: &Flags,
+    file: &kubeletconfig::KubeletConfigFile,
+    file_label: &str,
+) -> Result<ServerOptions, OptionsError> {
+    let legacy = flags.config.is_none();
+    let ip = |flag: &Option<String>,
+              field: &Option<String>,
+              name: &'static str,
+              default: IpAddr|
+     -> Result<IpAddr, OptionsError> {
+        let (value, source_name) = match (flag, field) {
+            (Some(v), _) => (v, "flag".to_string()),
+            (None, Some(v)) => (v, file_label.to_string()),
+            (None, None) => return Ok(default),
+        };
+        value.trim().parse().map_err(|_| OptionsError::Invalid {
+            source_name,
+            name,
+            value: value.clone(),
+            reason: "not an IP address",
+        })
+    };
+    let authn = file.authentication.clone().unwrap_or_default();
+    let mode_value = flags
+        .authorization_mode
+        .clone()
+        .or(file.authorization.as_ref().and_then(|a| a.mode.clone()));
+    let authorization_mode = match mode_value.as_deref() {
+        None if legacy => AuthorizationMode::AlwaysAllow,
+        None => AuthorizationMode::Webhook,
+        Some("AlwaysAllow") => AuthorizationMode::AlwaysAllow,
+        Some("Webhook") => AuthorizationMode::Webhook,
+        Some(other) => {
+            return Err(OptionsError::Invalid {
+                source_name: if flags.authorization_mode.is_some() {
+                    "flag".into()
+                } else {
+                    file_label.to_string()
+                },
+                name: "authorization.mode",
+                value: other.to_string(),
+                reason: "must be AlwaysAllow or Webhook",
+            });
+        }
+    };
+    let port = flags.port.or(file.port).unwrap_or(10250);
+    if port == 0 {
+        return Err(OptionsError::Invalid {
+            source_name: if flags.port.is_some() {
+                "flag".into()
+            } else {
+                file_label.to_string()
+            },
+            name: "port",
+            value: "0".into(),
+            reason: "must be between 1 and 65535",
+        });
+    }
+    Ok(ServerOptions {
+        address: ip(
+            &flags.address,
+            &file.address,
+            "address",
+            IpAddr::from([0, 0, 0, 0]),
+        )?,
+        port,
+        read_only_port: flags
+            .read_only_port
+            .or(file.read_only_port)
+            .unwrap_or(if legacy { 10255 } else { 0 }),
+        tls_cert_file: flags
+            .tls_cert_file
+            .clone()
+            .or(file.tls_cert_file.clone())
+            .filter(|p| !p.as_os_str().is_empty()),
+        tls_private_key_file: flags
+            .tls_private_key_file
+            .clone()
+            .or(file.tls_private_key_file.clone())
+            .filter(|p| !p.as_os_str().is_empty()),
+        client_ca_file: flags
+            .client_ca_file
+            .clone()
+            .or(authn.x509.and_then(|x| x.client_ca_file))
+            .filter(|p| !p.as_os_str().is_empty()),
+        anonymous_auth: flags
+            .anonymous_auth
+            .or(authn.anonymous.and_then(|a| a.enabled))
+            .unwrap_or(legacy),
+        authentication_webhook: flags
+            .authentication_token_webhook
+            .or(authn.webhook.and_then(|w| w.enabled))
+            .unwrap_or(!legacy),
+        authorization_mode,
+        healthz_port: flags.healthz_port.or(file.healthz_port).unwrap_or(10248),
+        healthz_bind_address: ip(
+            &flags.healthz_bind_address,
+            &file.healthz_bind_address,
+            "healthzBindAddress",
+            IpAddr::from([127, 0, 0, 1]),
+        )?,
+    })
 }
 
 /// Failure to turn argv into options: a clap usage error or a resolution error.
@@ -381,6 +531,36 @@ mod tests {
         assert_eq!(o.file_check_frequency, Duration::from_secs(5));
         assert_eq!(o.node_name, "nodea");
         assert!(o.notices.iter().any(|n| n.contains("rotateCertificates")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn server_defaults_follow_the_kubelets_legacy_and_file_defaults() {
+        let o = Options::from_args(args("")).expect("defaults");
+        assert!(o.server.anonymous_auth);
+        assert_eq!(o.server.authorization_mode, AuthorizationMode::AlwaysAllow);
+        assert_eq!((o.server.port, o.server.read_only_port), (10250, 10255));
+        assert_eq!(o.server.healthz_port, 10248);
+        let dir = std::env::temp_dir().join(format!("nodelet-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("k.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             authentication:\n  x509:\n    clientCAFile: /ca.pem\nhealthzPort: 0\n",
+        )
+        .expect("write");
+        let o = Options::from_args(args(&format!("--config={} --port=1234", file.display())))
+            .expect("resolves");
+        assert!(!o.server.anonymous_auth);
+        assert_eq!(o.server.authorization_mode, AuthorizationMode::Webhook);
+        assert_eq!((o.server.port, o.server.read_only_port), (1234, 0));
+        assert_eq!(o.server.healthz_port, 0);
+        assert_eq!(
+            o.server.client_ca_file.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        assert!(o.notices.is_empty(), "{:?}", o.notices);
         let _ = std::fs::remove_dir_all(dir);
     }
 

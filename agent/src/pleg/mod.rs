@@ -150,6 +150,7 @@ pub async fn run(
     tx: mpsc::Sender<PodLifecycleEvent>,
     healthy: watch::Sender<Option<Instant>>,
     stats: Arc<PlegStats>,
+    metrics: Option<Arc<crate::metrics::AgentMetrics>>,
     cancel: CancellationToken,
 ) {
     let mut last: Option<Snapshot> = None;
@@ -158,7 +159,11 @@ pub async fn run(
     let mut unreachable_logged = false;
     loop {
         // Relist.
+        let relist_started = Instant::now();
         let listed = tokio::try_join!(cri.list_pod_sandboxes(None), cri.list_containers(None));
+        if let Some(m) = &metrics {
+            m.relist(relist_started.elapsed());
+        }
         match listed {
             Ok((sb, cs)) => {
                 if unreachable_logged {

@@ -1,0 +1,729 @@
+//! The kubelet HTTP API (kubelet pkg/kubelet/server): the secure port (TLS, one auth filter in
+//! front of every route), the optional read-only port and the local /healthz port.
+//!
+//! Handlers are thin: parse, read one thing from [`NodeView`], serialise. [`ApiError`] owns the
+//! status mapping. Listeners follow the root cancellation token; a port that cannot be bound is
+//! logged and the agent keeps running its pods (the kubelet exits instead).
+
+pub mod auth;
+pub mod error;
+pub mod logs;
+pub mod names;
+pub mod stats;
+pub mod stream;
+pub mod tls;
+
+use crate::kuberuntime::{Cri, labels};
+use crate::metrics::{self, expo::Format};
+use crate::options::{AuthorizationMode, Options};
+use crate::status::StatusStore;
+use auth::{AuthPolicy, PeerCerts};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+pub use error::ApiError;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use stats::StatsSource;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Go's http.Server DefaultMaxHeaderBytes (1 MiB) plus its 4 KiB slack: larger headers get 431.
+const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
+/// How long a runtime health answer is reused.
+const RUNTIME_CHECK_TTL: Duration = Duration::from_secs(5);
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The read-only view of the node every handler gets.
+pub struct NodeView {
+    /// Node name.
+    pub node_name: String,
+    /// Pod statuses.
+    pub status: StatusStore,
+    /// CRI client (its own connection).
+    pub cri: Cri,
+    /// podLogsDir.
+    pub pod_logs_dir: PathBuf,
+    /// Usage numbers.
+    pub stats: Arc<dyn StatsSource>,
+    /// The effective configuration for /configz.
+    pub configz: Value,
+    /// The agent's own metrics recorder.
+    pub metrics: Arc<metrics::AgentMetrics>,
+    /// Time of the last successful PLEG relist.
+    pub pleg_health: tokio::sync::watch::Receiver<Option<Instant>>,
+    runtime_check: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl NodeView {
+    /// A view over these stores.
+    pub fn new(
+        opts: &Options,
+        status: StatusStore,
+        cri: Cri,
+        stats: Arc<dyn StatsSource>,
+        metrics: Arc<metrics::AgentMetrics>,
+        pleg_health: tokio::sync::watch::Receiver<Option<Instant>>,
+    ) -> Self {
+        Self {
+            node_name: opts.node_name.clone(),
+            status,
+            cri,
+            pod_logs_dir: opts.pod_logs_dir.clone(),
+            stats,
+            configz: configz(opts),
+            metrics,
+            pleg_health,
+            runtime_check: Mutex::new(None),
+        }
+    }
+
+    /// A pod on this node by namespace and name, or 404.
+    pub fn pod(&self, ns: &str, name: &str) -> Result<Arc<Pod>, ApiError> {
+        names::check(ns)?;
+        names::check(name)?;
+        self.status
+            .pod(ns, name)
+            .ok_or_else(|| ApiError::NotFound(format!("pod {ns}/{name} not found")))
+    }
+
+    /// The runtime id of a running container, with a label for errors.
+    pub fn running_container(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<(String, String), ApiError> {
+        names::check(container)?;
+        let p = self.pod(ns, pod)?;
+        let st = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "container {container:?} not found in pod {ns}/{pod}"
+                ))
+            })?;
+        let id = st
+            .container_id
+            .as_deref()
+            .filter(|_| st.state.as_ref().is_some_and(|s| s.running.is_some()))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "container {container:?} in pod {ns}/{pod} is not running"
+                ))
+            })?;
+        let id = id.split_once("://").map_or(id, |(_, i)| i).to_string();
+        Ok((id, format!("{ns}/{pod}/{container}")))
+    }
+
+    /// Whether the runtime answers and reports itself ready (cached for a few seconds).
+    async fn runtime_healthy(&self) -> Result<(), String> {
+        let mut cache = self.runtime_check.lock().await;
+        if let Some((at, r)) = cache.as_ref()
+            && at.elapsed() < RUNTIME_CHECK_TTL
+        {
+            return r.clone();
+        }
+        let r = match self.cri.status().await {
+            Ok(s) => {
+                let ready = s.status.as_ref().is_none_or(|st| {
+                    st.conditions
+                        .iter()
+                        .find(|c| c.r#type == "RuntimeReady")
+                        .is_none_or(|c| c.status)
+                });
+                if ready {
+                    Ok(())
+                } else {
+                    Err("runtime reports RuntimeReady=false".into())
+                }
+            }
+            Err(e) => Err(format!("container runtime unreachable: {e}")),
+        };
+        *cache = Some((Instant::now(), r.clone()));
+        r
+    }
+}
+
+type View = Arc<NodeView>;
+
+async fn healthz(State(v): State<View>) -> Response {
+    let pleg_ok = crate::pleg::is_healthy(*v.pleg_health.borrow());
+    let runtime = v.runtime_healthy().await;
+    if pleg_ok && runtime.is_ok() {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let mut body = String::from("[+]ping ok\n");
+    match &runtime {
+        Ok(()) => body.push_str("[+]runtime ok\n"),
+        Err(e) => body.push_str(&format!("[-]runtime failed: {e}\n")),
+    }
+    if pleg_ok {
+        body.push_str("[+]pleg ok\n");
+    } else {
+        body.push_str(&format!(
+            "[-]pleg failed: no successful relist within {:?}\n",
+            crate::pleg::RELIST_THRESHOLD
+        ));
+    }
+    body.push_str("healthz check failed\n");
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+}
+
+fn pod_list(items: Vec<Value>) -> Json<Value> {
+    Json(json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items }))
+}
+
+async fn pods(State(v): State<View>) -> Json<Value> {
+    let items = v
+        .status
+        .pods()
+        .values()
+        .filter_map(|p| serde_json::to_value(&**p).ok())
+        .collect();
+    pod_list(items)
+}
+
+/// The runtime's view: pods with running containers, names and images only.
+async fn running_pods(State(v): State<View>) -> Result<Json<Value>, ApiError> {
+    let running = proto::runtime::v1::ContainerState::ContainerRunning as i32;
+    let containers = v.cri.list_containers(None).await?;
+    let mut by_pod: std::collections::BTreeMap<String, (String, String, Vec<Value>)> =
+        Default::default();
+    for c in containers.iter().filter(|c| c.state == running) {
+        let Some((ns, name, uid)) = labels::pod_identity(&c.labels) else {
+            continue;
+        };
+        let cname = c
+            .labels
+            .get(labels::CONTAINER_NAME)
+            .cloned()
+            .unwrap_or_default();
+        let image = c
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        by_pod
+            .entry(uid)
+            .or_insert_with(|| (ns, name, Vec::new()))
+            .2
+            .push(json!({ "name": cname, "image": image, "resources": {} }));
+    }
+    let items = by_pod
+        .into_iter()
+        .map(|(uid, (ns, name, cs))| {
+            json!({
+                "metadata": { "name": name, "namespace": ns, "uid": uid, "creationTimestamp": null },
+                "spec": { "containers": cs },
+                "status": {}
+            })
+        })
+        .collect();
+    Ok(pod_list(items))
+}
+
+async fn configz_handler(State(v): State<View>) -> Json<Value> {
+    Json(json!({ "kubeletconfig": v.configz }))
+}
+
+async fn stats_summary(State(v): State<View>) -> Json<Value> {
+    Json(stats::summary(&v.node_name, &v.stats.snapshot()))
+}
+
+fn exposition(headers: &HeaderMap, render: impl FnOnce(Format) -> String) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let format = Format::from_accept(accept);
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        render(format),
+    )
+        .into_response()
+}
+
+async fn metrics_agent(State(v): State<View>, headers: HeaderMap) -> Response {
+    let pods = v.status.pods();
+    exposition(&headers, |f| {
+        metrics::render_agent(&v.metrics, f, &v.node_name, &pods)
+    })
+}
+
+async fn metrics_cadvisor(State(v): State<View>, headers: HeaderMap) -> Response {
+    let s = v.stats.snapshot();
+    exposition(&headers, |f| metrics::cadvisor::render(f, &s))
+}
+
+async fn metrics_resource(State(v): State<View>, headers: HeaderMap) -> Response {
+    let s = v.stats.snapshot();
+    exposition(&headers, |f| metrics::resource::render(f, &s))
+}
+
+async fn container_logs(
+    State(v): State<View>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<logs::LogQuery>,
+) -> Result<Response, ApiError> {
+    let opts = q.parse()?;
+    names::check(&container)?;
+    let p = v.pod(&ns, &pod)?;
+    let spec = p.spec.as_ref();
+    let known = spec.is_some_and(|s| {
+        s.containers.iter().any(|c| c.name == container)
+            || s.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == container)
+            || s.ephemeral_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == container)
+    });
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "container {container:?} not found in pod {ns}/{pod}"
+        )));
+    }
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let path = logs::log_file(&v.pod_logs_dir, &ns, &pod, &uid, &container, opts.previous)?;
+    let (first, offset, dec) = logs::read_existing(&path, &opts).await?;
+    let ct = [(header::CONTENT_TYPE, "text/plain")];
+    if !opts.follow || opts.previous {
+        return Ok((ct, first).into_response());
+    }
+    let view = v.clone();
+    let still_running = move || view.running_container(&ns, &pod, &container).is_ok();
+    Ok((
+        ct,
+        logs::follow(path, first, offset, dec, opts, still_running),
+    )
+        .into_response())
+}
+
+async fn exec_h(
+    State(v): State<View>,
+    Path((ns, pod, c)): Path<(String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::exec(&v, &ns, &pod, &c, req).await
+}
+
+async fn exec_uid_h(
+    State(v): State<View>,
+    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::exec(&v, &ns, &pod, &c, req).await
+}
+
+async fn attach_h(
+    State(v): State<View>,
+    Path((ns, pod, c)): Path<(String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::attach(&v, &ns, &pod, &c, req).await
+}
+
+async fn attach_uid_h(
+    State(v): State<View>,
+    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::attach(&v, &ns, &pod, &c, req).await
+}
+
+async fn port_forward_h(
+    State(v): State<View>,
+    Path((ns, pod)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::port_forward(&v, &ns, &pod, req).await
+}
+
+async fn port_forward_uid_h(
+    State(v): State<View>,
+    Path((ns, pod, _uid)): Path<(String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::port_forward(&v, &ns, &pod, req).await
+}
+
+async fn run_h(
+    State(v): State<View>,
+    Path((ns, pod, c)): Path<(String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::run(&v, &ns, &pod, &c, req.uri().query()).await
+}
+
+async fn run_uid_h(
+    State(v): State<View>,
+    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    stream::run(&v, &ns, &pod, &c, req.uri().query()).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("404 page not found".into())
+}
+
+/// Routes of the read-only port (kubelet InstallDefaultHandlers, no debugging handlers).
+pub fn read_only_routes(view: View) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics", get(metrics_agent))
+        .route("/metrics/cadvisor", get(metrics_cadvisor))
+        .route("/metrics/resource", get(metrics_resource))
+        .fallback(not_found)
+        .with_state(view)
+}
+
+/// Routes of the secure port: everything, behind the auth filter.
+pub fn secure_routes(view: View, policy: Arc<AuthPolicy>) -> Router {
+    let debugging = Router::new()
+        .route("/runningpods/", get(running_pods))
+        .route("/configz", get(configz_handler))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", any(exec_h))
+        .route("/exec/{ns}/{pod}/{uid}/{container}", any(exec_uid_h))
+        .route("/attach/{ns}/{pod}/{container}", any(attach_h))
+        .route("/attach/{ns}/{pod}/{uid}/{container}", any(attach_uid_h))
+        .route("/portForward/{ns}/{pod}", any(port_forward_h))
+        .route("/portForward/{ns}/{pod}/{uid}", any(port_forward_uid_h))
+        .route("/run/{ns}/{pod}/{container}", post(run_h))
+        .route("/run/{ns}/{pod}/{uid}/{container}", post(run_uid_h))
+        .with_state(view.clone());
+    read_only_routes(view)
+        .merge(debugging)
+        .layer(axum::middleware::from_fn_with_state(policy, auth::filter))
+}
+
+/// The local /healthz port.
+pub fn healthz_routes(view: View) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(view)
+}
+
+/// Starts the listeners configured in `opts` as tasks of `tasks`.
+pub fn start(
+    opts: &Options,
+    view: NodeView,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: CancellationToken,
+) -> Result<(), ServerError> {
+    let s = &opts.server;
+    let view = Arc::new(view);
+    let clients = s
+        .client_ca_file
+        .as_deref()
+        .map(tls::ClientAuthenticator::from_file)
+        .transpose()?;
+    if s.authentication_webhook {
+        warn!(
+            "authentication.webhook is enabled but there is no API server (standalone): bearer tokens are not accepted"
+        );
+    }
+    if s.authorization_mode == AuthorizationMode::Webhook {
+        warn!(
+            "authorization mode Webhook without an API server (standalone): client-certificate users are allowed, anonymous requests are forbidden"
+        );
+    }
+    if clients.is_none() && !s.anonymous_auth {
+        warn!(
+            "no client CA file and anonymous auth disabled: every request to the secure port will be 401"
+        );
+    }
+    let (chain, key) = tls::serving_identity(
+        s.tls_cert_file.as_deref(),
+        s.tls_private_key_file.as_deref(),
+        &opts.root_dir,
+        &opts.node_name,
+        &opts.node_ips,
+    )?;
+    let tls_cfg = tls::server_config(chain, key, clients.as_ref())?;
+    let policy = Arc::new(AuthPolicy {
+        clients,
+        anonymous: s.anonymous_auth,
+        mode: s.authorization_mode,
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
+    tasks.spawn(serve(
+        "secure",
+        SocketAddr::new(s.address, s.port),
+        Some(acceptor),
+        secure_routes(view.clone(), policy),
+        cancel.clone(),
+    ));
+    if s.read_only_port != 0 {
+        tasks.spawn(serve(
+            "read-only",
+            SocketAddr::new(s.address, s.read_only_port),
+            None,
+            read_only_routes(view.clone()),
+            cancel.clone(),
+        ));
+    }
+    if s.healthz_port != 0 {
+        tasks.spawn(serve(
+            "healthz",
+            SocketAddr::new(s.healthz_bind_address, s.healthz_port),
+            None,
+            healthz_routes(view.clone()),
+            cancel.clone(),
+        ));
+    }
+    tasks.spawn(metrics::track_pod_starts(
+        view.metrics.clone(),
+        view.status.clone(),
+        cancel,
+    ));
+    Ok(())
+}
+
+async fn serve(
+    name: &'static str,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    routes: Router,
+    cancel: CancellationToken,
+) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(port = name, %addr, error = %e, "cannot listen; this endpoint is off");
+            return;
+        }
+    };
+    info!(port = name, addr = %listener.local_addr().unwrap_or(addr), tls = tls.is_some(), "serving");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(port = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let routes = routes.clone();
+        let tls = tls.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acc) => {
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acc.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let certs = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| Arc::new(c.to_vec()));
+                    connection(stream, PeerCerts(certs), routes, cancel).await;
+                }
+                None => connection(tcp, PeerCerts(None), routes, cancel).await,
+            }
+        });
+    }
+}
+
+async fn connection<S>(io: S, peer: PeerCerts, routes: Router, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        routes.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEADER_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(Linger(Some(io))), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// A connection that, when dropped, keeps reading (and discarding) what the client still sends
+/// for a moment before closing, as Go's net/http does (closeWriteAndWait). Without it, closing
+/// on an oversized request with unread input resets the connection and the client never sees
+/// its 431.
+struct Linger<S: tokio::io::AsyncRead + Unpin + Send + 'static>(Option<S>);
+
+impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Linger<S> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut left: usize = 4 << 20;
+            let drain = async {
+                while left > 0 {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        });
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> Linger<S> {
+    fn io(&mut self) -> std::io::Result<&mut S> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> tokio::io::AsyncRead for Linger<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S> tokio::io::AsyncWrite for Linger<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// Go's time.Duration String() for whole seconds ("20s", "1m0s", "2h0m0s").
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+/// The effective configuration as KubeletConfiguration JSON (what /configz shows).
+fn configz(o: &Options) -> Value {
+    let s = &o.server;
+    json!({
+        "enableServer": true,
+        "staticPodPath": o.static_pod_path,
+        "podLogsDir": o.pod_logs_dir,
+        "syncFrequency": go_duration(o.sync_frequency),
+        "fileCheckFrequency": go_duration(o.file_check_frequency),
+        "runtimeRequestTimeout": go_duration(o.runtime_request_timeout),
+        "containerRuntimeEndpoint": o.container_runtime_endpoint,
+        "imageServiceEndpoint": o.image_service_endpoint,
+        "cgroupDriver": match o.cgroup_driver { crate::options::CgroupDriver::Cgroupfs => "cgroupfs", crate::options::CgroupDriver::Systemd => "systemd" },
+        "cgroupRoot": o.cgroup_root,
+        "cgroupsPerQOS": o.cgroups_per_qos,
+        "resolvConf": o.resolv_conf,
+        "clusterDomain": o.cluster_domain,
+        "clusterDNS": o.cluster_dns,
+        "registerNode": o.register_node,
+        "crashLoopBackOff": { "maxContainerRestartPeriod": go_duration(o.max_container_restart_period) },
+        "address": s.address.to_string(),
+        "port": s.port,
+        "readOnlyPort": s.read_only_port,
+        "tlsCertFile": s.tls_cert_file,
+        "tlsPrivateKeyFile": s.tls_private_key_file,
+        "authentication": {
+            "x509": { "clientCAFile": s.client_ca_file },
+            "webhook": { "enabled": s.authentication_webhook },
+            "anonymous": { "enabled": s.anonymous_auth },
+        },
+        "authorization": { "mode": match s.authorization_mode { AuthorizationMode::AlwaysAllow => "AlwaysAllow", AuthorizationMode::Webhook => "Webhook" } },
+        "healthzPort": s.healthz_port,
+        "healthzBindAddress": s.healthz_bind_address.to_string(),
+        "logging": { "verbosity": o.verbosity },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_print_as_go() {
+        use std::time::Duration;
+        assert_eq!(super::go_duration(Duration::from_secs(20)), "20s");
+        assert_eq!(super::go_duration(Duration::from_secs(60)), "1m0s");
+        assert_eq!(super::go_duration(Duration::from_secs(7260)), "2h1m0s");
+    }
+}

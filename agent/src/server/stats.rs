@@ -1,0 +1,400 @@
+//! What the stats endpoints read: [`StatsSource`], a narrow view of per-node, per-pod and
+//! per-container usage, and the Summary API JSON (kubelet pkg/kubelet/apis/stats/v1alpha1)
+//! built from it. The telemetry store (issue 4) implements the trait; handlers never walk cgroups.
+
+use serde_json::{Value, json};
+use std::time::SystemTime;
+
+/// CPU and memory of one cgroup at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// When the numbers were taken.
+    pub timestamp: Option<SystemTime>,
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// CPU rate over the last interval, nanocores (None until two samples exist).
+    pub cpu_usage_nano_cores: Option<u64>,
+    /// Working set: usage minus inactive file.
+    pub memory_working_set_bytes: u64,
+    /// Total memory usage.
+    pub memory_usage_bytes: u64,
+    /// Anonymous + swap cache.
+    pub memory_rss_bytes: u64,
+    /// Page cache.
+    pub memory_cache_bytes: u64,
+    /// Page faults.
+    pub page_faults: u64,
+    /// Major page faults.
+    pub major_page_faults: u64,
+    /// OOM kills seen in this cgroup.
+    pub oom_events: u64,
+    /// Memory limit, if any.
+    pub memory_limit_bytes: Option<u64>,
+    /// CFS throttled periods, for cgroups with a CPU limit.
+    pub cpu_throttled_periods: Option<u64>,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStats {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Runtime container id (no `containerd://` prefix).
+    pub id: String,
+    /// Image reference.
+    pub image: String,
+    /// cgroup path as cAdvisor's `id` label shows it, e.g. `/kubepods/besteffort/pod<uid>/<id>`.
+    pub cgroup: String,
+    /// When the container started.
+    pub start_time: Option<SystemTime>,
+    /// Whether it is running now.
+    pub running: bool,
+    /// Usage.
+    pub usage: Usage,
+}
+
+/// One pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodStats {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Pod-level cgroup path (cAdvisor `id` for `container=""`).
+    pub cgroup: String,
+    /// Pod start time.
+    pub start_time: Option<SystemTime>,
+    /// Pod-level cgroup usage, when known.
+    pub usage: Option<Usage>,
+    /// Containers.
+    pub containers: Vec<ContainerStats>,
+}
+
+/// Filesystem numbers (node root fs).
+#[derive(Debug, Clone, Default)]
+pub struct FsStats {
+    /// Bytes available to non-root.
+    pub available_bytes: u64,
+    /// Total bytes.
+    pub capacity_bytes: u64,
+    /// Bytes used.
+    pub used_bytes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// Total inodes.
+    pub inodes: u64,
+}
+
+/// The node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStats {
+    /// When the node (agent) started.
+    pub start_time: Option<SystemTime>,
+    /// Node-level usage.
+    pub usage: Usage,
+    /// Memory available (capacity minus working set).
+    pub memory_available_bytes: Option<u64>,
+    /// Logical CPUs.
+    pub cpu_cores: u32,
+    /// Physical memory.
+    pub memory_capacity_bytes: u64,
+    /// kernel.pid_max.
+    pub max_pid: Option<u64>,
+    /// Processes running.
+    pub cur_proc: Option<u64>,
+    /// Root filesystem of the node.
+    pub fs: Option<FsStats>,
+}
+
+/// One consistent read of everything the stats endpoints show.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    /// Node.
+    pub node: NodeStats,
+    /// Pods with their containers.
+    pub pods: Vec<PodStats>,
+}
+
+/// Source of usage numbers for /stats/summary, /metrics/cadvisor and /metrics/resource.
+pub trait StatsSource: Send + Sync + 'static {
+    /// The current numbers; cheap (a copy of the store, no cgroup reads).
+    fn snapshot(&self) -> StatsSnapshot;
+}
+
+/// A source with no numbers: node capacity only (used until telemetry is wired).
+#[derive(Debug, Clone, Default)]
+pub struct NoStats {
+    /// Node capacity and start time.
+    pub node: NodeStats,
+}
+
+impl StatsSource for NoStats {
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            node: self.node.clone(),
+            pods: Vec::new(),
+        }
+    }
+}
+
+fn rfc3339(t: Option<SystemTime>) -> Value {
+    match t {
+        Some(t) => {
+            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            Value::String(format_rfc3339(d.as_secs() as i64, d.subsec_nanos()))
+        }
+        None => Value::Null,
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds trimmed, as Go's metav1.Time/time.RFC3339Nano.
+pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if nanos == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    } else {
+        let frac = format!("{nanos:09}");
+        format!(
+            "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{}Z",
+            frac.trim_end_matches('0')
+        )
+    }
+}
+
+/// Parses RFC 3339 (`2026-11-22T19:29:31.915Z`, offsets allowed) into a time.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = s.get(start..i)?;
+        let mut frac = digits.get(..digits.len().min(9))?.to_string();
+        while frac.len() < 9 {
+            frac.push('0');
+        }
+        nanos = frac.parse().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
+            let v =
+                tz.get(1..3)?.parse::<i64>().ok()? * 3600 + tz.get(4..6)?.parse::<i64>().ok()? * 60;
+            if tz.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // days_from_civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32))
+}
+
+fn cpu_json(u: &Usage) -> Value {
+    let mut v = json!({
+        "time": rfc3339(u.timestamp),
+        "usageCoreNanoSeconds": u.cpu_usage_ns,
+    });
+    if let Some(n) = u.cpu_usage_nano_cores {
+        v["usageNanoCores"] = json!(n);
+    }
+    v
+}
+
+fn memory_json(u: &Usage, available: Option<u64>) -> Value {
+    let mut v = json!({
+        "time": rfc3339(u.timestamp),
+        "usageBytes": u.memory_usage_bytes,
+        "workingSetBytes": u.memory_working_set_bytes,
+        "rssBytes": u.memory_rss_bytes,
+        "pageFaults": u.page_faults,
+        "majorPageFaults": u.major_page_faults,
+    });
+    if let Some(a) = available.or_else(|| {
+        u.memory_limit_bytes
+            .map(|l| l.saturating_sub(u.memory_working_set_bytes))
+    }) {
+        v["availableBytes"] = json!(a);
+    }
+    v
+}
+
+/// The Summary API document (`/stats/summary`).
+pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
+    let n = &s.node;
+    let mut node = json!({
+        "nodeName": node_name,
+        "startTime": rfc3339(n.start_time),
+        "cpu": cpu_json(&n.usage),
+        "memory": memory_json(&n.usage, n.memory_available_bytes),
+        "systemContainers": [],
+    });
+    if n.max_pid.is_some() || n.cur_proc.is_some() {
+        node["rlimit"] = json!({
+            "time": rfc3339(n.usage.timestamp),
+            "maxpid": n.max_pid,
+            "curproc": n.cur_proc,
+        });
+    }
+    if let Some(fs) = &n.fs {
+        node["fs"] = json!({
+            "time": rfc3339(n.usage.timestamp),
+            "availableBytes": fs.available_bytes,
+            "capacityBytes": fs.capacity_bytes,
+            "usedBytes": fs.used_bytes,
+            "inodesFree": fs.inodes_free,
+            "inodes": fs.inodes,
+            "inodesUsed": fs.inodes.saturating_sub(fs.inodes_free),
+        });
+    }
+    let pods: Vec<Value> = s
+        .pods
+        .iter()
+        .map(|p| {
+            let containers: Vec<Value> = p
+                .containers
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "startTime": rfc3339(c.start_time),
+                        "cpu": cpu_json(&c.usage),
+                        "memory": memory_json(&c.usage, None),
+                    })
+                })
+                .collect();
+            let mut pod = json!({
+                "podRef": { "name": p.name, "namespace": p.namespace, "uid": p.uid },
+                "startTime": rfc3339(p.start_time),
+                "containers": containers,
+            });
+            if let Some(u) = &p.usage {
+                pod["cpu"] = cpu_json(u);
+                pod["memory"] = memory_json(u, None);
+            }
+            pod
+        })
+        .collect();
+    json!({ "node": node, "pods": pods })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A source with `n` running containers, one per pod.
+    pub(crate) fn stub(n: usize) -> StatsSnapshot {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let usage = |i: usize| Usage {
+            timestamp: Some(t),
+            cpu_usage_ns: 1_000_000 + i as u64,
+            cpu_usage_nano_cores: Some(5_000),
+            memory_working_set_bytes: 4096 * (i as u64 + 1),
+            memory_usage_bytes: 8192 * (i as u64 + 1),
+            memory_rss_bytes: 4096,
+            memory_cache_bytes: 4096,
+            memory_limit_bytes: Some(1 << 30),
+            ..Default::default()
+        };
+        StatsSnapshot {
+            node: NodeStats {
+                start_time: Some(t),
+                usage: usage(0),
+                cpu_cores: 2,
+                memory_capacity_bytes: 4 << 30,
+                max_pid: Some(4_194_304),
+                cur_proc: Some(120),
+                ..Default::default()
+            },
+            pods: (0..n)
+                .map(|i| PodStats {
+                    namespace: "default".into(),
+                    name: format!("p{i}"),
+                    uid: format!("uid-{i}"),
+                    cgroup: format!("/kubepods/besteffort/poduid-{i}"),
+                    start_time: Some(t),
+                    usage: Some(usage(i)),
+                    containers: vec![ContainerStats {
+                        name: "c".into(),
+                        id: format!("{i:064x}"),
+                        image: "busybox:1.35".into(),
+                        cgroup: format!("/kubepods/besteffort/poduid-{i}/{i:064x}"),
+                        start_time: Some(t),
+                        running: true,
+                        usage: usage(i),
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn summary_has_the_kubelet_shape() {
+        let v = summary("n1", &stub(2));
+        assert_eq!(v["node"]["nodeName"], "n1");
+        assert_eq!(v["node"]["rlimit"]["maxpid"], 4_194_304);
+        assert_eq!(v["node"]["startTime"], "2027-01-15T08:00:00Z");
+        let p = &v["pods"][1];
+        assert_eq!(p["podRef"]["uid"], "uid-1");
+        assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 8192);
+        assert_eq!(p["containers"][0]["cpu"]["usageNanoCores"], 5000);
+        assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 1_000_001);
+    }
+
+    #[test]
+    fn rfc3339_formats_fractions_as_go() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(951_782_400, 500_000_000),
+            "2000-02-29T00:00:00.5Z"
+        );
+        let t = parse_rfc3339("2000-02-29T00:00:00.5Z").expect("parses");
+        let d = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch");
+        assert_eq!((d.as_secs(), d.subsec_nanos()), (951_782_400, 500_000_000));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T01:00:00+01:00"),
+            parse_rfc3339("2000-02-29T00:00:00Z")
+        );
+        assert_eq!(parse_rfc3339("2000-02-29 00:00:00Z"), None);
+    }
+}
