@@ -7,7 +7,6 @@
 
 mod cm;
 mod config;
-#[allow(dead_code)]
 mod ebpf;
 mod kuberuntime;
 mod metrics;
@@ -16,10 +15,9 @@ mod pleg;
 mod pod;
 mod pod_workers;
 mod server;
-#[allow(dead_code)]
 mod stats;
-#[allow(dead_code)] // the reader side is for the server (issue 5)
 mod status;
+mod telemetry;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};
@@ -112,6 +110,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 
     let ctx = node_context(&opts);
     let host_ip = ctx.host_ip.clone();
+    let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -146,11 +145,30 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     ));
     let (status_writer, _status_store) = status::store();
     // --- telemetry wiring (issue 4): owned by the telemetry work; keep edits inside ---
+    // Its own CRI client (lazy dial): `cri` went to PLEG above.
+    let telemetry = match Cri::connect(
+        &opts.container_runtime_endpoint,
+        &opts.image_service_endpoint,
+        opts.runtime_request_timeout,
+    ) {
+        Ok(telemetry_cri) => Some(telemetry::start(
+            telemetry::Settings::from_options(&opts),
+            telemetry_cri,
+            &mut tasks,
+            cancel.child_token(),
+        )),
+        Err(e) => {
+            warn!(error = %e, "telemetry: no CRI client; container stats disabled");
+            None
+        }
+    };
+    // The read handle for the server (issue 5) and metrics.
+    let _telemetry_view: Option<telemetry::TelemetryView> = telemetry.map(|t| t.view);
     // --- end telemetry wiring ---
 
     // --- server wiring (issue 5): owned by the server work; keep edits inside ---
     // Its own CRI client (lazy dial), as telemetry's. Usage numbers come from the telemetry
-    // view once it implements `server::stats::StatsSource`; until then node capacity only.
+    // view (none when telemetry is off); node capacity from the node context.
     {
         let server_cri = Cri::connect(
             &opts.container_runtime_endpoint,
@@ -159,13 +177,15 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         )
         .context("container runtime endpoint (server)")?
         .with_metrics(agent_metrics.clone());
-        let stats = Arc::new(server::stats::NoStats {
-            node: server::stats::NodeStats {
+        let stats = telemetry::server::ServerStats::new(
+            _telemetry_view.clone(),
+            server::stats::NodeStats {
                 start_time: Some(std::time::SystemTime::now()),
                 cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+                memory_capacity_bytes: memory_capacity,
                 ..Default::default()
             },
-        });
+        );
         let view = server::NodeView::new(
             &opts,
             _status_store.clone(),

@@ -6,11 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use xtask::containerd::{Env, EnvOpts};
+
+mod bench;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "nodelet developer tasks")]
@@ -45,6 +49,26 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmarks (not tests): `bench telemetry` prints eBPF vs cgroupfs polling costs.
+    Bench {
+        /// What to measure: `telemetry`.
+        what: String,
+        /// Container counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,250")]
+        n: Vec<usize>,
+        /// Measurement window per cell, seconds.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// OOM kills to time (0: skip).
+        #[arg(long, default_value_t = 20)]
+        ooms: usize,
+        /// Rounds over the telemetry modes per row.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Memory mark crossings to time per source (0: skip).
+        #[arg(long, default_value_t = 10)]
+        marks: usize,
+    },
     /// Build the release agent, install it and its systemd unit.
     Install {
         /// Installation prefix; the binary goes to PREFIX/bin/nodelet.
@@ -71,6 +95,30 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Run { manifests, args } => run_agent(manifests, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
+        Cmd::Bench {
+            what,
+            n,
+            window,
+            ooms,
+            rounds,
+            marks,
+        } => {
+            if what != "telemetry" {
+                bail!("unknown benchmark {what:?} (known: telemetry)");
+            }
+            setup()?;
+            bench::telemetry(&bench::TelemetryBench {
+                ns: n,
+                window: Duration::from_secs(window),
+                settle: Duration::from_secs(8),
+                switches: 40_000,
+                ooms,
+                rounds,
+                marks,
+                bin: build_agent(true)?,
+            })
+            .map(|_| ExitCode::SUCCESS)
+        }
     }
 }
 

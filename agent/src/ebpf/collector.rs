@@ -247,11 +247,13 @@ impl Collector {
     }
 
     /// Hierarchy id of CPU keys.
+    #[cfg(test)]
     pub fn cpu_hierarchy(&self) -> u32 {
         self.cpu_h
     }
 
     /// Hierarchy id of memory keys.
+    #[cfg(test)]
     pub fn memory_hierarchy(&self) -> u32 {
         self.mem_h
     }

@@ -61,15 +61,6 @@ impl Record {
             other => return Err(RecordError::UnknownKind(other)),
         })
     }
-
-    /// The record's header.
-    pub fn header(&self) -> &RecordHeader {
-        match self {
-            Record::Oom(r) => &r.hdr,
-            Record::MemMark(r) => &r.hdr,
-            Record::CgroupMkdir(r) | Record::CgroupRmdir(r) => &r.hdr,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -123,22 +123,6 @@ pub trait StatsSource: Send + Sync + 'static {
     fn snapshot(&self) -> StatsSnapshot;
 }
 
-/// A source with no numbers: node capacity only (used until telemetry is wired).
-#[derive(Debug, Clone, Default)]
-pub struct NoStats {
-    /// Node capacity and start time.
-    pub node: NodeStats,
-}
-
-impl StatsSource for NoStats {
-    fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            node: self.node.clone(),
-            pods: Vec::new(),
-        }
-    }
-}
-
 fn rfc3339(t: Option<SystemTime>) -> Value {
     match t {
         Some(t) => {

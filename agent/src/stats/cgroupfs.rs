@@ -372,11 +372,6 @@ impl CgroupfsPoller {
         Self { layout, roots }
     }
 
-    /// The layout in use.
-    pub fn layout(&self) -> &CgroupLayout {
-        &self.layout
-    }
-
     /// One sweep: walk the roots in the memory (else cpu) hierarchy and read every cgroup.
     /// A cgroup that disappears mid-read is skipped; other errors fail the sweep.
     pub fn sweep(&self, previous: &Snapshot) -> io::Result<Snapshot> {

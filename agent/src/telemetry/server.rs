@@ -1,0 +1,169 @@
+//! metrics): store snapshots regrouped per pod, CPU rates from consecutive reads.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use super::TelemetryView;
+use crate::server::stats::{self as api, StatsSnapshot, StatsSource};
+use crate::stats::{CpuStats, MemoryStats};
+
+/// Previous cumulative CPU readings, per key, for rates.
+type Prev = HashMap<String, (SystemTime, u64)>;
+
+/// [`StatsSource`] over a [`TelemetryView`]; node capacity and static facts come from `node`.
+#[derive(Debug)]
+pub struct ServerStats {
+    view: Option<TelemetryView>,
+    node: api::NodeStats,
+    prev: Mutex<Prev>,
+}
+
+impl ServerStats {
+    /// A source; `view` is `None` when telemetry is off (usage then stays empty).
+    pub fn new(view: Option<TelemetryView>, node: api::NodeStats) -> Arc<Self> {
+        Arc::new(Self {
+            view,
+            node,
+            prev: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// nanocores from the previous reading of `key`, then remembers this one.
+fn rate(prev: &mut Prev, key: &str, at: Option<SystemTime>, cpu_ns: u64) -> Option<u64> {
+    let at = at?;
+    let old = prev.insert(key.to_owned(), (at, cpu_ns));
+    let (t0, c0) = old?;
+    let dt = at.duration_since(t0).ok()?.as_nanos();
+    (dt > 0 && cpu_ns >= c0).then(|| ((cpu_ns - c0) as u128 * 1_000_000_000 / dt) as u64)
+}
+
+fn usage(
+    prev: &mut Prev,
+    key: &str,
+    at: Option<SystemTime>,
+    cpu: Option<CpuStats>,
+    memory: Option<MemoryStats>,
+    oom_events: u64,
+) -> api::Usage {
+    let cpu_ns = cpu.map_or(0, |c| c.usage_ns);
+    let m = memory.unwrap_or_default();
+    api::Usage {
+        timestamp: at,
+        cpu_usage_ns: cpu_ns,
+        cpu_usage_nano_cores: cpu.and_then(|_| rate(prev, key, at, cpu_ns)),
+        memory_working_set_bytes: m.working_set_bytes,
+        memory_usage_bytes: m.usage_bytes,
+        memory_rss_bytes: m.rss_bytes,
+        memory_cache_bytes: m.cache_bytes,
+        page_faults: m.pgfault,
+        major_page_faults: m.pgmajfault,
+        oom_events,
+        memory_limit_bytes: m.limit_bytes,
+        cpu_throttled_periods: None,
+    }
+}
+
+impl StatsSource for ServerStats {
+    fn snapshot(&self) -> StatsSnapshot {
+        let mut node = self.node.clone();
+        let Some(view) = &self.view else {
+            return StatsSnapshot {
+                node,
+                pods: Vec::new(),
+            };
+        };
+        // A poisoned lock only loses rate history.
+        let mut prev = match self.prev.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let at = view.taken_at();
+        let n = view.node();
+        let now = Some(SystemTime::now());
+        if let Some(cpu) = n.cpu_usage_ns {
+            node.usage.timestamp = now;
+            node.usage.cpu_usage_ns = cpu;
+            node.usage.cpu_usage_nano_cores = rate(&mut prev, "/", now, cpu);
+        }
+        if let Some(ws) = n.memory_working_set_bytes {
+            node.usage.memory_working_set_bytes = ws;
+            node.memory_available_bytes = Some(node.memory_capacity_bytes.saturating_sub(ws));
+        }
+        let mut pods: HashMap<String, api::PodStats> = HashMap::new();
+        for p in view.pod_totals() {
+            pods.insert(
+                p.pod.uid.clone(),
+                api::PodStats {
+                    namespace: p.pod.namespace.clone(),
+                    name: p.pod.name.clone(),
+                    uid: p.pod.uid.clone(),
+                    cgroup: p.cgroup.clone(),
+                    start_time: p.created_at,
+                    usage: Some(usage(
+                        &mut prev,
+                        &p.cgroup,
+                        at,
+                        p.cpu,
+                        p.memory,
+                        p.oom_kills,
+                    )),
+                    containers: Vec::new(),
+                },
+            );
+        }
+        for c in view.containers() {
+            let u = usage(&mut prev, &c.cgroup, at, c.cpu, c.memory, c.oom_kills);
+            let pod = pods
+                .entry(c.pod.uid.clone())
+                .or_insert_with(|| api::PodStats {
+                    namespace: c.pod.namespace.clone(),
+                    name: c.pod.name.clone(),
+                    uid: c.pod.uid.clone(),
+                    ..Default::default()
+                });
+            pod.containers.push(api::ContainerStats {
+                name: c.container,
+                id: c.id,
+                image: c.image,
+                cgroup: c.cgroup,
+                start_time: c.created_at,
+                running: c.running,
+                usage: u,
+            });
+        }
+        // Rate history of cgroups that are gone.
+        let live: std::collections::HashSet<String> = pods
+            .values()
+            .flat_map(|p| {
+                std::iter::once(p.cgroup.clone())
+                    .chain(p.containers.iter().map(|c| c.cgroup.clone()))
+            })
+            .collect();
+        prev.retain(|k, _| k == "/" || live.contains(k));
+        let mut pods: Vec<api::PodStats> = pods.into_values().collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        StatsSnapshot { node, pods }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_needs_two_readings_and_is_in_nanocores() {
+        let mut prev = Prev::new();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(rate(&mut prev, "/a", Some(t0), 1_000), None);
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(
+            rate(&mut prev, "/a", Some(t1), 1_000 + 1_000_000_000),
+            Some(500_000_000)
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Telemetry (issue 4) end to end: the real agent on a real containerd, its view read from the
+//! JSON dump (`NODELET_TELEMETRY_DUMP`) and checked against the containers' own cgroup files.
+//! No timing asserts: rates are compared over the same window, latencies go to the benchmark.
+
+use anyhow::{Context, Result, bail};
+use nodelet_tests::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
+
+/// A node whose agent runs telemetry in `mode` and dumps its view to a file.
+fn node(mode: &str) -> Result<Option<(Node, PathBuf)>> {
+    let dump = std::env::temp_dir().join(format!(
+        "nodelet-telemetry-{}-{mode}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&dump);
+    let node = Node::start(NodeOpts {
+        env: vec![
+            ("NODELET_TELEMETRY".into(), mode.into()),
+            ("NODELET_TELEMETRY_DUMP".into(), dump.display().to_string()),
+        ],
+        ..Default::default()
+    })?;
+    Ok(node.map(|n| (n, dump)))
+}
+
+fn read_dump(dump: &Path) -> Result<Option<Value>> {
+    match std::fs::read(dump) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The dump entry of container `c` of static pod `pod`.
+fn container<'a>(dump: &'a Value, pod: &str) -> Option<&'a Value> {
+    let full = format!("{pod}-{NODE}");
+    dump["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["pod"]["name"] == full.as_str() && c["container"] == "c")
+}
+
+fn pod_manifest(name: &str, restart: &str, script: &str, memory_limit: Option<&str>) -> String {
+    let mut m = host_pod(name, restart, script);
+    if let Some(limit) = memory_limit {
+        m.push_str(&format!(
+            "    resources:\n      limits:\n        memory: {limit}\n"
+        ));
+    }
+    m
+}
+
+/// A file of the container's cgroup in a v1 controller hierarchy (or cgroup2).
+fn cgroup_file(controller: &str, cgroup: &str, file: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(cgroup.trim_start_matches('/'))
+        .join(file)
+}
+
+fn read_u64(p: &Path) -> Result<u64> {
+    let t = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+    t.trim().parse().with_context(|| p.display().to_string())
+}
+
+/// CPU ns of a cgroup from its own file: v1 cpuacct.usage, else cgroup2 cpu.stat.
+fn cpu_file_ns(cgroup: &str) -> Result<u64> {
+    let v1 = cgroup_file("cpuacct", cgroup, "cpuacct.usage");
+    if v1.exists() {
+        return read_u64(&v1);
+    }
+    let stat = std::fs::read_to_string(cgroup_file("", cgroup, "cpu.stat"))?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|us| us * 1000)
+        .context("no usage_usec")
+}
+
+fn memory_file_bytes(cgroup: &str) -> Result<u64> {
+    let v1 = cgroup_file("memory", cgroup, "memory.usage_in_bytes");
+    if v1.exists() {
+        return read_u64(&v1);
+    }
+    read_u64(&cgroup_file("", cgroup, "memory.current"))
+}
+
+/// One sample: the next fresh dump, and the cgroup file read right after it appeared.
+struct Sample {
+    dump_ns: u64,
+    taken_at_ns: u64,
+    file_ns: u64,
+    at: Instant,
+}
+
+fn sample(dump: &Path, pod: &str, after_taken: u64) -> Result<Sample> {
+    // Polled tightly (the agent rewrites the dump within 20 ms of a snapshot), so the file is
+    // read within a few ms of the snapshot it is compared with.
+    let start = Instant::now();
+    loop {
+        if let Some(d) = read_dump(dump)?
+            && let taken = d["taken_at_unix_ns"].as_u64().unwrap_or(0)
+            && taken > after_taken
+            && let Some(c) = container(&d, pod)
+            && let Some(dump_ns) = c["cpu_usage_ns"].as_u64()
+        {
+            let cgroup = c["cgroup"].as_str().context("cgroup")?;
+            let file_ns = cpu_file_ns(cgroup)?;
+            return Ok(Sample {
+                dump_ns,
+                taken_at_ns: taken,
+                file_ns,
+                at: Instant::now(),
+            });
+        }
+        if start.elapsed() > T {
+            bail!("no fresh dump with {pod} within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// CPU rates (cores) of `pod`'s container over ~3 s: (from the view, from the file).
+fn cpu_rates(dump: &Path, pod: &str) -> Result<(f64, f64)> {
+    let a = sample(dump, pod, 0)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let b = sample(dump, pod, a.taken_at_ns + 2_500_000_000)?;
+    let view = (b.dump_ns - a.dump_ns) as f64 / (b.taken_at_ns - a.taken_at_ns) as f64;
+    let file = (b.file_ns - a.file_ns) as f64 / (b.at - a.at).as_nanos() as f64;
+    eprintln!(
+        "{pod}: view {view:.4} cores over {:.3} s, file {file:.4} cores over {:.3} s",
+        (b.taken_at_ns - a.taken_at_ns) as f64 / 1e9,
+        (b.at - a.at).as_secs_f64()
+    );
+    Ok((view, file))
+}
+
+/// Busy, idle and 64 MiB containers: CPU and memory from the view against their cgroup files.
+fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
+    node.write_manifest(
+        "busy.yaml",
+        &host_pod("busy", "Always", "while :; do :; done"),
+    )?;
+    node.write_manifest("idle.yaml", &host_pod("idle", "Always", "sleep 3600"))?;
+    // `tail -c` keeps its whole window in anonymous memory while stdin stays open.
+    node.write_manifest(
+        "mem.yaml",
+        &host_pod(
+            "mem",
+            "Always",
+            "(head -c 67108864 /dev/zero; sleep 3600) | tail -c 67108864",
+        ),
+    )?;
+    for pod in ["busy", "idle", "mem"] {
+        node.wait(&format!("{pod} in the view"), T, || {
+            Ok(read_dump(dump)?.and_then(|d| container(&d, pod).map(|_| ())))
+        })?;
+    }
+
+    let (view, file) = cpu_rates(dump, "busy")?;
+    assert!(file > 0.5, "the busy loop runs ({file:.3} cores)");
+    assert!(
+        (view - file).abs() <= 0.05 * file,
+        "busy CPU: view {view:.4} vs file {file:.4} cores"
+    );
+    let (view, file) = cpu_rates(dump, "idle")?;
+    assert!(
+        view < 0.01 && file < 0.01,
+        "idle CPU: view {view:.4}, file {file:.4}"
+    );
+
+    // Memory: wait until the 64 MiB are in, then compare with the usage file.
+    let (usage, file) = node.wait("64 MiB charged to mem", T, || {
+        let Some(d) = read_dump(dump)? else {
+            return Ok(None);
+        };
+        let Some(c) = container(&d, "mem") else {
+            return Ok(None);
+        };
+        let usage = c["memory"]["usage_bytes"].as_u64().unwrap_or(0);
+        let file = memory_file_bytes(c["cgroup"].as_str().context("cgroup")?)?;
+        Ok((usage >= 64 * MIB && file >= 64 * MIB).then_some((usage, file)))
+    })?;
+    eprintln!("mem: view {usage} bytes, file {file} bytes");
+    assert!(
+        usage.abs_diff(file) as f64 <= 0.05 * file as f64,
+        "memory: view {usage} vs file {file}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ebpf_stats_match_cgroup_files_and_oom_kills_name_the_container() -> Result<()> {
+    let Some((node, dump)) = node("auto")? else {
+        return Ok(());
+    };
+    let d = node.wait("a first dump", T, || read_dump(&dump))?;
+    if d["source"] != "ebpf" {
+        return skip(&format!(
+            "eBPF telemetry did not load here (source {}); see the agent log",
+            d["source"]
+        ));
+    }
+    check_cpu_and_memory(&node, &dump)?;
+
+    node.write_manifest(
+        "oom.yaml",
+        &pod_manifest(
+            "oom",
+            "Never",
+            "head -c 104857600 /dev/zero | tail -c 104857600",
+            Some("20Mi"),
+        ),
+    )?;
+    let full = format!("oom-{NODE}");
+    let kill = node.wait("an OOM record for oom/c", T, || {
+        Ok(read_dump(&dump)?.and_then(|d| {
+            d["ooms"]
+                .as_array()?
+                .iter()
+                .find(|o| o["pod"]["name"] == full.as_str())
+                .cloned()
+        }))
+    })?;
+    eprintln!("oom record: {kill}");
+    assert_eq!(kill["container"], "c");
+    assert_eq!(kill["pod"]["namespace"], "default");
+    let ids: Vec<String> = node
+        .pod_containers("oom")?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(
+        ids.iter().any(|id| kill["id"] == id.as_str()),
+        "record id {} is one of the pod's containers {ids:?}",
+        kill["id"]
+    );
+    node.wait("the OOMKilling log line", T, || {
+        Ok(node
+            .agent_log()
+            .lines()
+            .any(|l| l.contains("OOMKilling") && l.contains(&full) && l.contains("container=c"))
+            .then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn cgroupfs_fallback_serves_the_same_store() -> Result<()> {
+    let Some((node, dump)) = node("cgroupfs")? else {
+        return Ok(());
+    };
+    let d = node.wait("a first dump", T, || read_dump(&dump))?;
+    if d["source"] != "cgroupfs" {
+        bail!("source is {}, not the forced fallback", d["source"]);
+    }
+    assert!(
+        node.agent_log().contains("telemetry source in use"),
+        "the agent logs its source"
+    );
+    check_cpu_and_memory(&node, &dump)
+}
