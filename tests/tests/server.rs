@@ -326,6 +326,18 @@ fn secure_port_serves_pods_logs_and_run_to_authenticated_clients_only() -> Resul
         m.contains(&format!("kubelet_node_name{{node=\"{NODE}\"}} 1")),
         "{m}"
     );
+    // Which telemetry source feeds the stats, and the eBPF pipeline's own accounting.
+    assert!(
+        m.contains("nodelet_telemetry_source{source=\"ebpf\"} 1")
+            || m.contains("nodelet_telemetry_source{source=\"cgroupfs\"} 1"),
+        "{m}"
+    );
+    for family in [
+        "nodelet_ebpf_records_total",
+        "nodelet_ebpf_lost_records_total",
+    ] {
+        assert!(m.contains(&format!("# TYPE {family} counter")), "{family}");
+    }
     assert!(m.contains("kubelet_running_pods 1"), "{m}");
     assert!(
         m.contains(
@@ -659,5 +671,115 @@ fn webhook_mode_standalone_forbids_anonymous_and_allows_certificate_users() -> R
         node.agent_log()
             .contains("authorization mode Webhook without an API server")
     );
+    Ok(())
+}
+
+/// Reads one cgroup v1 file of a container of this node as a number.
+fn cgroup_value(
+    node: &Node,
+    hierarchy: &str,
+    pod_uid: &str,
+    container_id: &str,
+    file: &str,
+) -> Result<u64> {
+    for dir in node.pod_cgroups(hierarchy) {
+        if dir.ends_with(format!("pod{pod_uid}")) {
+            let text = std::fs::read_to_string(dir.join(container_id).join(file))?;
+            return Ok(text.trim().parse()?);
+        }
+    }
+    bail!("no {hierarchy} cgroup for pod {pod_uid}")
+}
+
+fn within(a: u64, b: u64, pct: f64) -> bool {
+    let (a, b) = (a as f64, b as f64);
+    (a - b).abs() <= b.max(1.0) * pct / 100.0
+}
+
+#[test]
+fn stats_summary_agrees_with_the_cgroup_files() -> Result<()> {
+    if !prerequisites()? {
+        return Ok(());
+    }
+    let pki = Pki::new()?;
+    let (port, ro, hz) = (free_port()?, free_port()?, free_port()?);
+    let node = node!(NodeOpts {
+        extra_config: server_config(&pki, port, ro, hz),
+        ..Default::default()
+    });
+    let api = Api { pki: &pki, port };
+    // "mem" holds 64 MiB resident in `tail`; "cpu" burns a core for 2 s, then sleeps, so its
+    // counter stops moving and the two readings can be compared.
+    node.write_manifest(
+        "stats.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: stats}}\nspec:\n  hostNetwork: true\n  \
+             terminationGracePeriodSeconds: 2\n  containers:\n  - name: mem\n    image: busybox:1.35\n    \
+             command: [sh, -c, '(head -c 64m /dev/zero; sleep 3600) | tail -c 64m']\n  \
+             - name: cpu\n    image: busybox:1.35\n    command: [sh, -c, {:?}]\n",
+            "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done; echo burned; sleep 3600"
+        ),
+    )?;
+    node.wait("the burn to finish", T, || {
+        Ok(node
+            .container_log("default", "stats", "cpu", 0)
+            .filter(|l| l.contains("burned")))
+    })?;
+    let containers = node.pod_containers("stats")?;
+    let id = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c.labels.get(CONTAINER_NAME_LABEL).map(String::as_str) == Some(name))
+            .map(|c| c.id.clone())
+            .context("container id")
+    };
+    let (mem_id, cpu_id) = (id("mem")?, id("cpu")?);
+    let uid = containers
+        .first()
+        .and_then(|c| c.labels.get(POD_UID_LABEL).cloned())
+        .context("pod uid")?;
+    let pod_name = format!("stats-{NODE}");
+    // The store refreshes on its own clock: wait until the summary caught up with the files,
+    // then check both numbers within 5%.
+    let (mem_summary, mem_file, cpu_summary, cpu_file) =
+        node.wait("/stats/summary within 5% of the cgroup files", T, || {
+            let (code, body) = api.get("/stats/summary")?;
+            if code != 200 {
+                return Ok(None);
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let Some(pod) = v["pods"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["podRef"]["name"] == pod_name.as_str()))
+            else {
+                return Ok(None);
+            };
+            let c = |name: &str| {
+                pod["containers"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+                    .cloned()
+            };
+            let (Some(m), Some(cpu)) = (c("mem"), c("cpu")) else {
+                return Ok(None);
+            };
+            let mem_summary = m["memory"]["usageBytes"].as_u64().unwrap_or(0);
+            let cpu_summary = cpu["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap_or(0);
+            let mem_file = cgroup_value(&node, "memory", &uid, &mem_id, "memory.usage_in_bytes")?;
+            let cpu_file = cgroup_value(&node, "cpuacct", &uid, &cpu_id, "cpuacct.usage")?;
+            Ok(
+                (within(mem_summary, mem_file, 5.0) && within(cpu_summary, cpu_file, 5.0))
+                    .then_some((mem_summary, mem_file, cpu_summary, cpu_file)),
+            )
+        })?;
+    assert!(
+        mem_file > 60 << 20,
+        "the container holds 64 MiB: {mem_file}"
+    );
+    assert!(
+        cpu_file > 300_000_000,
+        "the container burned CPU: {cpu_file}"
+    );
+    eprintln!("memory {mem_summary} vs {mem_file}; cpu {cpu_summary} vs {cpu_file}");
     Ok(())
 }

@@ -194,7 +194,13 @@ fn operation_type(call: &'static str) -> &'static str {
 }
 
 /// Renders `/metrics`: the agent's own metrics from the recorder and the status store.
-pub fn render_agent(m: &AgentMetrics, format: Format, node: &str, pods: &PodStatuses) -> String {
+pub fn render_agent(
+    m: &AgentMetrics,
+    format: Format,
+    node: &str,
+    pods: &PodStatuses,
+    telemetry: Option<crate::server::stats::TelemetryHealth>,
+) -> String {
     let mut e = Encoder::new(format, 16 * 1024);
     e.family(
         "kubelet_node_name",
@@ -275,7 +281,70 @@ pub fn render_agent(m: &AgentMetrics, format: Format, node: &str, pods: &PodStat
     for (sig, n) in &ev {
         e.sample(&[("eviction_signal", sig)], *n as f64, None);
     }
+    if let Some(t) = telemetry {
+        render_telemetry(&mut e, &t);
+    }
     e.finish()
+}
+
+/// nodelet's own telemetry families: which source feeds the stats, and the eBPF pipeline's
+/// accounting (records read vs produced vs lost), the counterpart of aya's dropped counters.
+fn render_telemetry(e: &mut Encoder, t: &crate::server::stats::TelemetryHealth) {
+    e.family(
+        "nodelet_telemetry_source",
+        "Telemetry source in use (1 for the active one): ebpf, or the cgroupfs fallback.",
+        Kind::Gauge,
+    );
+    for s in ["ebpf", "cgroupfs"] {
+        e.sample(&[("source", s)], f64::from(u8::from(t.source == s)), None);
+    }
+    let c = &t.counters;
+    for (name, help, v) in [
+        (
+            "nodelet_ebpf_records_total",
+            "Ring-buffer records read by the agent.",
+            c.records_read,
+        ),
+        (
+            "nodelet_ebpf_records_produced_total",
+            "Ring-buffer records the eBPF programs produced.",
+            c.records_produced,
+        ),
+        (
+            "nodelet_ebpf_lost_records_total",
+            "Records the eBPF programs could not reserve (ring buffer full).",
+            c.ring_full,
+        ),
+        (
+            "nodelet_ebpf_malformed_records_total",
+            "Records the agent could not parse.",
+            c.malformed,
+        ),
+        (
+            "nodelet_ebpf_map_full_total",
+            "Updates refused because an eBPF map was full.",
+            c.map_full,
+        ),
+        (
+            "nodelet_telemetry_events_dropped_total",
+            "Telemetry events dropped because the event channel was full.",
+            c.events_dropped,
+        ),
+        (
+            "nodelet_telemetry_sweeps_total",
+            "Collector sweeps into the stats store.",
+            c.sweeps,
+        ),
+    ] {
+        e.family(name, help, Kind::Counter);
+        e.sample(&[], v as f64, None);
+    }
+    e.family(
+        "nodelet_telemetry_memory_drift_bytes",
+        "Largest difference between traced memory usage and the cgroup file at the last re-baseline.",
+        Kind::Gauge,
+    );
+    e.sample(&[], c.memory_drift_bytes as f64, None);
 }
 
 /// Running pods and containers by state, from pod status (the kubelet counts from its runtime

@@ -262,7 +262,7 @@ fn exposition(headers: &HeaderMap, render: impl FnOnce(Format) -> String) -> Res
 async fn metrics_agent(State(v): State<View>, headers: HeaderMap) -> Response {
     let pods = v.status.pods();
     exposition(&headers, |f| {
-        metrics::render_agent(&v.metrics, f, &v.node_name, &pods)
+        metrics::render_agent(&v.metrics, f, &v.node_name, &pods, v.stats.health())
     })
 }
 

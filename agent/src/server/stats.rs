@@ -121,6 +121,21 @@ pub struct StatsSnapshot {
 pub trait StatsSource: Send + Sync + 'static {
     /// The current numbers; cheap (a copy of the store, no cgroup reads).
     fn snapshot(&self) -> StatsSnapshot;
+
+    /// Where the numbers come from and the pipeline's counters, for `nodelet_*` metrics;
+    /// `None` when telemetry is off.
+    fn health(&self) -> Option<TelemetryHealth> {
+        None
+    }
+}
+
+/// The telemetry pipeline's state, as `/metrics` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryHealth {
+    /// `ebpf`, `cgroupfs` or `none`.
+    pub source: &'static str,
+    /// Collector and ring-buffer counters.
+    pub counters: crate::stats::CollectorCounters,
 }
 
 fn rfc3339(t: Option<SystemTime>) -> Value {

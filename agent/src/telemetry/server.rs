@@ -68,6 +68,18 @@ fn usage(
 }
 
 impl StatsSource for ServerStats {
+    fn health(&self) -> Option<api::TelemetryHealth> {
+        let view = self.view.as_ref()?;
+        Some(api::TelemetryHealth {
+            source: match view.source() {
+                crate::stats::Source::Ebpf => "ebpf",
+                crate::stats::Source::Cgroupfs => "cgroupfs",
+                crate::stats::Source::None => "none",
+            },
+            counters: view.counters(),
+        })
+    }
+
     fn snapshot(&self) -> StatsSnapshot {
         let mut node = self.node.clone();
         let Some(view) = &self.view else {
