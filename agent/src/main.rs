@@ -185,6 +185,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
                 memory_capacity_bytes: memory_capacity,
                 ..Default::default()
             },
+            opts.root_dir.clone(),
         );
         let view = server::NodeView::new(
             &opts,

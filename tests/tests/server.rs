@@ -781,5 +781,24 @@ fn stats_summary_agrees_with_the_cgroup_files() -> Result<()> {
         "the container burned CPU: {cpu_file}"
     );
     eprintln!("memory {mem_summary} vs {mem_file}; cpu {cpu_summary} vs {cpu_file}");
+    // The node section carries the kubelet's rlimit and fs blocks too.
+    let (_, body) = api.get("/stats/summary")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let n = &v["node"];
+    assert!(n["rlimit"]["maxpid"].as_u64().is_some_and(|p| p > 0), "{n}");
+    assert!(
+        n["rlimit"]["curproc"].as_u64().is_some_and(|p| p > 0),
+        "{n}"
+    );
+    assert!(
+        n["fs"]["capacityBytes"].as_u64().is_some_and(|c| c > 0),
+        "{n}"
+    );
+    assert!(
+        n["memory"]["workingSetBytes"]
+            .as_u64()
+            .is_some_and(|w| w > 0),
+        "{n}"
+    );
     Ok(())
 }

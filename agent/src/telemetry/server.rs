@@ -19,17 +19,58 @@ pub struct ServerStats {
     view: Option<TelemetryView>,
     node: api::NodeStats,
     prev: Mutex<Prev>,
+    /// The filesystem the Summary API reports as the node's (the kubelet's root dir).
+    node_fs: std::path::PathBuf,
 }
 
 impl ServerStats {
-    /// A source; `view` is `None` when telemetry is off (usage then stays empty).
-    pub fn new(view: Option<TelemetryView>, node: api::NodeStats) -> Arc<Self> {
+    /// A source; `view` is `None` when telemetry is off (usage then stays empty). `node_fs` is
+    /// the directory whose filesystem is the node's `fs` (the kubelet uses its root dir).
+    pub fn new(
+        view: Option<TelemetryView>,
+        mut node: api::NodeStats,
+        node_fs: std::path::PathBuf,
+    ) -> Arc<Self> {
+        node.max_pid = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         Arc::new(Self {
             view,
             node,
             prev: Mutex::new(HashMap::new()),
+            node_fs,
         })
     }
+}
+
+/// Current number of processes and threads (sysinfo's procs; the 4th field of /proc/loadavg
+/// is `running/total`), the Summary API's `rlimit.curproc`.
+fn cur_proc() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok()
+}
+
+/// Capacity and use of the filesystem holding `path` (statvfs), the Summary API's node `fs`.
+// The statvfs fields are u64 here but narrower on 32-bit targets: keep the conversions.
+#[allow(clippy::useless_conversion)]
+fn fs_stats(path: &std::path::Path) -> Option<api::FsStats> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable statvfs storage.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    let frsize = u64::from(st.f_frsize);
+    Some(api::FsStats {
+        available_bytes: u64::from(st.f_bavail) * frsize,
+        capacity_bytes: u64::from(st.f_blocks) * frsize,
+        used_bytes: u64::from(st.f_blocks).saturating_sub(u64::from(st.f_bfree)) * frsize,
+        inodes_free: u64::from(st.f_ffree),
+        inodes: u64::from(st.f_files),
+    })
 }
 
 /// nanocores from the previous reading of `key`, then remembers this one.
@@ -82,6 +123,8 @@ impl StatsSource for ServerStats {
 
     fn snapshot(&self) -> StatsSnapshot {
         let mut node = self.node.clone();
+        node.cur_proc = cur_proc();
+        node.fs = fs_stats(&self.node_fs).or_else(|| fs_stats(std::path::Path::new("/")));
         let Some(view) = &self.view else {
             return StatsSnapshot {
                 node,
