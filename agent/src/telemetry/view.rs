@@ -1,0 +1,260 @@
+//! The read side: a cheap, cloneable view of per-container, per-pod and node usage.
+
+use super::*;
+
+/// One container's resource use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerStats {
+    /// Its pod.
+    pub pod: PodRef,
+    /// Container name.
+    pub container: String,
+    /// Runtime container id.
+    pub id: String,
+    /// Cgroup path relative to the hierarchy root.
+    pub cgroup: String,
+    /// CPU (cumulative), if the cgroup exists in the CPU hierarchy.
+    pub cpu: Option<CpuStats>,
+    /// Memory, if the cgroup exists in the memory hierarchy.
+    pub memory: Option<MemoryStats>,
+    /// OOM kills seen in the container's cgroup.
+    pub oom_kills: u64,
+    /// Image as the runtime reports it.
+    pub image: String,
+    /// When the runtime created the container.
+    pub created_at: Option<SystemTime>,
+    /// Running at the last CRI relist.
+    pub running: bool,
+}
+
+/// One pod's resource use (its pod cgroup: containers plus sandbox).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodStats {
+    /// The pod.
+    pub pod: PodRef,
+    /// Pod cgroup path relative to the hierarchy root.
+    pub cgroup: String,
+    /// CPU (cumulative).
+    pub cpu: Option<CpuStats>,
+    /// Memory.
+    pub memory: Option<MemoryStats>,
+    /// OOM kills in the pod's containers.
+    pub oom_kills: u64,
+    /// When the pod's sandbox was created.
+    pub created_at: Option<SystemTime>,
+}
+
+/// Node-wide figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// CPU time used by everything on the node, ns (root cgroup), read on call.
+    pub cpu_usage_ns: Option<u64>,
+    /// Node working set, bytes (root memcg).
+    pub memory_working_set_bytes: Option<u64>,
+}
+
+/// One OOM kill, attributed to a pod and container when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomKill {
+    /// The victim's pod.
+    pub pod: Option<PodRef>,
+    /// The victim's container name.
+    pub container: Option<String>,
+    /// The victim's container id.
+    pub id: Option<String>,
+    /// The store's record.
+    pub event: stats::OomEvent,
+}
+
+/// Read-only, cheap-to-clone view of pod and container telemetry.
+#[derive(Clone, Debug)]
+pub struct TelemetryView {
+    pub(super) stats: StatsStore,
+    pub(super) index: Arc<RwLock<Arc<Index>>>,
+    pub(super) node_cpu: Option<NodeCpuFile>,
+}
+
+/// Where the root cgroup's CPU usage is.
+#[derive(Clone, Debug)]
+pub(super) enum NodeCpuFile {
+    /// v1 `cpuacct.usage` (ns).
+    V1(PathBuf),
+    /// v2 `cpu.stat` (`usage_usec`).
+    V2(PathBuf),
+}
+
+impl NodeCpuFile {
+    fn detect() -> Option<Self> {
+        let layout = stats::cgroupfs::CgroupLayout::detect().ok()?;
+        let m = layout
+            .controller("cpuacct")
+            .or_else(|| layout.controller("cpu"))?;
+        Some(if m.v2 {
+            NodeCpuFile::V2(m.mount.join("cpu.stat"))
+        } else {
+            NodeCpuFile::V1(m.mount.join("cpuacct.usage"))
+        })
+    }
+
+    fn read(&self) -> Option<u64> {
+        match self {
+            NodeCpuFile::V1(p) => std::fs::read_to_string(p).ok()?.trim().parse().ok(),
+            NodeCpuFile::V2(p) => {
+                let text = std::fs::read_to_string(p).ok()?;
+                stats::cgroupfs::parse_flat_keyed(&text)
+                    .get("usage_usec")
+                    .map(|us| us * 1000)
+            }
+        }
+    }
+}
+
+impl TelemetryView {
+    pub(super) fn new(stats: StatsStore) -> Self {
+        Self {
+            stats,
+            index: Arc::default(),
+            node_cpu: NodeCpuFile::detect(),
+        }
+    }
+
+    pub(super) fn index(&self) -> Arc<Index> {
+        match self.index.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The latest store snapshot (cgroup paths; for metrics that want everything).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.stats.snapshot()
+    }
+
+    /// Which source feeds the store (`None` before the first sweep, and with telemetry off).
+    pub fn source(&self) -> Source {
+        self.stats.source()
+    }
+
+    /// When the current numbers were taken.
+    pub fn taken_at(&self) -> Option<SystemTime> {
+        self.stats.snapshot().taken_at
+    }
+
+    /// Collection counters (records, losses, drift).
+    pub fn counters(&self) -> CollectorCounters {
+        self.stats.snapshot().counters
+    }
+
+    /// Every running container whose id is resolved, with its numbers.
+    pub fn containers(&self) -> Vec<ContainerStats> {
+        let snap = self.stats.snapshot();
+        let index = self.index();
+        let mut out = Vec::new();
+        for (cgroup, s) in &snap.cgroups {
+            let Some(CgroupKind::Container { id, .. }) = classify(cgroup) else {
+                continue;
+            };
+            let Some(
+                owner @ Owner {
+                    pod,
+                    container: Some(name),
+                    ..
+                },
+            ) = index.by_id.get(id)
+            else {
+                continue;
+            };
+            if s.cpu.is_none() && s.memory.is_none() {
+                // Only OOM history is left: the cgroup is gone.
+                continue;
+            }
+            out.push(ContainerStats {
+                pod: pod.clone(),
+                container: name.clone(),
+                id: id.to_owned(),
+                cgroup: cgroup.clone(),
+                cpu: s.cpu,
+                memory: s.memory,
+                oom_kills: s.oom_kills,
+                image: owner.image.clone(),
+                created_at: unix_time(owner.created_at_ns),
+                running: owner.running,
+            });
+        }
+        out.sort_by(|a, b| (&a.pod, &a.container).cmp(&(&b.pod, &b.container)));
+        out
+    }
+
+    /// Per-pod totals (the pod cgroup, which includes the sandbox).
+    pub fn pod_totals(&self) -> Vec<PodStats> {
+        let snap = self.stats.snapshot();
+        let index = self.index();
+        let mut ooms: HashMap<&str, u64> = HashMap::new();
+        for (cgroup, s) in &snap.cgroups {
+            if let Some(CgroupKind::Container { id, .. }) = classify(cgroup)
+                && let Some(o) = index.by_id.get(id)
+            {
+                *ooms.entry(o.pod.uid.as_str()).or_default() += s.oom_kills;
+            }
+        }
+        let mut out = Vec::new();
+        for (cgroup, s) in &snap.cgroups {
+            let Some(CgroupKind::Pod { uid }) = classify(cgroup) else {
+                continue;
+            };
+            let Some(pod) = index.pods.get(&uid) else {
+                continue;
+            };
+            let created = index
+                .by_id
+                .values()
+                .filter(|o| o.container.is_none() && o.pod.uid == uid)
+                .map(|o| o.created_at_ns)
+                .filter(|&t| t > 0)
+                .min()
+                .and_then(unix_time);
+            out.push(PodStats {
+                pod: pod.clone(),
+                cgroup: cgroup.clone(),
+                cpu: s.cpu,
+                memory: s.memory,
+                oom_kills: ooms.get(uid.as_str()).copied().unwrap_or(0),
+                created_at: created,
+            });
+        }
+        out.sort_by(|a, b| a.pod.cmp(&b.pod));
+        out
+    }
+
+    /// Node CPU (read from the root cgroup now) and working set (from the store).
+    pub fn node(&self) -> NodeStats {
+        NodeStats {
+            cpu_usage_ns: self.node_cpu.as_ref().and_then(NodeCpuFile::read),
+            memory_working_set_bytes: self.stats.snapshot().node_working_set_bytes,
+        }
+    }
+
+    /// Recent OOM kills (oldest first), attributed where the index knows the container.
+    pub fn recent_ooms(&self) -> Vec<OomKill> {
+        let snap = self.stats.snapshot();
+        let index = self.index();
+        snap.recent_ooms
+            .iter()
+            .map(|e| attribute(&index, e))
+            .collect()
+    }
+}
+
+pub(super) fn attribute(index: &Index, e: &stats::OomEvent) -> OomKill {
+    let id = e.cgroup.as_deref().and_then(|c| match classify(c) {
+        Some(CgroupKind::Container { id, .. }) => Some(id.to_owned()),
+        _ => None,
+    });
+    let owner = id.as_deref().and_then(|id| index.by_id.get(id));
+    OomKill {
+        pod: owner.map(|o| o.pod.clone()),
+        container: owner.and_then(|o| o.container.clone()),
+        id,
+        event: e.clone(),
+    }
+}
