@@ -163,7 +163,9 @@ fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
     }
 
     let (view, file) = cpu_rates(dump, "busy")?;
-    assert!(file > 0.5, "the busy loop runs ({file:.3} cores)");
+    // Only that it runs: how much CPU it gets depends on what else shares the 2 cores (the
+    // other test's busy loop, a build), which is not what this test is about.
+    assert!(file > 0.05, "the busy loop runs ({file:.3} cores)");
     assert!(
         (view - file).abs() <= 0.05 * file,
         "busy CPU: view {view:.4} vs file {file:.4} cores"
