@@ -242,6 +242,11 @@ pub struct CpuAcct {
     pub slices: u64,
     /// Longest single run-queue wait seen (ns).
     pub wait_max_ns: u64,
+    /// The cgroup's CFS throttled periods (the scheduler's own cumulative count, copied at
+    /// switch-out: not a delta).
+    pub nr_throttled: u32,
+    /// 1 if the cgroup has a CFS quota (a CPU limit).
+    pub has_quota: u32,
 }
 
 /// What a CPU is running now (value of [`maps::CPU_SLOTS`]); lets user space add the
@@ -314,7 +319,7 @@ const _: () = {
     assert!(core::mem::size_of::<OomRecord>() == 88);
     assert!(core::mem::size_of::<MemMarkRecord>() == 48);
     assert!(core::mem::size_of::<CgroupRecord>() == 296);
-    assert!(core::mem::size_of::<CpuAcct>() == 32);
+    assert!(core::mem::size_of::<CpuAcct>() == 40);
     assert!(core::mem::size_of::<CpuSlot>() == 48);
     assert!(core::mem::size_of::<MemAcct>() == 8 * (mem_item::COUNT + 4));
     assert!(core::mem::size_of::<MemMark>() == 24);

@@ -161,6 +161,8 @@ fn secure_port_serves_pods_logs_and_run_to_authenticated_clients_only() -> Resul
     let (port, ro, hz) = (free_port()?, free_port()?, free_port()?);
     let node = node!(NodeOpts {
         extra_config: server_config(&pki, port, ro, hz),
+        // The programs' run time is counted only when asked (it costs two clock reads a run).
+        env: vec![("NODELET_BPF_STATS".into(), "1".into())],
         ..Default::default()
     });
     let api = Api { pki: &pki, port };
@@ -337,6 +339,20 @@ fn secure_port_serves_pods_logs_and_run_to_authenticated_clients_only() -> Resul
         "nodelet_ebpf_lost_records_total",
     ] {
         assert!(m.contains(&format!("# TYPE {family} counter")), "{family}");
+    }
+    // With eBPF, each program's kernel run-time statistics (NODELET_BPF_STATS=1 above).
+    if m.contains("nodelet_telemetry_source{source=\"ebpf\"} 1") {
+        let runs = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("nodelet_ebpf_program_runs_total{program=\"on_sched_switch\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(runs.is_some_and(|r| r > 0.0), "sched_switch runs: {runs:?}");
+        assert!(
+            m.contains("nodelet_ebpf_program_run_seconds_total{program=\"on_mark_victim\"}"),
+            "every program has a run-time series"
+        );
     }
     assert!(m.contains("kubelet_running_pods 1"), "{m}");
     assert!(

@@ -12,6 +12,10 @@ const T: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 
 /// A node whose agent runs telemetry in `mode` and dumps its view to a file.
+/// The two tests each run a busy loop; on a 2-core machine side by side they starve each
+/// other's agents and the comparison measures scheduling noise. One at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn node(mode: &str) -> Result<Option<(Node, PathBuf)>> {
     let dump = std::env::temp_dir().join(format!(
         "nodelet-telemetry-{}-{mode}.json",
@@ -82,6 +86,21 @@ fn cpu_file_ns(cgroup: &str) -> Result<u64> {
         .context("no usage_usec")
 }
 
+/// `nr_throttled` from the cgroup's own cpu.stat (v1 cpu controller, else cgroup2).
+fn throttled_file(cgroup: &str) -> Result<u64> {
+    let v1 = cgroup_file("cpu", cgroup, "cpu.stat");
+    let p = if v1.exists() {
+        v1
+    } else {
+        cgroup_file("", cgroup, "cpu.stat")
+    };
+    let stat = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no nr_throttled")
+}
+
 fn memory_file_bytes(cgroup: &str) -> Result<u64> {
     let v1 = cgroup_file("memory", cgroup, "memory.usage_in_bytes");
     if v1.exists() {
@@ -147,6 +166,10 @@ fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
         &host_pod("busy", "Always", "while :; do :; done"),
     )?;
     node.write_manifest("idle.yaml", &host_pod("idle", "Always", "sleep 3600"))?;
+    // A busy loop under a 50m limit is throttled in nearly every 100 ms period.
+    let mut limited = host_pod("limited", "Always", "while :; do :; done");
+    limited.push_str("    resources:\n      limits:\n        cpu: 50m\n");
+    node.write_manifest("limited.yaml", &limited)?;
     // `tail -c` keeps its whole window in anonymous memory while stdin stays open.
     node.write_manifest(
         "mem.yaml",
@@ -156,7 +179,7 @@ fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
             "(head -c 67108864 /dev/zero; sleep 3600) | tail -c 67108864",
         ),
     )?;
-    for pod in ["busy", "idle", "mem"] {
+    for pod in ["busy", "idle", "mem", "limited"] {
         node.wait(&format!("{pod} in the view"), T, || {
             Ok(read_dump(dump)?.and_then(|d| container(&d, pod).map(|_| ())))
         })?;
@@ -174,6 +197,33 @@ fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
     assert!(
         view < 0.01 && file < 0.01,
         "idle CPU: view {view:.4}, file {file:.4}"
+    );
+
+    // CFS throttling: the kernel's own count, for the limited container only. The view's
+    // number trails the file by what happened since its snapshot (<= 1 s: 10 periods).
+    let (view, file) = node.wait("throttled periods in the view", T, || {
+        let Some(d) = read_dump(dump)? else {
+            return Ok(None);
+        };
+        let Some(c) = container(&d, "limited") else {
+            return Ok(None);
+        };
+        let Some(view) = c["cpu_throttled_periods"].as_u64() else {
+            return Ok(None);
+        };
+        let file = throttled_file(c["cgroup"].as_str().context("cgroup")?)?;
+        Ok((view >= 5).then_some((view, file)))
+    })?;
+    eprintln!("limited: view {view} throttled periods, cpu.stat {file}");
+    assert!(
+        view <= file && file - view <= 15,
+        "throttled periods: view {view}, cpu.stat nr_throttled {file}"
+    );
+    let busy = read_dump(dump)?.context("dump")?;
+    let busy = container(&busy, "busy").context("busy")?;
+    assert!(
+        busy["cpu_throttled_periods"].is_null(),
+        "no limit, no throttling series: {busy}"
     );
 
     // Memory: wait until the 64 MiB are in, then compare with the usage file.
@@ -198,6 +248,7 @@ fn check_cpu_and_memory(node: &Node, dump: &Path) -> Result<()> {
 
 #[test]
 fn ebpf_stats_match_cgroup_files_and_oom_kills_name_the_container() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some((node, dump)) = node("auto")? else {
         return Ok(());
     };
@@ -254,6 +305,7 @@ fn ebpf_stats_match_cgroup_files_and_oom_kills_name_the_container() -> Result<()
 
 #[test]
 fn cgroupfs_fallback_serves_the_same_store() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some((node, dump)) = node("cgroupfs")? else {
         return Ok(());
     };

@@ -93,6 +93,8 @@ struct cpu_acct {
 	__u64 wait_ns;
 	__u64 slices;
 	__u64 wait_max_ns;
+	__u32 nr_throttled;
+	__u32 has_quota;
 };
 
 struct cpu_slot {
@@ -131,7 +133,7 @@ _Static_assert(__builtin_offsetof(struct oom_record, comm) == 72, "oom_record.co
 _Static_assert(sizeof(struct mem_mark_record) == 48, "mem_mark_record");
 _Static_assert(sizeof(struct cgroup_record) == 296, "cgroup_record");
 _Static_assert(__builtin_offsetof(struct cgroup_record, path) == 40, "cgroup_record.path");
-_Static_assert(sizeof(struct cpu_acct) == 32, "cpu_acct");
+_Static_assert(sizeof(struct cpu_acct) == 40, "cpu_acct");
 _Static_assert(sizeof(struct cpu_slot) == 48, "cpu_slot");
 _Static_assert(sizeof(struct mem_acct) == 8 * (MEM_ITEM_COUNT + 4), "mem_acct");
 _Static_assert(__builtin_offsetof(struct mem_acct, charged_pages) == 8 * MEM_ITEM_COUNT, "mem_acct.charged");

@@ -12,7 +12,8 @@
  * adds it from CPU_SLOTS and /proc/<tid>/schedstat.
  *
  * Totals stay in a per-CPU hash that user space batch-reads; nothing is streamed per switch
- * (streaming made the agent the top switcher: see shared/NOTES.md).
+ * (streaming made the agent the top switcher: see shared/NOTES.md). User space creates the
+ * entries, for the cgroups under the pods' root only; the program never inserts.
  */
 #include "shared.bpf.h"
 
@@ -55,27 +56,44 @@ static __always_inline int skipped_tgid(__u32 tgid)
 	return 0;
 }
 
-static __always_inline void account(__u64 key, __u64 run, __u64 wait, __u64 slices)
+/*
+ * CFS bandwidth of the task's CPU group (its cpu cgroup): the kernel's own cumulative count
+ * of throttled periods, copied at each switch-out. A throttled group's tasks are switched out
+ * when throttled and run again every period, so the copy trails the kernel by one slice.
+ * There is no throttling tracepoint, and reading the scheduler's counter beats inferring it.
+ */
+static __always_inline void copy_throttling(struct cpu_acct *a, struct task_struct *t)
 {
+	struct task_group *tg;
+
+	if (!bpf_core_field_exists(t->sched_task_group) ||
+	    !bpf_core_field_exists(struct task_group, cfs_bandwidth))
+		return;
+	tg = t->sched_task_group;
+	if (!tg)
+		return;
+	a->nr_throttled = tg->cfs_bandwidth.nr_throttled;
+	a->has_quota = tg->cfs_bandwidth.quota != ~0ULL; /* RUNTIME_INF: no limit */
+}
+
+static __always_inline void account(__u64 key, __u64 run, __u64 wait, __u64 slices,
+				    struct task_struct *t)
+{
+	/*
+	 * Only cgroups user space registered (the pods' subtree) have an entry: a miss is the
+	 * in-kernel filter, so host tasks cost one lookup and user space never sweeps them.
+	 */
 	struct cpu_acct *a = bpf_map_lookup_elem(&CPU_ACCT, &key);
 
-	if (!a) {
-		struct cpu_acct init = {};
-
-		/* EEXIST is harmless (another CPU created the key): look it up again. */
-		bpf_map_update_elem(&CPU_ACCT, &key, &init, BPF_NOEXIST);
-		a = bpf_map_lookup_elem(&CPU_ACCT, &key);
-		if (!a) {
-			count(CNT_CPU_MAP_FULL);
-			return;
-		}
-	}
+	if (!a)
+		return;
 	/* Per-CPU value and sched_switch runs with interrupts off: plain adds are exact. */
 	a->run_ns += run;
 	a->wait_ns += wait;
 	a->slices += slices;
 	if (wait > a->wait_max_ns)
 		a->wait_max_ns = wait;
+	copy_throttling(a, t);
 }
 
 /* SCHED_NORMAL, SCHED_BATCH, SCHED_IDLE: the fair class, which keeps prev_sum_exec_runtime. */
@@ -96,7 +114,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	if (s->task == (__u64)prev) {
 		if (s->cgroup_id)
 			account(s->cgroup_id, prev->se.sum_exec_runtime - s->exec_base_ns,
-				prev->sched_info.run_delay - s->delay_base_ns, 1);
+				prev->sched_info.run_delay - s->delay_base_ns, 1, prev);
 	} else if (s->task) {
 		/*
 		 * prev's switch-in was not traced (seen on this VM kind for its PID 1 agent's
@@ -107,7 +125,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		count(CNT_CPU_SLOT_MISMATCH);
 		if (fair_policy(prev->policy) && !skipped_tgid(prev->tgid))
 			account(cpu_key(prev),
-				prev->se.sum_exec_runtime - prev->se.prev_sum_exec_runtime, 0, 1);
+				prev->se.sum_exec_runtime - prev->se.prev_sum_exec_runtime, 0, 1, prev);
 	}
 
 	tgid = next->tgid;

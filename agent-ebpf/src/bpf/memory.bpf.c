@@ -3,8 +3,9 @@
  * Memory per memcg from the memcg stat tracepoints (memcontrol.c calls them on every stat
  * update, with the memcg whose counter changes, in pages for the items tracked here).
  *
- * Per memcg the deltas are summed into MEM_ACCT. The counters start at zero when an entry is
- * created: user space reads a baseline from the cgroup's files once and adds the deltas.
+ * Per memcg the deltas are summed into MEM_ACCT. User space creates the entries, for the
+ * memcgs under the pods' root only (a lookup miss is the in-kernel filter: host page churn
+ * costs one lookup), and reads a baseline from the cgroup's files once, then adds the deltas.
  * Events are not hierarchical: a parent's total is the sum of its subtree (user space).
  *
  * charged_pages follows what the memcg's page counter charges (LRU pages + kernel memory),
@@ -12,7 +13,7 @@
  * or the node-wide working set crosses NODE_MEM's mark, a record goes to the ring buffer:
  * eviction reacts to a push, not a timer. Marks are looked up only when a counter crosses a
  * granule boundary (1 << mark_granule_shift pages), so the common event costs one hash
- * lookup and two atomic adds.
+ * lookup and two atomic adds. The node working set is summed over every memcg.
  *
  * Item numbers differ between kernels: they come from vmlinux BTF (bpf_core_enum_value) and
  * an item this kernel lacks is compiled out by the verifier (bpf_core_enum_value_exists).
@@ -47,20 +48,10 @@ struct {
 
 #define ITEM(E, N) (bpf_core_enum_value_exists(enum E, N) ? (int)bpf_core_enum_value(enum E, N) : -1)
 
+/* Registered memcgs only (user space creates the entries): a miss is the filter. */
 static __always_inline struct mem_acct *mem_entry(__u64 id)
 {
-	struct mem_acct *m = bpf_map_lookup_elem(&MEM_ACCT, &id);
-
-	if (m)
-		return m;
-	struct mem_acct init = {};
-
-	/* EEXIST is harmless (another CPU created it): look it up again. */
-	bpf_map_update_elem(&MEM_ACCT, &id, &init, BPF_NOEXIST);
-	m = bpf_map_lookup_elem(&MEM_ACCT, &id);
-	if (!m)
-		count(CNT_MEM_MAP_FULL);
-	return m;
+	return bpf_map_lookup_elem(&MEM_ACCT, &id);
 }
 
 static __always_inline void emit_mark(__u64 id, __s64 value, __s64 mark, __u32 scope, __u32 rising)
@@ -132,6 +123,9 @@ static __always_inline void fold(struct mem_cgroup *memcg, int slot, __s64 delta
 
 	if (!memcg || !delta || slot < 0 || slot >= MEM_ITEM_COUNT)
 		return;
+	/* The node working set counts every memcg, registered or not. */
+	if (ws)
+		add_node_ws(delta);
 	id = cgroup_kn_id(memcg->css.cgroup);
 	m = mem_entry(id);
 	if (!m)
@@ -140,8 +134,6 @@ static __always_inline void fold(struct mem_cgroup *memcg, int slot, __s64 delta
 	m->events += 1; /* statistics only: not atomic on purpose */
 	if (charged)
 		add_charged(m, id, delta);
-	if (ws)
-		add_node_ws(delta);
 }
 
 SEC("tp_btf/mod_memcg_lruvec_state")

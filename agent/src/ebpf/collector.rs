@@ -19,9 +19,9 @@ use std::{
 };
 
 use agent_common::{CpuAcct, CpuSlot, MemAcct, MemMark, counter, mem_item};
-use aya::maps::MapError;
+use aya::maps::{MapError, PerCpuValues};
 
-use super::{EbpfError, ids::CgroupIds, loader::Telemetry};
+use super::{EbpfError, batch::read_pod, ids::CgroupIds, loader::Telemetry};
 use crate::stats::{
     CollectorCounters, CpuStats, MemoryStats, Snapshot, Source,
     cgroupfs::{self, CgroupLayout},
@@ -140,7 +140,31 @@ pub struct Collector {
     dead: HashMap<(u32, u64), String>,
     last_rebaseline: Instant,
     drift_bytes: u64,
+    /// (hierarchy, id) with map entries created here: the in-kernel filter's allow list.
+    registered: HashSet<(u32, u64)>,
+    /// `ids.generation` at the last registration pass.
+    registered_gen: Option<u64>,
+    /// Entries that could not be created (map full); counted with the kernel's map-full.
+    register_failed: u64,
+    /// Raw bytes and scalars of the previous read, to skip sweeps that would change nothing.
+    last_read: Vec<u8>,
+    /// A cgroup went away since the last snapshot: the next one must drop it.
+    removed_since_build: bool,
 }
+
+/// One read of the maps.
+#[derive(Debug, Default)]
+struct MapRead {
+    cpu: HashMap<u64, CpuSums>,
+    /// Throttled periods of CPU cgroups with a quota (the kernel's count, not summed).
+    throttled: HashMap<u64, u64>,
+    mem: HashMap<u64, MemSums>,
+    kernel: [u64; counter::COUNT as usize],
+    node_ws_pages: i64,
+}
+
+/// `BPF_NOEXIST`: create only, never reset an entry the kernel is already adding to.
+const BPF_NOEXIST: u64 = 1;
 
 /// Is `path` at or below one of `roots` (all paths if `roots` is empty)?
 pub fn under_roots(roots: &[String], path: &str) -> bool {
@@ -213,9 +237,13 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> EbpfError {
     move |source| EbpfError::Map { map, source }
 }
 
+fn io_err(map: &'static str) -> impl Fn(io::Error) -> EbpfError {
+    move |source| EbpfError::MapIo { map, source }
+}
+
 impl Collector {
-    /// A collector for a loaded object.
-    pub fn new(t: &Telemetry, cfg: CollectorConfig) -> Self {
+    /// A collector for a loaded object; creates the map entries of the cgroups under the roots.
+    pub fn new(t: &mut Telemetry, cfg: CollectorConfig) -> Self {
         let mut ids = CgroupIds::new(cfg.min_walk_interval);
         for h in [t.cpu_hierarchy, t.memory_hierarchy] {
             if let Some(m) = t.layout.hierarchy_mount(h) {
@@ -229,7 +257,7 @@ impl Collector {
         }
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Self {
+        let mut c = Self {
             layout: t.layout.clone(),
             ids,
             cpu_h: t.cpu_hierarchy,
@@ -242,8 +270,69 @@ impl Collector {
             dead: HashMap::new(),
             last_rebaseline: Instant::now(),
             drift_bytes: 0,
+            registered: HashSet::new(),
+            registered_gen: None,
+            register_failed: 0,
+            last_read: Vec::new(),
+            removed_since_build: false,
             cfg,
+        };
+        c.register_new(t);
+        c
+    }
+
+    /// Creates map entries for known cgroups under the roots that have none yet. The
+    /// programs only add to existing entries, so this is what they account.
+    pub fn register_new(&mut self, t: &mut Telemetry) {
+        if self.registered_gen == Some(self.ids.generation) {
+            return;
         }
+        self.registered_gen = Some(self.ids.generation);
+        let mut hierarchies = vec![self.cpu_h];
+        if self.mem_h != self.cpu_h {
+            hierarchies.push(self.mem_h);
+        }
+        for h in hierarchies {
+            let new: Vec<u64> = self
+                .ids
+                .entries(h)
+                .filter(|(id, p)| {
+                    under_roots(&self.cfg.roots, p) && !self.registered.contains(&(h, *id))
+                })
+                .map(|(id, _)| id)
+                .collect();
+            for id in new {
+                self.register(t, h, id);
+            }
+        }
+    }
+
+    /// Creates `id`'s entries in the maps keyed by hierarchy `h` (an existing entry is kept).
+    fn register(&mut self, t: &mut Telemetry, h: u32, id: u64) {
+        let mut result: Result<(), MapError> = Ok(());
+        if h == self.cpu_h {
+            result = PerCpuValues::try_from(vec![CpuAcct::default(); t.maps.batch.nr_cpus])
+                .map_err(|io_error| {
+                    MapError::SyscallError(aya::sys::SyscallError {
+                        call: "per-cpu values",
+                        io_error,
+                    })
+                })
+                .and_then(|z| t.maps.cpu_acct.insert(id, z, BPF_NOEXIST));
+        }
+        if h == self.mem_h && result.is_ok() {
+            result = t.maps.mem_acct.insert(id, MemAcct::default(), BPF_NOEXIST);
+        }
+        match result {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => {
+                self.register_failed += 1;
+                tracing::debug!(hierarchy = h, id, error = %e, "creating a cgroup's map entry failed");
+                return;
+            }
+        }
+        self.registered.insert((h, id));
     }
 
     /// Hierarchy id of CPU keys.
@@ -262,6 +351,7 @@ impl Collector {
     pub fn cgroup_removed(&mut self, hierarchy_id: u32, id: u64) {
         if let Some(path) = self.ids.remove(hierarchy_id, id) {
             self.dead.insert((hierarchy_id, id), path);
+            self.removed_since_build = true;
         }
     }
 
@@ -283,16 +373,27 @@ impl Collector {
         }
     }
 
-    /// Per-cgroup CPU sums (local), with in-flight slices added.
-    pub fn read_cpu(&self, t: &Telemetry) -> Result<HashMap<u64, CpuSums>, EbpfError> {
-        let slots = &t.maps.cpu_slots;
-        let before = slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
-        let mut sums: HashMap<u64, CpuSums> = HashMap::new();
-        for entry in t.maps.cpu_acct.iter() {
-            let (id, per_cpu) = entry.map_err(map_err("CPU_ACCT"))?;
+    /// Per-cgroup CPU sums (local), with in-flight slices of registered cgroups added.
+    /// Also the throttled periods of cgroups with a quota (by id).
+    #[allow(clippy::type_complexity)]
+    pub fn read_cpu(
+        &self,
+        t: &mut Telemetry,
+    ) -> Result<(HashMap<u64, CpuSums>, HashMap<u64, u64>), EbpfError> {
+        let before = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        let b = &mut t.maps.batch.cpu_acct;
+        b.read().map_err(io_err("CPU_ACCT"))?;
+        let mut sums: HashMap<u64, CpuSums> = HashMap::with_capacity(b.len());
+        let mut throttled = HashMap::new();
+        for i in 0..b.len() {
+            let id = b.key_u64(i);
             let s = sums.entry(id).or_default();
-            for v in per_cpu.iter() {
-                let v: &CpuAcct = v;
+            for v in b.copies::<CpuAcct>(i) {
+                // Each CPU holds the count as of its last switch-out: the largest is newest.
+                if v.has_quota != 0 {
+                    let n = throttled.entry(id).or_insert(0u64);
+                    *n = (*n).max(u64::from(v.nr_throttled));
+                }
                 s.add(&CpuSums {
                     run_ns: v.run_ns,
                     wait_ns: v.wait_ns,
@@ -301,15 +402,19 @@ impl Collector {
                 });
             }
         }
+        // Only slices of cgroups we account: other tasks' /proc files are not our business.
         let running: Vec<Option<u64>> = before
             .iter()
             .map(|s: &CpuSlot| {
-                (s.cgroup_id != 0)
+                (s.cgroup_id != 0 && self.registered.contains(&(self.cpu_h, s.cgroup_id)))
                     .then(|| thread_runtime_ns(s.tid).ok())
                     .flatten()
             })
             .collect();
-        let after = slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        if running.iter().all(Option::is_none) {
+            return Ok((sums, throttled));
+        }
+        let after = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
         for ((b, a), now) in before.iter().zip(after.iter()).zip(running) {
             if let Some(now) = now
                 && b == a
@@ -318,15 +423,17 @@ impl Collector {
                 sums.entry(b.cgroup_id).or_default().run_ns += now - b.exec_base_ns;
             }
         }
-        Ok(sums)
+        Ok((sums, throttled))
     }
 
     /// Per-memcg memory sums (local).
-    pub fn read_memory(&self, t: &Telemetry) -> Result<HashMap<u64, MemSums>, EbpfError> {
-        let mut out = HashMap::new();
-        for entry in t.maps.mem_acct.iter() {
-            let (id, m) = entry.map_err(map_err("MEM_ACCT"))?;
-            out.insert(id, MemSums::from(&m));
+    pub fn read_memory(&self, t: &mut Telemetry) -> Result<HashMap<u64, MemSums>, EbpfError> {
+        let b = &mut t.maps.batch.mem_acct;
+        b.read().map_err(io_err("MEM_ACCT"))?;
+        let mut out = HashMap::with_capacity(b.len());
+        for i in 0..b.len() {
+            let m: MemAcct = read_pod(b.value(i));
+            out.insert(b.key_u64(i), MemSums::from(&m));
         }
         Ok(out)
     }
@@ -334,18 +441,68 @@ impl Collector {
     /// Kernel-side counters summed over CPUs, indexed by [`counter`].
     pub fn read_counters(
         &self,
-        t: &Telemetry,
+        t: &mut Telemetry,
     ) -> Result<[u64; counter::COUNT as usize], EbpfError> {
+        let b = &mut t.maps.batch.counters;
+        b.read().map_err(io_err("COUNTERS"))?;
         let mut out = [0u64; counter::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = t
-                .maps
-                .counters
-                .get(&(i as u32), 0)
-                .map_err(map_err("COUNTERS"))?;
-            *slot = per_cpu.iter().sum();
+        for i in 0..b.len() {
+            let idx = u32::from_ne_bytes([b.key(i)[0], b.key(i)[1], b.key(i)[2], b.key(i)[3]]);
+            if let Some(slot) = out.get_mut(idx as usize) {
+                *slot = b.copies::<u64>(i).fold(0u64, u64::wrapping_add);
+            }
         }
         Ok(out)
+    }
+
+    /// Reads every map once; `true` if anything a snapshot shows changed since the last read.
+    fn read_maps(&mut self, t: &mut Telemetry) -> Result<(MapRead, bool), EbpfError> {
+        let (cpu, throttled) = self.read_cpu(t)?;
+        let mem = self.read_memory(t)?;
+        let kernel = self.read_counters(t)?;
+        let node_ws_pages = t
+            .maps
+            .node_mem
+            .get(&0, 0)
+            .map_err(map_err("NODE_MEM"))?
+            .ws_pages;
+        // Change key: the raw map bytes plus the scalars, slot mismatches left out (a
+        // diagnostic that ticks on host switches).
+        let mut key = Vec::with_capacity(self.last_read.len());
+        for b in [&t.maps.batch.cpu_acct, &t.maps.batch.mem_acct] {
+            let (k, v) = b.contents();
+            key.extend_from_slice(&(k.len() as u64).to_ne_bytes());
+            key.extend_from_slice(k);
+            key.extend_from_slice(v);
+        }
+        for (i, v) in kernel.iter().enumerate() {
+            if i != counter::CPU_SLOT_MISMATCH as usize {
+                key.extend_from_slice(&v.to_ne_bytes());
+            }
+        }
+        key.extend_from_slice(&node_ws_pages.to_ne_bytes());
+        key.extend_from_slice(&self.ids.generation.to_ne_bytes());
+        // In-flight slices make CPU differ from the raw maps.
+        let mut changed = key != self.last_read;
+        if !changed {
+            let raw: u64 = cpu.values().map(|s| s.run_ns).fold(0, u64::wrapping_add);
+            let mapped: u64 = (0..t.maps.batch.cpu_acct.len())
+                .flat_map(|i| t.maps.batch.cpu_acct.copies::<CpuAcct>(i))
+                .map(|v| v.run_ns)
+                .fold(0, u64::wrapping_add);
+            changed = raw != mapped;
+        }
+        self.last_read = key;
+        Ok((
+            MapRead {
+                cpu,
+                throttled,
+                mem,
+                kernel,
+                node_ws_pages,
+            },
+            changed,
+        ))
     }
 
     fn paths_of<T: Copy>(
@@ -368,23 +525,58 @@ impl Collector {
     }
 
     /// One sweep: maps -> snapshot. `prev` provides OOM history; `reader` the user-side
-    /// ring-buffer counters.
+    /// ring-buffer counters. (The run loop uses [`sweep_if_changed`](Self::sweep_if_changed).)
+    #[cfg(test)]
     pub fn sweep(
         &mut self,
         t: &mut Telemetry,
         prev: &Snapshot,
         reader: (u64, u64),
     ) -> Result<Snapshot, EbpfError> {
-        let cpu = self.read_cpu(t)?;
-        let mem = self.read_memory(t)?;
-        let kernel = self.read_counters(t)?;
-        let node_ws_pages = t
-            .maps
-            .node_mem
-            .get(&0, 0)
-            .map_err(map_err("NODE_MEM"))?
-            .ws_pages;
+        self.register_new(t);
+        let (read, _) = self.read_maps(t)?;
+        Ok(self.build(t, read, prev, reader))
+    }
 
+    /// One sweep, or `None` when nothing changed since the last sweep and no
+    /// re-baseline is due: an idle node costs a few syscalls a second, no snapshot rebuild.
+    pub fn sweep_if_changed(
+        &mut self,
+        t: &mut Telemetry,
+        prev: &Snapshot,
+        reader: (u64, u64),
+    ) -> Result<Option<Snapshot>, EbpfError> {
+        self.register_new(t);
+        let (read, changed) = self.read_maps(t)?;
+        let reader_same = prev.counters.records_read == reader.0
+            && prev.counters.malformed == reader.1
+            && prev.counters.sweeps > 0;
+        let due = self.last_rebaseline.elapsed() >= self.cfg.rebaseline_every;
+        if !changed && reader_same && !due && !self.removed_since_build {
+            return Ok(None);
+        }
+        Ok(Some(self.build(t, read, prev, reader)))
+    }
+
+    fn build(
+        &mut self,
+        t: &mut Telemetry,
+        read: MapRead,
+        prev: &Snapshot,
+        reader: (u64, u64),
+    ) -> Snapshot {
+        let MapRead {
+            cpu,
+            throttled,
+            mem,
+            kernel,
+            node_ws_pages,
+        } = read;
+        self.removed_since_build = false;
+        let throttled: HashMap<String, u64> = throttled
+            .iter()
+            .filter_map(|(id, n)| self.ids.path(self.cpu_h, *id).map(|p| (p.to_owned(), *n)))
+            .collect();
         let mut unresolved = 0;
         let cpu_paths = self.paths_of(self.cpu_h, &cpu, &mut unresolved);
         let mem_paths = self.paths_of(self.mem_h, &mem, &mut unresolved);
@@ -474,6 +666,7 @@ impl Collector {
                 run_queue_wait_ns: Some(sums.wait_ns),
                 run_queue_wait_max_ns: Some(sums.wait_max_ns),
                 slices: Some(sums.slices),
+                throttled_periods: throttled.get(path).copied(),
             });
             if rebaseline && let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
                 let live = cpu_live.get(path).copied().unwrap_or_default();
@@ -549,14 +742,15 @@ impl Collector {
             records_produced: kernel[counter::RECORDS as usize],
             ring_full: kernel[counter::RINGBUF_FULL as usize],
             map_full: kernel[counter::CPU_MAP_FULL as usize]
-                + kernel[counter::MEM_MAP_FULL as usize],
+                + kernel[counter::MEM_MAP_FULL as usize]
+                + self.register_failed,
             cpu_slot_mismatch: kernel[counter::CPU_SLOT_MISMATCH as usize],
             memory_drift_bytes: self.drift_bytes,
             unresolved_ids: unresolved,
             events_dropped: prev.counters.events_dropped,
             sweeps: prev.counters.sweeps + 1,
         };
-        Ok(snap)
+        snap
     }
 
     fn memory_from(&self, base: &MemBaseline, now: &MemSums) -> MemoryStats {
@@ -583,6 +777,7 @@ impl Collector {
     /// Deletes map entries of removed cgroups (their sums were left out of the new baselines).
     fn forget_dead(&mut self, t: &mut Telemetry) {
         for (h, id) in std::mem::take(&mut self.dead).into_keys() {
+            self.registered.remove(&(h, id));
             // NotFound is fine: the cgroup never had an entry in that map.
             if h == self.cpu_h {
                 let _ = t.maps.cpu_acct.remove(&id);
@@ -625,6 +820,8 @@ impl Collector {
                 source,
             })?;
         self.ids.insert(self.mem_h, id, path.to_owned());
+        // Marks fire only on registered memcgs (the kernel never creates entries).
+        self.register(t, self.mem_h, id);
         let usage = cgroupfs::read_memory(&self.layout, path)
             .map_err(|source| EbpfError::Cgroup {
                 path: path.to_owned(),

@@ -29,6 +29,8 @@ pub struct CgroupIds {
     pub min_walk_interval: Duration,
     /// Walks done (metric).
     pub walks: u64,
+    /// Bumped whenever an id is added, so users can tell when to look for new ones.
+    pub generation: u64,
 }
 
 impl CgroupIds {
@@ -38,6 +40,7 @@ impl CgroupIds {
             hierarchies: HashMap::new(),
             min_walk_interval,
             walks: 0,
+            generation: 0,
         }
     }
 
@@ -69,10 +72,19 @@ impl CgroupIds {
             .flat_map(|h| h.by_id.values().map(String::as_str))
     }
 
+    /// Every known (id, path) of `hierarchy_id`.
+    pub fn entries(&self, hierarchy_id: u32) -> impl Iterator<Item = (u64, &str)> {
+        self.hierarchies
+            .get(&hierarchy_id)
+            .into_iter()
+            .flat_map(|h| h.by_id.iter().map(|(id, p)| (*id, p.as_str())))
+    }
+
     /// Records a cgroup seen in a mkdir record.
     pub fn insert(&mut self, hierarchy_id: u32, id: u64, path: String) {
         if let Some(h) = self.hierarchies.get_mut(&hierarchy_id) {
             h.by_id.insert(id, path);
+            self.generation += 1;
         }
     }
 
@@ -101,6 +113,7 @@ impl CgroupIds {
         }
         h.by_id = by_id;
         self.walks += 1;
+        self.generation += 1;
         Ok(true)
     }
 

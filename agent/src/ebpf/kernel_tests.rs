@@ -156,10 +156,10 @@ impl Drop for TestCgroup {
 
 fn load(roots: Vec<String>) -> (Telemetry, Collector) {
     let layout = CgroupLayout::detect().expect("layout");
-    let t = Telemetry::load(&TelemetryConfig::default(), layout)
+    let mut t = Telemetry::load(&TelemetryConfig::default(), layout)
         .unwrap_or_else(|e| panic!("load: {}", error_chain(&e)));
     let c = Collector::new(
-        &t,
+        &mut t,
         CollectorConfig {
             roots,
             ..CollectorConfig::default()
@@ -217,7 +217,7 @@ fn busy_cgroup_cpu_matches_cpuacct_within_5_percent() {
     let sweep_time = t1.elapsed();
     let f1 = cg.cpuacct_usage();
     let (de, df) = ((e1 - e0) as f64, (f1 - f0) as f64);
-    let k = c.read_counters(&t).expect("counters");
+    let k = c.read_counters(&mut t).expect("counters");
     eprintln!(
         "cpu over 3 s: ebpf {:.1} ms, cpuacct.usage {:.1} ms, diff {:+.3}%; slot mismatches {}; sweep {:?}",
         de / 1e6,
@@ -408,10 +408,10 @@ fn records_seen_plus_dropped_equal_records_produced() {
         paths.push(cg.path.clone());
         drop(cg);
     }
-    let before = c.read_counters(&t).expect("counters");
+    let before = c.read_counters(&mut t).expect("counters");
     let mut records = Vec::new();
     reader.drain_now(&mut records);
-    let after = c.read_counters(&t).expect("counters");
+    let after = c.read_counters(&mut t).expect("counters");
     let produced = |k: &[u64; 5]| k[agent_common::counter::RECORDS as usize];
     let dropped = before[agent_common::counter::RINGBUF_FULL as usize];
     eprintln!(
@@ -521,7 +521,7 @@ fn rebaseline_keeps_memory_on_the_file_and_reports_drift() {
         .unwrap_or_else(|e| panic!("load: {}", error_chain(&e)));
     let mut t = t;
     let mut c = Collector::new(
-        &t,
+        &mut t,
         CollectorConfig {
             roots: vec![cg.path.clone()],
             rebaseline_every: Duration::ZERO,

@@ -12,7 +12,10 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 
-use super::EbpfError;
+use super::{
+    EbpfError,
+    batch::{self, BatchMap},
+};
 use crate::stats::cgroupfs::CgroupLayout;
 
 /// Program name and the tracepoint it attaches to.
@@ -42,6 +45,10 @@ pub struct TelemetryConfig {
     pub agent_tgids: Vec<u32>,
     /// Test/ops switch: refuse to load, as if BPF were unavailable (fallback path).
     pub disabled: bool,
+    /// Have the kernel count the programs' run time while loaded (`BPF_ENABLE_STATS`, what
+    /// `kernel.bpf_stats_enabled=1` does): costs two clock reads per program run, so off
+    /// by default.
+    pub run_stats: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -53,6 +60,7 @@ impl Default for TelemetryConfig {
             mark_granule_shift: 8,
             agent_tgids: vec![std::process::id()],
             disabled: false,
+            run_stats: false,
         }
     }
 }
@@ -69,8 +77,21 @@ pub struct TelemetryMaps {
     pub mem_marks: HashMap<MapData, u64, MemMark>,
     /// Node working set and its mark.
     pub node_mem: Array<MapData, NodeMem>,
-    /// Kernel-side counters, per CPU.
-    pub counters: PerCpuArray<MapData, u64>,
+    /// Whole-map readers of the maps the sweep reads every second.
+    pub batch: BatchMaps,
+}
+
+/// Batch readers (one syscall per map per sweep) of the swept maps.
+#[derive(Debug)]
+pub struct BatchMaps {
+    /// [`TelemetryMaps::cpu_acct`].
+    pub cpu_acct: BatchMap,
+    /// [`TelemetryMaps::mem_acct`].
+    pub mem_acct: BatchMap,
+    /// [`TelemetryMaps::counters`].
+    pub counters: BatchMap,
+    /// Possible CPUs: copies per per-CPU value.
+    pub nr_cpus: usize,
 }
 
 /// A loaded, attached telemetry object.
@@ -89,6 +110,10 @@ pub struct Telemetry {
     pub memory_hierarchy: u32,
     /// Mark granule, pages.
     pub mark_granule_pages: i64,
+    /// Kernel ids of the attached programs, by name (for their run-time statistics).
+    pub program_ids: Vec<(&'static str, u32)>,
+    /// Held while run-time statistics are wanted; the kernel stops counting when it closes.
+    _run_stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl Telemetry {
@@ -138,6 +163,7 @@ impl Telemetry {
             .load(agent_ebpf::TELEMETRY_OBJ)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
 
+        let mut program_ids = Vec::with_capacity(ATTACH.len());
         for (program, tracepoint) in ATTACH {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
@@ -148,15 +174,37 @@ impl Telemetry {
                 .map_err(|source| EbpfError::program(program, tracepoint, source))?;
             prog.attach()
                 .map_err(|source| EbpfError::program(program, tracepoint, source))?;
+            // Only the metric needs the id: a failure leaves that program out of it.
+            if let Ok(info) = prog.info() {
+                program_ids.push((program, info.id()));
+            }
         }
+        let run_stats = if cfg.run_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "enabling BPF run-time statistics failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Layout(e))?;
+        let batch = BatchMaps {
+            cpu_acct: batch_map(&ebpf, maps::CPU_ACCT, 8, size_of::<CpuAcct>(), nr_cpus)?,
+            mem_acct: batch_map(&ebpf, maps::MEM_ACCT, 8, size_of::<MemAcct>(), 1)?,
+            counters: batch_map(&ebpf, maps::COUNTERS, 4, 8, nr_cpus)?,
+            nr_cpus,
+        };
         let maps = TelemetryMaps {
             cpu_acct: typed(&mut ebpf, maps::CPU_ACCT)?,
             cpu_slots: typed(&mut ebpf, maps::CPU_SLOTS)?,
             mem_acct: typed(&mut ebpf, maps::MEM_ACCT)?,
             mem_marks: typed(&mut ebpf, maps::MEM_MARKS)?,
             node_mem: typed(&mut ebpf, maps::NODE_MEM)?,
-            counters: typed(&mut ebpf, maps::COUNTERS)?,
+            batch,
         };
         let events: RingBuf<MapData> = typed(&mut ebpf, maps::EVENTS)?;
         Ok(Self {
@@ -167,6 +215,8 @@ impl Telemetry {
             cpu_hierarchy: cpu.hierarchy_id,
             memory_hierarchy: memory.hierarchy_id,
             mark_granule_pages: 1i64 << cfg.mark_granule_shift,
+            program_ids,
+            _run_stats: run_stats,
         })
     }
 }
@@ -180,6 +230,21 @@ where
         .take_map(name)
         .ok_or(EbpfError::MissingMap { map: name })?;
     T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
+/// A batch reader on a duplicate of map `name`'s descriptor.
+fn batch_map(
+    ebpf: &Ebpf,
+    name: &'static str,
+    key_size: usize,
+    value_size: usize,
+    per_cpu_copies: usize,
+) -> Result<BatchMap, EbpfError> {
+    let map = ebpf.map(name).ok_or(EbpfError::MissingMap { map: name })?;
+    let io_err = |source| EbpfError::MapIo { map: name, source };
+    let fd = batch::map_fd(map)
+        .ok_or_else(|| io_err(io::Error::other("map type cannot be batch-read")))?;
+    BatchMap::new(fd, key_size, value_size, per_cpu_copies).map_err(io_err)
 }
 
 /// One-line reason for a program failure, for the log and the error.

@@ -10,6 +10,7 @@
 //! Where to start: [`start`]; the pieces are [`Telemetry::load`] (loader, typed maps),
 //! [`EventReader`] (ring buffer via `AsyncFd`), [`Collector`] (maps -> [`Snapshot`]).
 
+mod batch;
 mod collector;
 mod ids;
 #[cfg(test)]
@@ -90,6 +91,15 @@ pub enum EbpfError {
         #[source]
         source: MapError,
     },
+    /// A syscall on a map's descriptor (batch read, dup) failed.
+    #[error("map {map}")]
+    MapIo {
+        /// Map name.
+        map: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// Reading a cgroup's files failed.
     #[error("cgroup {path}")]
     Cgroup {
@@ -119,6 +129,37 @@ impl EbpfError {
             source: Box::new(source),
         }
     }
+}
+
+/// Run-time statistics of one attached program, as the kernel counts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// Program name.
+    pub name: &'static str,
+    /// Total run time, ns (0 unless run-time statistics are enabled).
+    pub run_ns: u64,
+    /// Runs (0 unless run-time statistics are enabled).
+    pub runs: u64,
+}
+
+/// Current run-time statistics of the programs `ids` names (a walk of the kernel's loaded
+/// programs: a few syscalls per program, for a metrics scrape, not a hot path).
+pub fn program_runs(ids: &[(&'static str, u32)]) -> Vec<ProgramRuns> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for info in aya::programs::loaded_programs().flatten() {
+        if let Some((name, _)) = ids.iter().find(|(_, id)| *id == info.id()) {
+            out.push(ProgramRuns {
+                name,
+                run_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                runs: info.run_count(),
+            });
+        }
+    }
+    out.sort_by_key(|p| p.name);
+    out
 }
 
 /// `e` and its sources on one line, for the single log line of a failure.
@@ -283,7 +324,8 @@ pub fn start(
     match Telemetry::load(&opts.load, layout.clone()) {
         Ok(telemetry) => {
             let (tx, rx) = mpsc::channel(16);
-            let collector = Collector::new(&telemetry, opts.collector.clone());
+            let mut telemetry = telemetry;
+            let collector = Collector::new(&mut telemetry, opts.collector.clone());
             let task = tokio::spawn(run_ebpf(
                 telemetry, collector, writer, events, rx, opts, cancel,
             ));
@@ -326,6 +368,7 @@ async fn run_ebpf(
         .take()
         .ok_or(EbpfError::MissingMap { map: "EVENTS" })?;
     let mut reader = EventReader::new(ring).map_err(EbpfError::RingBuf)?;
+    writer.set_programs(telemetry.program_ids.clone());
     let mut tick = tokio::time::interval(opts.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(opts.batch);
@@ -349,11 +392,13 @@ async fn run_ebpf(
             }
             _ = tick.tick() => {
                 let prev = writer.current();
-                match collector.sweep(&mut telemetry, &prev, (reader.read, reader.malformed)) {
-                    Ok(mut snap) => {
+                match collector.sweep_if_changed(&mut telemetry, &prev, (reader.read, reader.malformed)) {
+                    Ok(Some(mut snap)) => {
                         snap.counters.events_dropped = dropped_events;
                         writer.publish(snap);
                     }
+                    // Nothing moved: the snapshot stands, confirmed current now.
+                    Ok(None) => writer.confirm(SystemTime::now()),
                     Err(e) => tracing::warn!(error = %error_chain(&e), "eBPF telemetry sweep failed"),
                 }
             }

@@ -345,6 +345,26 @@ fn render_telemetry(e: &mut Encoder, t: &crate::server::stats::TelemetryHealth) 
         Kind::Gauge,
     );
     e.sample(&[], c.memory_drift_bytes as f64, None);
+    if t.programs.is_empty() {
+        return;
+    }
+    e.family(
+        "nodelet_ebpf_program_run_seconds_total",
+        "Time the eBPF programs ran, as the kernel counts it while run-time statistics are on \
+         (kernel.bpf_stats_enabled=1 or NODELET_BPF_STATS=1; 0 otherwise).",
+        Kind::Counter,
+    );
+    for p in &t.programs {
+        e.sample(&[("program", p.name)], p.run_ns as f64 / 1e9, None);
+    }
+    e.family(
+        "nodelet_ebpf_program_runs_total",
+        "Runs of the eBPF programs while run-time statistics are on.",
+        Kind::Counter,
+    );
+    for p in &t.programs {
+        e.sample(&[("program", p.name)], p.runs as f64, None);
+    }
 }
 
 /// Running pods and containers by state, from pod status (the kubelet counts from its runtime

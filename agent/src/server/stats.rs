@@ -136,6 +136,8 @@ pub struct TelemetryHealth {
     pub source: &'static str,
     /// Collector and ring-buffer counters.
     pub counters: crate::stats::CollectorCounters,
+    /// The eBPF programs' kernel run-time statistics (empty without eBPF).
+    pub programs: Vec<crate::ebpf::ProgramRuns>,
 }
 
 fn rfc3339(t: Option<SystemTime>) -> Value {

@@ -15,8 +15,11 @@ pub mod cgroupfs;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, RwLock},
-    time::SystemTime,
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 /// How many OOM events a snapshot keeps (oldest dropped first).
@@ -56,6 +59,8 @@ pub struct CpuStats {
     pub run_queue_wait_max_ns: Option<u64>,
     /// Completed on-CPU slices (eBPF only).
     pub slices: Option<u64>,
+    /// CFS periods in which the cgroup was throttled; `None` without a CPU limit (quota).
+    pub throttled_periods: Option<u64>,
 }
 
 /// Memory use of one cgroup (including its descendants), in bytes unless noted.
@@ -173,7 +178,17 @@ impl Snapshot {
     }
 }
 
-type Shared = Arc<RwLock<Arc<Snapshot>>>;
+/// The snapshot, and when the writer last confirmed it still holds.
+#[derive(Debug, Default)]
+struct Inner {
+    snap: RwLock<Arc<Snapshot>>,
+    /// Unix ns of the last [`StatsWriter::confirm`]; 0 = never.
+    confirmed_ns: AtomicU64,
+    /// Kernel ids of the eBPF programs feeding the store, by name (set once by the writer).
+    programs: OnceLock<Vec<(&'static str, u32)>>,
+}
+
+type Shared = Arc<Inner>;
 
 /// Read handle: cheap to clone, never blocks the writer for longer than an `Arc` swap.
 #[derive(Clone, Debug)]
@@ -202,10 +217,28 @@ impl StatsStore {
     /// The latest published snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         // A poisoned lock only means a writer panicked mid-swap; the Arc inside is whole.
-        match self.inner.read() {
+        match self.inner.snap.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Kernel ids of the eBPF programs feeding the store (empty without eBPF).
+    pub fn programs(&self) -> &[(&'static str, u32)] {
+        self.inner
+            .programs
+            .get()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// When the current numbers were last known true: the snapshot's time, or later if the
+    /// writer has since confirmed that nothing changed.
+    pub fn taken_at(&self) -> Option<SystemTime> {
+        let taken = self.snapshot().taken_at;
+        let ns = self.inner.confirmed_ns.load(Ordering::Relaxed);
+        let confirmed = (ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns));
+        taken.max(confirmed)
     }
 
     /// Stats of one cgroup path, if known (tests compare single cgroups with their files).
@@ -231,15 +264,28 @@ impl StatsWriter {
     /// Replaces the snapshot.
     pub fn publish(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
-        match self.inner.write() {
+        match self.inner.snap.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
 
+    /// Names the eBPF programs that feed this store (once; later calls are ignored).
+    pub fn set_programs(&self, ids: Vec<(&'static str, u32)>) {
+        let _ = self.inner.programs.set(ids);
+    }
+
+    /// Records that the current snapshot was found still true at `at` (no rebuild needed).
+    pub fn confirm(&self, at: SystemTime) {
+        if let Ok(d) = at.duration_since(UNIX_EPOCH) {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            self.inner.confirmed_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
     /// Edits the current snapshot in place (copy-on-write if readers hold it).
     pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        let mut guard = match self.inner.write() {
+        let mut guard = match self.inner.snap.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };

@@ -39,6 +39,8 @@ pub(super) fn dump_json(
                 "id": s.id,
                 "cgroup": s.cgroup,
                 "cpu_usage_ns": s.cpu.map(|c| c.usage_ns),
+                "cpu_throttled_periods": s.cpu.and_then(|c| c.throttled_periods),
+                "run_queue_wait_ns": s.cpu.and_then(|c| c.run_queue_wait_ns),
                 "memory": memory_json(&s.memory),
                 "oom_kills": s.oom_kills,
             })

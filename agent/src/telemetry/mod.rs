@@ -15,6 +15,9 @@
 //!   `off` runs no telemetry at all (benchmark baseline).
 //! - `NODELET_TELEMETRY_DUMP=<file>`: after every new store snapshot, write the view as JSON to
 //!   `<file>` (atomically). For tests and benchmarks until the HTTP API exists.
+//! - `NODELET_BPF_STATS=1`: have the kernel count the programs' run time (as
+//!   `kernel.bpf_stats_enabled=1` does, for as long as the agent runs), exported as
+//!   `nodelet_ebpf_program_run_seconds_total`. Off by default: two clock reads per run.
 //! - `NODELET_TELEMETRY_MARK_BYTES=<n>` (benchmark aid, eBPF only): put a memory mark at `n`
 //!   bytes (low mark 90 %) on every container; crossings are logged and dumped with their
 //!   kernel -> agent latency. Eviction will set real marks.
@@ -59,6 +62,8 @@ pub use path::{CgroupKind, classify};
 pub const MODE_VAR: &str = "NODELET_TELEMETRY";
 /// Environment variable naming the JSON dump file.
 pub const DUMP_VAR: &str = "NODELET_TELEMETRY_DUMP";
+/// Environment variable: `1` turns on the kernel's run-time statistics of our programs.
+pub const BPF_STATS_VAR: &str = "NODELET_BPF_STATS";
 /// Environment variable: a memory mark (bytes) on every container (benchmark aid).
 pub const MARK_VAR: &str = "NODELET_TELEMETRY_MARK_BYTES";
 /// Mark crossings kept for the dump.
@@ -93,6 +98,8 @@ pub struct Settings {
     pub dump: Option<PathBuf>,
     /// Memory mark put on every container, bytes (benchmark aid).
     pub mark_bytes: Option<u64>,
+    /// Count the eBPF programs' run time.
+    pub bpf_stats: bool,
 }
 
 impl Settings {
@@ -123,6 +130,7 @@ impl Settings {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             mark_bytes: std::env::var(MARK_VAR).ok().and_then(|v| v.parse().ok()),
+            bpf_stats: std::env::var(BPF_STATS_VAR).is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -179,6 +187,7 @@ pub fn start(
     let mut opts = TelemetryOptions::default();
     opts.collector.roots = settings.roots.clone();
     opts.load.disabled = settings.mode == Mode::Cgroupfs;
+    opts.load.run_stats = settings.bpf_stats;
     let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
     let started = match ebpf::start(opts, writer, Some(ev_tx), cancel.child_token()) {
         Ok(s) => s,

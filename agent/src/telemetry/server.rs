@@ -104,7 +104,7 @@ fn usage(
         major_page_faults: m.pgmajfault,
         oom_events,
         memory_limit_bytes: m.limit_bytes,
-        cpu_throttled_periods: None,
+        cpu_throttled_periods: cpu.and_then(|c| c.throttled_periods),
     }
 }
 
@@ -118,6 +118,7 @@ impl StatsSource for ServerStats {
                 crate::stats::Source::None => "none",
             },
             counters: view.counters(),
+            programs: crate::ebpf::program_runs(view.stats.programs()),
         })
     }
 

@@ -137,7 +137,7 @@ impl TelemetryView {
 
     /// When the current numbers were taken.
     pub fn taken_at(&self) -> Option<SystemTime> {
-        self.stats.snapshot().taken_at
+        self.stats.taken_at()
     }
 
     /// Collection counters (records, losses, drift).
