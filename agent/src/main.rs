@@ -87,7 +87,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     if opts.kubeconfig.is_some() {
         warn!(
             register_node = opts.register_node,
-            "--kubeconfig given, but cluster mode is not implemented yet: running standalone (static pods only); the node is not registered"
+            "--kubeconfig given, but cluster mode is not implemented yet: running standalone (static pods only); the node is not registered (the kubeconfig serves webhook authentication and authorization only)"
         );
     }
     // The agent's own metrics: one recorder, handed to every manager that observes something.

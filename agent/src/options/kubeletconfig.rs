@@ -79,8 +79,8 @@ pub struct LoggingConfig {
 pub struct AuthenticationConfig {
     /// `x509`: client certificate authentication.
     pub x509: Option<X509AuthConfig>,
-    /// `webhook`: bearer tokens checked by TokenReview (cluster mode).
-    pub webhook: Option<EnabledConfig>,
+    /// `webhook`: bearer tokens checked by TokenReview against the API server.
+    pub webhook: Option<WebhookAuthnConfig>,
     /// `anonymous`: requests without credentials.
     pub anonymous: Option<EnabledConfig>,
 }
@@ -92,6 +92,17 @@ pub struct X509AuthConfig {
     /// PEM bundle of the CAs that sign client certificates.
     #[serde(rename = "clientCAFile")]
     pub client_ca_file: Option<PathBuf>,
+}
+
+/// `authentication.webhook` (KubeletWebhookAuthentication).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAuthnConfig {
+    /// Whether bearer tokens are accepted.
+    pub enabled: Option<bool>,
+    /// How long a TokenReview answer is reused (Go duration, kubelet default 2m).
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: Option<String>,
 }
 
 /// A sub-section whose only field nodelet reads is `enabled`.
@@ -108,6 +119,20 @@ pub struct EnabledConfig {
 pub struct AuthorizationConfig {
     /// `AlwaysAllow` or `Webhook`.
     pub mode: Option<String>,
+    /// `webhook`: SubjectAccessReview cache settings.
+    pub webhook: Option<WebhookAuthzConfig>,
+}
+
+/// `authorization.webhook` (KubeletWebhookAuthorization).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAuthzConfig {
+    /// How long an "allowed" answer is reused (Go duration, kubelet default 5m).
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    /// How long a "denied" answer is reused (Go duration, kubelet default 30s).
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
 }
 
 /// The fields nodelet implements; all optional, defaults are applied by `options`.
@@ -452,6 +477,22 @@ mod tests {
                 .contains("crashLoopBackOff.maxContainerRestartPeriod"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn webhook_cache_ttls_are_read_with_the_kubelets_field_names() {
+        let text = format!(
+            "{HEAD}authentication:\n  webhook:\n    enabled: true\n    cacheTTL: 1m\n\
+             authorization:\n  mode: Webhook\n  webhook:\n    cacheAuthorizedTTL: 10s\n\
+             \x20   cacheUnauthorizedTTL: 3s\n"
+        );
+        let c = parse(Path::new("k.yaml"), &text).expect("parses").config;
+        let authn = c.authentication.and_then(|a| a.webhook).expect("webhook");
+        assert_eq!(authn.enabled, Some(true));
+        assert_eq!(authn.cache_ttl.as_deref(), Some("1m"));
+        let authz = c.authorization.and_then(|a| a.webhook).expect("webhook");
+        assert_eq!(authz.cache_authorized_ttl.as_deref(), Some("10s"));
+        assert_eq!(authz.cache_unauthorized_ttl.as_deref(), Some("3s"));
     }
 
     #[test]

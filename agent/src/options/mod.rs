@@ -26,8 +26,9 @@ pub enum CgroupDriver {
 pub enum AuthorizationMode {
     /// Every authenticated (or anonymous, when enabled) request is allowed.
     AlwaysAllow,
-    /// SubjectAccessReview against the API server. Standalone there is none to ask: the server
-    /// allows users authenticated by client certificate and denies anonymous ones (see `server`).
+    /// SubjectAccessReview against the API server of `--kubeconfig`. Standalone there is none to
+    /// ask: the server allows users authenticated by client certificate and denies anonymous ones
+    /// (see `server::auth`).
     Webhook,
 }
 
@@ -48,8 +49,16 @@ pub struct ServerOptions {
     pub client_ca_file: Option<PathBuf>,
     /// Anonymous requests allowed (default false with --config, true without).
     pub anonymous_auth: bool,
-    /// Bearer-token webhook requested (needs an API server; reported, not used standalone).
+    /// Bearer tokens checked by TokenReview (needs `--kubeconfig`; reported, not used standalone).
     pub authentication_webhook: bool,
+    /// How long a TokenReview answer is reused (authentication.webhook.cacheTTL, default 2m).
+    pub authentication_webhook_cache_ttl: Duration,
+    /// How long an allowed SubjectAccessReview is reused (authorization.webhook.cacheAuthorizedTTL,
+    /// default 5m).
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denied SubjectAccessReview is reused (authorization.webhook.cacheUnauthorizedTTL,
+    /// default 30s).
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
     /// Authorization mode (default Webhook with --config, AlwaysAllow without).
     pub authorization_mode: AuthorizationMode,
     /// /healthz port; 0 is off (default 10248).
@@ -383,6 +392,40 @@ fn server_options(
         })
     };
     let authn = file.authentication.clone().unwrap_or_default();
+    let authz_webhook = file
+        .authorization
+        .as_ref()
+        .and_then(|a| a.webhook.clone())
+        .unwrap_or_default();
+    let ttl = |value: Option<String>,
+               name: &'static str,
+               default: Duration|
+     -> Result<Duration, OptionsError> {
+        match value {
+            None => Ok(default),
+            Some(v) => duration::parse(&v).ok_or_else(|| OptionsError::Invalid {
+                source_name: file_label.to_string(),
+                name,
+                value: v.clone(),
+                reason: "not a duration such as 20s, 2m or 1h",
+            }),
+        }
+    };
+    let authentication_webhook_cache_ttl = ttl(
+        authn.webhook.as_ref().and_then(|w| w.cache_ttl.clone()),
+        "authentication.webhook.cacheTTL",
+        Duration::from_secs(120),
+    )?;
+    let authorization_webhook_cache_authorized_ttl = ttl(
+        authz_webhook.cache_authorized_ttl,
+        "authorization.webhook.cacheAuthorizedTTL",
+        Duration::from_secs(300),
+    )?;
+    let authorization_webhook_cache_unauthorized_ttl = ttl(
+        authz_webhook.cache_unauthorized_ttl,
+        "authorization.webhook.cacheUnauthorizedTTL",
+        Duration::from_secs(30),
+    )?;
     let mode_value = flags
         .authorization_mode
         .clone()
@@ -453,6 +496,9 @@ fn server_options(
             .authentication_token_webhook
             .or(authn.webhook.and_then(|w| w.enabled))
             .unwrap_or(!legacy),
+        authentication_webhook_cache_ttl,
+        authorization_webhook_cache_authorized_ttl,
+        authorization_webhook_cache_unauthorized_ttl,
         authorization_mode,
         healthz_port: flags.healthz_port.or(file.healthz_port).unwrap_or(10248),
         healthz_bind_address: ip(
@@ -561,6 +607,58 @@ mod tests {
             Some(Path::new("/ca.pem"))
         );
         assert!(o.notices.is_empty(), "{:?}", o.notices);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn webhook_cache_ttls_default_as_the_kubelets_and_bad_ones_name_the_field() {
+        let o = Options::from_args(args("")).expect("defaults");
+        assert_eq!(
+            o.server.authentication_webhook_cache_ttl,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            o.server.authorization_webhook_cache_authorized_ttl,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            o.server.authorization_webhook_cache_unauthorized_ttl,
+            Duration::from_secs(30)
+        );
+        let dir = std::env::temp_dir().join(format!("nodelet-ttl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("k.yaml");
+        let head = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+        std::fs::write(
+            &file,
+            format!(
+                "{head}authentication:\n  webhook:\n    cacheTTL: 1m30s\n\
+                 authorization:\n  webhook:\n    cacheAuthorizedTTL: 0\n"
+            ),
+        )
+        .expect("write");
+        let o =
+            Options::from_args(args(&format!("--config={}", file.display()))).expect("resolves");
+        assert_eq!(
+            o.server.authentication_webhook_cache_ttl,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            o.server.authorization_webhook_cache_authorized_ttl,
+            Duration::ZERO
+        );
+        std::fs::write(
+            &file,
+            format!("{head}authorization:\n  webhook:\n    cacheUnauthorizedTTL: soon\n"),
+        )
+        .expect("write");
+        let err = Options::from_args(args(&format!("--config={}", file.display())))
+            .expect_err("bad duration");
+        assert!(
+            err.to_string()
+                .contains("authorization.webhook.cacheUnauthorizedTTL"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,23 +1,30 @@
 //! One authentication + authorization filter in front of every route of the secure port
-//! (kubelet pkg/kubelet/server/auth.go and server.go InstallAuthFilter).
+//! (kubelet pkg/kubelet/server/auth.go and server.go InstallAuthFilter; cmd/kubelet/app/auth.go).
 //!
-//! Authentication: a client certificate chaining to `authentication.x509.clientCAFile` (user =
-//! CN, groups = O), else anonymous when `authentication.anonymous.enabled`, else 401. Bearer
-//! tokens need TokenReview, i.e. an API server; standalone they are not accepted.
+//! Authentication, in the kubelet's order: a client certificate chaining to
+//! `authentication.x509.clientCAFile` (user = CN, groups = O), else a bearer token checked by
+//! TokenReview when `authentication.webhook.enabled` and `--kubeconfig` is given, else anonymous
+//! when `authentication.anonymous.enabled`, else 401. A token the API server rejects, or cannot
+//! be asked about, is 401 even with anonymous enabled (the kubelet's union fails on error).
+//! Standalone (no kubeconfig) tokens are not looked at.
 //!
-//! Authorization: `AlwaysAllow`, or `Webhook`. A standalone node has no API server to send a
-//! SubjectAccessReview to (the kubelet refuses to start in that case). nodelet instead allows
-//! users authenticated by a client certificate (trusting a CA is the operator's grant) and
-//! answers 403 to anonymous ones, and says so once at start-up.
+//! Authorization: `AlwaysAllow`, or `Webhook`: a SubjectAccessReview per nodes/<subresource> the
+//! path maps to, allowed on the first yes; a "no" is 403, an unreachable API server 500 (as the
+//! kubelet: the authorizer could not decide). A standalone node has no API server to ask (the kubelet refuses to start then); nodelet allows
+//! users authenticated by a client certificate (trusting a CA is the operator's grant), answers
+//! 403 to anonymous ones, and says so once at start-up.
 
 use super::error::ApiError;
 use super::tls::{CertUser, ClientAuthenticator};
+use super::webhook::{Reviewer, UserInfo};
 use crate::options::AuthorizationMode;
 use axum::extract::Request;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
+use tracing::{debug, warn};
 
 /// What the TLS layer learnt about the peer, attached to each request of the connection.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +37,12 @@ pub struct AuthPolicy {
     pub clients: Option<ClientAuthenticator>,
     /// Anonymous requests allowed.
     pub anonymous: bool,
+    /// Bearer tokens checked by TokenReview (authentication.webhook.enabled); needs `reviewer`.
+    pub token_webhook: bool,
     /// Authorization mode.
     pub mode: AuthorizationMode,
+    /// The API server's reviews; `None` standalone (no --kubeconfig).
+    pub reviewer: Option<Arc<Reviewer>>,
 }
 
 /// The authenticated requester.
@@ -39,6 +50,8 @@ pub struct AuthPolicy {
 pub enum User {
     /// From a client certificate.
     Cert(CertUser),
+    /// From a bearer token, as the TokenReview named it.
+    Token(UserInfo),
     /// system:anonymous.
     Anonymous,
 }
@@ -47,85 +60,180 @@ impl User {
     fn name(&self) -> &str {
         match self {
             Self::Cert(c) => &c.name,
-            Self::Anonymous => "system:anonymous",
+            Self::Token(u) => &u.name,
+            Self::Anonymous => super::webhook::ANONYMOUS,
+        }
+    }
+
+    /// The identity a SubjectAccessReview is about, groups as the kubelet's authenticator chain
+    /// leaves them.
+    fn info(&self) -> UserInfo {
+        match self {
+            Self::Cert(c) => UserInfo {
+                name: c.name.clone(),
+                groups: c.groups.clone(),
+                ..Default::default()
+            }
+            .authenticated(),
+            Self::Token(u) => u.clone().authenticated(),
+            Self::Anonymous => UserInfo::anonymous(),
         }
     }
 }
 
-/// The nodes/<subresource> a path is authorized as (kubelet auth.go GetRequestAttributes, with
-/// the fine-grained subresources of KEP-2862).
-pub fn subresource(path: &str) -> &'static str {
+/// The nodes/<subresource>s a path is authorized as, in the order asked (kubelet auth.go
+/// GetRequestAttributes with KubeletFineGrainedAuthz, on by default since 1.33): the
+/// fine-grained one, then `proxy`, which older RBAC roles grant.
+pub fn subresources(path: &str) -> &'static [&'static str] {
     let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/stats") {
-        "stats"
-    } else if under("/metrics") {
-        "metrics"
-    } else if under("/logs") {
-        "log"
+    if under("/pods") || under("/runningpods") {
+        &["pods", "proxy"]
     } else if under("/healthz") {
-        "healthz"
-    } else if under("/pods") {
-        "pods"
+        &["healthz", "proxy"]
     } else if under("/configz") {
-        "configz"
+        &["configz", "proxy"]
+    } else if under("/statusz") {
+        &["statusz", "proxy"]
+    } else if under("/stats") {
+        &["stats"]
+    } else if under("/metrics") {
+        &["metrics"]
+    } else if under("/logs") {
+        &["log"]
+    } else if under("/checkpoint") {
+        &["checkpoint"]
     } else {
-        "proxy"
+        &["proxy"]
     }
 }
 
-/// The Kubernetes verb of an HTTP method (kubelet auth.go).
+/// The list as the kubelet's Forbidden message prints it (Go's `%v` of a slice, brackets aside).
+fn shown(subs: &'static [&'static str]) -> &'static str {
+    match subs {
+        ["pods", "proxy"] => "pods proxy",
+        ["healthz", "proxy"] => "healthz proxy",
+        ["configz", "proxy"] => "configz proxy",
+        ["statusz", "proxy"] => "statusz proxy",
+        [one] => one,
+        _ => "proxy",
+    }
+}
+
+/// The Kubernetes verb of an HTTP method (kubelet auth.go): other methods, HEAD included, get
+/// an empty verb, which no RBAC rule grants.
 pub fn verb(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
+        Method::GET => "get",
         Method::POST => "create",
         Method::PUT => "update",
         Method::PATCH => "patch",
         Method::DELETE => "delete",
-        _ => "get",
+        _ => "",
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (k8s.io/apiserver bearertoken.go).
+/// Another scheme or an empty token counts as no token at all, as there.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let mut parts = value.splitn(3, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next()?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl AuthPolicy {
     /// Who sent the request, or 401.
-    pub fn authenticate(&self, peer: &PeerCerts) -> Result<User, ApiError> {
+    pub async fn authenticate(
+        &self,
+        peer: &PeerCerts,
+        headers: &HeaderMap,
+    ) -> Result<User, ApiError> {
+        let mut cert_failed = false;
         if let (Some(chain), Some(clients)) = (&peer.0, &self.clients) {
-            // A certificate that does not verify is a failed login, not an anonymous request.
-            return clients
-                .authenticate(chain)
-                .map(User::Cert)
-                .ok_or(ApiError::Unauthorized);
+            match clients.authenticate(chain) {
+                Some(u) => return Ok(User::Cert(u)),
+                // A certificate that does not verify is a failed login, not an anonymous
+                // request; a token may still succeed, as in the kubelet's union.
+                None => cert_failed = true,
+            }
         }
-        if self.anonymous {
+        if let (true, Some(reviewer)) = (self.token_webhook, &self.reviewer)
+            && let Some(token) = bearer_token(headers)
+        {
+            return match reviewer.review_token(token).await {
+                Ok(Some(user)) => Ok(User::Token(user)),
+                Ok(None) => Err(ApiError::Unauthorized),
+                Err(e) => {
+                    if e.is_no_client() {
+                        debug!(error = %e.chain(), "bearer token refused");
+                    } else {
+                        warn!(error = %e.chain(), "bearer token refused: TokenReview failed");
+                    }
+                    Err(ApiError::Unauthorized)
+                }
+            };
+        }
+        if !cert_failed && self.anonymous {
             Ok(User::Anonymous)
         } else {
             Err(ApiError::Unauthorized)
         }
     }
 
-    /// Whether `user` may do `verb` on nodes/`sub`.
-    pub fn authorize(
+    /// Whether `user` may do `verb` on the nodes subresources of `path`: 403 on a "no", 500
+    /// when the authorizer could not decide.
+    pub async fn authorize(
         &self,
         user: &User,
         verb: &'static str,
-        sub: &'static str,
+        path: &str,
     ) -> Result<(), ApiError> {
-        match (self.mode, user) {
-            (AuthorizationMode::AlwaysAllow, _) | (AuthorizationMode::Webhook, User::Cert(_)) => {
-                Ok(())
+        let subs = subresources(path);
+        let forbidden = || ApiError::Forbidden {
+            user: user.name().to_string(),
+            verb,
+            subresource: shown(subs),
+        };
+        let reviewer = match (self.mode, &self.reviewer) {
+            (AuthorizationMode::AlwaysAllow, _) => return Ok(()),
+            (AuthorizationMode::Webhook, Some(r)) => r,
+            (AuthorizationMode::Webhook, None) => {
+                return match user {
+                    User::Anonymous => Err(forbidden()),
+                    User::Cert(_) | User::Token(_) => Ok(()),
+                };
             }
-            (AuthorizationMode::Webhook, User::Anonymous) => Err(ApiError::Forbidden {
-                user: user.name().to_string(),
-                verb,
-                subresource: sub,
-            }),
+        };
+        let info = user.info();
+        for sub in subs {
+            match reviewer.review_access(&info, verb, sub).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    // As the kubelet: the authorizer failed, so 500, not a decision.
+                    if e.is_no_client() {
+                        debug!(error = %e.chain(), user = user.name(), "request refused");
+                    } else {
+                        warn!(error = %e.chain(), user = user.name(), verb, subresource = *sub, "request refused: SubjectAccessReview failed");
+                    }
+                    return Err(ApiError::AuthorizationError {
+                        user: user.name().to_string(),
+                        verb,
+                        subresource: shown(subs),
+                    });
+                }
+            }
         }
+        Err(forbidden())
     }
 }
 
 /// The filter: authenticate, authorize, then run the route.
 pub async fn filter(
     axum::extract::State(policy): axum::extract::State<Arc<AuthPolicy>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let peer = req
@@ -133,14 +241,17 @@ pub async fn filter(
         .get::<PeerCerts>()
         .cloned()
         .unwrap_or_default();
-    let user = policy.authenticate(&peer)?;
-    let sub = subresource(req.uri().path());
+    let user = policy.authenticate(&peer, req.headers()).await?;
+    if matches!(user, User::Token(_)) {
+        // As bearertoken.go: an accepted token goes no further (e.g. to the runtime's
+        // streaming server behind /exec).
+        req.headers_mut().remove(header::AUTHORIZATION);
+    }
     let v = verb(req.method());
-    if let Err(e) = policy.authorize(&user, v, sub) {
-        tracing::debug!(
+    if let Err(e) = policy.authorize(&user, v, req.uri().path()).await {
+        debug!(
             user = user.name(),
             verb = v,
-            subresource = sub,
             path = req.uri().path(),
             "forbidden"
         );
@@ -152,37 +263,232 @@ pub async fn filter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderValue, Method};
 
-    #[test]
-    fn paths_map_to_the_kubelets_subresources() {
-        assert_eq!(subresource("/stats/summary"), "stats");
-        assert_eq!(subresource("/stats"), "stats");
-        assert_eq!(subresource("/statsx"), "proxy");
-        assert_eq!(subresource("/metrics/cadvisor"), "metrics");
-        assert_eq!(subresource("/logs/"), "log");
-        assert_eq!(subresource("/containerLogs/a/b/c"), "proxy");
-        assert_eq!(subresource("/exec/a/b/c"), "proxy");
-        assert_eq!(subresource("/healthz"), "healthz");
+    fn policy(mode: AuthorizationMode, anonymous: bool) -> AuthPolicy {
+        AuthPolicy {
+            clients: None,
+            anonymous,
+            token_webhook: true,
+            mode,
+            reviewer: None,
+        }
+    }
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(auth).expect("header"),
+        );
+        h
     }
 
     #[test]
-    fn no_credentials_is_401_unless_anonymous_and_webhook_forbids_anonymous() {
-        let mut p = AuthPolicy {
-            clients: None,
-            anonymous: false,
-            mode: AuthorizationMode::AlwaysAllow,
+    fn paths_map_to_the_kubelets_subresources() {
+        assert_eq!(subresources("/stats/summary"), ["stats"]);
+        assert_eq!(subresources("/stats"), ["stats"]);
+        assert_eq!(subresources("/statsx"), ["proxy"]);
+        assert_eq!(subresources("/metrics/cadvisor"), ["metrics"]);
+        assert_eq!(subresources("/metrics/resource"), ["metrics"]);
+        assert_eq!(subresources("/logs/"), ["log"]);
+        assert_eq!(subresources("/containerLogs/a/b/c"), ["proxy"]);
+        assert_eq!(subresources("/exec/a/b/c"), ["proxy"]);
+        assert_eq!(subresources("/run/a/b/c"), ["proxy"]);
+        assert_eq!(subresources("/portForward/a/b"), ["proxy"]);
+        assert_eq!(subresources("/pods"), ["pods", "proxy"]);
+        assert_eq!(subresources("/runningpods/"), ["pods", "proxy"]);
+        assert_eq!(subresources("/healthz"), ["healthz", "proxy"]);
+        assert_eq!(subresources("/configz"), ["configz", "proxy"]);
+    }
+
+    #[test]
+    fn forbidden_lists_the_subresources_as_the_kubelet_prints_them() {
+        assert_eq!(shown(subresources("/pods")), "pods proxy");
+        assert_eq!(shown(subresources("/stats/summary")), "stats");
+        let e = ApiError::Forbidden {
+            user: "u".into(),
+            verb: "get",
+            subresource: shown(subresources("/pods")),
         };
+        assert_eq!(
+            e.to_string(),
+            "Forbidden (user=u, verb=get, resource=nodes, subresource(s)=[pods proxy])"
+        );
+    }
+
+    #[test]
+    fn methods_map_to_the_kubelets_verbs() {
+        assert_eq!(verb(&Method::GET), "get");
+        assert_eq!(verb(&Method::POST), "create");
+        assert_eq!(verb(&Method::PUT), "update");
+        assert_eq!(verb(&Method::PATCH), "patch");
+        assert_eq!(verb(&Method::DELETE), "delete");
+        assert_eq!(verb(&Method::HEAD), "");
+        assert_eq!(verb(&Method::OPTIONS), "");
+    }
+
+    #[test]
+    fn access_reviews_carry_the_kubelets_attributes_for_each_path_and_method() {
+        let user = User::Cert(CertUser {
+            name: "alice".into(),
+            groups: vec!["ops".into()],
+        })
+        .info();
+        let cases: &[(Method, &str, &str, &[&str])] = &[
+            (Method::GET, "/stats/summary", "get", &["stats"]),
+            (Method::GET, "/metrics/cadvisor", "get", &["metrics"]),
+            (Method::GET, "/logs/messages", "get", &["log"]),
+            (Method::GET, "/pods", "get", &["pods", "proxy"]),
+            (Method::GET, "/containerLogs/ns/p/c", "get", &["proxy"]),
+            (Method::POST, "/exec/ns/p/c", "create", &["proxy"]),
+            (Method::POST, "/run/ns/p/c", "create", &["proxy"]),
+            (Method::PUT, "/portForward/ns/p", "update", &["proxy"]),
+            (Method::PATCH, "/configz", "patch", &["configz", "proxy"]),
+            (Method::DELETE, "/stats/x", "delete", &["stats"]),
+        ];
+        for (method, path, want_verb, want_subs) in cases {
+            assert_eq!(verb(method), *want_verb, "{method} {path}");
+            assert_eq!(subresources(path), *want_subs, "{method} {path}");
+            for sub in subresources(path) {
+                let spec =
+                    super::super::webhook::access_review_spec(&user, verb(method), sub, "node-a");
+                assert_eq!(spec.user.as_deref(), Some("alice"));
+                assert_eq!(
+                    spec.groups.as_deref(),
+                    Some(&["ops".to_string(), "system:authenticated".to_string()][..])
+                );
+                let ra = spec.resource_attributes.expect("resource attributes");
+                assert_eq!(
+                    (
+                        ra.verb.as_deref(),
+                        ra.group.as_deref(),
+                        ra.version.as_deref(),
+                        ra.resource.as_deref(),
+                        ra.subresource.as_deref(),
+                        ra.name.as_deref(),
+                        ra.namespace.as_deref(),
+                    ),
+                    (
+                        Some(*want_verb),
+                        None,
+                        Some("v1"),
+                        Some("nodes"),
+                        Some(*sub),
+                        Some("node-a"),
+                        None
+                    ),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_as_bearertoken_go_reads_them() {
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        assert_eq!(bearer_token(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("  Bearer abc  ")), Some("abc"));
+        assert_eq!(bearer_token(&headers("Bearer abc def")), Some("abc"));
+        assert_eq!(bearer_token(&headers("Bearer  abc")), None);
+        assert_eq!(bearer_token(&headers("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer_token(&headers("Bearer")), None);
+    }
+
+    #[test]
+    fn certificate_and_anonymous_users_carry_the_kubelets_groups() {
+        let cert = User::Cert(CertUser {
+            name: "alice".into(),
+            groups: vec!["ops".into()],
+        });
+        assert_eq!(cert.info().groups, ["ops", "system:authenticated"]);
+        let anon = User::Anonymous.info();
+        assert_eq!(
+            (anon.name.as_str(), anon.groups),
+            (
+                "system:anonymous",
+                vec!["system:unauthenticated".to_string()]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn no_credentials_is_401_unless_anonymous_and_standalone_webhook_forbids_anonymous() {
+        let mut p = policy(AuthorizationMode::AlwaysAllow, false);
         assert!(matches!(
-            p.authenticate(&PeerCerts(None)),
+            p.authenticate(&PeerCerts(None), &HeaderMap::new()).await,
             Err(ApiError::Unauthorized)
         ));
         p.anonymous = true;
-        let u = p.authenticate(&PeerCerts(None)).expect("anonymous");
-        assert!(p.authorize(&u, "get", "pods").is_ok());
+        let u = p
+            .authenticate(&PeerCerts(None), &HeaderMap::new())
+            .await
+            .expect("anonymous");
+        assert!(p.authorize(&u, "get", "/pods").await.is_ok());
         p.mode = AuthorizationMode::Webhook;
-        assert!(matches!(
-            p.authorize(&u, "get", "pods"),
-            Err(ApiError::Forbidden { .. })
+        let err = p
+            .authorize(&u, "get", "/pods")
+            .await
+            .expect_err("forbidden");
+        assert_eq!(
+            err.to_string(),
+            "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource(s)=[pods proxy])"
+        );
+        let cert = User::Cert(CertUser {
+            name: "alice".into(),
+            groups: vec![],
+        });
+        assert!(p.authorize(&cert, "get", "/pods").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn standalone_ignores_bearer_tokens() {
+        let p = policy(AuthorizationMode::AlwaysAllow, true);
+        let u = p
+            .authenticate(&PeerCerts(None), &headers("Bearer whatever"))
+            .await
+            .expect("anonymous, token not looked at");
+        assert_eq!(u, User::Anonymous);
+    }
+
+    #[tokio::test]
+    async fn with_a_kubeconfig_that_does_not_load_tokens_are_401_and_webhook_authz_is_500() {
+        let reviewer = Arc::new(Reviewer::new(
+            "/nonexistent/kubeconfig".into(),
+            "node-a".into(),
+            super::super::webhook::CacheTtls {
+                token: std::time::Duration::from_secs(120),
+                allowed: std::time::Duration::from_secs(300),
+                denied: std::time::Duration::from_secs(30),
+            },
         ));
+        let mut p = policy(AuthorizationMode::Webhook, true);
+        p.reviewer = Some(reviewer);
+        assert!(matches!(
+            p.authenticate(&PeerCerts(None), &headers("Bearer t")).await,
+            Err(ApiError::Unauthorized)
+        ));
+        assert_eq!(
+            p.authenticate(&PeerCerts(None), &headers("Bearer  t"))
+                .await
+                .expect("an empty token is no token"),
+            User::Anonymous
+        );
+        let cert = User::Cert(CertUser {
+            name: "alice".into(),
+            groups: vec![],
+        });
+        let err = p
+            .authorize(&cert, "get", "/stats/summary")
+            .await
+            .expect_err("fail closed");
+        assert_eq!(
+            err.to_string(),
+            "Authorization error (user=alice, verb=get, resource=nodes, subresource(s)=[stats])"
+        );
+        assert_eq!(err.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        p.mode = AuthorizationMode::AlwaysAllow;
+        assert!(p.authorize(&cert, "get", "/stats/summary").await.is_ok());
     }
 }

@@ -21,6 +21,18 @@ pub enum ApiError {
         /// nodes/<subresource> the path maps to.
         subresource: &'static str,
     },
+    /// The authorizer could not decide (SubjectAccessReview failed): 500, as the kubelet.
+    #[error(
+        "Authorization error (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])"
+    )]
+    AuthorizationError {
+        /// Who asked.
+        user: String,
+        /// Kubernetes verb of the request.
+        verb: &'static str,
+        /// nodes/<subresource> the path maps to.
+        subresource: &'static str,
+    },
     /// Unknown pod, container or log.
     #[error("{0}")]
     NotFound(String),
@@ -59,9 +71,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Runtime(e) if e.is_not_found() => StatusCode::NOT_FOUND,
-            Self::Runtime(_) | Self::Io { .. } | Self::ExitCode { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Runtime(_)
+            | Self::Io { .. }
+            | Self::ExitCode { .. }
+            | Self::AuthorizationError { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Proxy(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -72,7 +85,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = match &self {
             Self::Unauthorized => "Unauthorized".to_string(),
-            Self::Forbidden { .. } | Self::NotFound(_) | Self::BadRequest(_) => self.to_string(),
+            Self::Forbidden { .. }
+            | Self::AuthorizationError { .. }
+            | Self::NotFound(_)
+            | Self::BadRequest(_) => self.to_string(),
             Self::ExitCode { .. } => self.to_string(),
             _ => {
                 tracing::warn!(error = %error_chain(&self), "request failed");

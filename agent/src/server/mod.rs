@@ -12,6 +12,7 @@ pub mod names;
 pub mod stats;
 pub mod stream;
 pub mod tls;
+pub mod webhook;
 
 use crate::kuberuntime::{Cri, labels};
 use crate::metrics::{self, expo::Format};
@@ -441,16 +442,44 @@ pub fn start(
         .as_deref()
         .map(tls::ClientAuthenticator::from_file)
         .transpose()?;
-    if s.authentication_webhook {
-        warn!(
-            "authentication.webhook is enabled but there is no API server (standalone): bearer tokens are not accepted"
-        );
-    }
-    if s.authorization_mode == AuthorizationMode::Webhook {
-        warn!(
-            "authorization mode Webhook without an API server (standalone): client-certificate users are allowed, anonymous requests are forbidden"
-        );
-    }
+    let wants_api = s.authentication_webhook || s.authorization_mode == AuthorizationMode::Webhook;
+    let reviewer = match opts.kubeconfig.clone().filter(|_| wants_api) {
+        Some(path) => {
+            let r = Arc::new(webhook::Reviewer::new(
+                path,
+                opts.node_name.clone(),
+                webhook::CacheTtls {
+                    token: s.authentication_webhook_cache_ttl,
+                    allowed: s.authorization_webhook_cache_authorized_ttl,
+                    denied: s.authorization_webhook_cache_unauthorized_ttl,
+                },
+            ));
+            // Load the kubeconfig now so that a bad one is reported at start-up.
+            let load = r.clone();
+            tasks.spawn(async move {
+                match load.load().await {
+                    Ok(true) => info!(kubeconfig = %load.kubeconfig().display(), "authentication/authorization webhook: API client ready"),
+                    // A request got there first and reported the failure.
+                    Ok(false) => {}
+                    Err(e) => error!(error = %e.chain(), "authentication/authorization webhook disabled: bearer tokens get 401, Webhook authorization 403"),
+                }
+            });
+            Some(r)
+        }
+        None => {
+            if s.authentication_webhook {
+                warn!(
+                    "authentication.webhook is enabled but there is no API server (standalone): bearer tokens are not accepted"
+                );
+            }
+            if s.authorization_mode == AuthorizationMode::Webhook {
+                warn!(
+                    "authorization mode Webhook without an API server (standalone): client-certificate users are allowed, anonymous requests are forbidden"
+                );
+            }
+            None
+        }
+    };
     if clients.is_none() && !s.anonymous_auth {
         warn!(
             "no client CA file and anonymous auth disabled: every request to the secure port will be 401"
@@ -467,7 +496,9 @@ pub fn start(
     let policy = Arc::new(AuthPolicy {
         clients,
         anonymous: s.anonymous_auth,
+        token_webhook: s.authentication_webhook,
         mode: s.authorization_mode,
+        reviewer,
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
     tasks.spawn(serve(
@@ -707,10 +738,16 @@ fn configz(o: &Options) -> Value {
         "tlsPrivateKeyFile": s.tls_private_key_file,
         "authentication": {
             "x509": { "clientCAFile": s.client_ca_file },
-            "webhook": { "enabled": s.authentication_webhook },
+            "webhook": { "enabled": s.authentication_webhook, "cacheTTL": go_duration(s.authentication_webhook_cache_ttl) },
             "anonymous": { "enabled": s.anonymous_auth },
         },
-        "authorization": { "mode": match s.authorization_mode { AuthorizationMode::AlwaysAllow => "AlwaysAllow", AuthorizationMode::Webhook => "Webhook" } },
+        "authorization": {
+            "mode": match s.authorization_mode { AuthorizationMode::AlwaysAllow => "AlwaysAllow", AuthorizationMode::Webhook => "Webhook" },
+            "webhook": {
+                "cacheAuthorizedTTL": go_duration(s.authorization_webhook_cache_authorized_ttl),
+                "cacheUnauthorizedTTL": go_duration(s.authorization_webhook_cache_unauthorized_ttl),
+            },
+        },
         "healthzPort": s.healthz_port,
         "healthzBindAddress": s.healthz_bind_address.to_string(),
         "logging": { "verbosity": o.verbosity },
