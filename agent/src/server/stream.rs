@@ -35,14 +35,66 @@ fn flag(pairs: &[(String, String)], names: &[&str]) -> bool {
     })
 }
 
-/// The kubelet's remotecommand options from the query.
-fn stream_opts(pairs: &[(String, String)]) -> (bool, bool, bool, bool) {
-    (
+/// The kubelet's remotecommand options from the query: (stdin, stdout, stderr, tty). With a tty
+/// stderr is dropped (one terminal stream); asking for no stream at all is a 400, as in the
+/// kubelet's remotecommand NewOptions (the runtime would refuse it with a less useful error).
+fn stream_opts(pairs: &[(String, String)]) -> Result<(bool, bool, bool, bool), ApiError> {
+    let (stdin, stdout, stderr, tty) = (
         flag(pairs, &["stdin", "input"]),
         flag(pairs, &["stdout", "output"]),
         flag(pairs, &["stderr", "error"]),
         flag(pairs, &["tty"]),
-    )
+    );
+    if !stdin && !stdout && !stderr {
+        return Err(ApiError::BadRequest(
+            "you must specify at least 1 of stdin, stdout, stderr".into(),
+        ));
+    }
+    Ok((stdin, stdout, stderr && !tty, tty))
+}
+
+/// Whether `req` asks for a WebSocket (apimachinery wsstream.IsWebSocketRequest): `Upgrade:
+/// websocket` plus an `upgrade` token in `Connection`.
+fn is_websocket(req: &Request) -> bool {
+    let h = req.headers();
+    let upgrade = h.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    });
+    let connection = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    upgrade && connection
+}
+
+/// The ports of a port-forward request (kubelet portforward.NewV4Options): `port` may repeat
+/// and hold comma-separated lists; each must be 1-65535. WebSocket clients must name at least
+/// one, since their channels are laid out per port up front; SPDY clients name each port in
+/// the header of the streams they open later, so for them the list may be empty.
+fn forward_ports(pairs: &[(String, String)], websocket: bool) -> Result<Vec<i32>, ApiError> {
+    let mut ports = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "port") {
+        if v.is_empty() {
+            return Err(ApiError::BadRequest(
+                "query parameter \"port\" cannot be empty".into(),
+            ));
+        }
+        for p in v.split(',') {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(i32::from(n)),
+                _ => return Err(ApiError::BadRequest(format!("invalid port {p:?}"))),
+            }
+        }
+    }
+    if websocket && ports.is_empty() {
+        return Err(ApiError::BadRequest(
+            "query parameter \"port\" is required".into(),
+        ));
+    }
+    Ok(ports)
 }
 
 /// `GET|POST /exec/{ns}/{pod}/{container}?command=...`.
@@ -63,7 +115,7 @@ pub async fn exec(
     if cmd.is_empty() {
         return Err(ApiError::BadRequest("missing command".into()));
     }
-    let (stdin, stdout, stderr, tty) = stream_opts(&pairs);
+    let (stdin, stdout, stderr, tty) = stream_opts(&pairs)?;
     let url = view
         .cri
         .exec(
@@ -73,7 +125,7 @@ pub async fn exec(
                 tty,
                 stdin,
                 stdout,
-                stderr: stderr && !tty,
+                stderr,
                 ..Default::default()
             },
             &target,
@@ -90,8 +142,8 @@ pub async fn attach(
     container: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let (stdin, stdout, stderr, tty) = stream_opts(&query_pairs(req.uri().query()))?;
     let (id, target) = view.running_container(ns, pod, container)?;
-    let (stdin, stdout, stderr, tty) = stream_opts(&query_pairs(req.uri().query()));
     let url = view
         .cri
         .attach(
@@ -100,7 +152,7 @@ pub async fn attach(
                 stdin,
                 tty,
                 stdout,
-                stderr: stderr && !tty,
+                stderr,
                 ..Default::default()
             },
             &target,
@@ -116,6 +168,7 @@ pub async fn port_forward(
     pod: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let ports = forward_ports(&query_pairs(req.uri().query()), is_websocket(&req))?;
     let p = view.pod(ns, pod)?;
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let ready = cri::PodSandboxState::SandboxReady as i32;
@@ -126,14 +179,6 @@ pub async fn port_forward(
         .into_iter()
         .find(|s| s.state == ready)
         .ok_or_else(|| ApiError::NotFound(format!("pod {ns}/{pod} has no running sandbox")))?;
-    let ports = query_pairs(req.uri().query())
-        .into_iter()
-        .filter(|(k, _)| k == "port")
-        .map(|(_, v)| {
-            v.parse::<i32>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid port {v:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let url = view
         .cri
         .port_forward(
@@ -181,6 +226,13 @@ pub async fn run(
 async fn proxy(url: &str, mut req: Request) -> Result<Response, ApiError> {
     let proxy_err = |e: Box<dyn std::error::Error + Send + Sync>| ApiError::Proxy(e);
     let uri: Uri = url.parse().map_err(|e| proxy_err(Box::new(e)))?;
+    if uri.scheme_str() != Some("http") {
+        // containerd's enable_tls_streaming: its certificate is self-signed, so the kubelet's
+        // default transport could not verify it either.
+        return Err(proxy_err(
+            format!("streaming URL {url}: only plain http is supported").into(),
+        ));
+    }
     let authority = uri
         .authority()
         .ok_or_else(|| proxy_err(format!("streaming URL {url} has no host").into()))?
@@ -244,5 +296,57 @@ mod tests {
             .collect();
         assert_eq!(cmds, ["sh", "-c", "echo a b"]);
         assert!(super::flag(&p, &["tty"]));
+    }
+
+    #[test]
+    fn a_tty_drops_stderr_and_no_stream_at_all_is_a_bad_request() {
+        let opts = |q| super::stream_opts(&super::query_pairs(Some(q)));
+        assert_eq!(
+            opts("stdin=1&stdout=1&stderr=1&tty=1").ok(),
+            Some((true, true, false, true))
+        );
+        assert_eq!(
+            opts("stdout=1&stderr=1").ok(),
+            Some((false, true, true, false))
+        );
+        assert!(opts("tty=1").is_err());
+        assert!(opts("stdout=0").is_err());
+    }
+
+    #[test]
+    fn forwarded_ports_repeat_and_split_on_commas() {
+        let ports = |q, ws| super::forward_ports(&super::query_pairs(Some(q)), ws);
+        assert_eq!(
+            ports("port=8080&port=53,9", true).ok(),
+            Some(vec![8080, 53, 9])
+        );
+        assert!(ports("port=0", false).is_err());
+        assert!(ports("port=65536", false).is_err());
+        assert!(ports("port=", false).is_err());
+        assert!(ports("port=80,", false).is_err());
+        // SPDY clients name ports per stream; WebSocket ones must list them up front.
+        assert_eq!(ports("", false).ok(), Some(vec![]));
+        assert!(ports("", true).is_err());
+    }
+
+    #[test]
+    fn websocket_requests_need_both_upgrade_headers() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = axum::http::Request::builder();
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(axum::body::Body::empty())
+                .expect("valid test request")
+        };
+        assert!(super::is_websocket(&req(&[
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "WebSocket"),
+        ])));
+        assert!(!super::is_websocket(&req(&[("Upgrade", "websocket")])));
+        assert!(!super::is_websocket(&req(&[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+        ])));
     }
 }
