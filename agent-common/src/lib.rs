@@ -268,6 +268,13 @@ pub struct CpuSlot {
     pub tid: u32,
     /// Its thread-group id.
     pub tgid: u32,
+    /// Key of the slices in `pending` (0: none; may be a key with no map entry).
+    pub pending_key: u64,
+    /// Slices run on this CPU and not yet added to [`maps::CPU_ACCT`]: consecutive slices of
+    /// one cgroup are summed here and flushed when another cgroup's slice ends.
+    pub pending: CpuAcct,
+    /// Flushes of `pending` so far (user space detects one during its read).
+    pub flushes: u64,
 }
 
 /// Per-memcg running sums (value of [`maps::MEM_ACCT`]). Counters start at zero when the
@@ -320,7 +327,7 @@ const _: () = {
     assert!(core::mem::size_of::<MemMarkRecord>() == 48);
     assert!(core::mem::size_of::<CgroupRecord>() == 296);
     assert!(core::mem::size_of::<CpuAcct>() == 40);
-    assert!(core::mem::size_of::<CpuSlot>() == 48);
+    assert!(core::mem::size_of::<CpuSlot>() == 104);
     assert!(core::mem::size_of::<MemAcct>() == 8 * (mem_item::COUNT + 4));
     assert!(core::mem::size_of::<MemMark>() == 24);
     assert!(core::mem::size_of::<NodeMem>() == 32);

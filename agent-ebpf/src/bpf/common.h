@@ -105,6 +105,9 @@ struct cpu_slot {
 	__u64 seq;
 	__u32 tid;
 	__u32 tgid;
+	__u64 pending_key;
+	struct cpu_acct pending;
+	__u64 flushes;
 };
 
 struct mem_acct {
@@ -134,7 +137,8 @@ _Static_assert(sizeof(struct mem_mark_record) == 48, "mem_mark_record");
 _Static_assert(sizeof(struct cgroup_record) == 296, "cgroup_record");
 _Static_assert(__builtin_offsetof(struct cgroup_record, path) == 40, "cgroup_record.path");
 _Static_assert(sizeof(struct cpu_acct) == 40, "cpu_acct");
-_Static_assert(sizeof(struct cpu_slot) == 48, "cpu_slot");
+_Static_assert(sizeof(struct cpu_slot) == 104, "cpu_slot");
+_Static_assert(__builtin_offsetof(struct cpu_slot, pending) == 56, "cpu_slot.pending");
 _Static_assert(sizeof(struct mem_acct) == 8 * (MEM_ITEM_COUNT + 4), "mem_acct");
 _Static_assert(__builtin_offsetof(struct mem_acct, charged_pages) == 8 * MEM_ITEM_COUNT, "mem_acct.charged");
 _Static_assert(sizeof(struct mem_mark) == 24, "mem_mark");

@@ -11,9 +11,10 @@
  * and the budget is 150 ns per switch. The slice still running is not in the map; user space
  * adds it from CPU_SLOTS and /proc/<tid>/schedstat.
  *
- * Totals stay in a per-CPU hash that user space batch-reads; nothing is streamed per switch
- * (streaming made the agent the top switcher: see shared/NOTES.md). User space creates the
- * entries, for the cgroups under the pods' root only; the program never inserts.
+ * Totals stay in a per-CPU hash that user space batch-reads, plus the CPU slot's pending sums
+ * of the last cgroup (see account()); nothing is streamed per switch (streaming made the
+ * agent the top switcher: see shared/NOTES.md). User space creates the entries, for the
+ * cgroups under the pods' root only; the program never inserts.
  */
 #include "shared.bpf.h"
 
@@ -76,24 +77,50 @@ static __always_inline void copy_throttling(struct cpu_acct *a, struct task_stru
 	a->has_quota = tg->cfs_bandwidth.quota != ~0ULL; /* RUNTIME_INF: no limit */
 }
 
-static __always_inline void account(__u64 key, __u64 run, __u64 wait, __u64 slices,
-				    struct task_struct *t)
+static __always_inline void add_acct(struct cpu_acct *a, const struct cpu_acct *p)
 {
-	/*
-	 * Only cgroups user space registered (the pods' subtree) have an entry: a miss is the
-	 * in-kernel filter, so host tasks cost one lookup and user space never sweeps them.
-	 */
-	struct cpu_acct *a = bpf_map_lookup_elem(&CPU_ACCT, &key);
+	a->run_ns += p->run_ns;
+	a->wait_ns += p->wait_ns;
+	a->slices += p->slices;
+	if (p->wait_max_ns > a->wait_max_ns)
+		a->wait_max_ns = p->wait_max_ns;
+	a->nr_throttled = p->nr_throttled;
+	a->has_quota = p->has_quota;
+}
 
-	if (!a)
-		return;
-	/* Per-CPU value and sched_switch runs with interrupts off: plain adds are exact. */
-	a->run_ns += run;
-	a->wait_ns += wait;
-	a->slices += slices;
-	if (wait > a->wait_max_ns)
-		a->wait_max_ns = wait;
-	copy_throttling(a, t);
+/*
+ * Adds a finished slice to the CPU's pending sums. Consecutive slices of one cgroup on a CPU
+ * (a busy container, a ping-pong, a task and the idle loop) stay in the slot: no hash lookup.
+ * Another cgroup's slice flushes them into CPU_ACCT first. Only cgroups user space
+ * registered have an entry there: a miss at flush is the in-kernel filter, so host tasks
+ * cost at most one lookup and user space never sweeps them. The slot is per-CPU and
+ * sched_switch runs with interrupts off: plain adds are exact.
+ */
+static __always_inline void account(struct cpu_slot *s, __u64 key, __u64 run, __u64 wait,
+				    __u64 slices, struct task_struct *t)
+{
+	struct cpu_acct *p = &s->pending;
+
+	if (key != s->pending_key) {
+		if (s->pending_key) {
+			struct cpu_acct *a = bpf_map_lookup_elem(&CPU_ACCT, &s->pending_key);
+
+			if (a)
+				add_acct(a, p);
+			s->flushes += 1;
+		}
+		s->pending_key = key;
+		p->run_ns = 0;
+		p->wait_ns = 0;
+		p->slices = 0;
+		p->wait_max_ns = 0;
+	}
+	p->run_ns += run;
+	p->wait_ns += wait;
+	p->slices += slices;
+	if (wait > p->wait_max_ns)
+		p->wait_max_ns = wait;
+	copy_throttling(p, t);
 }
 
 /* SCHED_NORMAL, SCHED_BATCH, SCHED_IDLE: the fair class, which keeps prev_sum_exec_runtime. */
@@ -113,7 +140,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		return 0;
 	if (s->task == (__u64)prev) {
 		if (s->cgroup_id)
-			account(s->cgroup_id, prev->se.sum_exec_runtime - s->exec_base_ns,
+			account(s, s->cgroup_id, prev->se.sum_exec_runtime - s->exec_base_ns,
 				prev->sched_info.run_delay - s->delay_base_ns, 1, prev);
 	} else if (s->task) {
 		/*
@@ -124,7 +151,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		 */
 		count(CNT_CPU_SLOT_MISMATCH);
 		if (fair_policy(prev->policy) && !skipped_tgid(prev->tgid))
-			account(cpu_key(prev),
+			account(s, cpu_key(prev),
 				prev->se.sum_exec_runtime - prev->se.prev_sum_exec_runtime, 0, 1, prev);
 	}
 
