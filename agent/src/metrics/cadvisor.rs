@@ -144,6 +144,37 @@ pub fn render(format: Format, s: &StatsSnapshot) -> String {
             e.sample(&x.labels(), n as f64, x.usage.timestamp);
         }
     }
+    // cAdvisor's `sched` group (off in the kubelet's embedded cAdvisor, which polls
+    // /proc/<pid>/schedstat for it); the eBPF source has it for free. Since agent start.
+    type Sched = (&'static str, &'static str, fn(&Usage) -> Option<f64>);
+    let sched: [Sched; 3] = [
+        (
+            "container_cpu_schedstat_run_seconds_total",
+            "Time duration the processes of the container have run on the CPU.",
+            |u| u.cpu_run_periods.map(|_| u.cpu_usage_ns as f64 / 1e9),
+        ),
+        (
+            "container_cpu_schedstat_runqueue_seconds_total",
+            "Time duration processes of the container have been waiting on a runqueue.",
+            |u| u.cpu_run_queue_ns.map(|ns| ns as f64 / 1e9),
+        ),
+        (
+            "container_cpu_schedstat_run_periods_total",
+            "Number of times processes of the cgroup have run on the cpu",
+            |u| u.cpu_run_periods.map(|n| n as f64),
+        ),
+    ];
+    for (name, help, f) in sched {
+        if series.iter().all(|x| f(x.usage).is_none()) {
+            continue;
+        }
+        e.family(name, help, Kind::Counter);
+        for x in &series {
+            if let Some(v) = f(x.usage) {
+                e.sample(&x.labels(), v, x.usage.timestamp);
+            }
+        }
+    }
     e.family(
         "container_start_time_seconds",
         "Start time of the container since unix epoch in seconds.",
@@ -188,5 +219,42 @@ mod tests {
         assert!(t.contains("container_memory_working_set_bytes{container=\"\",id=\"/kubepods/besteffort/poduid-0\",image=\"\",name=\"\",namespace=\"default\",pod=\"p0\"} 4096 1800000000000\n"), "{t}");
         assert!(t.contains("# TYPE container_cpu_usage_seconds_total counter\n"));
         assert!(t.contains("machine_cpu_cores 2\n"));
+        // No limit and no scheduler statistics in the stub: no such series.
+        assert!(
+            !t.contains("container_cpu_cfs_throttled_periods_total{"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("# TYPE container_cpu_schedstat_run_seconds_total"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn throttling_and_scheduler_statistics_appear_where_known() {
+        let mut s = stub(1);
+        let u = &mut s.pods[0].containers[0].usage;
+        u.cpu_throttled_periods = Some(7);
+        u.cpu_run_queue_ns = Some(2_500_000_000);
+        u.cpu_run_periods = Some(42);
+        let t = render(Format::Text, &s);
+        let line = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(name) && l.contains("container=\"c\""))
+                .map(|l| l.split(' ').nth(1).unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            line("container_cpu_cfs_throttled_periods_total{").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            line("container_cpu_schedstat_runqueue_seconds_total{").as_deref(),
+            Some("2.5")
+        );
+        assert_eq!(
+            line("container_cpu_schedstat_run_periods_total{").as_deref(),
+            Some("42")
+        );
+        assert!(t.contains("# TYPE container_cpu_schedstat_run_seconds_total counter\n"));
     }
 }

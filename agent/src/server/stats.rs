@@ -32,6 +32,10 @@ pub struct Usage {
     pub memory_limit_bytes: Option<u64>,
     /// CFS throttled periods, for cgroups with a CPU limit.
     pub cpu_throttled_periods: Option<u64>,
+    /// Time its tasks waited on a run queue, ns (eBPF; counted since the agent loaded).
+    pub cpu_run_queue_ns: Option<u64>,
+    /// Times its tasks ran on a CPU (eBPF; counted since the agent loaded).
+    pub cpu_run_periods: Option<u64>,
 }
 
 /// One container of a pod.

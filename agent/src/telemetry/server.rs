@@ -105,6 +105,8 @@ fn usage(
         oom_events,
         memory_limit_bytes: m.limit_bytes,
         cpu_throttled_periods: cpu.and_then(|c| c.throttled_periods),
+        cpu_run_queue_ns: cpu.and_then(|c| c.run_queue_wait_ns),
+        cpu_run_periods: cpu.and_then(|c| c.slices),
     }
 }
 
