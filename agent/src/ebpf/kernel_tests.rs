@@ -441,6 +441,35 @@ fn records_seen_plus_dropped_equal_records_produced() {
 }
 
 #[test]
+fn an_unchanged_pod_subtree_publishes_no_new_snapshot() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let layout = CgroupLayout::detect().expect("layout");
+    let mut cg = TestCgroup::new(&layout, "quiet");
+    let (mut t, mut c) = load(vec![cg.path.clone()]);
+    let first = c
+        .sweep_if_changed(&mut t, &Snapshot::default(), (0, 0))
+        .expect("sweep");
+    let snap = first.0.expect("the first sweep publishes");
+    assert!(snap.cgroups.contains_key(&cg.path), "{:?}", snap.cgroups);
+    // Host activity goes on (this test's own allocations, other tests): the node working set
+    // may move, the registered subtree does not.
+    std::thread::sleep(Duration::from_millis(200));
+    let (again, node_ws) = c.sweep_if_changed(&mut t, &snap, (0, 0)).expect("sweep");
+    assert!(again.is_none(), "nothing ran in {}: no rebuild", cg.path);
+    assert!(
+        node_ws.is_some_and(|b| b > 0),
+        "node working set kept apart"
+    );
+    // Work in the subtree is a change.
+    cg.spawn("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done");
+    std::thread::sleep(Duration::from_millis(300));
+    let (moved, _) = c.sweep_if_changed(&mut t, &snap, (0, 0)).expect("sweep");
+    assert!(moved.is_some(), "CPU used in {}: a new snapshot", cg.path);
+}
+
+#[test]
 fn fallback_and_ebpf_fill_the_same_store_shape() {
     if cannot_run().is_some() {
         return;

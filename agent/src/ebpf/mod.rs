@@ -393,12 +393,19 @@ async fn run_ebpf(
             _ = tick.tick() => {
                 let prev = writer.current();
                 match collector.sweep_if_changed(&mut telemetry, &prev, (reader.read, reader.malformed)) {
-                    Ok(Some(mut snap)) => {
-                        snap.counters.events_dropped = dropped_events;
-                        writer.publish(snap);
+                    Ok((snap, node_ws)) => {
+                        if let Some(bytes) = node_ws {
+                            writer.set_node_working_set(bytes);
+                        }
+                        match snap {
+                            Some(mut snap) => {
+                                snap.counters.events_dropped = dropped_events;
+                                writer.publish(snap);
+                            }
+                            // Nothing moved: the snapshot stands, confirmed current now.
+                            None => writer.confirm(SystemTime::now()),
+                        }
                     }
-                    // Nothing moved: the snapshot stands, confirmed current now.
-                    Ok(None) => writer.confirm(SystemTime::now()),
                     Err(e) => tracing::warn!(error = %error_chain(&e), "eBPF telemetry sweep failed"),
                 }
             }

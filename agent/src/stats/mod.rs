@@ -186,6 +186,8 @@ struct Inner {
     confirmed_ns: AtomicU64,
     /// Kernel ids of the eBPF programs feeding the store, by name (set once by the writer).
     programs: OnceLock<Vec<(&'static str, u32)>>,
+    /// Node working set, bytes, when the writer keeps it apart from snapshots; 0 = not kept.
+    node_ws: AtomicU64,
 }
 
 type Shared = Arc<Inner>;
@@ -220,6 +222,14 @@ impl StatsStore {
         match self.inner.snap.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Node working set, bytes: the writer's latest, else the snapshot's.
+    pub fn node_working_set_bytes(&self) -> Option<u64> {
+        match self.inner.node_ws.load(Ordering::Relaxed) {
+            0 => self.snapshot().node_working_set_bytes,
+            b => Some(b),
         }
     }
 
@@ -268,6 +278,12 @@ impl StatsWriter {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
+    }
+
+    /// Publishes the node working set apart from the snapshot (it changes with any memory
+    /// use on the machine; rebuilding a snapshot for it would cost more than the rest).
+    pub fn set_node_working_set(&self, bytes: u64) {
+        self.inner.node_ws.store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Names the eBPF programs that feed this store (once; later calls are ignored).

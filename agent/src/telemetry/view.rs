@@ -230,7 +230,7 @@ impl TelemetryView {
     pub fn node(&self) -> NodeStats {
         NodeStats {
             cpu_usage_ns: self.node_cpu.as_ref().and_then(NodeCpuFile::read),
-            memory_working_set_bytes: self.stats.snapshot().node_working_set_bytes,
+            memory_working_set_bytes: self.stats.node_working_set_bytes(),
         }
     }
 

@@ -213,7 +213,9 @@ impl Collector {
             .ws_pages;
         // Change key: the raw map bytes, the CPU totals (pending and in-flight slices are
         // not in the map; every counter only grows, so their sums move with any of them) and
-        // the scalars, slot mismatches left out (a diagnostic that ticks on host switches).
+        // the scalars; left out are slot mismatches (a diagnostic that ticks on host switches)
+        // and the node working set (it moves with any memory use on the machine; published
+        // apart).
         let mut key = Vec::with_capacity(self.last_read.len());
         for b in [&t.maps.batch.cpu_acct, &t.maps.batch.mem_acct] {
             let (k, v) = b.contents();
@@ -231,7 +233,6 @@ impl Collector {
             total.wait_ns,
             total.slices,
             throttled_total,
-            node_ws_pages as u64,
             self.ids.generation,
         ] {
             key.extend_from_slice(&v.to_ne_bytes());

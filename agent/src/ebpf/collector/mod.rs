@@ -323,24 +323,35 @@ impl Collector {
         Ok(self.build(t, read, prev, reader))
     }
 
-    /// One sweep, or `None` when nothing changed since the last sweep and no
-    /// re-baseline is due: an idle node costs a few syscalls a second, no snapshot rebuild.
+    /// One sweep: a new snapshot, or `None` when no pod cgroup's numbers changed since the
+    /// last sweep and no re-baseline is due (an idle node costs a few syscalls a second, no
+    /// rebuild); and the node working set, which moves with any memory use on the machine and
+    /// so is published apart from the snapshot.
     pub fn sweep_if_changed(
         &mut self,
         t: &mut Telemetry,
         prev: &Snapshot,
         reader: (u64, u64),
-    ) -> Result<Option<Snapshot>, EbpfError> {
+    ) -> Result<(Option<Snapshot>, Option<u64>), EbpfError> {
         self.register_new(t);
         let (read, changed) = self.read_maps(t)?;
+        let node_ws_pages = read.node_ws_pages;
         let reader_same = prev.counters.records_read == reader.0
             && prev.counters.malformed == reader.1
             && prev.counters.sweeps > 0;
         let due = self.last_rebaseline.elapsed() >= self.cfg.rebaseline_every;
-        if !changed && reader_same && !due && !self.removed_since_build {
-            return Ok(None);
-        }
-        Ok(Some(self.build(t, read, prev, reader)))
+        let snap = if !changed && reader_same && !due && !self.removed_since_build {
+            None
+        } else {
+            Some(self.build(t, read, prev, reader))
+        };
+        Ok((snap, self.node_ws_bytes(node_ws_pages)))
+    }
+
+    /// Node working set from the traced node-wide pages and the root memcg baseline.
+    fn node_ws_bytes(&self, node_ws_pages: i64) -> Option<u64> {
+        self.node_base
+            .map(|b| pages_delta(b.ws_bytes, node_ws_pages, b.ws_pages_at, self.page))
     }
 
     fn build(
@@ -499,9 +510,7 @@ impl Collector {
                 ws_pages_at: node_ws_pages,
             });
         }
-        snap.node_working_set_bytes = self
-            .node_base
-            .map(|b| pages_delta(b.ws_bytes, node_ws_pages, b.ws_pages_at, self.page));
+        snap.node_working_set_bytes = self.node_ws_bytes(node_ws_pages);
 
         // Keep OOM history of every cgroup.
         for (path, old) in &prev.cgroups {
