@@ -86,8 +86,12 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 3;
     /// Records submitted to the ring buffer (all kinds).
     pub const RECORDS: u32 = 4;
+    /// Pending CPU sums flushed into a registered cgroup's [`crate::maps::CPU_ACCT`] entry.
+    pub const CPU_FLUSHES: u32 = 5;
+    /// Updates of a registered memcg's [`crate::maps::MEM_ACCT`] entry.
+    pub const MEM_CHANGES: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
 }
 
 /// Kinds of ring-buffer records, in [`RecordHeader::kind`].

@@ -20,7 +20,9 @@ enum counter_idx {
 	CNT_MEM_MAP_FULL = 2,
 	CNT_RINGBUF_FULL = 3,
 	CNT_RECORDS = 4,
-	CNT_COUNT = 5,
+	CNT_CPU_FLUSHES = 5,
+	CNT_MEM_CHANGES = 6,
+	CNT_COUNT = 7,
 };
 
 enum record_kind {

@@ -105,8 +105,11 @@ static __always_inline void account(struct cpu_slot *s, __u64 key, __u64 run, __
 		if (s->pending_key) {
 			struct cpu_acct *a = bpf_map_lookup_elem(&CPU_ACCT, &s->pending_key);
 
-			if (a)
+			if (a) {
 				add_acct(a, p);
+				/* Lets user space skip a sweep when nothing registered moved. */
+				count(CNT_CPU_FLUSHES);
+			}
 			s->flushes += 1;
 		}
 		s->pending_key = key;

@@ -132,6 +132,7 @@ static __always_inline void fold(struct mem_cgroup *memcg, int slot, __s64 delta
 		return;
 	__sync_fetch_and_add(&m->pages[slot], delta);
 	m->events += 1; /* statistics only: not atomic on purpose */
+	count(CNT_MEM_CHANGES); /* lets user space skip a sweep when nothing registered moved */
 	if (charged)
 		add_charged(m, id, delta);
 }
@@ -200,6 +201,7 @@ int BPF_PROG(on_count_memcg_events, struct mem_cgroup *memcg, int item, unsigned
 	m = mem_entry(cgroup_kn_id(memcg->css.cgroup));
 	if (!m)
 		return 0;
+	count(CNT_MEM_CHANGES);
 	if (major)
 		__sync_fetch_and_add(&m->pgmajfault, n);
 	else

@@ -412,7 +412,9 @@ fn records_seen_plus_dropped_equal_records_produced() {
     let mut records = Vec::new();
     reader.drain_now(&mut records);
     let after = c.read_counters(&mut t).expect("counters");
-    let produced = |k: &[u64; 5]| k[agent_common::counter::RECORDS as usize];
+    let produced = |k: &[u64; agent_common::counter::COUNT as usize]| {
+        k[agent_common::counter::RECORDS as usize]
+    };
     let dropped = before[agent_common::counter::RINGBUF_FULL as usize];
     eprintln!(
         "records: read {} malformed {} dropped {dropped} produced {}..{}",

@@ -200,17 +200,55 @@ impl Collector {
         Ok(out)
     }
 
+    /// A fingerprint of everything registered that can move, from two cheap reads (the
+    /// counters and the CPU slots): the programs count each change to a registered entry.
+    /// `None` when a registered task is on a CPU right now (its running slice grows).
+    pub(super) fn quick_fingerprint(
+        &self,
+        t: &mut Telemetry,
+    ) -> Result<Option<Vec<u64>>, EbpfError> {
+        let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
+        let kernel = self.read_counters(t)?;
+        let slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        let mut fp = vec![
+            kernel[counter::CPU_FLUSHES as usize],
+            kernel[counter::MEM_CHANGES as usize],
+            kernel[counter::RECORDS as usize],
+            kernel[counter::RINGBUF_FULL as usize],
+            self.ids.generation,
+            self.registered.len() as u64,
+        ];
+        for s in slots.iter() {
+            if registered(s.cgroup_id) {
+                return Ok(None);
+            }
+            if registered(s.pending_key) {
+                fp.extend([
+                    s.pending_key,
+                    s.pending.run_ns,
+                    s.pending.slices,
+                    u64::from(s.pending.nr_throttled),
+                ]);
+            }
+        }
+        Ok(Some(fp))
+    }
+
+    /// The node-wide working-set pages the programs keep.
+    pub(super) fn read_node_ws_pages(&self, t: &Telemetry) -> Result<i64, EbpfError> {
+        Ok(t.maps
+            .node_mem
+            .get(&0, 0)
+            .map_err(map_err("NODE_MEM"))?
+            .ws_pages)
+    }
+
     /// Reads every map once; `true` if anything a snapshot shows changed since the last read.
     pub(super) fn read_maps(&mut self, t: &mut Telemetry) -> Result<(MapRead, bool), EbpfError> {
         let (cpu, throttled) = self.read_cpu(t)?;
         let mem = self.read_memory(t)?;
         let kernel = self.read_counters(t)?;
-        let node_ws_pages = t
-            .maps
-            .node_mem
-            .get(&0, 0)
-            .map_err(map_err("NODE_MEM"))?
-            .ws_pages;
+        let node_ws_pages = self.read_node_ws_pages(t)?;
         // Change key: the raw map bytes, the CPU totals (pending and in-flight slices are
         // not in the map; every counter only grows, so their sums move with any of them) and
         // the scalars; left out are slot mismatches (a diagnostic that ticks on host switches)
