@@ -210,11 +210,11 @@ impl Collector {
         let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
         let kernel = self.read_counters(t)?;
         let slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        // Records (cgroups made anywhere on the machine, OOM kills, marks) are not in it: the
+        // caller sees the ones that matter through the ring-buffer reader's count.
         let mut fp = vec![
             kernel[counter::CPU_FLUSHES as usize],
             kernel[counter::MEM_CHANGES as usize],
-            kernel[counter::RECORDS as usize],
-            kernel[counter::RINGBUF_FULL as usize],
             self.ids.generation,
             self.registered.len() as u64,
         ];
@@ -251,9 +251,8 @@ impl Collector {
         let node_ws_pages = self.read_node_ws_pages(t)?;
         // Change key: the raw map bytes, the CPU totals (pending and in-flight slices are
         // not in the map; every counter only grows, so their sums move with any of them) and
-        // the scalars; left out are slot mismatches (a diagnostic that ticks on host switches)
-        // and the node working set (it moves with any memory use on the machine; published
-        // apart).
+        // the scalars; left out is the node working set (it moves with any memory use on the
+        // machine; published apart).
         let mut key = Vec::with_capacity(self.last_read.len());
         for b in [&t.maps.batch.cpu_acct, &t.maps.batch.mem_acct] {
             let (k, v) = b.contents();
@@ -275,10 +274,10 @@ impl Collector {
         ] {
             key.extend_from_slice(&v.to_ne_bytes());
         }
-        for (i, v) in kernel.iter().enumerate() {
-            if i != counter::CPU_SLOT_MISMATCH as usize {
-                key.extend_from_slice(&v.to_ne_bytes());
-            }
+        // Kernel counters that say nothing about registered cgroups stay out: slot mismatches
+        // tick on host switches, records come through the reader.
+        for i in [counter::CPU_MAP_FULL, counter::MEM_MAP_FULL] {
+            key.extend_from_slice(&kernel[i as usize].to_ne_bytes());
         }
         let changed = key != self.last_read;
         self.last_read = key;
