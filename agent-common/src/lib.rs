@@ -34,6 +34,9 @@ pub mod programs {
     pub const CGROUP_MKDIR: &str = "on_cgroup_mkdir";
     /// `tp_btf/cgroup_rmdir`.
     pub const CGROUP_RMDIR: &str = "on_cgroup_rmdir";
+    /// Not attached: run by user space on each CPU to repair a slot whose switch-in was
+    /// never traced.
+    pub const CPU_PROBE: &str = "on_cpu_probe";
 }
 
 /// Names of the maps in the embedded object.

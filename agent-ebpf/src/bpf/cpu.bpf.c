@@ -172,3 +172,42 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	s->delay_base_ns = next->sched_info.run_delay;
 	return 0;
 }
+
+/*
+ * Run by user space on each CPU before it reads the slots (BPF_PROG_TEST_RUN with
+ * BPF_F_TEST_RUN_ON_CPU, an IPI, so `current` is the task really on that CPU). Repairs a slot
+ * whose switch-in was never traced (this VM kind emits no sched_switch when the outgoing task
+ * is a thread of its PID-1 agent): without it a busy task's running slice stays invisible
+ * until it switches out. Two runs a sweep: CO-RE reads, no budget to keep.
+ */
+SEC("raw_tp/sched_switch")
+int on_cpu_probe(void *ctx)
+{
+	__u32 zero = 0;
+	struct cpu_slot *s = bpf_map_lookup_elem(&CPU_SLOTS, &zero);
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u32 tgid;
+
+	if (!s || !cur || s->task == (__u64)cur)
+		return 0;
+	tgid = BPF_CORE_READ(cur, tgid);
+	s->task = (__u64)cur;
+	s->seq += 1;
+	s->tid = BPF_CORE_READ(cur, pid);
+	s->tgid = tgid;
+	/* Outside the fair class the slice start is unknown: leave it to the switch-out. */
+	if (skipped_tgid(tgid) || !fair_policy(BPF_CORE_READ(cur, policy))) {
+		s->cgroup_id = 0;
+		return 0;
+	}
+	if (cpu_key_mode == CPU_KEY_DFL)
+		s->cgroup_id = BPF_CORE_READ(cur, cgroups, dfl_cgrp, kn, id);
+	else
+		s->cgroup_id = BPF_CORE_READ(cur, cgroups,
+					     subsys[bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id)],
+					     cgroup, kn, id);
+	/* The fair class saved the slice start at pick time; the wait before it is unknown. */
+	s->exec_base_ns = BPF_CORE_READ(cur, se.prev_sum_exec_runtime);
+	s->delay_base_ns = BPF_CORE_READ(cur, sched_info.run_delay);
+	return 0;
+}

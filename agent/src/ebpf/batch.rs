@@ -29,6 +29,57 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// `BPF_PROG_TEST_RUN` from `enum bpf_cmd`.
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// `BPF_F_TEST_RUN_ON_CPU`: run on `cpu` (an IPI), not on the calling CPU.
+const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
+
+/// The `test` member of `union bpf_attr` (uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// Runs the raw-tracepoint program `prog` once on `cpu`, with an empty context: the one
+/// syscall aya lacks for it.
+pub fn run_on_cpu(prog: BorrowedFd<'_>, cpu: u32) -> io::Result<()> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        flags: BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a valid test-run attribute with no buffers; the size is its own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Entries per syscall: enough for every pod cgroup of a dense node in one or two calls.
 const CHUNK: usize = 512;
 

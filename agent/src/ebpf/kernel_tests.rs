@@ -198,6 +198,21 @@ fn busy_cgroup_cpu_matches_cpuacct_within_5_percent() {
     let layout = CgroupLayout::detect().expect("layout");
     let mut cg = TestCgroup::new(&layout, "cpu");
     let (mut t, mut c) = load(vec![cg.path.clone()]);
+    assert!(
+        t.cpu_probe.is_some(),
+        "the slot-repair program loads (raw_tp, run by BPF_PROG_TEST_RUN)"
+    );
+    for cpu in 0..t.maps.batch.nr_cpus as u32 {
+        use std::os::fd::AsFd;
+        let probe = t.cpu_probe.as_ref().expect("probe");
+        // Offline possible CPUs refuse; online ones must run it.
+        let online = std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/online"))
+            .map_or(true, |s| s.trim() == "1");
+        if online {
+            crate::ebpf::batch::run_on_cpu(probe.as_fd(), cpu)
+                .unwrap_or_else(|e| panic!("probe on CPU {cpu}: {e}"));
+        }
+    }
     let idle = TestCgroup::new(&layout, "idle");
     cg.spawn("while :; do :; done");
     std::thread::sleep(Duration::from_millis(300));

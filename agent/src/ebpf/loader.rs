@@ -114,6 +114,9 @@ pub struct Telemetry {
     pub mark_granule_pages: i64,
     /// Kernel ids of the attached programs, by name (for their run-time statistics).
     pub program_ids: Vec<(&'static str, u32)>,
+    /// The slot-repair program, run on each CPU before a sweep (`None` if it did not load:
+    /// sweeps then only miss slices whose switch-in was not traced).
+    pub cpu_probe: Option<std::os::fd::OwnedFd>,
     /// Held while run-time statistics are wanted; the kernel stops counting when it closes.
     _run_stats: Option<std::os::fd::OwnedFd>,
 }
@@ -181,6 +184,7 @@ impl Telemetry {
                 program_ids.push((program, info.id()));
             }
         }
+        let cpu_probe = load_cpu_probe(&mut ebpf);
         let run_stats = if cfg.run_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => Some(fd),
@@ -218,6 +222,7 @@ impl Telemetry {
             memory_hierarchy: memory.hierarchy_id,
             mark_granule_pages: 1i64 << cfg.mark_granule_shift,
             program_ids,
+            cpu_probe,
             _run_stats: run_stats,
         })
     }
@@ -232,6 +237,29 @@ where
         .take_map(name)
         .ok_or(EbpfError::MissingMap { map: name })?;
     T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
+/// Loads (never attaches) the slot-repair program and keeps a descriptor to run it with.
+fn load_cpu_probe(ebpf: &mut Ebpf) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let name = programs::CPU_PROBE;
+    let result = (|| -> Result<std::os::fd::OwnedFd, String> {
+        let prog: &mut aya::programs::RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or("missing from the object")?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        prog.load().map_err(|e| explain(&e))?;
+        let fd = prog.fd().map_err(|e| e.to_string())?;
+        fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(fd) => Some(fd),
+        Err(reason) => {
+            tracing::warn!(program = name, reason, "CPU slot probe unavailable");
+            None
+        }
+    }
 }
 
 /// A batch reader on a duplicate of map `name`'s descriptor.

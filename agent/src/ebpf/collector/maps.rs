@@ -11,6 +11,18 @@ use super::{Collector, CpuSums, MemSums, under_roots};
 use crate::ebpf::{EbpfError, batch::read_pod, loader::Telemetry};
 use crate::stats::cgroupfs;
 
+/// Runs the slot-repair program on every CPU, so a slice whose switch-in was not traced
+/// shows as running. A CPU that is offline (or a failed run) keeps its slot as it is.
+fn repair_slots(t: &Telemetry) {
+    use std::os::fd::AsFd;
+    let Some(probe) = &t.cpu_probe else { return };
+    for cpu in 0..t.maps.batch.nr_cpus {
+        if let Err(e) = crate::ebpf::batch::run_on_cpu(probe.as_fd(), cpu as u32) {
+            tracing::trace!(cpu, error = %e, "CPU slot probe failed");
+        }
+    }
+}
+
 /// One read of the maps.
 #[derive(Debug, Default)]
 pub(super) struct MapRead {
@@ -208,6 +220,7 @@ impl Collector {
         t: &mut Telemetry,
     ) -> Result<Option<Vec<u64>>, EbpfError> {
         let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
+        repair_slots(t);
         let kernel = self.read_counters(t)?;
         let slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
         // Records (cgroups made anywhere on the machine, OOM kills, marks) are not in it: the
