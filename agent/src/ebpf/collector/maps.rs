@@ -11,13 +11,13 @@ use super::{Collector, CpuSums, MemSums, under_roots};
 use crate::ebpf::{EbpfError, batch::read_pod, loader::Telemetry};
 use crate::stats::cgroupfs;
 
-/// Runs the slot-repair program on every CPU, so a slice whose switch-in was not traced
-/// shows as running. A CPU that is offline (or a failed run) keeps its slot as it is.
-fn repair_slots(t: &Telemetry) {
+/// Runs the slot-repair program on `cpus`, so a slice whose switch-in was not traced shows
+/// as running. A CPU that is offline (or a failed run) keeps its slot as it is.
+fn repair_slots(t: &Telemetry, cpus: &[u32]) {
     use std::os::fd::AsFd;
     let Some(probe) = &t.cpu_probe else { return };
-    for cpu in 0..t.maps.batch.nr_cpus {
-        if let Err(e) = crate::ebpf::batch::run_on_cpu(probe.as_fd(), cpu as u32) {
+    for &cpu in cpus {
+        if let Err(e) = crate::ebpf::batch::run_on_cpu(probe.as_fd(), cpu) {
             tracing::trace!(cpu, error = %e, "CPU slot probe failed");
         }
     }
@@ -216,13 +216,26 @@ impl Collector {
     /// counters and the CPU slots): the programs count each change to a registered entry.
     /// `None` when a registered task is on a CPU right now (its running slice grows).
     pub(super) fn quick_fingerprint(
-        &self,
+        &mut self,
         t: &mut Telemetry,
     ) -> Result<Option<Vec<u64>>, EbpfError> {
+        let mut slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        // A CPU whose slot names the same non-idle task as a second ago either runs a busy
+        // task (the probe changes nothing) or missed a switch-in: probe only those. Probing
+        // every CPU costs an IPI each, and a halted vCPU makes the caller wait for it.
+        let stuck: Vec<u32> = slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.tid != 0 && self.last_seqs.get(*i) == Some(&s.seq))
+            .map(|(i, _)| i as u32)
+            .collect();
+        if !stuck.is_empty() {
+            repair_slots(t, &stuck);
+            slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
+        }
+        self.last_seqs = slots.iter().map(|s| s.seq).collect();
         let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
-        repair_slots(t);
         let kernel = self.read_counters(t)?;
-        let slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
         // Records (cgroups made anywhere on the machine, OOM kills, marks) are not in it: the
         // caller sees the ones that matter through the ring-buffer reader's count.
         let mut fp = vec![

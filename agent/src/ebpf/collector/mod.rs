@@ -154,6 +154,8 @@ pub struct Collector {
     removed_since_build: bool,
     /// [`quick_fingerprint`](Self::quick_fingerprint) before the last full read.
     last_quick: Option<Vec<u64>>,
+    /// Each CPU slot's switch count at the last sweep (a CPU with no switch since is probed).
+    last_seqs: Vec<u64>,
 }
 
 /// Is `path` at or below one of `roots` (all paths if `roots` is empty)?
@@ -249,6 +251,7 @@ impl Collector {
             last_read: Vec::new(),
             removed_since_build: false,
             last_quick: None,
+            last_seqs: Vec::new(),
             cfg,
         };
         c.register_new(t);
