@@ -55,6 +55,11 @@ pub(super) fn io_err(map: &'static str) -> impl Fn(io::Error) -> EbpfError {
 }
 
 impl Collector {
+    /// Whether CPU key `id` has map entries created here (0 is "not accounted").
+    fn cpu_registered(&self, id: u64) -> bool {
+        id != 0 && self.registered.contains(&(self.cpu_h, id))
+    }
+
     /// Creates map entries for known cgroups under the roots that have none yet. The
     /// programs only add to existing entries, so this is what they account.
     pub fn register_new(&mut self, t: &mut Telemetry) {
@@ -116,7 +121,7 @@ impl Collector {
         &self,
         t: &mut Telemetry,
     ) -> Result<(HashMap<u64, CpuSums>, HashMap<u64, u64>), EbpfError> {
-        let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
+        let registered = |id: u64| self.cpu_registered(id);
         // A CPU's pending sums move into the map when another cgroup's slice ends on it. A
         // move during the batch read could count them twice or not at all: read again then
         // (rare: it takes two registered cgroups alternating on a CPU within these µs).
@@ -234,7 +239,7 @@ impl Collector {
             slots = t.maps.cpu_slots.get(&0, 0).map_err(map_err("CPU_SLOTS"))?;
         }
         self.last_seqs = slots.iter().map(|s| s.seq).collect();
-        let registered = |id: u64| id != 0 && self.registered.contains(&(self.cpu_h, id));
+        let registered = |id: u64| self.cpu_registered(id);
         let kernel = self.read_counters(t)?;
         // Records (cgroups made anywhere on the machine, OOM kills, marks) are not in it: the
         // caller sees the ones that matter through the ring-buffer reader's count.
