@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+mod listen;
 pub mod logs;
 pub mod names;
 pub mod stats;
@@ -18,14 +19,13 @@ use crate::kuberuntime::{Cri, labels};
 use crate::metrics::{self, expo::Format};
 use crate::options::{AuthorizationMode, Options};
 use crate::status::StatusStore;
-use auth::{AuthPolicy, PeerCerts};
+use auth::AuthPolicy;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 pub use error::ApiError;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use stats::StatsSource;
@@ -37,8 +37,6 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// Go's http.Server DefaultMaxHeaderBytes (1 MiB) plus its 4 KiB slack: larger headers get 431.
-const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
 /// How long a runtime health answer is reused.
 const RUNTIME_CHECK_TTL: Duration = Duration::from_secs(5);
 
@@ -279,7 +277,7 @@ async fn metrics_resource(State(v): State<View>, headers: HeaderMap) -> Response
 
 async fn container_logs(
     State(v): State<View>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(ContainerPath { ns, pod, container }): Path<ContainerPath>,
     Query(q): Query<logs::LogQuery>,
 ) -> Result<Response, ApiError> {
     let opts = q.parse()?;
@@ -318,68 +316,53 @@ async fn container_logs(
         .into_response())
 }
 
-async fn exec_h(
-    State(v): State<View>,
-    Path((ns, pod, c)): Path<(String, String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    stream::exec(&v, &ns, &pod, &c, req).await
+/// The `{ns}/{pod}/{container}` of a route, by name, so that the kubelet's variant with a
+/// `{uid}` segment before the container shares the handler: the uid is ignored, as the kubelet
+/// finds the pod by its full name whenever it has one (kubecontainer.Pods.FindPod).
+#[derive(serde::Deserialize)]
+struct ContainerPath {
+    ns: String,
+    pod: String,
+    container: String,
 }
 
-async fn exec_uid_h(
+/// The `{ns}/{pod}` of `/portForward`, with or without the ignored `{uid}` (see [`ContainerPath`]).
+#[derive(serde::Deserialize)]
+struct PodPath {
+    ns: String,
+    pod: String,
+}
+
+async fn exec_h(
     State(v): State<View>,
-    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
+    Path(p): Path<ContainerPath>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    stream::exec(&v, &ns, &pod, &c, req).await
+    stream::exec(&v, &p.ns, &p.pod, &p.container, req).await
 }
 
 async fn attach_h(
     State(v): State<View>,
-    Path((ns, pod, c)): Path<(String, String, String)>,
+    Path(p): Path<ContainerPath>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    stream::attach(&v, &ns, &pod, &c, req).await
-}
-
-async fn attach_uid_h(
-    State(v): State<View>,
-    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    stream::attach(&v, &ns, &pod, &c, req).await
+    stream::attach(&v, &p.ns, &p.pod, &p.container, req).await
 }
 
 async fn port_forward_h(
     State(v): State<View>,
-    Path((ns, pod)): Path<(String, String)>,
+    Path(p): Path<PodPath>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    stream::port_forward(&v, &ns, &pod, req).await
-}
-
-async fn port_forward_uid_h(
-    State(v): State<View>,
-    Path((ns, pod, _uid)): Path<(String, String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    stream::port_forward(&v, &ns, &pod, req).await
+    stream::port_forward(&v, &p.ns, &p.pod, req).await
 }
 
 async fn run_h(
     State(v): State<View>,
-    Path((ns, pod, c)): Path<(String, String, String)>,
+    Path(p): Path<ContainerPath>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    stream::run(&v, &ns, &pod, &c, req.uri().query()).await
-}
-
-async fn run_uid_h(
-    State(v): State<View>,
-    Path((ns, pod, _uid, c)): Path<(String, String, String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    stream::run(&v, &ns, &pod, &c, req.uri().query()).await
+    stream::run(&v, &p.ns, &p.pod, &p.container, req.uri().query()).await
 }
 
 async fn not_found() -> ApiError {
@@ -407,13 +390,13 @@ pub fn secure_routes(view: View, policy: Arc<AuthPolicy>) -> Router {
         .route("/configz", get(configz_handler))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec_h))
-        .route("/exec/{ns}/{pod}/{uid}/{container}", any(exec_uid_h))
+        .route("/exec/{ns}/{pod}/{uid}/{container}", any(exec_h))
         .route("/attach/{ns}/{pod}/{container}", any(attach_h))
-        .route("/attach/{ns}/{pod}/{uid}/{container}", any(attach_uid_h))
+        .route("/attach/{ns}/{pod}/{uid}/{container}", any(attach_h))
         .route("/portForward/{ns}/{pod}", any(port_forward_h))
-        .route("/portForward/{ns}/{pod}/{uid}", any(port_forward_uid_h))
+        .route("/portForward/{ns}/{pod}/{uid}", any(port_forward_h))
         .route("/run/{ns}/{pod}/{container}", post(run_h))
-        .route("/run/{ns}/{pod}/{uid}/{container}", post(run_uid_h))
+        .route("/run/{ns}/{pod}/{uid}/{container}", post(run_h))
         .with_state(view.clone());
     read_only_routes(view)
         .merge(debugging)
@@ -501,7 +484,7 @@ pub fn start(
         reviewer,
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
-    tasks.spawn(serve(
+    tasks.spawn(listen::serve(
         "secure",
         SocketAddr::new(s.address, s.port),
         Some(acceptor),
@@ -509,7 +492,7 @@ pub fn start(
         cancel.clone(),
     ));
     if s.read_only_port != 0 {
-        tasks.spawn(serve(
+        tasks.spawn(listen::serve(
             "read-only",
             SocketAddr::new(s.address, s.read_only_port),
             None,
@@ -518,7 +501,7 @@ pub fn start(
         ));
     }
     if s.healthz_port != 0 {
-        tasks.spawn(serve(
+        tasks.spawn(listen::serve(
             "healthz",
             SocketAddr::new(s.healthz_bind_address, s.healthz_port),
             None,
@@ -532,173 +515,6 @@ pub fn start(
         cancel,
     ));
     Ok(())
-}
-
-async fn serve(
-    name: &'static str,
-    addr: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    routes: Router,
-    cancel: CancellationToken,
-) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(port = name, %addr, error = %e, "cannot listen; this endpoint is off");
-            return;
-        }
-    };
-    info!(port = name, addr = %listener.local_addr().unwrap_or(addr), tls = tls.is_some(), "serving");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(port = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let routes = routes.clone();
-        let tls = tls.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(acc) => {
-                    let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acc.accept(tcp),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let certs = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| Arc::new(c.to_vec()));
-                    connection(stream, PeerCerts(certs), routes, cancel).await;
-                }
-                None => connection(tcp, PeerCerts(None), routes, cancel).await,
-            }
-        });
-    }
-}
-
-async fn connection<S>(io: S, peer: PeerCerts, routes: Router, cancel: CancellationToken)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use tower::ServiceExt;
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
-        routes.clone().oneshot(req.map(axum::body::Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEADER_BYTES)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(Linger(Some(io))), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
-        _ = cancel.cancelled() => {}
-    }
-}
-
-/// A connection that, when dropped, keeps reading (and discarding) what the client still sends
-/// for a moment before closing, as Go's net/http does (closeWriteAndWait). Without it, closing
-/// on an oversized request with unread input resets the connection and the client never sees
-/// its 431.
-struct Linger<S: tokio::io::AsyncRead + Unpin + Send + 'static>(Option<S>);
-
-impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> Drop for Linger<S> {
-    fn drop(&mut self) {
-        let Some(mut io) = self.0.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut left: usize = 4 << 20;
-            let drain = async {
-                while left > 0 {
-                    match io.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => left = left.saturating_sub(n),
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-        });
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> Linger<S> {
-    fn io(&mut self) -> std::io::Result<&mut S> {
-        self.0
-            .as_mut()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin + Send + 'static> tokio::io::AsyncRead for Linger<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
-    }
-}
-
-impl<S> tokio::io::AsyncWrite for Linger<S>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
-    }
 }
 
 /// Go's time.Duration String() for whole seconds ("20s", "1m0s", "2h0m0s").
@@ -756,6 +572,119 @@ fn configz(o: &Options) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use axum::body::Body;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use tower::ServiceExt;
+
+    struct NoStats;
+
+    impl StatsSource for NoStats {
+        fn snapshot(&self) -> stats::StatsSnapshot {
+            stats::StatsSnapshot::default()
+        }
+    }
+
+    /// The secure routes over one pod `default/p` whose container `c` is not running, with a
+    /// runtime that is never dialled, open to anonymous requests.
+    fn routes() -> Router {
+        let opts = Options::from_args(["nodelet".to_string()]).expect("default options");
+        let (writer, status) = crate::status::store();
+        writer.set(
+            "u1",
+            Pod {
+                metadata: ObjectMeta {
+                    namespace: Some("default".into()),
+                    name: Some("p".into()),
+                    uid: Some("u1".into()),
+                    ..Default::default()
+                },
+                status: Some(PodStatus {
+                    container_statuses: Some(vec![ContainerStatus {
+                        name: "c".into(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let cri = Cri::connect(
+            "unix:///nonexistent/cri.sock",
+            "unix:///nonexistent/cri.sock",
+            Duration::from_secs(1),
+        )
+        .expect("lazy CRI client");
+        let view = NodeView::new(
+            &opts,
+            status,
+            cri,
+            Arc::new(NoStats),
+            Arc::new(metrics::AgentMetrics::new()),
+            tokio::sync::watch::channel(None).1,
+        );
+        let policy = AuthPolicy {
+            clients: None,
+            anonymous: true,
+            token_webhook: false,
+            mode: AuthorizationMode::AlwaysAllow,
+            reviewer: None,
+        };
+        secure_routes(Arc::new(view), Arc::new(policy))
+    }
+
+    async fn call(routes: &Router, method: &str, uri: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        let resp = routes.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn uid_routes_answer_as_their_plain_twins() {
+        let routes = routes();
+        let not_running = "container \"c\" in pod default/p is not running\n";
+        let cases = [
+            (
+                "GET",
+                "/exec/default/p/c?command=true&stdout=1",
+                "/exec/default/p/other/c?command=true&stdout=1",
+                not_running,
+            ),
+            (
+                "GET",
+                "/attach/default/p/c?stdout=1",
+                "/attach/default/p/other/c?stdout=1",
+                not_running,
+            ),
+            (
+                "POST",
+                "/run/default/p/c?cmd=true",
+                "/run/default/p/other/c?cmd=true",
+                not_running,
+            ),
+            (
+                "GET",
+                "/portForward/default/nope",
+                "/portForward/default/nope/other",
+                "pod default/nope not found\n",
+            ),
+        ];
+        for (method, plain, with_uid, body) in cases {
+            let want = (StatusCode::NOT_FOUND, body.to_string());
+            assert_eq!(call(&routes, method, plain).await, want, "{plain}");
+            assert_eq!(call(&routes, method, with_uid).await, want, "{with_uid}");
+        }
+    }
+
     #[test]
     fn durations_print_as_go() {
         use std::time::Duration;
