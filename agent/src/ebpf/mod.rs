@@ -392,7 +392,13 @@ async fn run_ebpf(
             }
             _ = tick.tick() => {
                 let prev = writer.current();
-                match collector.sweep_if_changed(&mut telemetry, &prev, (reader.read, reader.malformed)) {
+                let counts = (reader.read, reader.malformed, dropped_events);
+                let c = &prev.counters;
+                let counts_moved = (c.records_read, c.malformed, c.events_dropped) != counts;
+                let swept = collector.sweep_if_changed(&mut telemetry, &prev, (counts.0, counts.1));
+                // Held, it would make the in-place update below copy the whole snapshot.
+                drop(prev);
+                match swept {
                     Ok((snap, node_ws)) => {
                         if let Some(bytes) = node_ws {
                             writer.set_node_working_set(bytes);
@@ -402,8 +408,18 @@ async fn run_ebpf(
                                 snap.counters.events_dropped = dropped_events;
                                 writer.publish(snap);
                             }
-                            // Nothing moved: the snapshot stands, confirmed current now.
-                            None => writer.confirm(SystemTime::now()),
+                            // Nothing moved: the snapshot stands, confirmed current now, with
+                            // the reader's counts (records from elsewhere on the machine).
+                            None => {
+                                if counts_moved {
+                                    writer.update(|s| {
+                                        s.counters.records_read = counts.0;
+                                        s.counters.malformed = counts.1;
+                                        s.counters.events_dropped = counts.2;
+                                    });
+                                }
+                                writer.confirm(SystemTime::now());
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %error_chain(&e), "eBPF telemetry sweep failed"),

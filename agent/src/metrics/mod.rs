@@ -335,6 +335,11 @@ fn render_telemetry(e: &mut Encoder, t: &crate::server::stats::TelemetryHealth) 
             "Collector sweeps into the stats store.",
             c.sweeps,
         ),
+        (
+            "nodelet_telemetry_baseline_passes_total",
+            "Passes that read every pod cgroup's files: the first sweep and each re-baseline.",
+            c.baseline_passes,
+        ),
     ] {
         e.family(name, help, Kind::Counter);
         e.sample(&[], v as f64, None);
@@ -345,6 +350,24 @@ fn render_telemetry(e: &mut Encoder, t: &crate::server::stats::TelemetryHealth) 
         Kind::Gauge,
     );
     e.sample(&[], c.memory_drift_bytes as f64, None);
+    e.family(
+        "nodelet_telemetry_cpu_drift_seconds",
+        "Largest difference between traced CPU usage and the cgroup file at the last re-baseline.",
+        Kind::Gauge,
+    );
+    e.sample(&[], c.cpu_drift_ns as f64 / 1e9, None);
+    e.family(
+        "nodelet_telemetry_baseline_cpu_seconds_total",
+        "CPU time the agent spent in passes that read every pod cgroup's files.",
+        Kind::Counter,
+    );
+    e.sample(&[], c.baseline_cpu_ns as f64 / 1e9, None);
+    e.family(
+        "nodelet_telemetry_rebaseline_interval_seconds",
+        "Time from the last re-baseline to the next; it doubles while drift stays small.",
+        Kind::Gauge,
+    );
+    e.sample(&[], c.rebaseline_interval_s as f64, None);
     if t.programs.is_empty() {
         return;
     }

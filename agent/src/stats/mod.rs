@@ -138,6 +138,14 @@ pub struct CollectorCounters {
     pub cpu_slot_mismatch: u64,
     /// Largest |eBPF - file| memory usage difference found at the last re-baseline, bytes.
     pub memory_drift_bytes: u64,
+    /// Largest |eBPF - file| CPU usage difference found at the last re-baseline, ns.
+    pub cpu_drift_ns: u64,
+    /// Seconds until the re-baseline after the last one (it grows while drift stays small).
+    pub rebaseline_interval_s: u64,
+    /// Passes that read every pod cgroup's files: the first build and each re-baseline.
+    pub baseline_passes: u64,
+    /// Thread CPU time those passes took, ns.
+    pub baseline_cpu_ns: u64,
     /// Cgroup ids in the maps that could not be mapped to a path.
     pub unresolved_ids: u64,
     /// Telemetry events dropped because the event bus was full.

@@ -243,11 +243,13 @@ impl Collector {
         let kernel = self.read_counters(t)?;
         // Records (cgroups made anywhere on the machine, OOM kills, marks) are not in it: the
         // caller sees the ones that matter through the ring-buffer reader's count.
+        // Not the id index's generation: it moves with cgroups made anywhere on the machine,
+        // while one made under the roots shows here as a new registration.
         let mut fp = vec![
             kernel[counter::CPU_FLUSHES as usize],
             kernel[counter::MEM_CHANGES as usize],
-            self.ids.generation,
             self.registered.len() as u64,
+            self.register_failed,
         ];
         for s in slots.iter() {
             if registered(s.cgroup_id) {

@@ -4,9 +4,11 @@
 //! deltas); both are local to the cgroup, not hierarchical. A sweep reads each map once, maps
 //! ids to paths, sums every cgroup into itself and its ancestors (cpuacct and memory files
 //! are hierarchical), and adds a baseline read once from the cgroup's files when the path is
-//! first seen: `value = file value at baseline + (sum now - sum at baseline)`. Every
-//! `rebaseline_every` the files are read again; the largest memory difference found is
-//! exported as drift, and map entries of removed cgroups are deleted then.
+//! first seen: `value = file value at baseline + (sum now - sum at baseline)`. The files are
+//! read again after `rebaseline_every`; the largest differences found are exported as drift,
+//! and map entries of removed cgroups are deleted then. While the drift stays small the
+//! interval doubles up to `rebaseline_max`: a pass reads every pod cgroup's files, which is
+//! most of what the agent spends on an idle node, and the traced numbers have not needed it.
 //!
 //! CPU time of slices still running is not in the map (it is added at switch-out). The sweep
 //! adds it from CPU_SLOTS and `/proc/<tid>/schedstat` (the same `sum_exec_runtime`), reading
@@ -109,8 +111,15 @@ struct NodeBaseline {
 pub struct CollectorConfig {
     /// Only cgroups at or below these paths are published (empty: all).
     pub roots: Vec<String>,
-    /// How often baselines are re-read from the cgroup files.
+    /// How soon baselines are re-read from the cgroup files (and again after any drift).
     pub rebaseline_every: Duration,
+    /// Longest re-baseline interval, reached by doubling while passes find no drift.
+    pub rebaseline_max: Duration,
+    /// Memory drift up to this many bytes lets the interval grow.
+    pub quiet_drift_bytes: u64,
+    /// CPU drift up to this many ns lets the interval grow. A busy container runs on while a
+    /// pass reads its file after the maps, so a few ms show up without any real drift.
+    pub quiet_drift_cpu_ns: u64,
     /// Minimum time between two hierarchy walks for unknown ids.
     pub min_walk_interval: Duration,
 }
@@ -120,6 +129,9 @@ impl Default for CollectorConfig {
         Self {
             roots: Vec::new(),
             rebaseline_every: Duration::from_secs(60),
+            rebaseline_max: Duration::from_secs(600),
+            quiet_drift_bytes: 512 << 10,
+            quiet_drift_cpu_ns: 100_000_000,
             min_walk_interval: Duration::from_secs(5),
         }
     }
@@ -141,7 +153,14 @@ pub struct Collector {
     /// Removed cgroups: still summed into their ancestors until the next re-baseline.
     dead: HashMap<(u32, u64), String>,
     last_rebaseline: Instant,
+    /// Time from one re-baseline to the next (see [`CollectorConfig::rebaseline_max`]).
+    rebaseline_interval: Duration,
     drift_bytes: u64,
+    cpu_drift_ns: u64,
+    /// Passes that read every cgroup's files (the first build and re-baselines).
+    baseline_passes: u64,
+    /// Thread CPU time those passes took, ns.
+    baseline_cpu_ns: u64,
     /// (hierarchy, id) with map entries created here: the in-kernel filter's allow list.
     registered: HashSet<(u32, u64)>,
     /// `ids.generation` at the last registration pass.
@@ -206,6 +225,35 @@ fn aggregate<T: Default + Copy>(
     out
 }
 
+/// The interval after a re-baseline that found these drifts: doubled while they are small,
+/// back to the shortest after any real one.
+fn next_rebaseline(
+    cfg: &CollectorConfig,
+    now: Duration,
+    mem_drift: u64,
+    cpu_drift: u64,
+) -> Duration {
+    if mem_drift <= cfg.quiet_drift_bytes && cpu_drift <= cfg.quiet_drift_cpu_ns {
+        (now * 2).clamp(
+            cfg.rebaseline_every,
+            cfg.rebaseline_max.max(cfg.rebaseline_every),
+        )
+    } else {
+        cfg.rebaseline_every
+    }
+}
+
+/// CPU time of the calling thread, ns (`None` if the clock cannot be read).
+fn thread_cpu_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
 fn pages_delta(base_bytes: u64, now: i64, at: i64, page: i64) -> u64 {
     let v = base_bytes as i128 + (now as i128 - at as i128) * page as i128;
     v.clamp(0, u64::MAX as i128) as u64
@@ -244,7 +292,11 @@ impl Collector {
             node_base: None,
             dead: HashMap::new(),
             last_rebaseline: Instant::now(),
+            rebaseline_interval: cfg.rebaseline_every,
             drift_bytes: 0,
+            cpu_drift_ns: 0,
+            baseline_passes: 0,
+            baseline_cpu_ns: 0,
             registered: HashSet::new(),
             registered_gen: None,
             register_failed: 0,
@@ -272,7 +324,10 @@ impl Collector {
 
     /// A cgroup was removed: keep its path for aggregation until the next re-baseline.
     pub fn cgroup_removed(&mut self, hierarchy_id: u32, id: u64) {
-        if let Some(path) = self.ids.remove(hierarchy_id, id) {
+        // One removed elsewhere on the machine was never published: nothing to rebuild.
+        if let Some(path) = self.ids.remove(hierarchy_id, id)
+            && under_roots(&self.cfg.roots, &path)
+        {
             self.dead.insert((hierarchy_id, id), path);
             self.removed_since_build = true;
         }
@@ -330,7 +385,7 @@ impl Collector {
     }
 
     /// One sweep: a new snapshot, or `None` when no pod cgroup's numbers changed since the
-    /// last sweep and no re-baseline is due (an idle node costs a few syscalls a second, no
+    /// last sweep, none went away and no re-baseline is due (an idle node costs a few syscalls a second, no
     /// rebuild); and the node working set, which moves with any memory use on the machine and
     /// so is published apart from the snapshot.
     pub fn sweep_if_changed(
@@ -340,11 +395,11 @@ impl Collector {
         reader: (u64, u64),
     ) -> Result<(Option<Snapshot>, Option<u64>), EbpfError> {
         self.register_new(t);
-        let reader_same = prev.counters.records_read == reader.0
-            && prev.counters.malformed == reader.1
-            && prev.counters.sweeps > 0;
-        let due = self.last_rebaseline.elapsed() >= self.cfg.rebaseline_every;
-        let steady = reader_same && !due && !self.removed_since_build;
+        // Ring-buffer records are not a reason to rebuild: OOM kills reach the store as they
+        // come, cgroups made under the roots show as new registrations, and one made anywhere
+        // else on the machine changes nothing here. The caller updates the reader's counts.
+        let due = self.rebaseline_due();
+        let steady = !due && !self.removed_since_build;
         // Two cheap reads first: on a quiet node that is the whole sweep.
         let quick = self.quick_fingerprint(t)?;
         if steady && quick.is_some() && quick == self.last_quick {
@@ -360,6 +415,14 @@ impl Collector {
             Some(self.build(t, read, prev, reader))
         };
         Ok((snap, self.node_ws_bytes(node_ws_pages)))
+    }
+
+    /// Whether this sweep re-reads the files. Removed cgroups wait at most the shortest
+    /// interval: their map entries go only then, and churn must not fill the maps.
+    fn rebaseline_due(&self) -> bool {
+        let since = self.last_rebaseline.elapsed();
+        since >= self.rebaseline_interval
+            || (!self.dead.is_empty() && since >= self.cfg.rebaseline_every)
     }
 
     /// Node working set from the traced node-wide pages and the root memcg baseline.
@@ -383,6 +446,9 @@ impl Collector {
             node_ws_pages,
         } = read;
         self.removed_since_build = false;
+        let rebaseline = self.rebaseline_due();
+        let full_pass = rebaseline || (self.cpu_base.is_empty() && self.mem_base.is_empty());
+        let cpu_at_start = if full_pass { thread_cpu_ns() } else { None };
         let throttled: HashMap<String, u64> = throttled
             .iter()
             .filter_map(|(id, n)| self.ids.path(self.cpu_h, *id).map(|p| (p.to_owned(), *n)))
@@ -419,7 +485,6 @@ impl Collector {
         }
         let dead_paths: HashSet<&str> = self.dead.values().map(String::as_str).collect();
 
-        let rebaseline = self.last_rebaseline.elapsed() >= self.cfg.rebaseline_every;
         let (cpu_live, mem_live) = if rebaseline {
             (
                 aggregate(
@@ -450,6 +515,7 @@ impl Collector {
             ..Snapshot::default()
         };
         let mut drift: u64 = 0;
+        let mut cpu_drift: u64 = 0;
 
         for (path, sums) in &cpu_tree {
             if dead_paths.contains(path.as_str()) {
@@ -479,6 +545,7 @@ impl Collector {
                 throttled_periods: throttled.get(path).copied(),
             });
             if rebaseline && let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
+                cpu_drift = cpu_drift.max(usage_ns.abs_diff(c.usage_ns));
                 let live = cpu_live.get(path).copied().unwrap_or_default();
                 self.cpu_base.insert(
                     path.clone(),
@@ -538,6 +605,9 @@ impl Collector {
         if rebaseline {
             self.last_rebaseline = Instant::now();
             self.drift_bytes = drift;
+            self.cpu_drift_ns = cpu_drift;
+            self.rebaseline_interval =
+                next_rebaseline(&self.cfg, self.rebaseline_interval, drift, cpu_drift);
             self.forget_dead(t);
             // Baselines of paths that no longer exist.
             self.cpu_base.retain(|p, _| cpu_tree.contains_key(p));
@@ -554,10 +624,19 @@ impl Collector {
                 + self.register_failed,
             cpu_slot_mismatch: kernel[counter::CPU_SLOT_MISMATCH as usize],
             memory_drift_bytes: self.drift_bytes,
+            cpu_drift_ns: self.cpu_drift_ns,
+            rebaseline_interval_s: self.rebaseline_interval.as_secs(),
             unresolved_ids: unresolved,
             events_dropped: prev.counters.events_dropped,
             sweeps: prev.counters.sweeps + 1,
+            ..CollectorCounters::default()
         };
+        if let (Some(t0), Some(t1)) = (cpu_at_start, thread_cpu_ns()) {
+            self.baseline_passes += 1;
+            self.baseline_cpu_ns += t1.saturating_sub(t0);
+        }
+        snap.counters.baseline_passes = self.baseline_passes;
+        snap.counters.baseline_cpu_ns = self.baseline_cpu_ns;
         snap
     }
 
@@ -655,6 +734,31 @@ mod tests {
             CpuSums::add,
         );
         assert_eq!(all["/"].run_ns, 1);
+    }
+
+    #[test]
+    fn rebaseline_interval_doubles_while_quiet_and_resets_on_drift() {
+        let cfg = CollectorConfig::default();
+        let mut i = cfg.rebaseline_every;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            i = next_rebaseline(&cfg, i, 4 << 10, 2_000_000);
+            seen.push(i.as_secs());
+        }
+        assert_eq!(seen, [120, 240, 480, 600, 600, 600]);
+        assert_eq!(next_rebaseline(&cfg, i, 2 << 20, 0), cfg.rebaseline_every);
+        assert_eq!(
+            next_rebaseline(&cfg, i, 0, 500_000_000),
+            cfg.rebaseline_every
+        );
+        let tests = CollectorConfig {
+            rebaseline_every: Duration::ZERO,
+            ..cfg
+        };
+        assert_eq!(
+            next_rebaseline(&tests, Duration::ZERO, 0, 0),
+            Duration::ZERO
+        );
     }
 
     #[test]
