@@ -110,7 +110,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             bench::telemetry(&bench::TelemetryBench {
                 ns: n,
                 window: Duration::from_secs(window),
-                settle: Duration::from_secs(8),
+                settle: Duration::from_secs(12),
                 switches: 40_000,
                 ooms,
                 rounds,
