@@ -55,6 +55,9 @@ pub mod maps {
     pub const NODE_MEM: &str = "NODE_MEM";
     /// Per-CPU array of `u64` indexed by [`crate::counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Array, one `u64`: bumped by user space after it creates MEM_ACCT entries, which
+    /// forgets every CPU's remembered miss (MEM_MISS, kernel-only).
+    pub const MEM_GEN: &str = "MEM_GEN";
 }
 
 /// Names of the load-time constants (`const volatile` globals in `.rodata`).

@@ -5,7 +5,7 @@
  *
  * Per memcg the deltas are summed into MEM_ACCT. User space creates the entries, for the
  * memcgs under the pods' root only (a lookup miss is the in-kernel filter: host page churn
- * costs one lookup), and reads a baseline from the cgroup's files once, then adds the deltas.
+ * costs one lookup, or none when it repeats the CPU's last miss), and reads a baseline from the cgroup's files once, then adds the deltas.
  * Events are not hierarchical: a parent's total is the sum of its subtree (user space).
  *
  * charged_pages follows what the memcg's page counter charges (LRU pages + kernel memory),
@@ -48,10 +48,55 @@ struct {
 
 #define ITEM(E, N) (bpf_core_enum_value_exists(enum E, N) ? (int)bpf_core_enum_value(enum E, N) : -1)
 
-/* Registered memcgs only (user space creates the entries): a miss is the filter. */
-static __always_inline struct mem_acct *mem_entry(__u64 id)
+/* Bumped by user space after it creates MEM_ACCT entries: forgets every remembered miss. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} MEM_GEN SEC(".maps");
+
+struct mem_miss {
+	__u64 memcg;
+	__u64 gen;
+};
+
+/* The last memcg that missed on this CPU, valid while MEM_GEN stays at `gen`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mem_miss);
+} MEM_MISS SEC(".maps");
+
+/*
+ * Registered memcgs only (user space creates the entries): a miss is the filter. Host page
+ * churn comes in runs of one memcg (a reclaim pass, a file read), so the CPU remembers its
+ * last miss: a repeat costs two array loads, not the walk to the kernfs id and a hash lookup.
+ * User space bumps MEM_GEN after inserting, so a memcg registered since is looked up again;
+ * a program that read the old generation may skip events from before the insert, which the
+ * baseline user space reads afterwards already holds.
+ */
+static __always_inline struct mem_acct *mem_entry(struct mem_cgroup *memcg, __u64 *id)
 {
-	return bpf_map_lookup_elem(&MEM_ACCT, &id);
+	__u32 zero = 0;
+	struct mem_miss *miss = bpf_map_lookup_elem(&MEM_MISS, &zero);
+	__u64 *gen = bpf_map_lookup_elem(&MEM_GEN, &zero);
+	struct mem_acct *m;
+	__u64 g;
+
+	if (!miss || !gen)
+		return NULL;
+	g = *gen;
+	if (miss->memcg == (__u64)memcg && miss->gen == g)
+		return NULL;
+	*id = cgroup_kn_id(memcg->css.cgroup);
+	m = bpf_map_lookup_elem(&MEM_ACCT, id);
+	if (!m) {
+		miss->memcg = (__u64)memcg;
+		miss->gen = g;
+	}
+	return m;
 }
 
 static __always_inline void emit_mark(__u64 id, __s64 value, __s64 mark, __u32 scope, __u32 rising)
@@ -118,7 +163,7 @@ static __always_inline void add_node_ws(__s64 delta)
  */
 static __always_inline void fold(struct mem_cgroup *memcg, int slot, __s64 delta, int charged, int ws)
 {
-	__u64 id;
+	__u64 id = 0;
 	struct mem_acct *m;
 
 	if (!memcg || !delta || slot < 0 || slot >= MEM_ITEM_COUNT)
@@ -126,8 +171,7 @@ static __always_inline void fold(struct mem_cgroup *memcg, int slot, __s64 delta
 	/* The node working set counts every memcg, registered or not. */
 	if (ws)
 		add_node_ws(delta);
-	id = cgroup_kn_id(memcg->css.cgroup);
-	m = mem_entry(id);
+	m = mem_entry(memcg, &id);
 	if (!m)
 		return;
 	__sync_fetch_and_add(&m->pages[slot], delta);
@@ -188,6 +232,7 @@ SEC("tp_btf/count_memcg_events")
 int BPF_PROG(on_count_memcg_events, struct mem_cgroup *memcg, int item, unsigned long n)
 {
 	struct mem_acct *m;
+	__u64 id = 0;
 	int major;
 
 	if (item == ITEM(vm_event_item, PGFAULT))
@@ -198,7 +243,7 @@ int BPF_PROG(on_count_memcg_events, struct mem_cgroup *memcg, int item, unsigned
 		return 0;
 	if (!memcg)
 		return 0;
-	m = mem_entry(cgroup_kn_id(memcg->css.cgroup));
+	m = mem_entry(memcg, &id);
 	if (!m)
 		return 0;
 	count(CNT_MEM_CHANGES);

@@ -79,6 +79,8 @@ pub struct TelemetryMaps {
     pub mem_marks: HashMap<MapData, u64, MemMark>,
     /// Node working set and its mark.
     pub node_mem: Array<MapData, NodeMem>,
+    /// Generation of MEM_ACCT's key set (bumped after inserts; see `mem_entry` in C).
+    pub mem_gen: Array<MapData, u64>,
     /// Whole-map readers of the maps the sweep reads every second.
     pub batch: BatchMaps,
 }
@@ -210,6 +212,7 @@ impl Telemetry {
             mem_acct: typed(&mut ebpf, maps::MEM_ACCT)?,
             mem_marks: typed(&mut ebpf, maps::MEM_MARKS)?,
             node_mem: typed(&mut ebpf, maps::NODE_MEM)?,
+            mem_gen: typed(&mut ebpf, maps::MEM_GEN)?,
             batch,
         };
         let events: RingBuf<MapData> = typed(&mut ebpf, maps::EVENTS)?;

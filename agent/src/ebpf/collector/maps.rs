@@ -71,6 +71,7 @@ impl Collector {
         if self.mem_h != self.cpu_h {
             hierarchies.push(self.mem_h);
         }
+        let before = self.registered.len();
         for h in hierarchies {
             let new: Vec<u64> = self
                 .ids
@@ -82,6 +83,14 @@ impl Collector {
                 .collect();
             for id in new {
                 self.register(t, h, id);
+            }
+        }
+        if self.registered.len() != before {
+            // The memory programs remember their last miss per CPU until this moves: a memcg
+            // that missed before it had an entry would otherwise stay skipped on that CPU.
+            self.mem_gen += 1;
+            if let Err(e) = t.maps.mem_gen.set(0, self.mem_gen, 0) {
+                tracing::warn!(error = %e, "bumping MEM_GEN failed: new memcgs may go uncounted");
             }
         }
     }

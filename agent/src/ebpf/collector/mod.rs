@@ -167,6 +167,8 @@ pub struct Collector {
     registered_gen: Option<u64>,
     /// Entries that could not be created (map full); counted with the kernel's map-full.
     register_failed: u64,
+    /// Last value written to MEM_GEN.
+    mem_gen: u64,
     /// Raw bytes and scalars of the previous read, to skip sweeps that would change nothing.
     last_read: Vec<u8>,
     /// A cgroup went away since the last snapshot: the next one must drop it.
@@ -300,6 +302,7 @@ impl Collector {
             registered: HashSet::new(),
             registered_gen: None,
             register_failed: 0,
+            mem_gen: 0,
             last_read: Vec::new(),
             removed_since_build: false,
             last_quick: None,
