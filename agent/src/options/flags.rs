@@ -106,9 +106,20 @@ pub struct Flags {
     /// Bearer tokens via TokenReview (config: authentication.webhook.enabled); cluster mode only.
     #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub authentication_token_webhook: Option<bool>,
+    /// How long TokenReview answers are reused (config: authentication.webhook.cacheTTL).
+    #[arg(long)]
+    pub authentication_token_webhook_cache_ttl: Option<String>,
     /// AlwaysAllow or Webhook (config: authorization.mode).
     #[arg(long)]
     pub authorization_mode: Option<String>,
+    /// How long allowed SubjectAccessReview answers are reused (config:
+    /// authorization.webhook.cacheAuthorizedTTL).
+    #[arg(long)]
+    pub authorization_webhook_cache_authorized_ttl: Option<String>,
+    /// How long denied SubjectAccessReview answers are reused (config:
+    /// authorization.webhook.cacheUnauthorizedTTL).
+    #[arg(long)]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<String>,
     /// Port of the local /healthz endpoint, 0 to disable (config: healthzPort).
     #[arg(long)]
     pub healthz_port: Option<u16>,
@@ -182,9 +193,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("tls-cipher-suites", Arity::Value),
     ("tls-min-version", Arity::Value),
     ("cert-dir", Arity::Value),
-    ("authentication-token-webhook-cache-ttl", Arity::Value),
-    ("authorization-webhook-cache-authorized-ttl", Arity::Value),
-    ("authorization-webhook-cache-unauthorized-ttl", Arity::Value),
     ("rotate-certificates", Arity::Bool),
     ("rotate-server-certificates", Arity::Bool),
     ("cluster-dns", Arity::Value),

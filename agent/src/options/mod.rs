@@ -189,19 +189,8 @@ impl Options {
                    field: &Option<String>,
                    name: &'static str,
                    field_name: &'static str,
-                   default: Duration|
-         -> Result<Duration, OptionsError> {
-            let (value, source_name, name) = match (flag, field) {
-                (Some(v), _) => (v, "flag".to_string(), name),
-                (None, Some(v)) => (v, file_label.clone(), field_name),
-                (None, None) => return Ok(default),
-            };
-            duration::parse(value).ok_or_else(|| OptionsError::Invalid {
-                source_name,
-                name,
-                value: value.clone(),
-                reason: "not a duration such as 20s, 2m or 1h",
-            })
+                   default: Duration| {
+            duration_option(flag, field, (name, field_name), default, &file_label)
         };
 
         let file_check_frequency = dur(
@@ -365,6 +354,28 @@ impl Options {
     }
 }
 
+/// A duration from its flag, else its config-file field, else `default`; an error names the
+/// flag or the field (and file) the bad value came from.
+fn duration_option(
+    flag: &Option<String>,
+    field: &Option<String>,
+    (flag_name, field_name): (&'static str, &'static str),
+    default: Duration,
+    file_label: &str,
+) -> Result<Duration, OptionsError> {
+    let (value, source_name, name) = match (flag, field) {
+        (Some(v), _) => (v, "flag".to_string(), flag_name),
+        (None, Some(v)) => (v, file_label.to_string(), field_name),
+        (None, None) => return Ok(default),
+    };
+    duration::parse(value).ok_or_else(|| OptionsError::Invalid {
+        source_name,
+        name,
+        value: value.clone(),
+        reason: "not a duration such as 20s, 2m or 1h",
+    })
+}
+
 /// Server settings with the kubelet's defaults. Without --config the kubelet applies its legacy
 /// defaults (cmd/kubelet/app/options applyLegacyDefaults): anonymous auth on, AlwaysAllow,
 /// read-only port 10255; the v1beta1 file defaults are anonymous off, Webhook, read-only port 0.
@@ -397,34 +408,35 @@ fn server_options(
         .as_ref()
         .and_then(|a| a.webhook.clone())
         .unwrap_or_default();
-    let ttl = |value: Option<String>,
-               name: &'static str,
-               default: Duration|
-     -> Result<Duration, OptionsError> {
-        match value {
-            None => Ok(default),
-            Some(v) => duration::parse(&v).ok_or_else(|| OptionsError::Invalid {
-                source_name: file_label.to_string(),
-                name,
-                value: v.clone(),
-                reason: "not a duration such as 20s, 2m or 1h",
-            }),
-        }
-    };
-    let authentication_webhook_cache_ttl = ttl(
-        authn.webhook.as_ref().and_then(|w| w.cache_ttl.clone()),
-        "authentication.webhook.cacheTTL",
+    let authentication_webhook_cache_ttl = duration_option(
+        &flags.authentication_token_webhook_cache_ttl,
+        &authn.webhook.as_ref().and_then(|w| w.cache_ttl.clone()),
+        (
+            "--authentication-token-webhook-cache-ttl",
+            "authentication.webhook.cacheTTL",
+        ),
         Duration::from_secs(120),
+        file_label,
     )?;
-    let authorization_webhook_cache_authorized_ttl = ttl(
-        authz_webhook.cache_authorized_ttl,
-        "authorization.webhook.cacheAuthorizedTTL",
+    let authorization_webhook_cache_authorized_ttl = duration_option(
+        &flags.authorization_webhook_cache_authorized_ttl,
+        &authz_webhook.cache_authorized_ttl,
+        (
+            "--authorization-webhook-cache-authorized-ttl",
+            "authorization.webhook.cacheAuthorizedTTL",
+        ),
         Duration::from_secs(300),
+        file_label,
     )?;
-    let authorization_webhook_cache_unauthorized_ttl = ttl(
-        authz_webhook.cache_unauthorized_ttl,
-        "authorization.webhook.cacheUnauthorizedTTL",
+    let authorization_webhook_cache_unauthorized_ttl = duration_option(
+        &flags.authorization_webhook_cache_unauthorized_ttl,
+        &authz_webhook.cache_unauthorized_ttl,
+        (
+            "--authorization-webhook-cache-unauthorized-ttl",
+            "authorization.webhook.cacheUnauthorizedTTL",
+        ),
         Duration::from_secs(30),
+        file_label,
     )?;
     let mode_value = flags
         .authorization_mode
@@ -534,148 +546,4 @@ fn node_name(override_name: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn args(s: &str) -> Vec<String> {
-        std::iter::once("nodelet")
-            .chain(s.split_whitespace())
-            .map(String::from)
-            .collect()
-    }
-
-    #[test]
-    fn defaults_are_the_kubelets() {
-        let o = Options::from_args(args("")).expect("defaults");
-        assert_eq!(o.file_check_frequency, Duration::from_secs(20));
-        assert_eq!(o.runtime_request_timeout, Duration::from_secs(120));
-        assert_eq!(o.container_runtime_endpoint, DEFAULT_RUNTIME_ENDPOINT);
-        assert_eq!(o.pod_logs_dir, Path::new("/var/log/pods"));
-        assert_eq!(o.cgroup_driver, CgroupDriver::Cgroupfs);
-        assert!(o.cgroups_per_qos);
-        assert!(o.register_node);
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("nodelet-opt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
-        let file = dir.join("k.yaml");
-        std::fs::write(
-            &file,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-             staticPodPath: /from/file\nfileCheckFrequency: 5s\nrotateCertificates: true\n",
-        )
-        .expect("write");
-        let o = Options::from_args(args(&format!(
-            "--config={} --pod-manifest-path=/from/flag --hostname-override=NodeA",
-            file.display()
-        )))
-        .expect("resolves");
-        assert_eq!(o.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
-        assert_eq!(o.file_check_frequency, Duration::from_secs(5));
-        assert_eq!(o.node_name, "nodea");
-        assert!(o.notices.iter().any(|n| n.contains("rotateCertificates")));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn server_defaults_follow_the_kubelets_legacy_and_file_defaults() {
-        let o = Options::from_args(args("")).expect("defaults");
-        assert!(o.server.anonymous_auth);
-        assert_eq!(o.server.authorization_mode, AuthorizationMode::AlwaysAllow);
-        assert_eq!((o.server.port, o.server.read_only_port), (10250, 10255));
-        assert_eq!(o.server.healthz_port, 10248);
-        let dir = std::env::temp_dir().join(format!("nodelet-srv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
-        let file = dir.join("k.yaml");
-        std::fs::write(
-            &file,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-             authentication:\n  x509:\n    clientCAFile: /ca.pem\nhealthzPort: 0\n",
-        )
-        .expect("write");
-        let o = Options::from_args(args(&format!("--config={} --port=1234", file.display())))
-            .expect("resolves");
-        assert!(!o.server.anonymous_auth);
-        assert_eq!(o.server.authorization_mode, AuthorizationMode::Webhook);
-        assert_eq!((o.server.port, o.server.read_only_port), (1234, 0));
-        assert_eq!(o.server.healthz_port, 0);
-        assert_eq!(
-            o.server.client_ca_file.as_deref(),
-            Some(Path::new("/ca.pem"))
-        );
-        assert!(o.notices.is_empty(), "{:?}", o.notices);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn webhook_cache_ttls_default_as_the_kubelets_and_bad_ones_name_the_field() {
-        let o = Options::from_args(args("")).expect("defaults");
-        assert_eq!(
-            o.server.authentication_webhook_cache_ttl,
-            Duration::from_secs(120)
-        );
-        assert_eq!(
-            o.server.authorization_webhook_cache_authorized_ttl,
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            o.server.authorization_webhook_cache_unauthorized_ttl,
-            Duration::from_secs(30)
-        );
-        let dir = std::env::temp_dir().join(format!("nodelet-ttl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
-        let file = dir.join("k.yaml");
-        let head = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
-        std::fs::write(
-            &file,
-            format!(
-                "{head}authentication:\n  webhook:\n    cacheTTL: 1m30s\n\
-                 authorization:\n  webhook:\n    cacheAuthorizedTTL: 0\n"
-            ),
-        )
-        .expect("write");
-        let o =
-            Options::from_args(args(&format!("--config={}", file.display()))).expect("resolves");
-        assert_eq!(
-            o.server.authentication_webhook_cache_ttl,
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            o.server.authorization_webhook_cache_authorized_ttl,
-            Duration::ZERO
-        );
-        std::fs::write(
-            &file,
-            format!("{head}authorization:\n  webhook:\n    cacheUnauthorizedTTL: soon\n"),
-        )
-        .expect("write");
-        let err = Options::from_args(args(&format!("--config={}", file.display())))
-            .expect_err("bad duration");
-        assert!(
-            err.to_string()
-                .contains("authorization.webhook.cacheUnauthorizedTTL"),
-            "{err}"
-        );
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn bad_duration_names_the_flag() {
-        let err = Options::from_args(args("--runtime-request-timeout=soon")).expect_err("bad");
-        assert!(
-            err.to_string().contains("--runtime-request-timeout"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn removed_flags_become_notices() {
-        let o = Options::from_args(args("--container-runtime=remote --network-plugin=cni"))
-            .expect("accepted");
-        assert_eq!(o.notices.len(), 2);
-        assert!(o.notices[0].contains("removed"));
-    }
-}
+mod tests;
