@@ -3,6 +3,31 @@
 use super::*;
 use std::path::Path;
 
+/// A config file in a directory of this test's own (tests run in parallel), removed on drop.
+struct ConfigFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nodelet-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("k.yaml");
+        Self { dir, path }
+    }
+
+    fn write(&self, body: impl AsRef<[u8]>) {
+        std::fs::write(&self.path, body).expect("write");
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn args(s: &str) -> Vec<String> {
     std::iter::once("nodelet")
         .chain(s.split_whitespace())
@@ -24,25 +49,20 @@ fn defaults_are_the_kubelets() {
 
 #[test]
 fn flags_override_the_file() {
-    let dir = std::env::temp_dir().join(format!("nodelet-opt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let file = dir.join("k.yaml");
-    std::fs::write(
-        &file,
+    let file = ConfigFile::new("opt");
+    file.write(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
          staticPodPath: /from/file\nfileCheckFrequency: 5s\nrotateCertificates: true\n",
-    )
-    .expect("write");
+    );
     let o = Options::from_args(args(&format!(
         "--config={} --pod-manifest-path=/from/flag --hostname-override=NodeA",
-        file.display()
+        file.path.display()
     )))
     .expect("resolves");
     assert_eq!(o.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
     assert_eq!(o.file_check_frequency, Duration::from_secs(5));
     assert_eq!(o.node_name, "nodea");
     assert!(o.notices.iter().any(|n| n.contains("rotateCertificates")));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -52,17 +72,16 @@ fn server_defaults_follow_the_kubelets_legacy_and_file_defaults() {
     assert_eq!(o.server.authorization_mode, AuthorizationMode::AlwaysAllow);
     assert_eq!((o.server.port, o.server.read_only_port), (10250, 10255));
     assert_eq!(o.server.healthz_port, 10248);
-    let dir = std::env::temp_dir().join(format!("nodelet-srv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let file = dir.join("k.yaml");
-    std::fs::write(
-        &file,
+    let file = ConfigFile::new("srv");
+    file.write(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
          authentication:\n  x509:\n    clientCAFile: /ca.pem\nhealthzPort: 0\n",
-    )
-    .expect("write");
-    let o = Options::from_args(args(&format!("--config={} --port=1234", file.display())))
-        .expect("resolves");
+    );
+    let o = Options::from_args(args(&format!(
+        "--config={} --port=1234",
+        file.path.display()
+    )))
+    .expect("resolves");
     assert!(!o.server.anonymous_auth);
     assert_eq!(o.server.authorization_mode, AuthorizationMode::Webhook);
     assert_eq!((o.server.port, o.server.read_only_port), (1234, 0));
@@ -72,7 +91,6 @@ fn server_defaults_follow_the_kubelets_legacy_and_file_defaults() {
         Some(Path::new("/ca.pem"))
     );
     assert!(o.notices.is_empty(), "{:?}", o.notices);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -90,19 +108,14 @@ fn webhook_cache_ttls_default_as_the_kubelets_and_bad_ones_name_the_field() {
         o.server.authorization_webhook_cache_unauthorized_ttl,
         Duration::from_secs(30)
     );
-    let dir = std::env::temp_dir().join(format!("nodelet-ttl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let file = dir.join("k.yaml");
+    let file = ConfigFile::new("ttl-file");
     let head = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
-    std::fs::write(
-        &file,
-        format!(
-            "{head}authentication:\n  webhook:\n    cacheTTL: 1m30s\n\
+    file.write(format!(
+        "{head}authentication:\n  webhook:\n    cacheTTL: 1m30s\n\
              authorization:\n  webhook:\n    cacheAuthorizedTTL: 0\n"
-        ),
-    )
-    .expect("write");
-    let o = Options::from_args(args(&format!("--config={}", file.display()))).expect("resolves");
+    ));
+    let o =
+        Options::from_args(args(&format!("--config={}", file.path.display()))).expect("resolves");
     assert_eq!(
         o.server.authentication_webhook_cache_ttl,
         Duration::from_secs(90)
@@ -111,19 +124,16 @@ fn webhook_cache_ttls_default_as_the_kubelets_and_bad_ones_name_the_field() {
         o.server.authorization_webhook_cache_authorized_ttl,
         Duration::ZERO
     );
-    std::fs::write(
-        &file,
-        format!("{head}authorization:\n  webhook:\n    cacheUnauthorizedTTL: soon\n"),
-    )
-    .expect("write");
-    let err = Options::from_args(args(&format!("--config={}", file.display())))
+    file.write(format!(
+        "{head}authorization:\n  webhook:\n    cacheUnauthorizedTTL: soon\n"
+    ));
+    let err = Options::from_args(args(&format!("--config={}", file.path.display())))
         .expect_err("bad duration");
     assert!(
         err.to_string()
             .contains("authorization.webhook.cacheUnauthorizedTTL"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -137,20 +147,16 @@ fn bad_duration_names_the_flag() {
 
 #[test]
 fn webhook_cache_ttl_flags_override_the_file_and_name_themselves() {
-    let dir = std::env::temp_dir().join(format!("nodelet-ttl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let file = dir.join("k.yaml");
-    std::fs::write(
-        &file,
+    let file = ConfigFile::new("ttl");
+    file.write(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
          authentication:\n  webhook:\n    cacheTTL: 1m\n\
          authorization:\n  webhook:\n    cacheAuthorizedTTL: 10s\n",
-    )
-    .expect("write");
+    );
     let o = Options::from_args(args(&format!(
         "--config={} --authentication-token-webhook-cache-ttl=30s \
          --authorization-webhook-cache-unauthorized-ttl=5s",
-        file.display()
+        file.path.display()
     )))
     .expect("resolves");
     assert_eq!(
@@ -177,7 +183,6 @@ fn webhook_cache_ttl_flags_override_the_file_and_name_themselves() {
             .contains("--authorization-webhook-cache-authorized-ttl"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
