@@ -5,7 +5,8 @@
  *
  * Per memcg the deltas are summed into MEM_ACCT. User space creates the entries, for the
  * memcgs under the pods' root only (a lookup miss is the in-kernel filter: host page churn
- * costs one lookup, or none when it repeats the CPU's last miss), and reads a baseline from the cgroup's files once, then adds the deltas.
+ * costs one lookup, or none when it repeats the CPU's last miss), and reads a baseline from
+ * the cgroup's files once, then adds the deltas.
  * Events are not hierarchical: a parent's total is the sum of its subtree (user space).
  *
  * charged_pages follows what the memcg's page counter charges (LRU pages + kernel memory),

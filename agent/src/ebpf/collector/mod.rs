@@ -311,8 +311,8 @@ impl Collector {
 
     /// One sweep: a new snapshot, or `None` when no pod cgroup's numbers changed since the
     /// last sweep, none went away and no re-baseline is due (an idle node costs a few
-    /// syscalls a second, no rebuild); and the node working set, which moves with any memory use on the machine and
-    /// so is published apart from the snapshot.
+    /// syscalls a second, no rebuild); and the node working set, which moves with any memory
+    /// use on the machine and so is published apart from the snapshot.
     pub fn sweep_if_changed(
         &mut self,
         t: &mut Telemetry,

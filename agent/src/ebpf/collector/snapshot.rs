@@ -277,6 +277,10 @@ impl Collector {
             self.mem_base.retain(|p, _| mem_tree.contains_key(p));
         }
 
+        if let (Some(t0), Some(t1)) = (cpu_at_start, thread_cpu_ns()) {
+            self.baseline_passes += 1;
+            self.baseline_cpu_ns += t1.saturating_sub(t0);
+        }
         snap.counters = CollectorCounters {
             records_read: reader.0,
             malformed: reader.1,
@@ -292,14 +296,9 @@ impl Collector {
             unresolved_ids: unresolved,
             events_dropped: prev.counters.events_dropped,
             sweeps: prev.counters.sweeps + 1,
-            ..CollectorCounters::default()
+            baseline_passes: self.baseline_passes,
+            baseline_cpu_ns: self.baseline_cpu_ns,
         };
-        if let (Some(t0), Some(t1)) = (cpu_at_start, thread_cpu_ns()) {
-            self.baseline_passes += 1;
-            self.baseline_cpu_ns += t1.saturating_sub(t0);
-        }
-        snap.counters.baseline_passes = self.baseline_passes;
-        snap.counters.baseline_cpu_ns = self.baseline_cpu_ns;
         snap
     }
 
