@@ -130,6 +130,20 @@ impl TestCgroup {
             .expect("read memory")
             .expect("memory cgroup")
     }
+
+    /// Waits up to 20 s for the cgroup's usage file to reach `bytes`.
+    fn wait_for_memory(&self, bytes: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.memory().usage_bytes < bytes {
+            assert!(
+                Instant::now() < deadline,
+                "child never reached {} MiB: {:?}",
+                bytes / MIB,
+                self.memory()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for TestCgroup {
@@ -286,15 +300,7 @@ fn allocating_cgroup_memory_matches_usage_file_and_crosses_mark() {
     // dd's 64 MiB buffer is filled from /dev/zero, then dd blocks writing to a reader that
     // never reads, holding it.
     cg.spawn("dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 600");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cg.memory().usage_bytes < 64 * MIB {
-        assert!(
-            Instant::now() < deadline,
-            "child never reached 64 MiB: {:?}",
-            cg.memory()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cg.wait_for_memory(64 * MIB);
     std::thread::sleep(Duration::from_millis(200));
 
     let snap = c
@@ -430,14 +436,7 @@ fn a_memcg_that_missed_before_registration_is_counted_after() {
     let mut reader = EventReader::new(t.events.take().expect("ring")).expect("reader");
     let mut cg = TestCgroup::at(&layout, path);
     cg.spawn("dd if=/dev/zero bs=8M count=1 2>/dev/null | sleep 600");
-    let wait_for = |cg: &TestCgroup, bytes: u64| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while cg.memory().usage_bytes < bytes {
-            assert!(Instant::now() < deadline, "never reached {bytes} bytes");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait_for(&cg, 8 * MIB);
+    cg.wait_for_memory(8 * MIB);
     // The mkdir records make the path known; the sweep registers it and reads its baseline.
     let mut records = Vec::new();
     reader.drain_now(&mut records);
@@ -450,7 +449,7 @@ fn a_memcg_that_missed_before_registration_is_counted_after() {
         .expect("sweep");
     assert!(first.cgroups.contains_key(&cg.path), "registered");
     cg.spawn("dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 600");
-    wait_for(&cg, 40 * MIB);
+    cg.wait_for_memory(40 * MIB);
     std::thread::sleep(Duration::from_millis(200));
     let snap = c.sweep(&mut t, &first, (0, 0)).expect("sweep");
     let got = snap.cgroups[&cg.path].memory.expect("memory").usage_bytes;
@@ -552,11 +551,7 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
     let mut cg = TestCgroup::new(&layout, "store");
     cg.spawn("dd if=/dev/zero bs=8M count=1 2>/dev/null | sleep 600");
     cg.spawn("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 600");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cg.memory().usage_bytes < 8 * MIB {
-        assert!(Instant::now() < deadline, "child never reached 8 MiB");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cg.wait_for_memory(8 * MIB);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -632,11 +627,7 @@ fn rebaseline_keeps_memory_on_the_file_and_reports_drift() {
         },
     );
     cg.spawn("dd if=/dev/zero bs=16M count=1 2>/dev/null | sleep 600");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cg.memory().usage_bytes < 16 * MIB {
-        assert!(Instant::now() < deadline, "child never reached 16 MiB");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cg.wait_for_memory(16 * MIB);
     let mut prev = Snapshot::default();
     for _ in 0..3 {
         let snap = c.sweep(&mut t, &prev, (0, 0)).expect("sweep");
