@@ -260,6 +260,28 @@ pub async fn filter(
     Ok(next.run(req).await)
 }
 
+/// Start-up warnings for settings that open the node to anyone who can reach it: the
+/// unauthenticated read-only port on a non-loopback address, and anonymous requests authorized
+/// by AlwaysAllow (exec into any container). Both are the kubelet's defaults without --config
+/// (its legacy flag defaults), which nodelet keeps; the KubeletConfiguration v1beta1 defaults
+/// (readOnlyPort 0, anonymous off, Webhook) avoid both.
+pub fn exposure_warnings(s: &crate::options::ServerOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.read_only_port != 0 && !s.address.is_loopback() {
+        out.push(format!(
+            "the read-only port serves /pods, /stats and /metrics without authentication on {}:{}, open to other hosts; set readOnlyPort: 0 (--read-only-port=0) or bind --address to 127.0.0.1",
+            s.address, s.read_only_port
+        ));
+    }
+    if s.anonymous_auth && s.authorization_mode == AuthorizationMode::AlwaysAllow {
+        out.push(format!(
+            "anonymous requests are enabled and authorized by AlwaysAllow: anyone who reaches {}:{} can read pods and logs and exec into containers; set authentication.anonymous.enabled: false (--anonymous-auth=false) or authorization.mode: Webhook",
+            s.address, s.port
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +404,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn open_read_only_port_and_anonymous_always_allow_are_warned_about() {
+        let legacy = crate::options::Options::from_args(["nodelet".to_string()])
+            .expect("default options")
+            .server;
+        let w = exposure_warnings(&legacy);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("0.0.0.0:10255"), "{w:?}");
+        assert!(w[1].contains("anonymous"), "{w:?}");
+        let mut s = legacy.clone();
+        s.address = "127.0.0.1".parse().expect("ip");
+        assert_eq!(exposure_warnings(&s).len(), 1);
+        s.anonymous_auth = false;
+        assert!(exposure_warnings(&s).is_empty());
+        s.anonymous_auth = true;
+        s.authorization_mode = AuthorizationMode::Webhook;
+        assert!(exposure_warnings(&s).is_empty());
+        s.address = "0.0.0.0".parse().expect("ip");
+        s.read_only_port = 0;
+        assert!(exposure_warnings(&s).is_empty());
     }
 
     #[test]

@@ -463,6 +463,9 @@ pub fn start(
             None
         }
     };
+    for w in auth::exposure_warnings(s) {
+        warn!("{w}");
+    }
     if clients.is_none() && !s.anonymous_auth {
         warn!(
             "no client CA file and anonymous auth disabled: every request to the secure port will be 401"
