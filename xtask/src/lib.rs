@@ -5,7 +5,7 @@
 //! ([`containerd::Env`]) with the local busybox and pause images imported
 //! ([`images::BUSYBOX_IMAGE`], [`images::PAUSE_IMAGE`]); [`registry::Registry`] serves images
 //! over loopback; [`packages::ensure`] installs what a fresh machine lacks; [`nodelet_bin`]
-//! and [`images_dir`] find what `cargo xtask test` built.
+//! and [`images_dir`] find what `cargo xtask test` built; [`run::Session`] is `cargo xtask run`.
 //!
 //! The API is blocking (it runs CRI calls on its own short-lived runtime thread), so it works
 //! from plain `#[test]`s, from `#[tokio::test]`s and from `Drop`. An e2e test:
@@ -45,6 +45,7 @@ pub mod images;
 pub mod packages;
 pub mod process;
 pub mod registry;
+pub mod run;
 pub mod testing;
 
 pub use containerd::{Env, EnvOpts};

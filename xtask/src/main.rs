@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use xtask::containerd::{Env, EnvOpts};
+use xtask::run::{Session, SessionOpts};
 
 mod bench;
 
@@ -33,12 +34,14 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Build the agent and run it against a private containerd with examples/static-pods.
+    /// Build the agent and run it against a private containerd with examples/static-pods and
+    /// examples/kubelet-config.yaml; Ctrl-C stops it and removes the pods and all they left.
     Run {
         /// Static pod manifests; default: examples/static-pods of the workspace.
         #[arg(long)]
         manifests: Option<PathBuf>,
-        /// Extra agent arguments (after `--`).
+        /// Extra agent arguments (after `--`), e.g. `-- --config my.yaml --v=4`; they come
+        /// after xtask's own, so a repeated flag takes their value.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -194,6 +197,18 @@ impl Signals {
         Ok(Signals { rt, int, term })
     }
 
+    /// The next signal within `timeout`, if one comes.
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<(libc::c_int, &'static str)> {
+        let (int, term) = (&mut self.int, &mut self.term);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => Some((libc::SIGINT, "SIGINT")),
+                _ = term.recv() => Some((libc::SIGTERM, "SIGTERM")),
+                _ = tokio::time::sleep(timeout) => None,
+            }
+        })
+    }
+
     fn wait(&mut self) -> &'static str {
         let (int, term) = (&mut self.int, &mut self.term);
         self.rt.block_on(async {
@@ -203,21 +218,6 @@ impl Signals {
             }
         })
     }
-}
-
-fn start_env() -> Result<Env> {
-    let env = Env::start(EnvOpts {
-        base_dir: Some(PathBuf::from("/tmp")),
-        ..EnvOpts::default()
-    })?;
-    eprintln!(
-        "xtask: containerd in {} (log {}), bridge {} {}",
-        env.dir().display(),
-        env.log_path().display(),
-        env.bridge(),
-        env.subnet()
-    );
-    Ok(env)
 }
 
 fn containerd(keep: bool) -> Result<ExitCode> {
@@ -247,54 +247,88 @@ fn hostname() -> Result<String> {
 
 fn run_agent(manifests: Option<PathBuf>, extra: &[String]) -> Result<ExitCode> {
     let mut signals = Signals::install()?;
-    let manifests =
-        manifests.unwrap_or_else(|| xtask::workspace_root().join("examples/static-pods"));
+    let manifests = match manifests {
+        Some(m) => {
+            std::path::absolute(&m).with_context(|| format!("bad manifest path {}", m.display()))?
+        }
+        None => xtask::workspace_root().join("examples/static-pods"),
+    };
     if !manifests.exists() {
         eprintln!("xtask: warning: {} does not exist", manifests.display());
     }
     setup()?;
     let bin = build_agent(false)?;
-    let env = start_env()?;
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("--container-runtime-endpoint")
-        .arg(env.endpoint())
-        .arg("--pod-manifest-path")
-        .arg(&manifests)
-        .arg(format!("--hostname-override={}", hostname()?))
-        .args(extra)
-        // Own process group: Ctrl-C reaches only xtask, which forwards it and then tears the
-        // Env down once the agent has exited.
-        .process_group(0)
-        .kill_on_drop(true);
-    let code = signals.rt.block_on(async {
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let pid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
-        let mut forwarded = 0;
-        let status = loop {
-            let sig = tokio::select! {
-                st = child.wait() => break st.context("cannot wait for the agent")?,
-                _ = signals.int.recv() => libc::SIGINT,
-                _ = signals.term.recv() => libc::SIGTERM,
-            };
-            forwarded += 1;
-            // A second signal means "now": kill the agent.
-            let sig = if forwarded > 1 { libc::SIGKILL } else { sig };
-            if let Some(pid) = pid {
-                // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet.
-                unsafe {
-                    libc::kill(pid, sig);
-                }
-            }
+    let mut session = Session::start(SessionOpts {
+        bin,
+        manifests: manifests.clone(),
+        node_name: hostname()?,
+        args: extra.to_vec(),
+        agent_log: None,
+        env: EnvOpts {
+            base_dir: Some(PathBuf::from("/tmp")),
+            ..EnvOpts::default()
+        },
+    })?;
+    print_run(&session, &manifests);
+    let mut forwarded = 0;
+    let status = loop {
+        if let Some(st) = session.try_wait_agent()? {
+            break st;
+        }
+        let Some((sig, name)) = signals.wait_timeout(Duration::from_millis(100)) else {
+            continue;
         };
-        eprintln!("xtask: agent exited ({status})");
-        Ok::<_, anyhow::Error>(exit_code(status))
-    });
-    let stopped = env.stop();
-    let code = code?;
-    stopped?;
-    Ok(code)
+        forwarded += 1;
+        if forwarded == 1 {
+            eprintln!(
+                "xtask: {name}: stopping nodelet (which, like the kubelet, leaves its pods \
+                 running), then removing the pods it ran; {name} again kills it"
+            );
+            session.signal_agent(sig);
+        } else {
+            session.signal_agent(libc::SIGKILL);
+        }
+    };
+    eprintln!("xtask: nodelet exited ({status}); removing its pods");
+    let removed = session.finish()?;
+    eprintln!("xtask: {removed}; containerd stopped");
+    Ok(exit_code(status))
+}
+
+/// Where things are in a `cargo xtask run`, for its user.
+fn print_run(session: &Session, manifests: &Path) {
+    let env = session.env();
+    eprintln!(
+        "xtask: nodelet (pid {}) runs the pods in {} on containerd in {} (log {}); \
+         pod cgroups under {}",
+        session.agent_pid().unwrap_or(0),
+        manifests.display(),
+        env.dir().display(),
+        env.log_path().display(),
+        session.cgroup_root()
+    );
+    match (session.config(), session.client_cert()) {
+        (Some(config), Some(client)) => {
+            eprintln!(
+                "xtask: config {} (examples/kubelet-config.yaml); pod logs in \
+                 {}/<namespace>_<pod>_<uid>/<container>/<restart>.log",
+                config.display(),
+                session.logs_dir().display()
+            );
+            eprintln!(
+                "xtask: API on loopback, client certificate only: curl --cacert {} --cert {} \
+                 --key {} https://127.0.0.1:10250/pods",
+                session.root_dir().join("pki/kubelet.crt").display(),
+                client.cert.display(),
+                client.key.display()
+            );
+        }
+        _ => eprintln!(
+            "xtask: your --config decides the API's settings and podLogsDir (default \
+             /var/log/pods); the pods' log dirs there are removed too"
+        ),
+    }
+    eprintln!("xtask: Ctrl-C stops nodelet and removes the pods it ran and all they left");
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
