@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 pub mod containerd;
 mod cri;
 pub mod images;
+pub mod k8s;
 pub mod packages;
 pub mod process;
 pub mod registry;
