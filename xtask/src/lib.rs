@@ -5,7 +5,8 @@
 //! ([`containerd::Env`]) with the local busybox and pause images imported
 //! ([`images::BUSYBOX_IMAGE`], [`images::PAUSE_IMAGE`]); [`registry::Registry`] serves images
 //! over loopback; [`packages::ensure`] installs what a fresh machine lacks; [`nodelet_bin`]
-//! and [`images_dir`] find what `cargo xtask test` built; [`run::Session`] is `cargo xtask run`.
+//! and [`images_dir`] find what `cargo xtask test` built; [`run::Session`] is `cargo xtask run`. [`cluster::Cluster`] runs a real
+//! Kubernetes control plane on loopback, built from the Go module proxy by [`k8s`].
 //!
 //! The API is blocking (it runs CRI calls on its own short-lived runtime thread), so it works
 //! from plain `#[test]`s, from `#[tokio::test]`s and from `Drop`. An e2e test:
@@ -39,6 +40,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod cluster;
 pub mod containerd;
 mod cri;
 pub mod images;

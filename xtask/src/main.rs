@@ -72,6 +72,19 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         marks: usize,
     },
+    /// A loopback Kubernetes control plane built from the Go module proxy: `build` (binaries
+    /// only), `up`, `down`, `status`.
+    Cluster {
+        /// `build`, `up`, `down` or `status`.
+        action: String,
+        /// State dir (PKI, etcd data, kubeconfigs, logs, pidfiles); default:
+        /// $NODELET_CLUSTER_DIR or <target>/nodelet-cluster.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Node name of the node client certificate; default: the hostname, lowercased.
+        #[arg(long)]
+        node_name: Option<String>,
+    },
     /// Build the release agent, install it and its systemd unit.
     Install {
         /// Installation prefix; the binary goes to PREFIX/bin/nodelet.
@@ -98,6 +111,11 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Run { manifests, args } => run_agent(manifests, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
+        Cmd::Cluster {
+            action,
+            dir,
+            node_name,
+        } => cluster(&action, dir, node_name),
         Cmd::Bench {
             what,
             n,
@@ -383,6 +401,78 @@ fn install(prefix: &Path) -> Result<ExitCode> {
         xtask::process::run(Command::new("systemctl").arg("daemon-reload"))?;
     } else {
         eprintln!("xtask: systemd is not running; skipped daemon-reload");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster(action: &str, dir: Option<PathBuf>, node_name: Option<String>) -> Result<ExitCode> {
+    use xtask::cluster::{self, Cluster, ClusterOpts};
+    use xtask::k8s;
+    let dir = dir.unwrap_or_else(cluster::default_dir);
+    match action {
+        "build" => {
+            let b = k8s::control_plane(k8s::RELEASE, k8s::ETCD_VERSION)?;
+            for p in [
+                &b.etcd,
+                &b.apiserver,
+                &b.controller_manager,
+                &b.scheduler,
+                &b.kubectl,
+            ] {
+                println!("{}", p.display());
+            }
+        }
+        "up" => {
+            let mut opts = ClusterOpts::new(dir);
+            opts.detach = true;
+            if let Some(n) = node_name {
+                opts.node_name = n;
+            }
+            let c = Cluster::start(opts)?;
+            eprintln!(
+                "xtask: Kubernetes {} up at {} (node {}); logs and state in {}",
+                c.release(),
+                c.server(),
+                c.node_name(),
+                c.dir().display()
+            );
+            eprintln!(
+                "xtask: node kubeconfig {}, bootstrap kubeconfig {}",
+                c.node_kubeconfig().display(),
+                c.bootstrap_kubeconfig().display()
+            );
+            println!(
+                "{} --kubeconfig {} get --raw /readyz",
+                c.kubectl_path().display(),
+                c.admin_kubeconfig().display()
+            );
+            c.leave_running();
+        }
+        "down" => {
+            cluster::down(&dir)?;
+            eprintln!("xtask: cluster in {} stopped", dir.display());
+        }
+        "status" => {
+            let mut healthy = true;
+            for s in cluster::status(&dir)? {
+                let pid = s.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+                let ready = match &s.ready {
+                    Ok(port) => format!("ready (127.0.0.1:{port})"),
+                    Err(e) => {
+                        healthy = false;
+                        format!("not ready: {e}")
+                    }
+                };
+                healthy &= s.pid.is_some();
+                println!("{:<24} pid {pid:<8} {ready}", s.component.name());
+            }
+            return Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        other => bail!("unknown cluster action {other:?} (known: build, up, down, status)"),
     }
     Ok(ExitCode::SUCCESS)
 }
