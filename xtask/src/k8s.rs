@@ -12,15 +12,16 @@
 //! Binaries are built the way upstream builds them (`CGO_ENABLED=0`, `-trimpath`, `-s -w`, the
 //! version stamped with `-X`, see `hack/lib/version.sh`) into
 //! `${NODELET_K8S_CACHE:-/var/cache/nodelet/k8s}/<version>/bin/<name>`, next to the wrapper
-//! module in `<version>/src`. A build writes to a temp name and renames, under an `flock` on
-//! `<version>/.lock`, so concurrent callers wait for one build instead of racing it. Only the
-//! first build on a machine pays: later calls find the binary and return at once.
+//! module in `<version>/src` (with each build's Go output, `build-<name>.log`). A build writes
+//! to a temp name and renames, under an `flock` on `<version>/.lock`, so concurrent callers
+//! wait for one build instead of racing it. Only the first build on a machine pays: later calls
+//! find the binary and return at once.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -488,7 +489,13 @@ impl Wrapper {
             c.args(["-trimpath", "-ldflags", ldflags, "-o"])
                 .arg(&tmp)
                 .arg(&t.package);
-            let built = run(&mut c);
+            let log = self.src.join(format!("build-{}.log", t.name));
+            let built = run_with_heartbeat(
+                &mut c,
+                &log,
+                &format!("{what}: {}", t.name),
+                Duration::from_secs(60),
+            );
             if let Err(e) = built {
                 let _ = fs::remove_file(&tmp);
                 return Err(e).with_context(|| format!("building {} for {what}", t.name));
@@ -511,6 +518,47 @@ impl Wrapper {
         }
         Ok(())
     }
+}
+
+/// Runs `cmd` with its output in `log`, printing a line every `every` while it runs: a cold
+/// kube-apiserver build takes a quarter of an hour on two cores, silence looks like a hang.
+fn run_with_heartbeat(cmd: &mut Command, log: &Path, what: &str, every: Duration) -> Result<()> {
+    let shown = process::describe(cmd);
+    let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .context("cannot duplicate log file handle")?;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("cannot run {shown}"))?;
+    let started = Instant::now();
+    let mut next = every;
+    let mut beats = 0u32;
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .with_context(|| format!("cannot wait for {shown}"))?
+        {
+            break st;
+        }
+        if started.elapsed() >= next {
+            beats += 1;
+            eprintln!("xtask: {what}: still building ({} s)", next.as_secs());
+            next += every;
+        }
+        std::thread::sleep(every.min(Duration::from_millis(200)));
+    };
+    if !status.success() {
+        bail!(
+            "{shown} failed ({status}) after {beats} heartbeat(s); {} ends with:\n{}",
+            log.display(),
+            process::log_tail(log, 40)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -584,6 +632,30 @@ mod tests {
         );
         assert!(f.contains("version.buildDate=2026-10-27T12:01:04Z"), "{f}");
         assert!(!f.contains("gitCommit"), "{f}");
+    }
+
+    #[test]
+    fn long_steps_report_progress_and_failures_carry_the_log() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("build.log");
+        let every = Duration::from_millis(20);
+        run_with_heartbeat(
+            Command::new("sh").args(["-c", "sleep 0.1"]),
+            &log,
+            "t",
+            every,
+        )?;
+        let err = run_with_heartbeat(
+            Command::new("sh").args(["-c", "sleep 0.1; echo compile error >&2; exit 2"]),
+            &log,
+            "t",
+            every,
+        )
+        .expect_err("exit 2 must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("compile error"), "{msg}");
+        assert!(!msg.contains("after 0 heartbeat"), "{msg}");
+        Ok(())
     }
 
     #[test]

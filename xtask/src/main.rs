@@ -84,6 +84,10 @@ enum Cmd {
         /// Node name of the node client certificate; default: the hostname, lowercased.
         #[arg(long)]
         node_name: Option<String>,
+        /// With `build`: more k8s.io/kubernetes packages of the same release (after `--`),
+        /// e.g. `cmd/kubelet test/e2e`.
+        #[arg(last = true)]
+        packages: Vec<String>,
     },
     /// Build the release agent, install it and its systemd unit.
     Install {
@@ -115,7 +119,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             action,
             dir,
             node_name,
-        } => cluster(&action, dir, node_name),
+            packages,
+        } => cluster(&action, dir, node_name, &packages),
         Cmd::Bench {
             what,
             n,
@@ -405,20 +410,33 @@ fn install(prefix: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cluster(action: &str, dir: Option<PathBuf>, node_name: Option<String>) -> Result<ExitCode> {
+fn cluster(
+    action: &str,
+    dir: Option<PathBuf>,
+    node_name: Option<String>,
+    packages: &[String],
+) -> Result<ExitCode> {
     use xtask::cluster::{self, Cluster, ClusterOpts};
     use xtask::k8s;
+    if action != "build" && !packages.is_empty() {
+        bail!("packages after `--` are for `cluster build` only");
+    }
     let dir = dir.unwrap_or_else(cluster::default_dir);
     match action {
         "build" => {
             let b = k8s::control_plane(k8s::RELEASE, k8s::ETCD_VERSION)?;
+            let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+            let extra = k8s::build(k8s::RELEASE, &packages)?;
             for p in [
                 &b.etcd,
                 &b.apiserver,
                 &b.controller_manager,
                 &b.scheduler,
                 &b.kubectl,
-            ] {
+            ]
+            .into_iter()
+            .chain(&extra)
+            {
                 println!("{}", p.display());
             }
         }
