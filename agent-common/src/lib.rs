@@ -37,6 +37,18 @@ pub mod programs {
     /// Not attached: run by user space on each CPU to repair a slot whose switch-in was
     /// never traced.
     pub const CPU_PROBE: &str = "on_cpu_probe";
+
+    /// Every attached program and the `tp_btf` tracepoint it attaches to, in attach order:
+    /// the one table the agent's loader, the load test and the bench all walk.
+    pub const ATTACH: [(&str, &str); 7] = [
+        (SCHED_SWITCH, "sched_switch"),
+        (MEMCG_LRUVEC, "mod_memcg_lruvec_state"),
+        (MEMCG_STATE, "mod_memcg_state"),
+        (MEMCG_EVENTS, "count_memcg_events"),
+        (OOM_MARK_VICTIM, "mark_victim"),
+        (CGROUP_MKDIR, "cgroup_mkdir"),
+        (CGROUP_RMDIR, "cgroup_rmdir"),
+    ];
 }
 
 /// Names of the maps in the embedded object.
@@ -379,5 +391,36 @@ impl OomRecord {
             .position(|&b| b == 0)
             .unwrap_or(TASK_COMM_LEN);
         &self.comm[..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::programs::*;
+
+    #[test]
+    fn the_attach_table_names_every_attached_program_once() {
+        let attached = [
+            SCHED_SWITCH,
+            MEMCG_LRUVEC,
+            MEMCG_STATE,
+            MEMCG_EVENTS,
+            OOM_MARK_VICTIM,
+            CGROUP_MKDIR,
+            CGROUP_RMDIR,
+        ];
+        for name in attached {
+            assert_eq!(
+                ATTACH.iter().filter(|(p, _)| *p == name).count(),
+                1,
+                "{name}"
+            );
+        }
+        // The slot probe is run by user space, never attached.
+        assert!(ATTACH.iter().all(|(p, _)| *p != CPU_PROBE));
+        // Each program's name is `on_` + its tracepoint.
+        for (p, tp) in ATTACH {
+            assert_eq!(p.strip_prefix("on_"), Some(tp));
+        }
     }
 }

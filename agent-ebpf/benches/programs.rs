@@ -11,18 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::{MAX_AGENT_TGIDS, globals, programs};
+use agent_common::{MAX_AGENT_TGIDS, globals, programs::ATTACH};
 use aya::{Btf, Ebpf, EbpfLoader, programs::BtfTracePoint, sys::Stats};
-
-const ATTACH: [(&str, &str); 7] = [
-    (programs::SCHED_SWITCH, "sched_switch"),
-    (programs::MEMCG_LRUVEC, "mod_memcg_lruvec_state"),
-    (programs::MEMCG_STATE, "mod_memcg_state"),
-    (programs::MEMCG_EVENTS, "count_memcg_events"),
-    (programs::OOM_MARK_VICTIM, "mark_victim"),
-    (programs::CGROUP_MKDIR, "cgroup_mkdir"),
-    (programs::CGROUP_RMDIR, "cgroup_rmdir"),
-];
 
 fn stats(ebpf: &Ebpf) -> Vec<(&'static str, u64, Duration)> {
     ATTACH

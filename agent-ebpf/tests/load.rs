@@ -32,16 +32,7 @@ fn every_program_loads_and_attaches() {
         .btf(Some(&btf))
         .load(agent_ebpf::TELEMETRY_OBJ)
         .expect("load object");
-    let attach = [
-        (programs::SCHED_SWITCH, "sched_switch"),
-        (programs::MEMCG_LRUVEC, "mod_memcg_lruvec_state"),
-        (programs::MEMCG_STATE, "mod_memcg_state"),
-        (programs::MEMCG_EVENTS, "count_memcg_events"),
-        (programs::OOM_MARK_VICTIM, "mark_victim"),
-        (programs::CGROUP_MKDIR, "cgroup_mkdir"),
-        (programs::CGROUP_RMDIR, "cgroup_rmdir"),
-    ];
-    for (name, tp) in attach {
+    for (name, tp) in programs::ATTACH {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .unwrap_or_else(|| panic!("program {name} missing"))
@@ -54,7 +45,7 @@ fn every_program_loads_and_attaches() {
     }
     eprintln!(
         "load + attach of {} programs: {:?}",
-        attach.len(),
+        programs::ATTACH.len(),
         started.elapsed()
     );
     for m in [

@@ -5,6 +5,7 @@ use std::io;
 
 use agent_common::{
     CpuAcct, CpuSlot, MAX_AGENT_TGIDS, MemAcct, MemMark, NodeMem, globals, maps, programs,
+    programs::ATTACH,
 };
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -17,17 +18,6 @@ use super::{
     batch::{self, BatchMap},
 };
 use crate::stats::cgroupfs::CgroupLayout;
-
-/// Program name and the tracepoint it attaches to.
-const ATTACH: [(&str, &str); 7] = [
-    (programs::SCHED_SWITCH, "sched_switch"),
-    (programs::MEMCG_LRUVEC, "mod_memcg_lruvec_state"),
-    (programs::MEMCG_STATE, "mod_memcg_state"),
-    (programs::MEMCG_EVENTS, "count_memcg_events"),
-    (programs::OOM_MARK_VICTIM, "mark_victim"),
-    (programs::CGROUP_MKDIR, "cgroup_mkdir"),
-    (programs::CGROUP_RMDIR, "cgroup_rmdir"),
-];
 
 /// Load-time configuration: map sizes, marks, who is not accounted.
 #[derive(Clone, Debug)]
