@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use super::*;
@@ -567,7 +567,7 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
             };
             opts.load.disabled = disabled;
             opts.collector.roots = vec![cg.path.clone()];
-            let started = start(opts, writer, None, cancel.clone()).expect("start");
+            let started = start(opts, writer, None, cancel.clone());
             let deadline = Instant::now() + Duration::from_secs(10);
             let stats = loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -585,16 +585,13 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
             };
             cancel.cancel();
             let _ = started.task.await;
-            (started.source, store.source(), stats)
+            (store.source(), stats)
         })
     };
-    let (fb_source, fb_store_source, fb) = shape(true);
-    let (eb_source, eb_store_source, eb) = shape(false);
-    assert_eq!(
-        (fb_source, fb_store_source),
-        (Source::Cgroupfs, Source::Cgroupfs)
-    );
-    assert_eq!((eb_source, eb_store_source), (Source::Ebpf, Source::Ebpf));
+    let (fb_source, fb) = shape(true);
+    let (eb_source, eb) = shape(false);
+    assert_eq!(fb_source, Source::Cgroupfs);
+    assert_eq!(eb_source, Source::Ebpf);
     for s in [&fb, &eb] {
         let m = s.memory.expect("memory");
         assert!(m.usage_bytes >= 8 * MIB, "{m:?}");
@@ -606,6 +603,65 @@ fn fallback_and_ebpf_fill_the_same_store_shape() {
         fb.memory.map_or(0, |m| m.usage_bytes) as f64,
         0.05
     ));
+}
+
+/// `start` returns before anything is loaded, and until the source is decided the store says
+/// so: a reader (the dump, /metrics) never sees `none` while eBPF is still being tried. The
+/// first sweep then brings rates and the node sample. (Before, the store began as `none` and
+/// stayed so until the first sweep, which a busy machine delayed past the first dump.)
+#[test]
+fn the_store_says_loading_until_the_source_is_decided_then_sweeps_bring_rates() {
+    if cannot_run().is_some() {
+        return;
+    }
+    let mut cg = TestCgroup::new(&CgroupLayout::detect().expect("layout"), "loading");
+    cg.spawn("while :; do :; done");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (writer, store) = stats::store();
+        let cancel = CancellationToken::new();
+        let mut opts = TelemetryOptions {
+            sweep_every: Duration::from_millis(100),
+            ..TelemetryOptions::default()
+        };
+        opts.collector.roots = vec![cg.path.clone()];
+        let started = start(opts, writer, None, cancel.clone());
+        let mut seen = vec![store.source()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let rate = loop {
+            let source = store.source();
+            if seen.last() != Some(&source) {
+                seen.push(source);
+            }
+            let rate = store
+                .get(&cg.path)
+                .and_then(|s| s.cpu)
+                .and_then(|c| c.usage_nano_cores)
+                .filter(|&r| r > 0);
+            if let Some(rate) = rate
+                && store.node().cpu_usage_nano_cores.is_some()
+            {
+                break rate;
+            }
+            assert!(Instant::now() < deadline, "no rate within 20 s: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        cancel.cancel();
+        let _ = started.task.await;
+        eprintln!("sources seen: {seen:?}; busy loop at {rate} nanocores");
+        assert_eq!(seen, [Source::Loading, Source::Ebpf], "never `none`");
+        // A busy loop on a 2-core machine: a good part of one core, never more than one.
+        assert!(rate <= 1_100_000_000, "{rate} nanocores for one thread");
+        let node = store.node();
+        assert!(
+            node.at > UNIX_EPOCH && node.cpu_usage_ns.is_some(),
+            "{node:?}"
+        );
+    });
 }
 
 #[test]

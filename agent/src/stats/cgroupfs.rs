@@ -221,6 +221,16 @@ fn read_limit(path: &Path) -> io::Result<Option<u64>> {
 
 /// Reads a cgroup's CPU usage; `Ok(None)` if the cgroup does not exist there.
 pub fn read_cpu(layout: &CgroupLayout, cgroup: &str) -> io::Result<Option<CpuStats>> {
+    Ok(read_cpu_usage(layout, cgroup)?.map(|usage_ns| CpuStats {
+        usage_ns,
+        throttled_periods: read_throttled(layout, cgroup),
+        ..CpuStats::default()
+    }))
+}
+
+/// A cgroup's cumulative CPU time, ns (v1 `cpuacct.usage`, else v2 `cpu.stat` `usage_usec`):
+/// one file. `Ok(None)` if the cgroup does not exist there. For `/`, the node's CPU time.
+pub fn read_cpu_usage(layout: &CgroupLayout, cgroup: &str) -> io::Result<Option<u64>> {
     let usage_ns = if let Some(m) = layout.controller("cpuacct").filter(|m| !m.v2) {
         read_u64(&cgroup_dir(&m.mount, cgroup).join("cpuacct.usage"))
     } else if let Some(v2) = &layout.v2 {
@@ -236,11 +246,7 @@ pub fn read_cpu(layout: &CgroupLayout, cgroup: &str) -> io::Result<Option<CpuSta
         return Ok(None);
     };
     match usage_ns {
-        Ok(usage_ns) => Ok(Some(CpuStats {
-            usage_ns,
-            throttled_periods: read_throttled(layout, cgroup),
-            ..CpuStats::default()
-        })),
+        Ok(usage_ns) => Ok(Some(usage_ns)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -390,6 +396,13 @@ impl CgroupfsPoller {
     /// Polls the cgroups at and below each of `roots` (relative paths, e.g. `/kubepods`).
     pub fn new(layout: CgroupLayout, roots: Vec<String>) -> Self {
         Self { layout, roots }
+    }
+
+    /// The node's CPU time now (root cgroup), ns, and when it was read; `None` if the root
+    /// has no readable CPU file.
+    pub fn node_cpu(&self) -> (SystemTime, Option<u64>) {
+        let at = SystemTime::now();
+        (at, read_cpu_usage(&self.layout, "/").ok().flatten())
     }
 
     /// One sweep: walk the roots in the memory (else cpu) hierarchy and read every cgroup.

@@ -10,6 +10,12 @@
 //! [`StatsStore`] handles. The writer publishes immutable [`Snapshot`]s behind an `Arc`, so a
 //! read is a lock-protected `Arc` clone, never a copy of the map, and readers always see one
 //! consistent sweep.
+//!
+//! Rates are part of what the writer publishes, not something a reader works out: CPU
+//! nanocores are computed once per sweep in [`StatsWriter::publish`] (per cgroup) and
+//! [`StatsWriter::publish_node`] (the node), from the previous sample and both sample times,
+//! so every reader of one sweep sees the same rate (cAdvisor keeps them with its samples too;
+//! the kubelet's Summary API only copies them out).
 
 pub mod cgroupfs;
 
@@ -28,8 +34,11 @@ pub const RECENT_OOMS: usize = 64;
 /// Where the numbers come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Source {
-    /// Nothing published yet.
+    /// Not decided yet: the store's state from creation until the writer has tried eBPF and
+    /// settled on it or on the fallback (loading takes 0.1-0.2 s, more on a busy machine).
     #[default]
+    Loading,
+    /// No source: telemetry is off, or nothing could start (not even the fallback).
     None,
     /// BPF maps and ring buffer (`ebpf/`).
     Ebpf,
@@ -41,6 +50,7 @@ impl Source {
     /// Lower-case name for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Loading => "loading",
             Source::None => "none",
             Source::Ebpf => "ebpf",
             Source::Cgroupfs => "cgroupfs",
@@ -53,6 +63,9 @@ impl Source {
 pub struct CpuStats {
     /// CPU time used, ns, comparable to `cpuacct.usage` / `cpu.stat usage_usec * 1000`.
     pub usage_ns: u64,
+    /// CPU use since the previous sweep, in billionths of a core (the Summary API's
+    /// `usageNanoCores`); `None` for a cgroup's first sample. Set by [`StatsWriter::publish`].
+    pub usage_nano_cores: Option<u64>,
     /// Time its tasks waited runnable on a run queue, ns (eBPF only).
     pub run_queue_wait_ns: Option<u64>,
     /// Longest single run-queue wait since load, ns (eBPF only).
@@ -163,7 +176,8 @@ pub struct Snapshot {
     pub taken_at: Option<SystemTime>,
     /// Per cgroup path (relative to the hierarchy root, starting with `/`).
     pub cgroups: HashMap<String, CgroupStats>,
-    /// Node-wide working set, bytes (root memcg based; `None` if unknown).
+    /// Node-wide working set, bytes, at the time of this snapshot (root memcg based; `None`
+    /// if unknown). The latest is in [`StatsStore::node`].
     pub node_working_set_bytes: Option<u64>,
     /// Most recent OOM kills, oldest first, at most [`RECENT_OOMS`].
     pub recent_ooms: VecDeque<OomEvent>,
@@ -186,7 +200,44 @@ impl Snapshot {
     }
 }
 
-/// The snapshot, and when the writer last confirmed it still holds.
+/// Node-wide figures of one sweep, published apart from the [`Snapshot`]: they move with any
+/// use on the machine, and rebuilding a snapshot for them would cost more than the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSample {
+    /// When the writer read them (the sample time, not the time of a later read of the
+    /// store); `UNIX_EPOCH` before the first sample, whose values are all `None`.
+    pub at: SystemTime,
+    /// CPU time used by everything on the node, ns (root cgroup: v1 `cpuacct.usage`, v2
+    /// `cpu.stat` `usage_usec`).
+    pub cpu_usage_ns: Option<u64>,
+    /// Node CPU use since the previous sample, in billionths of a core.
+    pub cpu_usage_nano_cores: Option<u64>,
+    /// Node working set, bytes (root memcg).
+    pub memory_working_set_bytes: Option<u64>,
+}
+
+impl Default for NodeSample {
+    fn default() -> Self {
+        Self {
+            at: UNIX_EPOCH,
+            cpu_usage_ns: None,
+            cpu_usage_nano_cores: None,
+            memory_working_set_bytes: None,
+        }
+    }
+}
+
+/// Rate of a cumulative CPU counter between two samples, in billionths of a core; `None`
+/// without a forward interval or if the counter went back (a new cgroup under an old path).
+pub fn nano_cores(prev_ns: u64, prev_at: SystemTime, ns: u64, at: SystemTime) -> Option<u64> {
+    let dt = at.duration_since(prev_at).ok()?.as_nanos();
+    if dt == 0 || ns < prev_ns {
+        return None;
+    }
+    Some(u64::try_from(u128::from(ns - prev_ns) * 1_000_000_000 / dt).unwrap_or(u64::MAX))
+}
+
+/// The snapshot, when the writer last confirmed it still holds, and the node sample.
 #[derive(Debug, Default)]
 struct Inner {
     snap: RwLock<Arc<Snapshot>>,
@@ -194,8 +245,17 @@ struct Inner {
     confirmed_ns: AtomicU64,
     /// Kernel ids of the eBPF programs feeding the store, by name (set once by the writer).
     programs: OnceLock<Vec<(&'static str, u32)>>,
-    /// Node working set, bytes, when the writer keeps it apart from snapshots; 0 = not kept.
-    node_ws: AtomicU64,
+    /// The latest node sample.
+    node: RwLock<NodeSample>,
+}
+
+impl Inner {
+    /// When the current snapshot was last known true (taken, or confirmed since).
+    fn known_at(&self, snap: &Snapshot) -> Option<SystemTime> {
+        let ns = self.confirmed_ns.load(Ordering::Relaxed);
+        let confirmed = (ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns));
+        snap.taken_at.max(confirmed)
+    }
 }
 
 type Shared = Arc<Inner>;
@@ -233,11 +293,12 @@ impl StatsStore {
         }
     }
 
-    /// Node working set, bytes: the writer's latest, else the snapshot's.
-    pub fn node_working_set_bytes(&self) -> Option<u64> {
-        match self.inner.node_ws.load(Ordering::Relaxed) {
-            0 => self.snapshot().node_working_set_bytes,
-            b => Some(b),
+    /// The latest node sample (CPU, its rate and the working set, with their sample time).
+    pub fn node(&self) -> NodeSample {
+        // A poisoned lock only means a writer panicked mid-store; the sample is `Copy`.
+        match self.inner.node.read() {
+            Ok(guard) => *guard,
+            Err(poisoned) => *poisoned.into_inner(),
         }
     }
 
@@ -253,10 +314,7 @@ impl StatsStore {
     /// When the current numbers were last known true: the snapshot's time, or later if the
     /// writer has since confirmed that nothing changed.
     pub fn taken_at(&self) -> Option<SystemTime> {
-        let taken = self.snapshot().taken_at;
-        let ns = self.inner.confirmed_ns.load(Ordering::Relaxed);
-        let confirmed = (ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns));
-        taken.max(confirmed)
+        self.inner.known_at(&self.snapshot())
     }
 
     /// Stats of one cgroup path, if known (tests compare single cgroups with their files).
@@ -279,8 +337,25 @@ impl StatsWriter {
         }
     }
 
-    /// Replaces the snapshot.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Replaces the snapshot, after setting each cgroup's CPU rate against the snapshot it
+    /// replaces: usage then (at its `taken_at`, or the later time it was confirmed at: the
+    /// usage still held then) and usage now (at `snapshot.taken_at`).
+    pub fn publish(&self, mut snapshot: Snapshot) {
+        let prev = self.current();
+        let since = self.inner.known_at(&prev);
+        for (path, stats) in &mut snapshot.cgroups {
+            if let Some(cpu) = &mut stats.cpu {
+                cpu.usage_nano_cores = match (since, snapshot.taken_at) {
+                    (Some(t0), Some(t1)) => prev
+                        .cgroups
+                        .get(path)
+                        .and_then(|p| p.cpu)
+                        .and_then(|p| nano_cores(p.usage_ns, t0, cpu.usage_ns, t1)),
+                    _ => None,
+                };
+            }
+        }
+        drop(prev);
         let snapshot = Arc::new(snapshot);
         match self.inner.snap.write() {
             Ok(mut guard) => *guard = snapshot,
@@ -288,10 +363,37 @@ impl StatsWriter {
         }
     }
 
-    /// Publishes the node working set apart from the snapshot (it changes with any memory
-    /// use on the machine; rebuilding a snapshot for it would cost more than the rest).
-    pub fn set_node_working_set(&self, bytes: u64) {
-        self.inner.node_ws.store(bytes.max(1), Ordering::Relaxed);
+    /// Publishes the node's figures as read at `at`, with the CPU rate since the previous
+    /// sample. Called once per sweep by whichever source runs.
+    pub fn publish_node(
+        &self,
+        at: SystemTime,
+        cpu_usage_ns: Option<u64>,
+        memory_working_set_bytes: Option<u64>,
+    ) {
+        let mut guard = match self.inner.node.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let prev = *guard;
+        let cpu_usage_nano_cores = match (prev.cpu_usage_ns, cpu_usage_ns) {
+            (Some(c0), Some(c1)) => nano_cores(c0, prev.at, c1, at),
+            _ => None,
+        };
+        *guard = NodeSample {
+            at,
+            cpu_usage_ns,
+            cpu_usage_nano_cores,
+            memory_working_set_bytes,
+        };
+    }
+
+    /// Sets the source in place: the decision, published as soon as it is made (the first
+    /// sweep follows), or [`Source::None`] when nothing will run.
+    pub fn set_source(&self, source: Source) {
+        if self.current().source != source {
+            self.update(|s| s.source = source);
+        }
     }
 
     /// Names the eBPF programs that feed this store (once; later calls are ignored).
@@ -300,10 +402,28 @@ impl StatsWriter {
     }
 
     /// Records that the current snapshot was found still true at `at` (no rebuild needed).
+    /// Nothing moved since it was taken, so its CPU rates are now 0: set once, in place; a
+    /// snapshot whose rates are all 0 already is left alone, so a quiet node copies nothing.
     pub fn confirm(&self, at: SystemTime) {
         if let Ok(d) = at.duration_since(UNIX_EPOCH) {
             let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
             self.inner.confirmed_ns.store(ns, Ordering::Relaxed);
+        }
+        let moving = |s: &Snapshot| {
+            s.cgroups.values().any(|c| {
+                c.cpu
+                    .and_then(|c| c.usage_nano_cores)
+                    .is_some_and(|r| r > 0)
+            })
+        };
+        if moving(&self.current()) {
+            self.update(|s| {
+                for cpu in s.cgroups.values_mut().filter_map(|c| c.cpu.as_mut()) {
+                    if cpu.usage_nano_cores.is_some() {
+                        cpu.usage_nano_cores = Some(0);
+                    }
+                }
+            });
         }
     }
 
@@ -326,10 +446,108 @@ impl StatsWriter {
 mod tests {
     use super::*;
 
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    /// A snapshot taken at `secs` with one cgroup `/c` that has used `cpu_ns`.
+    fn sweep(secs: u64, cpu_ns: u64) -> Snapshot {
+        let mut snap = Snapshot {
+            source: Source::Ebpf,
+            taken_at: Some(at(secs)),
+            ..Snapshot::default()
+        };
+        snap.cgroups.insert(
+            "/c".into(),
+            CgroupStats {
+                cpu: Some(CpuStats {
+                    usage_ns: cpu_ns,
+                    ..CpuStats::default()
+                }),
+                ..CgroupStats::default()
+            },
+        );
+        snap
+    }
+
+    fn rate(store: &StatsStore) -> Option<u64> {
+        store
+            .get("/c")
+            .and_then(|c| c.cpu)
+            .and_then(|c| c.usage_nano_cores)
+    }
+
+    #[test]
+    fn a_new_store_says_loading_until_the_writer_decides() {
+        let (writer, store) = store();
+        assert_eq!(store.source(), Source::Loading);
+        assert_eq!(Source::Loading.as_str(), "loading");
+        writer.set_source(Source::Cgroupfs);
+        assert_eq!(store.source(), Source::Cgroupfs);
+        writer.set_source(Source::None);
+        assert_eq!(store.source().as_str(), "none");
+    }
+
+    #[test]
+    fn two_readers_in_one_sweep_both_see_the_rate() {
+        let (writer, store) = store();
+        let second = store.clone();
+        writer.publish(sweep(0, 1_000));
+        assert_eq!(rate(&store), None, "a first sample has no rate");
+        writer.publish(sweep(2, 1_000 + 1_000_000_000));
+        // Half a core over the 2 s between the two sweeps, for every reader, every read.
+        for r in [&store, &second, &store, &second] {
+            assert_eq!(rate(r), Some(500_000_000));
+        }
+    }
+
+    #[test]
+    fn a_quiet_sweep_sets_rates_to_zero_once_and_the_next_rate_starts_there() {
+        let (writer, store) = store();
+        writer.publish(sweep(0, 0));
+        writer.publish(sweep(1, 250_000_000));
+        assert_eq!(rate(&store), Some(250_000_000));
+        writer.confirm(at(2));
+        assert_eq!(rate(&store), Some(0), "nothing moved in the last second");
+        let zeroed = store.snapshot();
+        writer.confirm(at(3));
+        assert!(
+            Arc::ptr_eq(&zeroed, &store.snapshot()),
+            "a snapshot already at 0 is not rebuilt on every quiet sweep"
+        );
+        // Usage still held at 3 s: the 1 s from there to 4 s carries all of the new use.
+        writer.publish(sweep(4, 250_000_000 + 500_000_000));
+        assert_eq!(rate(&store), Some(500_000_000));
+    }
+
+    #[test]
+    fn a_counter_that_goes_back_has_no_rate() {
+        assert_eq!(nano_cores(10, at(0), 5, at(1)), None);
+        assert_eq!(nano_cores(10, at(1), 20, at(1)), None);
+        assert_eq!(
+            nano_cores(0, at(0), 3_000_000_000, at(1)),
+            Some(3_000_000_000)
+        );
+    }
+
+    #[test]
+    fn the_node_sample_carries_its_sample_time_and_rate() {
+        let (writer, store) = store();
+        assert_eq!(store.node(), NodeSample::default());
+        writer.publish_node(at(10), Some(5_000_000_000), Some(1 << 30));
+        writer.publish_node(at(12), Some(7_000_000_000), Some(1 << 30));
+        std::thread::sleep(Duration::from_millis(20));
+        let (a, b) = (store.node(), store.clone().node());
+        assert_eq!(a, b, "every reader sees the same sample");
+        assert_eq!(a.at, at(12), "the time of the sample, not of the read");
+        assert_eq!(a.cpu_usage_ns, Some(7_000_000_000));
+        assert_eq!(a.cpu_usage_nano_cores, Some(1_000_000_000));
+        assert_eq!(a.memory_working_set_bytes, Some(1 << 30));
+    }
+
     #[test]
     fn readers_see_published_snapshot_and_keep_old_one() {
         let (writer, store) = store();
-        assert_eq!(store.source(), Source::None);
         let old = store.snapshot();
         let mut snap = Snapshot {
             source: Source::Ebpf,

@@ -160,10 +160,8 @@ struct Index {
 pub struct Running {
     /// Read handle for the server, metrics and eviction.
     pub view: TelemetryView,
-    /// eBPF mark handle (eviction thresholds), when eBPF is the source.
+    /// eBPF mark handle (eviction thresholds), unless eBPF is switched off.
     pub handle: Option<ebpf::TelemetryHandle>,
-    /// Which source was started.
-    pub source: Source,
 }
 
 /// Starts the telemetry source and the mapper; logs the source in use. Never fails the
@@ -178,34 +176,16 @@ pub fn start(
     let view = TelemetryView::new(store);
     if settings.mode == Mode::Off {
         info!(var = MODE_VAR, "telemetry off");
-        return Running {
-            view,
-            handle: None,
-            source: Source::None,
-        };
+        writer.set_source(Source::None);
+        return Running { view, handle: None };
     }
     let mut opts = TelemetryOptions::default();
     opts.collector.roots = settings.roots.clone();
     opts.load.disabled = settings.mode == Mode::Cgroupfs;
     opts.load.run_stats = settings.bpf_stats;
     let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
-    let started = match ebpf::start(opts, writer, Some(ev_tx), cancel.child_token()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %ebpf::error_chain(&e), "telemetry could not start; no container stats");
-            return Running {
-                view,
-                handle: None,
-                source: Source::None,
-            };
-        }
-    };
-    info!(
-        source = started.source.as_str(),
-        roots = ?settings.roots,
-        reason = started.fallback_reason.as_ref().map(|e| ebpf::error_chain(e)),
-        "telemetry source in use"
-    );
+    // Returns at once: the source is chosen in the task (it logs and publishes its choice).
+    let started = ebpf::start(opts, writer, Some(ev_tx), cancel.child_token());
     let task = started.task;
     tasks.spawn(async move {
         match task.await {
@@ -231,7 +211,6 @@ pub fn start(
     Running {
         view,
         handle: started.handle,
-        source: started.source,
     }
 }
 

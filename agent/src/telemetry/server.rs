@@ -1,24 +1,16 @@
-//! metrics): store snapshots regrouped per pod, CPU rates from consecutive reads.
+//! metrics): store snapshots regrouped per pod, CPU rates as the store's writer set them.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::SystemTime,
-};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use super::TelemetryView;
 use crate::server::stats::{self as api, StatsSnapshot, StatsSource};
 use crate::stats::{CpuStats, MemoryStats};
-
-/// Previous cumulative CPU readings, per key, for rates.
-type Prev = HashMap<String, (SystemTime, u64)>;
 
 /// [`StatsSource`] over a [`TelemetryView`]; node capacity and static facts come from `node`.
 #[derive(Debug)]
 pub struct ServerStats {
     view: Option<TelemetryView>,
     node: api::NodeStats,
-    prev: Mutex<Prev>,
     /// The filesystem the Summary API reports as the node's (the kubelet's root dir).
     node_fs: std::path::PathBuf,
 }
@@ -37,7 +29,6 @@ impl ServerStats {
         Arc::new(Self {
             view,
             node,
-            prev: Mutex::new(HashMap::new()),
             node_fs,
         })
     }
@@ -73,18 +64,7 @@ fn fs_stats(path: &std::path::Path) -> Option<api::FsStats> {
     })
 }
 
-/// nanocores from the previous reading of `key`, then remembers this one.
-fn rate(prev: &mut Prev, key: &str, at: Option<SystemTime>, cpu_ns: u64) -> Option<u64> {
-    let at = at?;
-    let old = prev.insert(key.to_owned(), (at, cpu_ns));
-    let (t0, c0) = old?;
-    let dt = at.duration_since(t0).ok()?.as_nanos();
-    (dt > 0 && cpu_ns >= c0).then(|| ((cpu_ns - c0) as u128 * 1_000_000_000 / dt) as u64)
-}
-
 fn usage(
-    prev: &mut Prev,
-    key: &str,
     at: Option<SystemTime>,
     cpu: Option<CpuStats>,
     memory: Option<MemoryStats>,
@@ -95,7 +75,7 @@ fn usage(
     api::Usage {
         timestamp: at,
         cpu_usage_ns: cpu_ns,
-        cpu_usage_nano_cores: cpu.and_then(|_| rate(prev, key, at, cpu_ns)),
+        cpu_usage_nano_cores: cpu.and_then(|c| c.usage_nano_cores),
         memory_working_set_bytes: m.working_set_bytes,
         memory_usage_bytes: m.usage_bytes,
         memory_rss_bytes: m.rss_bytes,
@@ -114,11 +94,7 @@ impl StatsSource for ServerStats {
     fn health(&self) -> Option<api::TelemetryHealth> {
         let view = self.view.as_ref()?;
         Some(api::TelemetryHealth {
-            source: match view.source() {
-                crate::stats::Source::Ebpf => "ebpf",
-                crate::stats::Source::Cgroupfs => "cgroupfs",
-                crate::stats::Source::None => "none",
-            },
+            source: view.source().as_str(),
             counters: view.counters(),
             programs: crate::ebpf::program_runs(view.stats.programs()),
         })
@@ -134,18 +110,13 @@ impl StatsSource for ServerStats {
                 pods: Vec::new(),
             };
         };
-        // A poisoned lock only loses rate history.
-        let mut prev = match self.prev.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        // Rates come with the numbers: computed once per sweep by the store's writer.
         let at = view.taken_at();
         let n = view.node();
-        let now = Some(SystemTime::now());
         if let Some(cpu) = n.cpu_usage_ns {
-            node.usage.timestamp = now;
+            node.usage.timestamp = Some(n.at);
             node.usage.cpu_usage_ns = cpu;
-            node.usage.cpu_usage_nano_cores = rate(&mut prev, "/", now, cpu);
+            node.usage.cpu_usage_nano_cores = n.cpu_usage_nano_cores;
         }
         if let Some(ws) = n.memory_working_set_bytes {
             node.usage.memory_working_set_bytes = ws;
@@ -161,20 +132,13 @@ impl StatsSource for ServerStats {
                     uid: p.pod.uid.clone(),
                     cgroup: p.cgroup.clone(),
                     start_time: p.created_at,
-                    usage: Some(usage(
-                        &mut prev,
-                        &p.cgroup,
-                        at,
-                        p.cpu,
-                        p.memory,
-                        p.oom_kills,
-                    )),
+                    usage: Some(usage(at, p.cpu, p.memory, p.oom_kills)),
                     containers: Vec::new(),
                 },
             );
         }
         for c in view.containers() {
-            let u = usage(&mut prev, &c.cgroup, at, c.cpu, c.memory, c.oom_kills);
+            let u = usage(at, c.cpu, c.memory, c.oom_kills);
             let pod = pods
                 .entry(c.pod.uid.clone())
                 .or_insert_with(|| api::PodStats {
@@ -193,15 +157,6 @@ impl StatsSource for ServerStats {
                 usage: u,
             });
         }
-        // Rate history of cgroups that are gone.
-        let live: std::collections::HashSet<String> = pods
-            .values()
-            .flat_map(|p| {
-                std::iter::once(p.cgroup.clone())
-                    .chain(p.containers.iter().map(|c| c.cgroup.clone()))
-            })
-            .collect();
-        prev.retain(|k, _| k == "/" || live.contains(k));
         let mut pods: Vec<api::PodStats> = pods.into_values().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         StatsSnapshot { node, pods }
@@ -211,17 +166,56 @@ impl StatsSource for ServerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::pod::PodRef;
+    use crate::stats::{CgroupStats, Snapshot, Source};
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
-    fn rate_needs_two_readings_and_is_in_nanocores() {
-        let mut prev = Prev::new();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        assert_eq!(rate(&mut prev, "/a", Some(t0), 1_000), None);
+    fn every_read_of_one_sweep_gets_the_rate_and_the_node_its_sample_time() {
+        let (writer, store) = crate::stats::store();
+        let view = TelemetryView::new(store);
+        let mut index = super::super::Index::default();
+        let pod = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "a".into(),
+        };
+        index.pods.insert("a".into(), pod);
+        *view.index.write().expect("not poisoned") = Arc::new(index);
+        let t0 = UNIX_EPOCH + Duration::from_secs(100);
         let t1 = t0 + Duration::from_secs(2);
-        assert_eq!(
-            rate(&mut prev, "/a", Some(t1), 1_000 + 1_000_000_000),
-            Some(500_000_000)
-        );
+        for (at, ns) in [(t0, 0), (t1, 1_000_000_000)] {
+            let mut snap = Snapshot {
+                source: Source::Ebpf,
+                taken_at: Some(at),
+                ..Snapshot::default()
+            };
+            let cpu = CpuStats {
+                usage_ns: ns,
+                ..CpuStats::default()
+            };
+            snap.cgroups.insert(
+                "/r/kubepods/poda".into(),
+                CgroupStats {
+                    cpu: Some(cpu),
+                    ..CgroupStats::default()
+                },
+            );
+            writer.publish(snap);
+        }
+        writer.publish_node(t0, Some(0), Some(1 << 20));
+        writer.publish_node(t1, Some(4_000_000_000), Some(1 << 20));
+        let stats = ServerStats::new(Some(view), api::NodeStats::default(), "/".into());
+        // Two readers of the same sweep (a scrape and /stats/summary): the same answer.
+        for read in [stats.snapshot(), stats.snapshot()] {
+            let pod = read.pods.first().and_then(|p| p.usage.clone());
+            assert_eq!(pod.and_then(|u| u.cpu_usage_nano_cores), Some(500_000_000));
+            assert_eq!(read.node.usage.cpu_usage_nano_cores, Some(2_000_000_000));
+            assert_eq!(
+                read.node.usage.timestamp,
+                Some(t1),
+                "stamped with the sample time"
+            );
+        }
     }
 }

@@ -44,15 +44,6 @@ pub struct PodStats {
     pub created_at: Option<SystemTime>,
 }
 
-/// Node-wide figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    /// CPU time used by everything on the node, ns (root cgroup), read on call.
-    pub cpu_usage_ns: Option<u64>,
-    /// Node working set, bytes (root memcg).
-    pub memory_working_set_bytes: Option<u64>,
-}
-
 /// One OOM kill, attributed to a pod and container when known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OomKill {
@@ -71,42 +62,6 @@ pub struct OomKill {
 pub struct TelemetryView {
     pub(super) stats: StatsStore,
     pub(super) index: Arc<RwLock<Arc<Index>>>,
-    pub(super) node_cpu: Option<NodeCpuFile>,
-}
-
-/// Where the root cgroup's CPU usage is.
-#[derive(Clone, Debug)]
-pub(super) enum NodeCpuFile {
-    /// v1 `cpuacct.usage` (ns).
-    V1(PathBuf),
-    /// v2 `cpu.stat` (`usage_usec`).
-    V2(PathBuf),
-}
-
-impl NodeCpuFile {
-    fn detect() -> Option<Self> {
-        let layout = stats::cgroupfs::CgroupLayout::detect().ok()?;
-        let m = layout
-            .controller("cpuacct")
-            .or_else(|| layout.controller("cpu"))?;
-        Some(if m.v2 {
-            NodeCpuFile::V2(m.mount.join("cpu.stat"))
-        } else {
-            NodeCpuFile::V1(m.mount.join("cpuacct.usage"))
-        })
-    }
-
-    fn read(&self) -> Option<u64> {
-        match self {
-            NodeCpuFile::V1(p) => std::fs::read_to_string(p).ok()?.trim().parse().ok(),
-            NodeCpuFile::V2(p) => {
-                let text = std::fs::read_to_string(p).ok()?;
-                stats::cgroupfs::parse_flat_keyed(&text)
-                    .get("usage_usec")
-                    .map(|us| us * 1000)
-            }
-        }
-    }
 }
 
 impl TelemetryView {
@@ -114,7 +69,6 @@ impl TelemetryView {
         Self {
             stats,
             index: Arc::default(),
-            node_cpu: NodeCpuFile::detect(),
         }
     }
 
@@ -130,7 +84,7 @@ impl TelemetryView {
         self.stats.snapshot()
     }
 
-    /// Which source feeds the store (`None` before the first sweep, and with telemetry off).
+    /// Which source feeds the store (`Loading` until it is chosen, `None` with telemetry off).
     pub fn source(&self) -> Source {
         self.stats.source()
     }
@@ -226,12 +180,9 @@ impl TelemetryView {
         out
     }
 
-    /// Node CPU (read from the root cgroup now) and working set (from the store).
-    pub fn node(&self) -> NodeStats {
-        NodeStats {
-            cpu_usage_ns: self.node_cpu.as_ref().and_then(NodeCpuFile::read),
-            memory_working_set_bytes: self.stats.node_working_set_bytes(),
-        }
+    /// Node CPU, its rate and working set as the writer sampled them at the last sweep.
+    pub fn node(&self) -> stats::NodeSample {
+        self.stats.node()
     }
 
     /// Recent OOM kills (oldest first), attributed where the index knows the container.

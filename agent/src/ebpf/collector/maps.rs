@@ -2,7 +2,7 @@
 //! (registration: the in-kernel filter), whole-map batch reads with change detection, and
 //! memory marks.
 
-use std::{collections::HashMap, fs, io};
+use std::{collections::HashMap, fs, io, time::SystemTime};
 
 use agent_common::{CpuAcct, CpuSlot, MemAcct, MemMark, counter};
 use aya::maps::{MapError, PerCpuValues};
@@ -24,7 +24,7 @@ fn repair_slots(t: &Telemetry, cpus: &[u32]) {
 }
 
 /// One read of the maps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct MapRead {
     pub(super) cpu: HashMap<u64, CpuSums>,
     /// Throttled periods of CPU cgroups with a quota (the kernel's count, not summed).
@@ -32,6 +32,9 @@ pub(super) struct MapRead {
     pub(super) mem: HashMap<u64, MemSums>,
     pub(super) kernel: [u64; counter::COUNT as usize],
     pub(super) node_ws_pages: i64,
+    /// When the CPU map was read: the snapshot's time. A rate is only as good as the time
+    /// it divides by, and on a busy machine the thread can wait long before it builds.
+    pub(super) at: SystemTime,
 }
 
 /// `BPF_NOEXIST`: create only, never reset an entry the kernel is already adding to.
@@ -287,6 +290,7 @@ impl Collector {
 
     /// Reads every map once; `true` if anything a snapshot shows changed since the last read.
     pub(super) fn read_maps(&mut self, t: &mut Telemetry) -> Result<(MapRead, bool), EbpfError> {
+        let at = SystemTime::now();
         let (cpu, throttled) = self.read_cpu(t)?;
         let mem = self.read_memory(t)?;
         let kernel = self.read_counters(t)?;
@@ -330,6 +334,7 @@ impl Collector {
                 mem,
                 kernel,
                 node_ws_pages,
+                at,
             },
             changed,
         ))

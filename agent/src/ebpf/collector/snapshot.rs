@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use agent_common::{counter, mem_item};
@@ -107,6 +107,7 @@ impl Collector {
             mem,
             kernel,
             node_ws_pages,
+            at,
         } = read;
         self.removed_since_build = false;
         let rebaseline = self.rebaseline_due();
@@ -173,7 +174,7 @@ impl Collector {
 
         let mut snap = Snapshot {
             source: Source::Ebpf,
-            taken_at: Some(SystemTime::now()),
+            taken_at: Some(at),
             recent_ooms: prev.recent_ooms.clone(),
             ..Snapshot::default()
         };
@@ -206,6 +207,8 @@ impl Collector {
                 run_queue_wait_max_ns: Some(sums.wait_max_ns),
                 slices: Some(sums.slices),
                 throttled_periods: throttled.get(path).copied(),
+                // Filled by the store's writer at publish time.
+                usage_nano_cores: None,
             });
             if rebaseline && let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
                 cpu_drift = cpu_drift.max(usage_ns.abs_diff(c.usage_ns));
