@@ -2,9 +2,12 @@
 //! kubelet's way (pkg/kubelet/config/common.go: tryDecodeSinglePod, applyDefaults).
 
 use crate::pod::{DesiredPod, PodRef, quantity};
-use k8s_openapi::api::core::v1::{Container, Pod, Toleration};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration, Volume};
 use md5::{Digest, Md5};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Annotation carrying the pod's config hash (kubetypes.ConfigHashAnnotationKey).
@@ -104,10 +107,15 @@ pub fn decode(path: &Path, data: &[u8], node_name: &str) -> Result<Decoded, Mani
             path.display()
         ));
     }
-    Ok(Decoded {
-        pod: apply_defaults(pod, path, node_name),
-        warnings,
-    })
+    let pod = apply_defaults(pod, path, node_name);
+    let errors = validate_defaulted(&pod);
+    if !errors.is_empty() {
+        return Err(ManifestError::Invalid {
+            path: path.to_owned(),
+            errors,
+        });
+    }
+    Ok(Decoded { pod, warnings })
 }
 
 /// Decodes the pod and counts further YAML documents, which the kubelet ignores
@@ -138,57 +146,162 @@ fn decode_pod(path: &Path, data: &[u8]) -> Result<(Pod, usize), ManifestError> {
             .ok_or_else(|| err(".".into(), "no YAML document".into()))?;
         let pod = serde_path_to_error::deserialize(first)
             .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?;
-        (pod, docs.count())
+        // A malformed document is handed out again on every `next()` (dtolnay/serde-yaml#193),
+        // so count up to and including the first one that does not parse, never past it.
+        let mut extra = 0;
+        for doc in docs {
+            extra += 1;
+            if serde::de::IgnoredAny::deserialize(doc).is_err() {
+                break;
+            }
+        }
+        (pod, extra)
     };
     Ok(pod)
 }
 
-/// A subset of the API server's ValidatePodCreate, worded like it (field path: message).
-pub fn validate(pod: &Pod) -> Vec<String> {
-    let mut errs = Vec::new();
-    match pod.metadata.name.as_deref() {
-        None | Some("") => errs.push("metadata.name: Required value: name or generateName is required".into()),
-        Some(n) if !is_dns_subdomain(n) => errs.push(format!(
-            "metadata.name: Invalid value: {n:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
-        )),
-        _ => {}
+/// Field errors in the API server's wording: `<field path>: <kind>[: <value>][: <why>]`
+/// (apimachinery pkg/util/validation/field/errors.go).
+#[derive(Default)]
+struct Errs(Vec<String>);
+
+impl Errs {
+    fn required(&mut self, at: impl fmt::Display) {
+        self.0.push(format!("{at}: Required value"));
     }
-    if let Some(ns) = pod.metadata.namespace.as_deref()
-        && !ns.is_empty()
-        && !is_dns_label(ns)
-    {
-        errs.push(format!(
-            "metadata.namespace: Invalid value: {ns:?}: a lowercase RFC 1123 label"
+
+    fn invalid(&mut self, at: impl fmt::Display, value: impl fmt::Debug, why: &str) {
+        self.0
+            .push(format!("{at}: Invalid value: {value:?}: {why}"));
+    }
+
+    fn unsupported(&mut self, at: impl fmt::Display, value: &str, supported: &[&str]) {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        self.0.push(format!(
+            "{at}: Unsupported value: {value:?}: supported values: {}",
+            list.join(", ")
         ));
     }
+
+    fn duplicate(&mut self, at: impl fmt::Display, value: impl fmt::Debug) {
+        self.0.push(format!("{at}: Duplicate value: {value:?}"));
+    }
+
+    fn forbidden(&mut self, at: impl fmt::Display, why: &str) {
+        self.0.push(format!("{at}: Forbidden: {why}"));
+    }
+
+    fn not_found(&mut self, at: impl fmt::Display, value: impl fmt::Debug) {
+        self.0.push(format!("{at}: Not found: {value:?}"));
+    }
+}
+
+/// What the containers of one pod must not repeat between them.
+#[derive(Default)]
+struct PodWide<'a> {
+    /// Container names (init and regular share one namespace).
+    names: HashSet<String>,
+    /// `protocol/hostIP/hostPort` of every host port (validation.go AccumulateUniqueHostPorts).
+    host_ports: HashSet<String>,
+    /// Declared volume names.
+    volumes: HashSet<&'a str>,
+    /// `spec.hostNetwork`.
+    host_network: bool,
+}
+
+/// Volume sources nodelet can provide (kuberuntime/container.rs `mounts`).
+const SUPPORTED_VOLUMES: &[&str] = &["emptyDir", "hostPath"];
+/// `hostPath.type` values (core/v1 HostPathType).
+const HOST_PATH_TYPES: &[&str] = &[
+    "",
+    "DirectoryOrCreate",
+    "Directory",
+    "FileOrCreate",
+    "File",
+    "Socket",
+    "CharDevice",
+    "BlockDevice",
+];
+/// Downward API fields an env var may read, as the API server allows them and as
+/// kuberuntime/container.rs resolves them (validation.go validEnvDownwardAPIFieldPathExpressions).
+const ENV_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+/// Container resources an env var may read; the API server's ephemeral-storage and hugepages
+/// are not resolved by nodelet yet.
+const ENV_RESOURCE_FIELDS: &[&str] = &[
+    "limits.cpu",
+    "limits.memory",
+    "requests.cpu",
+    "requests.memory",
+];
+/// Most nameservers in `dnsConfig` (validation.go MaxDNSNameservers).
+const MAX_DNS_NAMESERVERS: usize = 3;
+/// Most search domains in `dnsConfig` (validation.go MaxDNSSearchPaths).
+const MAX_DNS_SEARCHES: usize = 32;
+/// Largest user or group ID (validation IsValidUserID/IsValidGroupID).
+const MAX_ID: i64 = 2_147_483_647;
+/// Longest file name on Linux (NAME_MAX): the pod log directory `<ns>_<name>_<uid>` is one.
+const NAME_MAX: usize = 255;
+/// Longest manifest-provided UID; real UIDs are 36-character UUIDs.
+const MAX_UID_LEN: usize = 128;
+
+/// A subset of the API server's ValidatePodCreate, worded like it (field path: message), plus
+/// what nodelet cannot run (unsupported volume kinds, configmap and secret references), so that a
+/// manifest is refused here, naming the field, rather than failing on every sync later.
+pub fn validate(pod: &Pod) -> Vec<String> {
+    let mut errs = Errs::default();
+    validate_metadata(pod, &mut errs);
     let Some(spec) = pod.spec.as_ref() else {
-        errs.push("spec: Required value".into());
-        return errs;
+        errs.required("spec");
+        return errs.0;
     };
     if spec.containers.is_empty() {
-        errs.push("spec.containers: Required value".into());
+        errs.required("spec.containers");
     }
     if let Some(p) = spec.restart_policy.as_deref()
         && !["Always", "OnFailure", "Never"].contains(&p)
     {
-        errs.push(format!(
-            "spec.restartPolicy: Unsupported value: {p:?}: supported values: \"Always\", \"OnFailure\", \"Never\""
-        ));
+        errs.unsupported("spec.restartPolicy", p, &["Always", "OnFailure", "Never"]);
     }
     if let Some(g) = spec.termination_grace_period_seconds
         && g < 0
     {
-        errs.push(format!(
-            "spec.terminationGracePeriodSeconds: Invalid value: {g}: must be >= 0"
-        ));
+        errs.invalid("spec.terminationGracePeriodSeconds", g, "must be >= 0");
     }
-    let volumes: HashSet<&str> = spec
-        .volumes
-        .iter()
-        .flatten()
-        .map(|v| v.name.as_str())
-        .collect();
-    let mut names = HashSet::new();
+    if let Some(d) = spec.active_deadline_seconds
+        && d < 1
+    {
+        errs.invalid("spec.activeDeadlineSeconds", d, "must be >= 1");
+    }
+    if let Some(h) = spec.hostname.as_deref()
+        && !is_dns_label(h)
+    {
+        errs.invalid("spec.hostname", h, "a lowercase RFC 1123 label");
+    }
+    if let Some(h) = spec.subdomain.as_deref()
+        && !h.is_empty()
+        && !is_dns_label(h)
+    {
+        errs.invalid("spec.subdomain", h, "a lowercase RFC 1123 label");
+    }
+    validate_dns(spec, &mut errs);
+    validate_pod_security(spec, &mut errs);
+    let mut wide = PodWide {
+        host_network: spec.host_network.unwrap_or(false),
+        ..Default::default()
+    };
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        validate_volume(v, &format!("spec.volumes[{i}]"), &mut wide, &mut errs);
+    }
     let groups = [
         (
             "spec.initContainers",
@@ -199,59 +312,589 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     for (prefix, containers) in groups {
         for (i, c) in containers.iter().enumerate() {
             let at = format!("{prefix}[{i}]");
-            validate_container(c, &at, &volumes, &mut names, &mut errs);
+            validate_container(c, &at, &mut wide, &mut errs);
         }
     }
-    errs
+    errs.0
 }
 
-fn validate_container(
-    c: &Container,
-    at: &str,
-    volumes: &HashSet<&str>,
-    names: &mut HashSet<String>,
-    errs: &mut Vec<String>,
-) {
-    if c.name.is_empty() {
-        errs.push(format!("{at}.name: Required value"));
-    } else if !is_dns_label(&c.name) {
-        errs.push(format!(
-            "{at}.name: Invalid value: {:?}: a lowercase RFC 1123 label",
-            c.name
-        ));
-    } else if !names.insert(c.name.clone()) {
-        errs.push(format!("{at}.name: Duplicate value: {:?}", c.name));
+fn validate_metadata(pod: &Pod, errs: &mut Errs) {
+    match pod.metadata.name.as_deref() {
+        None | Some("") => errs
+            .0
+            .push("metadata.name: Required value: name or generateName is required".into()),
+        Some(n) if !is_dns_subdomain(n) => errs.invalid(
+            "metadata.name",
+            n,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+        ),
+        _ => {}
     }
-    if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
-        errs.push(format!("{at}.image: Required value"));
+    if let Some(ns) = pod.metadata.namespace.as_deref()
+        && !ns.is_empty()
+        && !is_dns_label(ns)
+    {
+        errs.invalid("metadata.namespace", ns, "a lowercase RFC 1123 label");
+    }
+    // The UID names the pod's directory under <root-dir>/pods, its log directory and its cgroup,
+    // and those are removed recursively when the pod goes: "/", "." or ".." must never get there.
+    if let Some(uid) = pod.metadata.uid.as_deref()
+        && !uid.is_empty()
+        && (uid.len() > MAX_UID_LEN
+            || !uid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        errs.invalid(
+            "metadata.uid",
+            uid,
+            "must be at most 128 characters of letters, digits, '-' and '_' (it names directories and cgroups)",
+        );
+    }
+}
+
+fn validate_dns(spec: &PodSpec, errs: &mut Errs) {
+    const POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    let policy = spec.dns_policy.as_deref();
+    if let Some(p) = policy
+        && !POLICIES.contains(&p)
+    {
+        errs.unsupported("spec.dnsPolicy", p, POLICIES);
+    }
+    let Some(cfg) = spec.dns_config.as_ref() else {
+        if policy == Some("None") {
+            errs.0.push(
+                "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+                    .into(),
+            );
+        }
+        return;
+    };
+    let servers = cfg.nameservers.as_deref().unwrap_or(&[]);
+    if servers.len() > MAX_DNS_NAMESERVERS {
+        errs.invalid(
+            "spec.dnsConfig.nameservers",
+            servers,
+            "must not have more than 3 nameservers",
+        );
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if s.parse::<IpAddr>().is_err() {
+            errs.invalid(
+                format!("spec.dnsConfig.nameservers[{i}]"),
+                s,
+                "must be a valid IP address",
+            );
+        }
+    }
+    if policy == Some("None") && servers.is_empty() {
+        errs.0.push(
+            "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+                .into(),
+        );
+    }
+    let searches = cfg.searches.as_deref().unwrap_or(&[]);
+    if searches.len() > MAX_DNS_SEARCHES {
+        errs.invalid(
+            "spec.dnsConfig.searches",
+            searches.len(),
+            "must not have more than 32 search paths",
+        );
+    }
+    for (i, s) in searches.iter().enumerate() {
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if !is_dns_subdomain(name) {
+            errs.invalid(
+                format!("spec.dnsConfig.searches[{i}]"),
+                s,
+                "a lowercase RFC 1123 subdomain",
+            );
+        }
+    }
+    for (i, o) in cfg.options.iter().flatten().enumerate() {
+        if o.name.as_deref().is_none_or(str::is_empty) {
+            errs.required(format!("spec.dnsConfig.options[{i}].name"));
+        }
+    }
+}
+
+fn validate_pod_security(spec: &PodSpec, errs: &mut Errs) {
+    let Some(sc) = spec.security_context.as_ref() else {
+        return;
+    };
+    let at = "spec.securityContext";
+    for (field, id) in [
+        ("runAsUser", sc.run_as_user),
+        ("runAsGroup", sc.run_as_group),
+        ("fsGroup", sc.fs_group),
+    ] {
+        check_id(format!("{at}.{field}"), id, errs);
+    }
+    for (i, g) in sc.supplemental_groups.iter().flatten().enumerate() {
+        check_id(format!("{at}.supplementalGroups[{i}]"), Some(*g), errs);
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in sc.sysctls.iter().flatten().enumerate() {
+        let name_at = format!("{at}.sysctls[{i}].name");
+        if s.name.is_empty() {
+            errs.required(name_at);
+        } else if !is_sysctl_name(&s.name) {
+            errs.invalid(
+                name_at,
+                &s.name,
+                "must have at most 253 characters and consist of lowercase alphanumeric segments separated by '.' or '/'",
+            );
+        } else if !seen.insert(s.name.as_str()) {
+            errs.duplicate(name_at, &s.name);
+        }
+    }
+}
+
+fn check_id(at: String, id: Option<i64>, errs: &mut Errs) {
+    if let Some(id) = id
+        && !(0..=MAX_ID).contains(&id)
+    {
+        errs.invalid(at, id, "must be between 0 and 2147483647, inclusive");
+    }
+}
+
+fn validate_volume<'a>(v: &'a Volume, at: &str, wide: &mut PodWide<'a>, errs: &mut Errs) {
+    if v.name.is_empty() {
+        errs.required(format!("{at}.name"));
+    } else if !is_dns_label(&v.name) {
+        // The name is a directory under the pod's volumes directory.
+        errs.invalid(format!("{at}.name"), &v.name, "a lowercase RFC 1123 label");
+    } else if !wide.volumes.insert(v.name.as_str()) {
+        errs.duplicate(format!("{at}.name"), &v.name);
+    }
+    // The source is whichever field besides `name` is set; the JSON form lists exactly those.
+    let kinds: Vec<String> = match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    };
+    let kinds: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != "name")
+        .collect();
+    match kinds.as_slice() {
+        [] => errs
+            .0
+            .push(format!("{at}: Required value: must specify a volume type")),
+        [kind] if !SUPPORTED_VOLUMES.contains(kind) => {
+            errs.unsupported(format!("{at}.{kind}"), kind, SUPPORTED_VOLUMES)
+        }
+        [_] => {}
+        [_, second, ..] => errs.forbidden(
+            format!("{at}.{second}"),
+            "may not specify more than 1 volume type",
+        ),
+    }
+    if let Some(hp) = v.host_path.as_ref() {
+        if hp.path.is_empty() {
+            errs.required(format!("{at}.hostPath.path"));
+        } else if has_backstep(&hp.path) {
+            errs.invalid(
+                format!("{at}.hostPath.path"),
+                &hp.path,
+                "must not contain '..'",
+            );
+        }
+        if let Some(t) = hp.type_.as_deref()
+            && !HOST_PATH_TYPES.contains(&t)
+        {
+            errs.unsupported(format!("{at}.hostPath.type"), t, HOST_PATH_TYPES);
+        }
+    }
+}
+
+fn validate_container(c: &Container, at: &str, wide: &mut PodWide<'_>, errs: &mut Errs) {
+    if c.name.is_empty() {
+        errs.required(format!("{at}.name"));
+    } else if !is_dns_label(&c.name) {
+        errs.invalid(format!("{at}.name"), &c.name, "a lowercase RFC 1123 label");
+    } else if !wide.names.insert(c.name.clone()) {
+        errs.duplicate(format!("{at}.name"), &c.name);
+    }
+    match c.image.as_deref() {
+        None => errs.required(format!("{at}.image")),
+        Some(i) if i.trim().is_empty() => errs.required(format!("{at}.image")),
+        Some(i) if i.trim() != i => errs.invalid(
+            format!("{at}.image"),
+            i,
+            "must not have leading or trailing whitespace",
+        ),
+        Some(_) => {}
     }
     if let Some(p) = c.image_pull_policy.as_deref()
         && !["Always", "IfNotPresent", "Never"].contains(&p)
     {
-        errs.push(format!(
-            "{at}.imagePullPolicy: Unsupported value: {p:?}: supported values: \"Always\", \"IfNotPresent\", \"Never\""
-        ));
+        errs.unsupported(
+            format!("{at}.imagePullPolicy"),
+            p,
+            &["Always", "IfNotPresent", "Never"],
+        );
     }
-    if let Some(r) = c.resources.as_ref() {
-        for (kind, map) in [("limits", &r.limits), ("requests", &r.requests)] {
-            for (res, q) in map.iter().flatten() {
-                if quantity::parse(&q.0, res == "cpu").is_none() {
-                    errs.push(format!(
-                        "{at}.resources.{kind}[{res}]: Invalid value: {:?}: must be a valid quantity",
-                        q.0
-                    ));
+    if let Some(p) = c.termination_message_policy.as_deref()
+        && !["File", "FallbackToLogsOnError"].contains(&p)
+    {
+        errs.unsupported(
+            format!("{at}.terminationMessagePolicy"),
+            p,
+            &["File", "FallbackToLogsOnError"],
+        );
+    }
+    if c.restart_policy.is_some() {
+        // An init container with restartPolicy Always is a sidecar; the runtime manager runs
+        // init containers to completion one by one, so a sidecar would block the pod for good.
+        errs.forbidden(
+            format!("{at}.restartPolicy"),
+            "container restart policies (sidecar containers) are not supported by nodelet yet",
+        );
+    }
+    validate_resources(c, at, errs);
+    validate_env(c, at, errs);
+    validate_ports(c, at, wide, errs);
+    validate_mounts(c, at, wide, errs);
+    if let Some(sc) = c.security_context.as_ref() {
+        check_id(
+            format!("{at}.securityContext.runAsUser"),
+            sc.run_as_user,
+            errs,
+        );
+        check_id(
+            format!("{at}.securityContext.runAsGroup"),
+            sc.run_as_group,
+            errs,
+        );
+        if sc.privileged == Some(true) && sc.allow_privilege_escalation == Some(false) {
+            errs.invalid(
+                format!("{at}.securityContext"),
+                "privileged",
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            );
+        }
+    }
+}
+
+fn validate_resources(c: &Container, at: &str, errs: &mut Errs) {
+    let Some(r) = c.resources.as_ref() else {
+        return;
+    };
+    let mut parsed: [BTreeMap<&str, i64>; 2] = Default::default();
+    for (slot, (kind, map)) in [("limits", &r.limits), ("requests", &r.requests)]
+        .into_iter()
+        .enumerate()
+    {
+        for (res, q) in map.iter().flatten() {
+            let field = format!("{at}.resources.{kind}[{res}]");
+            let cpu = res == "cpu";
+            match quantity::parse(&q.0, cpu) {
+                None => errs.invalid(field, &q.0, "must be a valid quantity"),
+                Some(v) if cpu && v > quantity::MAX_MILLI_CPU => errs.invalid(
+                    field,
+                    &q.0,
+                    "must be at most 1G CPUs (nodelet's CPU arithmetic limit)",
+                ),
+                Some(v) if !cpu && v > quantity::MAX_VALUE => errs.invalid(
+                    field,
+                    &q.0,
+                    "must be at most 4Pi (nodelet's arithmetic limit)",
+                ),
+                Some(v) => {
+                    parsed[slot].insert(res.as_str(), v);
                 }
             }
         }
     }
-    for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
-        if !volumes.contains(m.name.as_str()) {
-            errs.push(format!(
-                "{at}.volumeMounts[{j}].name: Not found: {:?}",
-                m.name
-            ));
+    let [limits, requests] = &parsed;
+    for (res, req) in requests {
+        if let Some(lim) = limits.get(res)
+            && req > lim
+        {
+            let limit_text = r
+                .limits
+                .as_ref()
+                .and_then(|m| m.get(*res))
+                .map_or("", |q| q.0.as_str());
+            errs.invalid(
+                format!("{at}.resources.requests[{res}]"),
+                r.requests
+                    .as_ref()
+                    .and_then(|m| m.get(*res))
+                    .map_or("", |q| q.0.as_str()),
+                &format!("must be less than or equal to {res} limit of {limit_text}"),
+            );
         }
     }
+}
+
+fn validate_env(c: &Container, at: &str, errs: &mut Errs) {
+    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        errs.forbidden(
+            format!("{at}.envFrom"),
+            "static pods may not reference configmaps or secrets",
+        );
+    }
+    for (i, var) in c.env.iter().flatten().enumerate() {
+        let at = format!("{at}.env[{i}]");
+        if var.name.is_empty() {
+            errs.required(format!("{at}.name"));
+        } else if !var
+            .name
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+        {
+            errs.invalid(
+                format!("{at}.name"),
+                &var.name,
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            );
+        }
+        let Some(from) = var.value_from.as_ref() else {
+            continue;
+        };
+        if var.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            errs.invalid(
+                format!("{at}.valueFrom"),
+                "",
+                "may not be specified when `value` is not empty",
+            );
+        }
+        let set = [
+            from.field_ref.is_some(),
+            from.resource_field_ref.is_some(),
+            from.config_map_key_ref.is_some(),
+            from.secret_key_ref.is_some(),
+            from.file_key_ref.is_some(),
+        ];
+        match set.iter().filter(|s| **s).count() {
+            0 => errs.0.push(format!(
+                "{at}.valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"
+            )),
+            1 => {}
+            _ => errs.0.push(format!(
+                "{at}.valueFrom: Invalid value: \"\": may not have more than one field specified at a time"
+            )),
+        }
+        if let Some(f) = from.field_ref.as_ref() {
+            let fat = format!("{at}.valueFrom.fieldRef");
+            if let Some(v) = f.api_version.as_deref()
+                && !v.is_empty()
+                && v != "v1"
+            {
+                errs.unsupported(format!("{fat}.apiVersion"), v, &["v1"]);
+            }
+            if f.field_path.is_empty() {
+                errs.required(format!("{fat}.fieldPath"));
+            } else if !env_field_path_ok(&f.field_path) {
+                let mut supported = ENV_FIELD_PATHS.to_vec();
+                supported.extend(["metadata.labels['<KEY>']", "metadata.annotations['<KEY>']"]);
+                errs.unsupported(format!("{fat}.fieldPath"), &f.field_path, &supported);
+            }
+        }
+        if let Some(r) = from.resource_field_ref.as_ref() {
+            let rat = format!("{at}.valueFrom.resourceFieldRef");
+            if r.resource.is_empty() {
+                errs.required(format!("{rat}.resource"));
+            } else if !ENV_RESOURCE_FIELDS.contains(&r.resource.as_str()) {
+                errs.unsupported(format!("{rat}.resource"), &r.resource, ENV_RESOURCE_FIELDS);
+            }
+            if let Some(name) = r.container_name.as_deref()
+                && !name.is_empty()
+                && name != c.name
+            {
+                errs.forbidden(
+                    format!("{rat}.containerName"),
+                    "nodelet resolves resourceFieldRef against the container's own resources only",
+                );
+            }
+            if let Some(d) = r.divisor.as_ref() {
+                let cpu = r.resource.contains("cpu");
+                if !divisor_ok(&d.0, cpu) {
+                    errs.invalid(
+                        format!("{rat}.divisor"),
+                        &d.0,
+                        if cpu {
+                            "only divisor's values 1m and 1 are supported with the cpu resource"
+                        } else {
+                            "only divisor's values 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are supported with the memory resource"
+                        },
+                    );
+                }
+            }
+        }
+        if from.config_map_key_ref.is_some() || from.secret_key_ref.is_some() {
+            errs.forbidden(
+                format!("{at}.valueFrom"),
+                "static pods may not reference configmaps or secrets",
+            );
+        }
+        if from.file_key_ref.is_some() {
+            errs.forbidden(
+                format!("{at}.valueFrom.fileKeyRef"),
+                "not supported by nodelet yet",
+            );
+        }
+    }
+}
+
+/// `metadata.labels['key']` and `metadata.annotations['key']` besides the plain fields.
+fn env_field_path_ok(path: &str) -> bool {
+    if ENV_FIELD_PATHS.contains(&path) {
+        return true;
+    }
+    ["metadata.labels['", "metadata.annotations['"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix("']"))
+                .is_some_and(|key| !key.is_empty())
+        })
+}
+
+/// The divisors the API server allows (validation.go validateContainerResourceDivisor).
+fn divisor_ok(q: &str, cpu: bool) -> bool {
+    let Some(v) = quantity::parse(q, cpu) else {
+        return false;
+    };
+    if cpu {
+        return v == 1 || v == 1000;
+    }
+    let decimal = (0..=6).map(|e| 1000i64.pow(e));
+    let binary = (1..=6).map(|e| 1i64 << (10 * e));
+    decimal.chain(binary).any(|d| d == v)
+}
+
+fn validate_ports(c: &Container, at: &str, wide: &mut PodWide<'_>, errs: &mut Errs) {
+    let mut names = HashSet::new();
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        let at = format!("{at}.ports[{i}]");
+        if let Some(n) = p.name.as_deref() {
+            if !is_port_name(n) {
+                errs.invalid(
+                    format!("{at}.name"),
+                    n,
+                    "must be at most 15 characters of lowercase letters, digits and '-', with at least one letter",
+                );
+            } else if !names.insert(n) {
+                errs.duplicate(format!("{at}.name"), n);
+            }
+        }
+        if !(1..=65535).contains(&p.container_port) {
+            errs.invalid(
+                format!("{at}.containerPort"),
+                p.container_port,
+                "must be between 1 and 65535, inclusive",
+            );
+        }
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&protocol) {
+            errs.unsupported(format!("{at}.protocol"), protocol, &["SCTP", "TCP", "UDP"]);
+        }
+        let host_ip = p.host_ip.as_deref().unwrap_or("");
+        if !host_ip.is_empty() && host_ip.parse::<IpAddr>().is_err() {
+            errs.invalid(
+                format!("{at}.hostIP"),
+                host_ip,
+                "must be a valid IP address",
+            );
+        }
+        let host_port = p.host_port.unwrap_or(0);
+        if host_port == 0 {
+            continue;
+        }
+        if !(1..=65535).contains(&host_port) {
+            errs.invalid(
+                format!("{at}.hostPort"),
+                host_port,
+                "must be between 1 and 65535, inclusive",
+            );
+        } else if wide.host_network && host_port != p.container_port {
+            errs.invalid(
+                format!("{at}.hostPort"),
+                host_port,
+                "must match `containerPort` when `hostNetwork` is true",
+            );
+        } else if !wide
+            .host_ports
+            .insert(format!("{protocol}/{host_ip}/{host_port}"))
+        {
+            errs.duplicate(format!("{at}.hostPort"), format!("{host_port}/{protocol}"));
+        }
+    }
+}
+
+fn validate_mounts(c: &Container, at: &str, wide: &PodWide<'_>, errs: &mut Errs) {
+    let privileged = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    let mut paths = HashSet::new();
+    for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let at = format!("{at}.volumeMounts[{j}]");
+        if m.name.is_empty() {
+            errs.required(format!("{at}.name"));
+        } else if !wide.volumes.contains(m.name.as_str()) {
+            errs.not_found(format!("{at}.name"), &m.name);
+        }
+        if m.mount_path.is_empty() {
+            errs.required(format!("{at}.mountPath"));
+        } else if !paths.insert(m.mount_path.as_str()) {
+            errs.invalid(format!("{at}.mountPath"), &m.mount_path, "must be unique");
+        }
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            // The host side is <volume>/<subPath>: an absolute subPath would replace the volume.
+            if sub.starts_with('/') {
+                errs.invalid(format!("{at}.subPath"), sub, "must be a relative path");
+            } else if has_backstep(sub) {
+                errs.invalid(format!("{at}.subPath"), sub, "must not contain '..'");
+            }
+        }
+        if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+            errs.forbidden(format!("{at}.subPathExpr"), "not supported by nodelet yet");
+        }
+        match m.mount_propagation.as_deref() {
+            None | Some("None") | Some("HostToContainer") => {}
+            Some("Bidirectional") if !privileged => errs.forbidden(
+                format!("{at}.mountPropagation"),
+                "Bidirectional mount propagation is available only to privileged containers",
+            ),
+            Some("Bidirectional") => {}
+            Some(other) => errs.unsupported(
+                format!("{at}.mountPropagation"),
+                other,
+                &["Bidirectional", "HostToContainer", "None"],
+            ),
+        }
+    }
+}
+
+/// Checks that only hold once defaults are applied (the kubelet validates after defaulting, in
+/// config/common.go tryDecodeSinglePod): the name with its node suffix, and the pod's log
+/// directory name `<namespace>_<name>_<uid>`, which must fit in one file name.
+fn validate_defaulted(p: &DesiredPod) -> Vec<String> {
+    let mut errs = Errs::default();
+    let r = &p.pod_ref;
+    if !is_dns_subdomain(&r.name) {
+        errs.invalid(
+            "metadata.name",
+            &r.name,
+            "with the \"-<node name>\" suffix, must be a lowercase RFC 1123 subdomain of at most 253 characters",
+        );
+    }
+    let dir_len = r.namespace.len() + r.name.len() + r.uid.len() + 2;
+    if dir_len > NAME_MAX {
+        errs.invalid(
+            "metadata.name",
+            &r.name,
+            &format!(
+                "the pod log directory name <namespace>_<name>_<uid> would be {dir_len} bytes, over the 255-byte file name limit"
+            ),
+        );
+    }
+    errs.0
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -265,6 +908,37 @@ fn is_dns_label(s: &str) -> bool {
 
 fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// IANA service name (validation IsValidPortName).
+fn is_port_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+/// Sysctl names (validation.go IsValidSysctlName): segments of `[a-z0-9]([-_a-z0-9]*[a-z0-9])?`
+/// separated by '.' or '/'.
+fn is_sysctl_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split(['.', '/']).all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                && !seg.starts_with(['-', '_'])
+                && !seg.ends_with(['-', '_'])
+        })
+}
+
+/// Whether a path has a `..` element (validation.go validatePathNoBacksteps).
+fn has_backstep(p: &str) -> bool {
+    p.split('/').any(|part| part == "..")
 }
 
 /// The kubelet's applyDefaults for file sources (pkg/kubelet/config/common.go):

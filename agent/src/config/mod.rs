@@ -3,5 +3,7 @@
 
 pub mod file;
 pub mod manifest;
+#[cfg(test)]
+mod manifest_props;
 
 pub use file::PodSet;

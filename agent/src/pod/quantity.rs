@@ -1,6 +1,13 @@
 //! Kubernetes resource quantities ("100m", "64Mi", "1.5", "2e3") as plain integers
 //! (apimachinery pkg/api/resource/quantity.go), enough for CPU millicores and memory bytes.
 
+/// Largest CPU amount nodelet accepts, in millicores (a billion CPUs): the runtime manager's
+/// CFS quota (millicores × the 100 000 µs period) and shares (× 1024) then stay within `i64`.
+pub const MAX_MILLI_CPU: i64 = 1_000_000_000_000;
+/// Largest value of any other resource nodelet accepts (4Pi): the OOM score adjustment
+/// (1000 × the memory request) and the downward API's rounding then stay within `i64`.
+pub const MAX_VALUE: i64 = 1 << 52;
+
 /// Parses a quantity into its value scaled by `10^-scale_exp`... in practice: `milli = true`
 /// gives thousandths (CPU millicores), `milli = false` gives units rounded up (bytes).
 pub fn parse(s: &str, milli: bool) -> Option<i64> {
