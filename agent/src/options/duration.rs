@@ -39,8 +39,16 @@ pub fn parse(s: &str) -> Option<Duration> {
         rest = &rest[unit_end..];
         total += value * scale;
     }
-    Duration::try_from_secs_f64(total).ok()
+    // Go's time.Duration is an int64 of nanoseconds: ParseDuration refuses anything longer
+    // (about 292 years), and so do we. Longer values overflowed `Instant + ttl` and `d * 2`
+    // in the managers that use them.
+    Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|d| d.as_nanos() <= MAX_NANOS)
 }
+
+/// Longest Go duration, in nanoseconds (math.MaxInt64).
+const MAX_NANOS: u128 = i64::MAX as u128;
 
 #[cfg(test)]
 mod tests {
@@ -54,11 +62,24 @@ mod tests {
         assert_eq!(parse("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse("0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse("2562047h"),
+            Some(Duration::from_secs(2_562_047 * 3600))
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "20", "s", "-1s", "1x", "1s2"] {
+        for bad in [
+            "",
+            "20",
+            "s",
+            "-1s",
+            "1x",
+            "1s2",
+            "2562048h",
+            "9999999999999999999s",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

@@ -2,6 +2,7 @@
 //! cmd/kubelet/app/options and pkg/kubelet/apis/config). Flags win over the file, as in the
 //! kubelet; every default below is the kubelet's.
 
+mod check;
 pub mod duration;
 pub mod flags;
 pub mod kubeletconfig;
@@ -241,7 +242,11 @@ impl Options {
                     } else {
                         file_label
                     },
-                    name: "cgroupDriver",
+                    name: if flags.cgroup_driver.is_some() {
+                        "--cgroup-driver"
+                    } else {
+                        "cgroupDriver"
+                    },
                     value: driver_value,
                     reason: "must be cgroupfs or systemd",
                 });
@@ -304,7 +309,7 @@ impl Options {
 
         let server = server_options(&flags, &file, &file_label)?;
 
-        Ok(Options {
+        let opts = Options {
             server,
             node_name: node_name(flags.hostname_override.as_deref()),
             node_ips,
@@ -350,7 +355,9 @@ impl Options {
                 .or(file.logging.as_ref().and_then(|l| l.verbosity))
                 .unwrap_or(0),
             notices,
-        })
+        };
+        check::check(&opts, &flags, &file_label)?;
+        Ok(opts)
     }
 }
 
@@ -387,12 +394,12 @@ fn server_options(
     let legacy = flags.config.is_none();
     let ip = |flag: &Option<String>,
               field: &Option<String>,
-              name: &'static str,
+              (flag_name, field_name): (&'static str, &'static str),
               default: IpAddr|
      -> Result<IpAddr, OptionsError> {
-        let (value, source_name) = match (flag, field) {
-            (Some(v), _) => (v, "flag".to_string()),
-            (None, Some(v)) => (v, file_label.to_string()),
+        let (value, source_name, name) = match (flag, field) {
+            (Some(v), _) => (v, "flag".to_string(), flag_name),
+            (None, Some(v)) => (v, file_label.to_string(), field_name),
             (None, None) => return Ok(default),
         };
         value.trim().parse().map_err(|_| OptionsError::Invalid {
@@ -454,7 +461,11 @@ fn server_options(
                 } else {
                     file_label.to_string()
                 },
-                name: "authorization.mode",
+                name: if flags.authorization_mode.is_some() {
+                    "--authorization-mode"
+                } else {
+                    "authorization.mode"
+                },
                 value: other.to_string(),
                 reason: "must be AlwaysAllow or Webhook",
             });
@@ -468,7 +479,11 @@ fn server_options(
             } else {
                 file_label.to_string()
             },
-            name: "port",
+            name: if flags.port.is_some() {
+                "--port"
+            } else {
+                "port"
+            },
             value: "0".into(),
             reason: "must be between 1 and 65535",
         });
@@ -477,7 +492,7 @@ fn server_options(
         address: ip(
             &flags.address,
             &file.address,
-            "address",
+            ("--address", "address"),
             IpAddr::from([0, 0, 0, 0]),
         )?,
         port,
@@ -516,7 +531,7 @@ fn server_options(
         healthz_bind_address: ip(
             &flags.healthz_bind_address,
             &file.healthz_bind_address,
-            "healthzBindAddress",
+            ("--healthz-bind-address", "healthzBindAddress"),
             IpAddr::from([127, 0, 0, 1]),
         )?,
     })
@@ -545,5 +560,7 @@ fn node_name(override_name: Option<&str>) -> String {
     raw.to_lowercase()
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
