@@ -55,9 +55,19 @@ pub struct Flags {
     /// Node name to use instead of the host name.
     #[arg(long)]
     pub hostname_override: Option<String>,
-    /// Labels to add when registering the node (cluster mode).
+    /// Labels to add when registering the node (cluster mode): `key=value,...`.
     #[arg(long)]
     pub node_labels: Option<String>,
+    /// Taints to register the node with (config: registerWithTaints): `key=value:Effect,...`.
+    #[arg(long)]
+    pub register_with_taints: Option<String>,
+    /// How often the node status is computed and posted if changed (config:
+    /// nodeStatusUpdateFrequency).
+    #[arg(long)]
+    pub node_status_update_frequency: Option<String>,
+    /// Duration of the node Lease in seconds (config: nodeLeaseDurationSeconds).
+    #[arg(long, allow_negative_numbers = true)]
+    pub node_lease_duration_seconds: Option<i32>,
     /// Log verbosity: 0 info, 2 kubelet's usual, 4 debug, 6+ trace.
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub verbosity: Option<u8>,
@@ -217,7 +227,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("provider-id", Arity::Value),
     ("cloud-provider", Arity::Value),
     ("cloud-config", Arity::Value),
-    ("node-status-update-frequency", Arity::Value),
     ("image-gc-high-threshold", Arity::Value),
     ("image-gc-low-threshold", Arity::Value),
     ("image-credential-provider-config", Arity::Value),
@@ -247,14 +256,12 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("manifest-url", Arity::Value),
     ("manifest-url-header", Arity::Value),
     ("http-check-frequency", Arity::Value),
-    ("register-with-taints", Arity::Value),
     ("register-schedulable", Arity::Bool),
     ("lock-file", Arity::Value),
     ("exit-on-lock-contention", Arity::Bool),
     ("oom-score-adj", Arity::Value),
     ("local-storage-capacity-isolation", Arity::Bool),
     ("streaming-connection-idle-timeout", Arity::Value),
-    ("node-lease-duration-seconds", Arity::Value),
     ("housekeeping-interval", Arity::Value),
     ("logging-format", Arity::Value),
     ("log-flush-frequency", Arity::Value),

@@ -191,6 +191,16 @@ pub struct KubeletConfigFile {
     pub healthz_port: Option<u16>,
     /// Bind address of the local /healthz endpoint.
     pub healthz_bind_address: Option<String>,
+    /// How often the node status is computed (Go duration).
+    pub node_status_update_frequency: Option<String>,
+    /// How often an unchanged node status is still posted (Go duration).
+    pub node_status_report_frequency: Option<String>,
+    /// Duration of the node Lease in seconds.
+    pub node_lease_duration_seconds: Option<i32>,
+    /// Pods this node may run (its `pods` capacity).
+    pub max_pods: Option<i32>,
+    /// Taints the node registers with.
+    pub register_with_taints: Option<Vec<super::node::Taint>>,
 }
 
 /// Top-level fields nodelet reads from the file; kept beside the struct above.
@@ -222,6 +232,11 @@ const IMPLEMENTED: &[&str] = &[
     "authorization",
     "healthzPort",
     "healthzBindAddress",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "maxPods",
+    "registerWithTaints",
 ];
 
 /// Every top-level field of KubeletConfiguration v1beta1

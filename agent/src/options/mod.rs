@@ -6,12 +6,15 @@ mod check;
 pub mod duration;
 pub mod flags;
 pub mod kubeletconfig;
+pub mod node;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use flags::Flags;
+pub use node::Taint;
 
 /// How pod cgroups are named (kubelet `cgroupDriver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,18 @@ pub enum OptionsError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// One entry of a list flag or field (node labels, taints) is invalid.
+    #[error("{source_name} {name}: invalid entry {entry:?}: {reason}")]
+    InvalidEntry {
+        /// "flag" or "kubelet config file <path> field".
+        source_name: String,
+        /// Flag or field name.
+        name: &'static str,
+        /// The entry at fault.
+        entry: String,
+        /// Why it is invalid.
+        reason: String,
+    },
 }
 
 /// The resolved settings every manager reads.
@@ -129,12 +144,34 @@ pub struct Options {
     pub kubeconfig: Option<PathBuf>,
     /// Register the node with the API server.
     pub register_node: bool,
+    /// Node registration and heartbeat settings (cluster mode).
+    pub node_status: NodeStatusOptions,
     /// klog verbosity.
     pub verbosity: u8,
     /// HTTP server settings.
     pub server: ServerOptions,
     /// Notes for the log once logging is up: ignored fields, deprecated flags.
     pub notices: Vec<String>,
+}
+
+/// How the node registers and reports itself (kubelet nodeStatusUpdateFrequency,
+/// nodeStatusReportFrequency, nodeLeaseDurationSeconds, maxPods, --node-labels,
+/// registerWithTaints).
+#[derive(Debug, Clone)]
+pub struct NodeStatusOptions {
+    /// How often the status is computed and patched if it changed (default 10s).
+    pub update_frequency: Duration,
+    /// How often an unchanged status is still patched (default 5m, or the file's
+    /// nodeStatusUpdateFrequency when only that is set, as the kubelet's defaulting).
+    pub report_frequency: Duration,
+    /// Lease duration in seconds (default 40); renewed every quarter of it.
+    pub lease_duration_seconds: u32,
+    /// The node's `pods` capacity (default 110).
+    pub max_pods: u32,
+    /// Labels added at registration (`--node-labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Taints set at registration (`--register-with-taints` / registerWithTaints).
+    pub taints: Vec<Taint>,
 }
 
 /// Default CRI endpoint: containerd's, as kubeadm and most distributions configure.
@@ -279,21 +316,16 @@ impl Options {
         if flags.vmodule.is_some() {
             notices.push("flag --vmodule is accepted; --v applies to every module".into());
         }
-        if flags.bootstrap_kubeconfig.is_some() || flags.node_labels.is_some() {
+        if flags.bootstrap_kubeconfig.is_some() {
             notices.push(
-                "flags --bootstrap-kubeconfig and --node-labels apply in cluster mode, which is \
-                 not implemented yet; ignored"
+                "flag --bootstrap-kubeconfig (TLS bootstrapping) is not implemented yet; ignored"
                     .into(),
             );
         }
-        for (name, given) in [
-            ("--max-pods", flags.max_pods.is_some()),
-            ("--fail-swap-on", flags.fail_swap_on.is_some()),
-        ] {
-            if given {
-                notices.push(format!("flag {name} is not implemented yet; ignored"));
-            }
+        if flags.fail_swap_on.is_some() {
+            notices.push("flag --fail-swap-on is not implemented yet; ignored".into());
         }
+        let node_status = node_status_options(&flags, &file, &file_label)?;
 
         let runtime = flags
             .container_runtime_endpoint
@@ -350,6 +382,7 @@ impl Options {
             max_container_restart_period,
             kubeconfig: flags.kubeconfig.clone(),
             register_node: flags.register_node.or(file.register_node).unwrap_or(true),
+            node_status,
             verbosity: flags
                 .verbosity
                 .or(file.logging.as_ref().and_then(|l| l.verbosity))
@@ -380,6 +413,140 @@ fn duration_option(
         name,
         value: value.clone(),
         reason: "not a duration such as 20s, 2m or 1h",
+    })
+}
+
+/// Node status settings with the kubelet's defaults and checks (an error names the flag or
+/// field).
+fn node_status_options(
+    flags: &Flags,
+    file: &kubeletconfig::KubeletConfigFile,
+    file_label: &str,
+) -> Result<NodeStatusOptions, OptionsError> {
+    let source = |from_flag: bool| {
+        if from_flag {
+            "flag".to_string()
+        } else {
+            file_label.to_string()
+        }
+    };
+    // The file's zero values mean "unset" (the kubelet defaults them); a flag's zero is an
+    // error, since a zero period would be a busy loop.
+    let file_update = file
+        .node_status_update_frequency
+        .clone()
+        .filter(|v| duration::parse(v) != Some(Duration::ZERO));
+    let update_frequency = duration_option(
+        &flags.node_status_update_frequency,
+        &file_update,
+        (
+            "--node-status-update-frequency",
+            "nodeStatusUpdateFrequency",
+        ),
+        Duration::from_secs(10),
+        file_label,
+    )?;
+    if update_frequency.is_zero() {
+        return Err(OptionsError::Invalid {
+            source_name: source(true),
+            name: "--node-status-update-frequency",
+            value: flags
+                .node_status_update_frequency
+                .clone()
+                .unwrap_or_default(),
+            reason: "must be greater than 0",
+        });
+    }
+    // v1beta1 defaulting runs on the file before flags apply: the report frequency follows
+    // the file's update frequency, never the flag's.
+    let report_default = match &file_update {
+        Some(v) => duration::parse(v).unwrap_or(Duration::from_secs(300)),
+        None => Duration::from_secs(300),
+    };
+    let report_frequency = duration_option(
+        &None,
+        &file
+            .node_status_report_frequency
+            .clone()
+            .filter(|v| duration::parse(v) != Some(Duration::ZERO)),
+        ("", "nodeStatusReportFrequency"),
+        report_default,
+        file_label,
+    )?;
+    // int32 in the kubelet; validation: nodeLeaseDurationSeconds must be greater than 0.
+    let lease_duration_seconds = match (
+        flags.node_lease_duration_seconds,
+        file.node_lease_duration_seconds,
+    ) {
+        (Some(v), _) => {
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| OptionsError::Invalid {
+                    source_name: source(true),
+                    name: "--node-lease-duration-seconds",
+                    value: v.to_string(),
+                    reason: "must be greater than 0",
+                })?
+        }
+        (None, None | Some(0)) => 40,
+        (None, Some(v)) => u32::try_from(v).map_err(|_| OptionsError::Invalid {
+            source_name: source(false),
+            name: "nodeLeaseDurationSeconds",
+            value: v.to_string(),
+            reason: "must be greater than 0",
+        })?,
+    };
+    let max_pods = match (flags.max_pods, file.max_pods) {
+        (Some(v), _) => v,
+        (None, None | Some(0)) => 110,
+        (None, Some(v)) => u32::try_from(v).map_err(|_| OptionsError::Invalid {
+            source_name: source(false),
+            name: "maxPods",
+            value: v.to_string(),
+            reason: "must not be a negative number",
+        })?,
+    };
+    let labels = match &flags.node_labels {
+        Some(s) => {
+            node::parse_node_labels(s).map_err(|(entry, reason)| OptionsError::InvalidEntry {
+                source_name: source(true),
+                name: "--node-labels",
+                entry,
+                reason,
+            })?
+        }
+        None => BTreeMap::new(),
+    };
+    let taints = match (&flags.register_with_taints, &file.register_with_taints) {
+        (Some(s), _) => {
+            node::parse_taints(s).map_err(|(entry, reason)| OptionsError::InvalidEntry {
+                source_name: source(true),
+                name: "--register-with-taints",
+                entry,
+                reason,
+            })?
+        }
+        (None, Some(list)) => {
+            for (i, t) in list.iter().enumerate() {
+                node::check_taint(t).map_err(|reason| OptionsError::InvalidEntry {
+                    source_name: source(false),
+                    name: "registerWithTaints",
+                    entry: format!("[{i}] {}={}:{}", t.key, t.value, t.effect),
+                    reason,
+                })?;
+            }
+            list.clone()
+        }
+        (None, None) => Vec::new(),
+    };
+    Ok(NodeStatusOptions {
+        update_frequency,
+        report_frequency,
+        lease_duration_seconds,
+        max_pods,
+        labels,
+        taints,
     })
 }
 

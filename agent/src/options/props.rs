@@ -136,6 +136,10 @@ const VALUES: &[&str] = &[
     "../../x",
     "é",
     "x.example.com",
+    "example.com/role=edge,kubernetes.io/os=linux",
+    "node-role.kubernetes.io/master=",
+    "dedicated=gpu:NoSchedule",
+    "k=v",
     "-",
     "--",
     "=",
@@ -177,6 +181,11 @@ fn argv() -> BoxedStrategy<Vec<String>> {
 
 /// Top-level config fields and values to put in them, good and bad.
 const FIELDS: &[&str] = &[
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "maxPods",
+    "registerWithTaints",
     "staticPodPath",
     "podLogsDir",
     "syncFrequency",
@@ -219,6 +228,8 @@ fn yaml_value() -> BoxedStrategy<String> {
         1 => Just("{webhook: {cacheTTL: 2562048h, enabled: true}, x509: {clientCAFile: /ca}}".to_string()),
         1 => Just("{mode: Webhook, webhook: {cacheAuthorizedTTL: 1h, cacheUnauthorizedTTL: soon}}".to_string()),
         1 => Just("[\"10.96.0.10\", \"dns\"]".to_string()),
+        1 => Just("[{key: dedicated, value: e2e, effect: NoSchedule}]".to_string()),
+        1 => Just("[{key: \"bad key\", effect: Sometimes}]".to_string()),
         1 => Just("null".to_string()),
         1 => Just("99999999999999999999".to_string()),
     ]
@@ -322,8 +333,22 @@ fn consistent(o: &Options) -> Result<(), TestCaseError> {
         ("fileCheckFrequency", o.file_check_frequency),
         ("syncFrequency", o.sync_frequency),
         ("runtimeRequestTimeout", o.runtime_request_timeout),
+        ("nodeStatusUpdateFrequency", o.node_status.update_frequency),
+        ("nodeStatusReportFrequency", o.node_status.report_frequency),
     ] {
         prop_assert!(!d.is_zero(), "{name} is zero");
+        prop_assert!(d <= go_max, "{name} {d:?} is past Go's duration range");
+        // nodestatus jitters the update period by 4 % and schedules reports at 1.5x.
+        prop_assert!(
+            Instant::now().checked_add(d.mul_f64(1.5)).is_some(),
+            "{name}: now + 1.5 x {d:?}"
+        );
+    }
+    // The Lease's leaseDurationSeconds is an int32 > 0.
+    let lease = o.node_status.lease_duration_seconds;
+    prop_assert!(lease > 0 && i32::try_from(lease).is_ok(), "lease {lease}");
+    for t in &o.node_status.taints {
+        prop_assert!(super::node::check_taint(t).is_ok(), "taint {t:?}");
     }
     let mut b = Backoff::new(backoff::INITIAL, o.max_container_restart_period);
     let now = SystemTime::now();

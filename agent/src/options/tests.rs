@@ -192,3 +192,111 @@ fn removed_flags_become_notices() {
     assert_eq!(o.notices.len(), 2);
     assert!(o.notices[0].contains("removed"));
 }
+
+#[test]
+fn node_status_settings_default_as_the_kubelets() {
+    let o = Options::from_args(args("")).expect("defaults");
+    let n = &o.node_status;
+    assert_eq!(n.update_frequency, Duration::from_secs(10));
+    assert_eq!(n.report_frequency, Duration::from_secs(300));
+    assert_eq!(n.lease_duration_seconds, 40);
+    assert_eq!(n.max_pods, 110);
+    assert!(n.labels.is_empty() && n.taints.is_empty());
+}
+
+#[test]
+fn node_status_settings_come_from_flags_and_file() {
+    let file = ConfigFile::new("nodestatus");
+    file.write(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         nodeStatusUpdateFrequency: 20s\nnodeLeaseDurationSeconds: 60\nmaxPods: 42\n\
+         registerWithTaints:\n- key: dedicated\n  value: e2e\n  effect: NoSchedule\n",
+    );
+    let o = Options::from_args(args(&format!(
+        "--config={} --node-labels=example.com/role=edge",
+        file.path.display()
+    )))
+    .expect("resolves");
+    let n = &o.node_status;
+    assert_eq!(n.update_frequency, Duration::from_secs(20));
+    // v1beta1 defaulting: the report frequency follows the file's update frequency.
+    assert_eq!(n.report_frequency, Duration::from_secs(20));
+    assert_eq!(n.lease_duration_seconds, 60);
+    assert_eq!(n.max_pods, 42);
+    assert_eq!(
+        n.labels.get("example.com/role").map(String::as_str),
+        Some("edge")
+    );
+    assert_eq!(
+        (n.taints[0].key.as_str(), n.taints[0].effect.as_str()),
+        ("dedicated", "NoSchedule")
+    );
+    assert!(o.notices.is_empty(), "{:?}", o.notices);
+    // Flags win over the file; a flag's update frequency leaves the report default alone.
+    let o = Options::from_args(args(&format!(
+        "--config={} --node-status-update-frequency=5s --node-lease-duration-seconds=30 \
+         --max-pods=7 --register-with-taints=a=b:NoExecute",
+        file.path.display()
+    )))
+    .expect("resolves");
+    let n = &o.node_status;
+    assert_eq!(n.update_frequency, Duration::from_secs(5));
+    assert_eq!(n.report_frequency, Duration::from_secs(20));
+    assert_eq!((n.lease_duration_seconds, n.max_pods), (30, 7));
+    assert_eq!(n.taints.len(), 1);
+    assert_eq!(n.taints[0].effect, "NoExecute");
+}
+
+#[test]
+fn bad_node_status_settings_name_the_flag_or_field() {
+    for (argv, name) in [
+        (
+            "--node-labels=node-role.kubernetes.io/master=",
+            "--node-labels",
+        ),
+        ("--register-with-taints=k=v", "--register-with-taints"),
+        (
+            "--node-status-update-frequency=0",
+            "--node-status-update-frequency",
+        ),
+        (
+            "--node-status-update-frequency=soon",
+            "--node-status-update-frequency",
+        ),
+        (
+            "--node-lease-duration-seconds=0",
+            "--node-lease-duration-seconds",
+        ),
+        (
+            "--node-lease-duration-seconds=-5",
+            "--node-lease-duration-seconds",
+        ),
+    ] {
+        let err = Options::from_args(args(argv)).expect_err(argv);
+        assert!(err.to_string().contains(name), "{argv}: {err}");
+    }
+    let file = ConfigFile::new("nodestatus-bad");
+    let head = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+    for (body, field) in [
+        ("maxPods: -1\n", "maxPods"),
+        ("nodeLeaseDurationSeconds: -5\n", "nodeLeaseDurationSeconds"),
+        (
+            "registerWithTaints:\n- key: k\n  effect: Sometimes\n",
+            "registerWithTaints",
+        ),
+        ("registerWithTaints:\n- key: k\n", "registerWithTaints"),
+        (
+            "nodeStatusReportFrequency: later\n",
+            "nodeStatusReportFrequency",
+        ),
+    ] {
+        file.write(format!("{head}{body}"));
+        let err =
+            Options::from_args(args(&format!("--config={}", file.path.display()))).expect_err(body);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(field) && msg.contains("k.yaml"),
+            "{body}: {msg}"
+        );
+    }
+}
