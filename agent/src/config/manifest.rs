@@ -121,9 +121,11 @@ pub fn decode(path: &Path, data: &[u8], node_name: &str) -> Result<Decoded, Mani
 /// Decodes the pod and counts further YAML documents, which the kubelet ignores
 /// (utilyaml.ToJSON decodes only the first document).
 fn decode_pod(path: &Path, data: &[u8]) -> Result<(Pod, usize), ManifestError> {
+    // serde_path_to_error reports a syntax error before the first key with an empty path; the
+    // document root is ".", as for the other whole-document errors here.
     let err = |field: String, reason: String| ManifestError::Decode {
         path: path.to_owned(),
-        field,
+        field: if field.is_empty() { ".".into() } else { field },
         reason,
     };
     let text = std::str::from_utf8(data).map_err(|e| err(".".into(), e.to_string()))?;

@@ -1038,6 +1038,20 @@ mod regressions {
     }
 
     #[test]
+    fn a_syntax_error_before_any_key_names_the_document_root() {
+        // serde_path_to_error gave an empty path: "field : block sequence entries are not
+        // allowed in this context".
+        let err = match decode(b"&apiVersion: - ") {
+            Ok(Err(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(err.to_string().contains("field .: "), "{err}");
+        if let Err(e) = check_error(&err) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
     fn unsupported_env_sources_are_refused_up_front() {
         for (env, field) in [
             (
