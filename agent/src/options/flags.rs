@@ -307,9 +307,34 @@ pub struct Prescan {
     pub not_implemented: Vec<String>,
 }
 
+/// Our flags that take the next argument as their value (`--config <path>`, `-v <n>`), by
+/// long name, alias and short name.
+fn value_flags() -> std::collections::HashSet<String> {
+    use clap::CommandFactory;
+    let mut out = std::collections::HashSet::new();
+    for a in Flags::command().get_arguments() {
+        if !a.get_action().takes_values() || a.is_require_equals_set() {
+            continue;
+        }
+        out.extend(a.get_long().map(|l| format!("--{l}")));
+        out.extend(
+            a.get_all_aliases()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("--{l}")),
+        );
+        out.extend(a.get_short().map(|c| format!("-{c}")));
+    }
+    out
+}
+
 /// First pass over argv: strips removed and not-yet-implemented kubelet flags.
 pub fn prescan(argv: impl IntoIterator<Item = String>) -> Prescan {
     let mut out = Prescan::default();
+    // The argument after one of our value flags is its value, whatever it looks like (pflag
+    // reads it so too): `--config --container-runtime=x` must not lose the second word as a
+    // removed flag and read the following one as the config file.
+    let takes_value = value_flags();
     let mut it = argv.into_iter().peekable();
     if let Some(prog) = it.next() {
         out.args.push(prog);
@@ -321,7 +346,11 @@ pub fn prescan(argv: impl IntoIterator<Item = String>) -> Prescan {
             break;
         }
         let Some(body) = arg.strip_prefix("--") else {
+            let value_next = takes_value.contains(&arg);
             out.args.push(arg);
+            if value_next {
+                out.args.extend(it.next());
+            }
             continue;
         };
         let (raw_name, has_inline_value) = match body.split_once('=') {
@@ -347,6 +376,9 @@ pub fn prescan(argv: impl IntoIterator<Item = String>) -> Prescan {
                     Some((_, v)) => format!("--{name}={v}"),
                     None => format!("--{name}"),
                 });
+                if !has_inline_value && takes_value.contains(&format!("--{name}")) {
+                    out.args.extend(it.next());
+                }
                 continue;
             }
         };
@@ -429,6 +461,16 @@ mod tests {
         assert_eq!(f.verbosity, Some(4));
         let f = Flags::try_parse_from(argv("--register-node")).expect("parse");
         assert_eq!(f.register_node, Some(true));
+    }
+
+    #[test]
+    fn a_value_flags_argument_is_never_stripped() {
+        // Found by options::props: the config path came from the word after the removed flag.
+        let p = prescan(argv("--config --container-runtime= 0"));
+        assert_eq!(p.args, argv("--config --container-runtime= 0"));
+        assert!(p.removed.is_empty());
+        let p = prescan(argv("-v --logtostderr --node-ip 10.0.0.1"));
+        assert_eq!(p.args, argv("-v --logtostderr --node-ip 10.0.0.1"));
     }
 
     #[test]
