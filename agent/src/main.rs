@@ -8,8 +8,11 @@
 mod cm;
 mod config;
 mod ebpf;
+mod events;
+mod instrument;
 mod kuberuntime;
 mod metrics;
+mod nodestatus;
 mod options;
 mod pleg;
 mod pod;
@@ -24,7 +27,7 @@ use kuberuntime::{Cri, NodeContext, RuntimeManager};
 use options::Options;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -84,21 +87,14 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     for n in &opts.notices {
         warn!("{n}");
     }
-    if opts.kubeconfig.is_some() {
-        warn!(
-            register_node = opts.register_node,
-            "--kubeconfig given, but cluster mode is not implemented yet: running standalone (static pods only); the node is not registered (the kubeconfig serves webhook authentication and authorization only)"
-        );
-    }
-    // The agent's own metrics: one recorder, handed to every manager that observes something.
-    let agent_metrics = Arc::new(metrics::AgentMetrics::new());
+    // One CRI connection (a tonic channel, cloned by every user): PLEG, the pod workers,
+    // the runtime checker, telemetry and the server share it and its call statistics.
     let cri = Cri::connect(
         &opts.container_runtime_endpoint,
         &opts.image_service_endpoint,
         opts.runtime_request_timeout,
     )
-    .context("container runtime endpoint")?
-    .with_metrics(agent_metrics.clone());
+    .context("container runtime endpoint")?;
     match cri.version().await {
         Ok(v) => {
             info!(runtime = %v.runtime_name, version = %v.runtime_version, api = %v.runtime_api_version, endpoint = %opts.container_runtime_endpoint, "connected to container runtime")
@@ -114,6 +110,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let bus = events::Bus::new();
+    // Subscribers exist before the first producer runs, so none misses the first relist.
+    let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
 
     let (config_tx, config_rx) = watch::channel(None);
     match opts.static_pod_path.clone() {
@@ -132,84 +131,94 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
-    let (pleg_tx, pleg_rx) = mpsc::channel(pleg::CHANNEL_CAPACITY);
+    let (cache_writer, cache) = pleg::cache::cache();
+    let (status, status_store, status_stats) = status::start(
+        host_ip.clone(),
+        config_rx.clone(),
+        cache.clone(),
+        &bus,
+        &mut tasks,
+        cancel.child_token(),
+    );
     let (health_tx, health_rx) = watch::channel(None);
+    let pleg_stats = Arc::new(pleg::PlegStats::default());
     tasks.spawn(pleg_watchdog(health_rx.clone(), cancel.child_token()));
     tasks.spawn(pleg::run(
-        cri,
-        pleg_tx,
+        cri.clone(),
+        cache_writer,
+        bus.clone(),
         health_tx,
-        Arc::new(pleg::PlegStats::default()),
-        Some(agent_metrics.clone()),
+        pleg_stats.clone(),
         cancel.child_token(),
     ));
-    let (status_writer, _status_store) = status::store();
-    // --- telemetry wiring (issue 4): owned by the telemetry work; keep edits inside ---
-    // Its own CRI client (lazy dial): `cri` went to PLEG above.
-    let telemetry = match Cri::connect(
-        &opts.container_runtime_endpoint,
-        &opts.image_service_endpoint,
-        opts.runtime_request_timeout,
-    ) {
-        Ok(telemetry_cri) => Some(telemetry::start(
-            telemetry::Settings::from_options(&opts),
-            telemetry_cri,
+    let runtime_health = kuberuntime::health::start(cri.clone(), &mut tasks, cancel.child_token());
+
+    // --- node status (issue 11): registration, node status and lease in cluster mode ---
+    if let Some(settings) = nodestatus::Settings::from_options(&opts) {
+        warn!(
+            register_node = opts.register_node,
+            "--kubeconfig given: the node registers and reports its status, but pods from the API server are not run yet (static pods only)"
+        );
+        // No eviction manager yet: the pressure conditions stay False.
+        let (_pressure_tx, pressure_rx) = nodestatus::pressure_channel();
+        nodestatus::start(
+            settings,
+            nodestatus::Inputs {
+                cri: cri.clone(),
+                runtime_health: runtime_health.clone(),
+                pleg_health: health_rx.clone(),
+                pressure: pressure_rx,
+            },
             &mut tasks,
             cancel.child_token(),
-        )),
-        Err(e) => {
-            warn!(error = %e, "telemetry: no CRI client; container stats disabled");
-            None
-        }
-    };
-    // The read handle for the server (issue 5) and metrics.
-    let _telemetry_view: Option<telemetry::TelemetryView> = telemetry.map(|t| t.view);
-    // --- end telemetry wiring ---
-
-    // --- server wiring (issue 5): owned by the server work; keep edits inside ---
-    // Its own CRI client (lazy dial), as telemetry's. Usage numbers come from the telemetry
-    // view (none when telemetry is off); node capacity from the node context.
-    {
-        let server_cri = Cri::connect(
-            &opts.container_runtime_endpoint,
-            &opts.image_service_endpoint,
-            opts.runtime_request_timeout,
-        )
-        .context("container runtime endpoint (server)")?
-        .with_metrics(agent_metrics.clone());
-        let stats = telemetry::server::ServerStats::new(
-            _telemetry_view.clone(),
-            server::stats::NodeStats {
-                start_time: Some(std::time::SystemTime::now()),
-                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
-                memory_capacity_bytes: memory_capacity,
-                ..Default::default()
-            },
-            opts.root_dir.clone(),
         );
-        let view = server::NodeView::new(
-            &opts,
-            _status_store.clone(),
-            server_cri,
-            stats,
-            agent_metrics.clone(),
-            health_rx.clone(),
-        );
-        server::start(&opts, view, &mut tasks, cancel.child_token())
-            .context("HTTP server (port, TLS and authentication settings)")?;
     }
-    // --- end server wiring ---
+    // --- end node status ---
+
+    let telemetry = telemetry::start(
+        telemetry::Settings::from_options(&opts),
+        cri.clone(),
+        &mut tasks,
+        cancel.child_token(),
+    );
+
+    let stats = telemetry::server::ServerStats::new(
+        Some(telemetry.view.clone()),
+        server::stats::NodeStats {
+            start_time: Some(std::time::SystemTime::now()),
+            cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+            memory_capacity_bytes: memory_capacity,
+            ..Default::default()
+        },
+        opts.root_dir.clone(),
+    );
+    let view = server::NodeView::new(
+        &opts,
+        status_store,
+        cri.clone(),
+        stats,
+        metrics::AgentSources {
+            runtime_ops: cri.op_stats(),
+            pleg: pleg_stats,
+            status: status_stats,
+            bus: bus.clone(),
+        },
+        health_rx.clone(),
+        runtime_health,
+    );
+    server::start(&opts, view, &mut tasks, cancel.child_token())
+        .context("HTTP server (port, TLS and authentication settings)")?;
 
     tasks.spawn(pod_workers::run(
         runtime,
         pod_workers::WorkerSettings {
             sync_frequency: opts.sync_frequency,
             max_restart_backoff: opts.max_container_restart_period,
-            status: status_writer,
-            host_ip: host_ip.clone(),
+            status,
+            cache,
         },
         config_rx,
-        pleg_rx,
+        workers_events,
         cancel.child_token(),
     ));
 
@@ -268,15 +277,25 @@ fn node_context(o: &Options) -> NodeContext {
             warn!(file = %o.resolv_conf.display(), error = %e, "cannot read resolv.conf; pods get no DNS servers");
             Default::default()
         });
-    let memory_capacity = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
+    let memory_capacity = match std::fs::read_to_string("/proc/meminfo").map(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<i64>().ok())
+    }) {
+        Ok(Some(kb)) => kb * 1024,
+        Ok(None) => {
+            warn!(
+                file = "/proc/meminfo",
+                "no MemTotal line; node memory capacity is reported as 0 and memory-based decisions are off"
+            );
+            0
+        }
+        Err(e) => {
+            warn!(file = "/proc/meminfo", error = %e, "cannot read memory capacity; it is reported as 0 and memory-based decisions are off");
+            0
+        }
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     let host_ip = o
         .node_ips
@@ -291,7 +310,10 @@ fn node_context(o: &Options) -> NodeContext {
                 .find(|ip| !ip.is_loopback())
                 .map(|ip| ip.to_string())
         })
-        .unwrap_or_else(|| "127.0.0.1".into());
+        .unwrap_or_else(|| {
+            warn!(node = %o.node_name, "no --node-ip and the node name resolves to no non-loopback address; using 127.0.0.1 as the node IP (status.hostIP, host-network pod IPs)");
+            "127.0.0.1".into()
+        });
     NodeContext {
         node_name: o.node_name.clone(),
         host_ip,

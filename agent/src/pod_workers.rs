@@ -12,15 +12,20 @@
 //! - a UID re-added while it terminates starts again after termination (restartRequested);
 //! - pods the runtime has but no source wants (left from before a restart) are terminated,
 //!   but only after every source has delivered its first full set (SeenAllSources).
+//!
+//! Workers read runtime state from PLEG's cache, always newer than their own last sync
+//! (GetNewerThan), and report why containers wait to the status manager at the start and end
+//! of every sync. The dispatcher wakes a pod's worker on every bus event about the pod (PLEG
+//! changes, OOM kills); a bus lag wakes every worker, since any of them may have missed one.
 
 use crate::config::PodSet;
+use crate::events::{NodeEvent, Received, Subscriber};
 use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
-use crate::pleg::PodLifecycleEvent;
+use crate::pleg::cache::CacheReader;
 use crate::pod::{PodHandle, PodRef, grace_period_seconds};
-use crate::status::StatusWriter;
-use crate::status::generate::{StatusContext, pod_with_status};
+use crate::status::StatusHandle;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -49,25 +54,30 @@ pub struct WorkerSettings {
     pub sync_frequency: Duration,
     /// Crash-loop back-off cap.
     pub max_restart_backoff: Duration,
-    /// Where each worker publishes its pod's status.
-    pub status: StatusWriter,
-    /// The node IP for `status.hostIP`.
-    pub host_ip: String,
+    /// Where each worker reports why its containers wait.
+    pub status: StatusHandle,
+    /// PLEG's runtime cache.
+    pub cache: CacheReader,
 }
 
-/// Runs the dispatcher until cancelled. Workers stop with it; pods keep running, as with the
-/// kubelet, and are adopted by the next start.
+/// The bus subscriber name of the pod workers (its lag count is the kubelet's
+/// `kubelet_pleg_discard_events`: PLEG events the workers missed).
+pub const SUBSCRIBER: &str = "pod_workers";
+
+/// Runs the dispatcher until cancelled; `events` is the bus subscription named
+/// [`SUBSCRIBER`]. Workers stop with it; pods keep running, as with the kubelet, and are
+/// adopted by the next start.
 pub async fn run(
     runtime: RuntimeManager,
     settings: WorkerSettings,
     mut config: watch::Receiver<Option<PodSet>>,
-    mut pleg: mpsc::Receiver<PodLifecycleEvent>,
+    mut events: Subscriber,
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
     let mut d = Dispatcher {
         workers: HashMap::new(),
-        runtime_pods: HashMap::new(),
+        finished: HashMap::new(),
         tasks: JoinSet::new(),
         runtime,
         settings,
@@ -80,14 +90,19 @@ pub async fn run(
         tokio::select! {
             _ = d.cancel.cancelled() => break,
             r = config.changed() => if r.is_err() { break },
-            ev = pleg.recv() => {
-                let Some(ev) = ev else { break };
-                d.on_pleg_event(ev);
-            }
+            ev = events.recv() => match ev {
+                Some(Received::Event(ev)) => d.on_event(&ev),
+                Some(Received::Lagged(n)) => {
+                    warn!(missed = n, "pod workers fell behind the event bus; waking every worker");
+                    d.wake_all();
+                }
+                None => break,
+            },
             Some(uid) = done_rx.recv() => {
-                // Termination removed everything; PLEG re-reports the pod if anything came back.
+                // Termination removed everything; the cache shows the pod again only if a
+                // relist after this point finds something of it.
                 d.workers.remove(&uid);
-                d.runtime_pods.remove(&uid);
+                d.finished.insert(uid.clone(), Instant::now());
                 debug!(uid, "pod worker finished");
             }
         }
@@ -99,8 +114,9 @@ pub async fn run(
 /// The dispatcher's state: the one owner of the worker table.
 struct Dispatcher {
     workers: HashMap<String, Worker>,
-    /// Pods the runtime has, by UID, as the last PLEG events described them.
-    runtime_pods: HashMap<String, PodRef>,
+    /// When workers finished terminating, by UID: cache entries from relists that started
+    /// before that are stale, not pods to terminate again.
+    finished: HashMap<String, Instant>,
     tasks: JoinSet<()>,
     runtime: RuntimeManager,
     settings: WorkerSettings,
@@ -109,16 +125,21 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn on_pleg_event(&mut self, ev: PodLifecycleEvent) {
-        let uid = ev.pod.uid.clone();
-        // Wake the worker; a burst of events coalesces into one sync.
-        if let Some(w) = self.workers.get(&uid) {
+    /// Wakes the worker of the pod an event is about; a burst coalesces into one sync.
+    fn on_event(&mut self, ev: &NodeEvent) {
+        if let NodeEvent::Oom(o) = ev
+            && let Some(p) = &o.pod
+        {
+            debug!(pod = %p, container = ?o.container, "OOM kill: resyncing the pod");
+        }
+        if let Some(w) = ev.pod_uid().and_then(|uid| self.workers.get(uid)) {
             w.input.send_modify(|_| {});
         }
-        if ev.present {
-            self.runtime_pods.insert(uid, ev.pod);
-        } else {
-            self.runtime_pods.remove(&uid);
+    }
+
+    fn wake_all(&self) {
+        for w in self.workers.values() {
+            w.input.send_modify(|_| {});
         }
     }
 
@@ -167,11 +188,21 @@ impl Dispatcher {
             );
         }
 
-        let orphans: Vec<(String, PodRef)> = self
-            .runtime_pods
+        let cache = self.settings.cache.snapshot();
+        let Some(relisted) = cache.updated else {
+            // No relist yet: the runtime's pods are not known.
+            return;
+        };
+        self.finished.retain(|_, at| *at > relisted);
+        let orphans: Vec<(String, PodRef)> = cache
+            .pods
             .iter()
-            .filter(|(uid, _)| !self.workers.contains_key(*uid) && !desired.contains_key(*uid))
-            .map(|(uid, p)| (uid.clone(), p.clone()))
+            .filter(|(uid, _)| {
+                !self.workers.contains_key(*uid)
+                    && !desired.contains_key(*uid)
+                    && !self.finished.contains_key(*uid)
+            })
+            .map(|(uid, p)| (uid.clone(), p.pod.clone()))
             .collect();
         for (uid, pod_ref) in orphans {
             info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
@@ -207,8 +238,8 @@ impl Dispatcher {
     }
 }
 
-/// One pod's loop: sync on every change, PLEG wake-up, back-off expiry or resync; terminate once
-/// asked, then report and exit.
+/// One pod's loop: sync on every change, bus wake-up, back-off expiry or resync; terminate
+/// once asked, then report and exit.
 async fn worker(
     uid: String,
     mut rx: watch::Receiver<WorkerInput>,
@@ -218,34 +249,43 @@ async fn worker(
     cancel: CancellationToken,
 ) {
     let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
+    let mut cache = settings.cache.clone();
     let mut finished_logged = false;
-    let status_ctx = StatusContext {
-        host_ip: settings.host_ip.clone(),
-        start_time: Some(std::time::SystemTime::now()),
-    };
+    // When the last sync finished: the next one acts only on state relisted after it.
+    let mut last_sync: Option<Instant> = None;
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
             terminate(&input, &runtime, &cancel).await;
-            settings.status.remove(&uid);
+            settings.status.terminated(&uid).await;
             let _ = done.send(uid).await;
             return;
         }
         let Some(pod) = input.pod else { return };
-        // A termination request cancels the sync in flight (e.g. a long image pull), as the
-        // kubelet's pod worker cancels its sync context; other updates wait for the next round.
+        // A termination request cancels the wait or the sync in flight (e.g. a long image
+        // pull), as the kubelet's pod worker cancels its sync context; other updates wait for
+        // the next round.
         let mut dirty = false;
-        let result = tokio::select! {
-            r = runtime.sync_pod(&pod, &mut backoffs) => r,
+        let state = tokio::select! {
+            s = cache.newer_than(&uid, last_sync) => s,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
-        if let Some(state) = &backoffs.last_state {
-            settings.status.set(
-                &uid,
-                pod_with_status(&pod, state, &backoffs.waiting, &status_ctx),
-            );
-        }
+        // The status as the sync starts (the kubelet's SyncPod sets it first thing).
+        settings
+            .status
+            .waiting(&uid, backoffs.waiting.clone())
+            .await;
+        let result = tokio::select! {
+            r = runtime.sync_pod(&pod, &state, &mut backoffs) => r,
+            _ = until_terminate(&mut rx, &mut dirty) => continue,
+            _ = cancel.cancelled() => return,
+        };
+        last_sync = Some(Instant::now());
+        settings
+            .status
+            .waiting(&uid, backoffs.waiting.clone())
+            .await;
         let next = match result {
             Ok(SyncOutcome::Synced) => jitter(settings.sync_frequency),
             Ok(SyncOutcome::RequeueAfter(d)) => d,

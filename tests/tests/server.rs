@@ -418,6 +418,11 @@ const LINT_ALLOWED: &[(&str, &str)] = &[
         "kubelet_evictions",
         "counter metrics should have \"_total\" suffix",
     ),
+    // pkg/kubelet/metrics PLEGDiscardEvents: the same, "kubelet_pleg_discard_events".
+    (
+        "kubelet_pleg_discard_events",
+        "counter metrics should have \"_total\" suffix",
+    ),
 ];
 
 fn promtool_check(what: &str, text: &str) -> Result<()> {

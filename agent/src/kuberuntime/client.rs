@@ -4,6 +4,7 @@
 //! The channel is lazy and reconnects by itself, so a runtime restart shows up as failed calls
 //! (retried by the next sync) rather than a dead agent.
 
+use crate::instrument::{CounterVec, HistogramVec};
 use proto::runtime::v1 as cri;
 use proto::runtime::v1::image_service_client::ImageServiceClient;
 use proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
@@ -58,7 +59,92 @@ pub struct Cri {
     rt: RuntimeServiceClient<Channel>,
     img: ImageServiceClient<Channel>,
     timeout: Duration,
-    metrics: Option<std::sync::Arc<crate::metrics::AgentMetrics>>,
+    stats: std::sync::Arc<RuntimeOpStats>,
+}
+
+/// Call statistics of one CRI client and all its clones (kubelet
+/// pkg/kubelet/kuberuntime/instrumented_services.go): owned here, rendered by `metrics/`.
+#[derive(Debug)]
+pub struct RuntimeOpStats {
+    /// Call durations by operation type (kubelet_runtime_operations_duration_seconds).
+    pub durations: HistogramVec,
+    /// Calls by operation type (kubelet_runtime_operations_total).
+    pub calls: CounterVec,
+    /// Failed calls by operation type (kubelet_runtime_operations_errors_total).
+    pub errors: CounterVec,
+}
+
+/// kubelet runtime_operations_duration_seconds: ExponentialBuckets(.005, 2.5, 14).
+const RUNTIME_BUCKETS: &[f64] = &[
+    0.005,
+    0.0125,
+    0.03125,
+    0.078125,
+    0.1953125,
+    0.48828125,
+    1.220703125,
+    3.0517578125,
+    7.62939453125,
+    19.073486328125,
+    47.6837158203125,
+    119.20928955078125,
+    298.0232238769531,
+    745.0580596923828,
+];
+
+impl Default for RuntimeOpStats {
+    fn default() -> Self {
+        Self {
+            durations: HistogramVec::new(RUNTIME_BUCKETS),
+            calls: CounterVec::default(),
+            errors: CounterVec::default(),
+        }
+    }
+}
+
+impl RuntimeOpStats {
+    fn record(&self, call: &'static str, elapsed: Duration, ok: bool) {
+        let op = operation_type(call);
+        self.durations.observe(op, elapsed);
+        self.calls.inc(op);
+        if !ok {
+            self.errors.inc(op);
+        }
+    }
+}
+
+/// The kubelet's operation_type label for a CRI call (instrumented_services.go).
+fn operation_type(call: &'static str) -> &'static str {
+    match call {
+        "Version" => "version",
+        "Status" => "status",
+        "RunPodSandbox" => "run_podsandbox",
+        "StopPodSandbox" => "stop_podsandbox",
+        "RemovePodSandbox" => "remove_podsandbox",
+        "PodSandboxStatus" => "podsandbox_status",
+        "ListPodSandbox" => "list_podsandbox",
+        "CreateContainer" => "create_container",
+        "StartContainer" => "start_container",
+        "StopContainer" => "stop_container",
+        "RemoveContainer" => "remove_container",
+        "ListContainers" => "list_containers",
+        "ContainerStatus" => "container_status",
+        "ExecSync" => "exec_sync",
+        "Exec" => "exec",
+        "Attach" => "attach",
+        "PortForward" => "port_forward",
+        "GetContainerEvents" => "get_container_events",
+        "ImageStatus" => "image_status",
+        "PullImage" => "pull_image",
+        "ListImages" => "list_images",
+        "RemoveImage" => "remove_image",
+        "ContainerStats" => "container_stats",
+        "ListContainerStats" => "list_container_stats",
+        "PodSandboxStats" => "podsandbox_stats",
+        "ListPodSandboxStats" => "list_podsandbox_stats",
+        "ImageFsInfo" => "image_fs_info",
+        other => other,
+    }
 }
 
 impl Cri {
@@ -74,14 +160,13 @@ impl Cri {
             rt: rt.runtime(),
             img: img.image(),
             timeout,
-            metrics: None,
+            stats: std::sync::Arc::default(),
         })
     }
 
-    /// Records every call's duration in `m` (kubelet_runtime_operations_duration_seconds).
-    pub fn with_metrics(mut self, m: std::sync::Arc<crate::metrics::AgentMetrics>) -> Self {
-        self.metrics = Some(m);
-        self
+    /// Call statistics of this client and its clones, for `metrics/`.
+    pub fn op_stats(&self) -> std::sync::Arc<RuntimeOpStats> {
+        self.stats.clone()
     }
 
     async fn run<T, Fut>(
@@ -99,9 +184,7 @@ impl Cri {
             Some(d) => match tokio::time::timeout(d, fut).await {
                 Ok(r) => r,
                 Err(_) => {
-                    if let Some(m) = &self.metrics {
-                        m.runtime_op(call, d, false);
-                    }
+                    self.stats.record(call, d, false);
                     return Err(CriError::Timeout {
                         call,
                         target: target(),
@@ -111,9 +194,7 @@ impl Cri {
             },
             None => fut.await,
         };
-        if let Some(m) = &self.metrics {
-            m.runtime_op(call, started.elapsed(), res.is_ok());
-        }
+        self.stats.record(call, started.elapsed(), res.is_ok());
         res.map(tonic::Response::into_inner)
             .map_err(|source| CriError::Call {
                 call,

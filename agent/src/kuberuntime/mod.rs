@@ -7,6 +7,7 @@ pub mod actions;
 pub mod backoff;
 pub mod client;
 pub mod container;
+pub mod health;
 pub mod labels;
 pub mod sandbox;
 pub mod state;
@@ -88,8 +89,8 @@ pub enum SyncOutcome {
     Finished,
 }
 
-/// Per-pod state the worker keeps between syncs: back-offs, why containers wait, and the
-/// runtime state the last sync ended with (what the status is made from).
+/// Per-pod state the worker keeps between syncs: back-offs and why containers wait (what the
+/// status manager shows beside the runtime state).
 #[derive(Debug, Clone)]
 pub struct PodBackoffs {
     containers: Backoff,
@@ -98,8 +99,6 @@ pub struct PodBackoffs {
     reported: Option<(String, SystemTime)>,
     /// Container name -> (reason, message) while it cannot start (CrashLoopBackOff, ErrImagePull…).
     pub waiting: HashMap<String, (String, String)>,
-    /// Runtime state at the end of the last sync.
-    pub last_state: Option<PodRuntimeState>,
 }
 
 impl PodBackoffs {
@@ -110,7 +109,6 @@ impl PodBackoffs {
             images: Backoff::new(backoff::INITIAL, backoff::MAX),
             reported: None,
             waiting: HashMap::new(),
-            last_state: None,
         }
     }
 
@@ -147,20 +145,21 @@ impl RuntimeManager {
         }
     }
 
-    /// Brings the runtime in line with the pod spec once.
+    /// Brings the runtime in line with the pod spec once, from `state` (the runtime cache's
+    /// view, newer than this worker's last sync).
     pub async fn sync_pod(
         &self,
         p: &DesiredPod,
+        state: &PodRuntimeState,
         b: &mut PodBackoffs,
     ) -> Result<SyncOutcome, SyncError> {
         let target = p.pod_ref.to_string();
         let spec = p.pod.spec.clone().unwrap_or_default();
-        let state = state::load(&self.cri, &p.pod_ref.uid, &target).await?;
-        let plan = actions::compute(&spec, &state);
+        let plan = actions::compute(&spec, state);
         debug!(pod = %target, ?plan, "sync");
 
         if plan.kill_pod {
-            self.kill_pod(&state, &target, crate::pod::grace_period_seconds(&p.pod))
+            self.kill_pod(state, &target, crate::pod::grace_period_seconds(&p.pod))
                 .await?;
         }
         for (id, name, reason) in &plan.containers_to_kill {
@@ -171,12 +170,9 @@ impl RuntimeManager {
             self.cri.remove_container(id, &target).await?;
         }
         if plan.finished {
-            b.last_state = if plan.kill_pod {
+            if plan.kill_pod {
                 info!(pod = %target, "pod finished; its sandbox is stopped and nothing will be restarted");
-                state::load(&self.cri, &p.pod_ref.uid, &target).await.ok()
-            } else {
-                Some(state)
-            };
+            }
             return Ok(SyncOutcome::Finished);
         }
 
@@ -185,10 +181,12 @@ impl RuntimeManager {
             (Some(attempt), _) => {
                 let cfg = sandbox::sandbox_config(&self.ctx, p, attempt);
                 let dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref);
-                std::fs::create_dir_all(&dir).map_err(|source| container::ConfigError::Io {
-                    container: String::new(),
-                    path: dir.clone(),
-                    source,
+                tokio::fs::create_dir_all(&dir).await.map_err(|source| {
+                    container::ConfigError::Io {
+                        container: String::new(),
+                        path: dir.clone(),
+                        source,
+                    }
                 })?;
                 let id = self.cri.run_pod_sandbox(cfg, &target).await?;
                 pod_event!(Normal, target, "SandboxCreated", sandbox = %id, attempt, "pod sandbox created");
@@ -198,10 +196,7 @@ impl RuntimeManager {
                 id
             }
             (None, Some(id)) => id,
-            (None, None) => {
-                b.last_state = Some(state);
-                return Ok(SyncOutcome::Synced);
-            }
+            (None, None) => return Ok(SyncOutcome::Synced),
         };
         let attempt = plan
             .create_sandbox
@@ -246,7 +241,7 @@ impl RuntimeManager {
                 }
             }
         }
-        b.last_state = self.garbage_collect(p, &target).await;
+        self.garbage_collect(p, state, &target).await;
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -326,7 +321,7 @@ impl RuntimeManager {
         };
         let restart_count = match prior {
             Some(v) => v.restart_count + 1,
-            None => self.restart_count_from_logs(p, &c.name),
+            None => self.restart_count_from_logs(p, &c.name).await,
         };
         let cfg = container::container_config(
             &self.ctx,
@@ -428,19 +423,24 @@ impl RuntimeManager {
 
     /// The kubelet's calcRestartCountByLogDir: with no record of a previous instance, continue
     /// after the highest `<n>.log` so logs are never overwritten.
-    fn restart_count_from_logs(&self, p: &DesiredPod, name: &str) -> u32 {
+    async fn restart_count_from_logs(&self, p: &DesiredPod, name: &str) -> u32 {
         let dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref).join(name);
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.split('.').next()?.parse::<u32>().ok()
-            })
-            .max()
-            .map_or(0, |m| m + 1)
+        let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+            return 0;
+        };
+        let mut highest: Option<u32> = None;
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let n = e.file_name();
+            if let Some(i) = n
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+            {
+                highest = highest.max(Some(i));
+            }
+        }
+        highest.map_or(0, |m| m + 1)
     }
 
     /// Stops every running container (in parallel, with the grace period) and every ready
@@ -499,24 +499,29 @@ impl RuntimeManager {
             self.cri.stop_pod_sandbox(&s.id, target).await?;
             self.cri.remove_pod_sandbox(&s.id, target).await?;
         }
-        for qos in [
-            QosClass::Guaranteed,
-            QosClass::Burstable,
-            QosClass::BestEffort,
-        ] {
-            self.ctx.cm.remove_pod_cgroup(uid, qos);
-        }
-        let pod_dir = self.ctx.root_dir.join("pods").join(uid);
-        if let Err(e) = std::fs::remove_dir_all(&pod_dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(pod = %target, dir = %pod_dir.display(), error = %e, "cannot remove pod directory");
-        }
+        // Cgroup and directory removal walk the filesystem: off the async workers.
+        let (ctx, uid_owned, target_owned) = (self.ctx.clone(), uid.to_owned(), target.clone());
         let log_dir = sandbox::pod_logs_dir(&self.ctx, pod);
-        if let Err(e) = std::fs::remove_dir_all(&log_dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(pod = %target, dir = %log_dir.display(), error = %e, "cannot remove pod log directory");
+        let cleaned = tokio::task::spawn_blocking(move || {
+            for qos in [
+                QosClass::Guaranteed,
+                QosClass::Burstable,
+                QosClass::BestEffort,
+            ] {
+                ctx.cm.remove_pod_cgroup(&uid_owned, qos);
+            }
+            let pod_dir = ctx.root_dir.join("pods").join(&uid_owned);
+            for (dir, what) in [(pod_dir, "pod directory"), (log_dir, "pod log directory")] {
+                if let Err(e) = std::fs::remove_dir_all(&dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!(pod = %target_owned, dir = %dir.display(), error = %e, "cannot remove {what}");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = cleaned {
+            warn!(pod = %target, error = %e, "pod cleanup task failed");
         }
         info!(pod = %target, "pod terminated: containers and sandboxes removed");
         Ok(())
@@ -524,12 +529,8 @@ impl RuntimeManager {
 
     /// Keeps the newest exited instance of each container (for `logs --previous`) and removes
     /// older ones with their log files, and removes dead sandboxes left without containers
-    /// (kubelet container GC with MaxPerPodContainer = 1).
-    /// Returns the state it found, for the pod's status.
-    async fn garbage_collect(&self, p: &DesiredPod, target: &str) -> Option<PodRuntimeState> {
-        let Ok(state) = state::load(&self.cri, &p.pod_ref.uid, target).await else {
-            return None;
-        };
+    /// (kubelet container GC with MaxPerPodContainer = 1), as of `state`.
+    async fn garbage_collect(&self, p: &DesiredPod, state: &PodRuntimeState, target: &str) {
         let mut kept = std::collections::HashSet::new();
         let log_dir = sandbox::pod_logs_dir(&self.ctx, &p.pod_ref);
         for c in state
@@ -545,7 +546,8 @@ impl RuntimeManager {
                 continue;
             }
             let _ =
-                std::fs::remove_file(log_dir.join(container::log_path(&c.name, c.restart_count)));
+                tokio::fs::remove_file(log_dir.join(container::log_path(&c.name, c.restart_count)))
+                    .await;
         }
         let newest = state.sandboxes.first().map(|s| s.id.clone());
         for s in state.sandboxes.iter().filter(|s| !s.ready) {
@@ -557,7 +559,6 @@ impl RuntimeManager {
                 let _ = self.cri.remove_pod_sandbox(&s.id, target).await;
             }
         }
-        Some(state)
     }
 }
 

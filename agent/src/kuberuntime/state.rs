@@ -111,12 +111,23 @@ fn time_from_ns(ns: i64) -> Option<SystemTime> {
     (ns > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64))
 }
 
-/// Reads the pod's sandboxes and containers; exit details only for the newest instance of each
-/// name (the ones restart decisions look at).
+/// Reads the pod's sandboxes and containers from the runtime, with exit details (a direct
+/// read, for actions that must not wait for PLEG: termination).
 pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState, CriError> {
-    let mut sandboxes: Vec<SandboxView> = cri
-        .list_pod_sandboxes(Some(uid))
-        .await?
+    let sandboxes = cri.list_pod_sandboxes(Some(uid)).await?;
+    let containers = cri.list_containers(Some(uid)).await?;
+    let mut state = from_lists(sandboxes, containers);
+    inspect(cri, &mut state, None, target).await?;
+    Ok(state)
+}
+
+/// The pod's state as the list calls describe it, without exit details or IP (see
+/// [`inspect`]); the lists may hold other pods' objects only if the caller filtered them.
+pub fn from_lists(
+    sandboxes: Vec<cri::PodSandbox>,
+    containers: Vec<cri::Container>,
+) -> PodRuntimeState {
+    let mut sandboxes: Vec<SandboxView> = sandboxes
         .into_iter()
         .map(|s| SandboxView {
             attempt: s.metadata.as_ref().map_or(0, |m| m.attempt),
@@ -127,9 +138,7 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
         .collect();
     sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
 
-    let mut containers: Vec<ContainerView> = cri
-        .list_containers(Some(uid))
-        .await?
+    let mut containers: Vec<ContainerView> = containers
         .into_iter()
         .map(|c| ContainerView {
             name: c
@@ -159,14 +168,42 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
         })
         .collect();
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    PodRuntimeState {
+        sandboxes,
+        containers,
+        pod_ip: String::new(),
+    }
+}
 
-    // Details for the newest two instances of each container: the current one drives restart
-    // decisions and `state`, the one before it is `lastState`.
+/// Fills in exit details for the newest two instances of each container (the current one
+/// drives restart decisions and `state`, the one before it is `lastState`) and the ready
+/// sandbox's IP. What `prev` (an earlier inspection of the same pod) already knows about a
+/// container in the same state, or a sandbox, is reused instead of asked again: on an
+/// unchanged pod this makes no CRI call at all.
+pub async fn inspect(
+    cri: &Cri,
+    state: &mut PodRuntimeState,
+    prev: Option<&PodRuntimeState>,
+    target: &str,
+) -> Result<(), CriError> {
     let mut seen: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
-    for c in containers.iter_mut() {
+    for c in state.containers.iter_mut() {
         let n = seen.entry(c.name.clone()).or_default();
         *n += 1;
         if *n > 2 {
+            continue;
+        }
+        let known = prev
+            .and_then(|p| p.containers.iter().find(|o| o.id == c.id))
+            .filter(|o| o.state == c.state && c.state != ContainerState::Unknown);
+        if let Some(o) = known {
+            c.exit_code = o.exit_code;
+            c.started_at = o.started_at;
+            c.finished_at = o.finished_at;
+            c.reason.clone_from(&o.reason);
+            c.message.clone_from(&o.message);
+            c.image.clone_from(&o.image);
+            c.image_ref.clone_from(&o.image_ref);
             continue;
         }
         match cri.container_status(&c.id, target).await {
@@ -189,15 +226,17 @@ pub async fn load(cri: &Cri, uid: &str, target: &str) -> Result<PodRuntimeState,
         }
     }
 
-    let mut pod_ip = String::new();
-    if let Some(s) = sandboxes.iter().find(|s| s.ready)
-        && let Some(status) = cri.pod_sandbox_status(&s.id, target).await?
-    {
-        pod_ip = status.network.map(|n| n.ip).unwrap_or_default();
+    state.pod_ip.clear();
+    if let Some(s) = state.sandboxes.iter().find(|s| s.ready) {
+        let same = prev.filter(|p| p.sandboxes.iter().any(|o| o.id == s.id && o.ready));
+        match same {
+            Some(p) => state.pod_ip.clone_from(&p.pod_ip),
+            None => {
+                if let Some(status) = cri.pod_sandbox_status(&s.id, target).await? {
+                    state.pod_ip = status.network.map(|n| n.ip).unwrap_or_default();
+                }
+            }
+        }
     }
-    Ok(PodRuntimeState {
-        sandboxes,
-        containers,
-        pod_ip,
-    })
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! image=""; the root cgroup "/" carries the node's numbers.
 
 use super::expo::{Encoder, Format, Kind};
-use crate::server::stats::{StatsSnapshot, Usage};
+use crate::stats::summary::{StatsSnapshot, Usage};
 use std::time::SystemTime;
 
 struct Series<'a> {
@@ -210,7 +210,7 @@ pub fn unix_secs(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::tests::stub;
+    use crate::stats::summary::tests::stub;
 
     #[test]
     fn containers_carry_the_cadvisor_label_set_and_pods_an_empty_container() {

@@ -5,7 +5,7 @@
 
 use super::cadvisor::unix_secs;
 use super::expo::{Encoder, Format, Kind};
-use crate::server::stats::{StatsSnapshot, Usage};
+use crate::stats::summary::{StatsSnapshot, Usage};
 
 fn usable(u: &Usage) -> bool {
     u.cpu_usage_ns > 0 && u.memory_working_set_bytes > 0 && u.timestamp.is_some()
@@ -124,7 +124,7 @@ pub fn render(format: Format, s: &StatsSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::tests::stub;
+    use crate::stats::summary::tests::stub;
 
     #[test]
     fn zero_usage_containers_are_left_out_and_samples_have_timestamps() {

@@ -1,20 +1,34 @@
-//! Pod lifecycle event generator (kubelet pkg/kubelet/pleg): turns runtime state changes into
-//! per-pod events for the pod workers.
+//! Pod lifecycle event generator (kubelet pkg/kubelet/pleg): relists the runtime, keeps the
+//! runtime cache ([`cache`]) and publishes per-pod events on the event bus.
 //!
 //! The runtime's own event stream (CRI GetContainerEvents) is used where it exists: each event
 //! triggers an immediate relist, and the periodic relist slows to the kubelet's evented period.
 //! Where the runtime does not implement it (containerd 1.6), a relist every second diffs the
-//! sandbox and container lists, as the kubelet's generic PLEG does. There is no per-container
-//! polling: one ListPodSandbox and one ListContainers per relist, whatever the pod count.
+//! sandbox and container lists, as the kubelet's generic PLEG does. An OOM kill on the bus
+//! also triggers a relist, so the runtime's verdict on the container (exit code, `OOMKilled`)
+//! reaches the cache, the status and the restart logic within milliseconds.
+//!
+//! Cost: one ListPodSandbox and one ListContainers per relist, whatever the pod count, plus
+//! ContainerStatus only for containers whose state changed (and PodSandboxStatus for a new
+//! ready sandbox): an unchanged node costs two calls a second.
+//!
+//! The cache is written before the events that describe it are published, so a subscriber
+//! woken by an event always finds the state it is about. A pod whose inspection failed keeps
+//! its old record and is inspected again on the next relist.
 
-use crate::kuberuntime::{Cri, labels};
+pub mod cache;
+
+use crate::events::{Bus, NodeEvent, PodEventKind as EventKind, PodLifecycleEvent, Received};
+use crate::instrument::{DEF_BUCKETS, Histogram};
+use crate::kuberuntime::{Cri, labels, state};
 use crate::pod::PodRef;
+use cache::{CachedPod, RuntimeCache};
 use proto::runtime::v1 as cri;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,42 +39,40 @@ pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
 pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(300);
 /// genericPlegRelistThreshold: older than this, PLEG is unhealthy.
 pub const RELIST_THRESHOLD: Duration = Duration::from_secs(180);
-/// plegChannelCapacity.
-pub const CHANNEL_CAPACITY: usize = 1000;
+/// After an OOM kill: relist this soon, and once more after [`OOM_FOLLOW_UP`], since the
+/// runtime learns of the exit a few ms after the kernel's record (shared/NOTES.md: ~8 ms).
+const OOM_RELIST: Duration = Duration::from_millis(15);
+/// The second relist after an OOM kill.
+const OOM_FOLLOW_UP: Duration = Duration::from_millis(150);
 
-/// What changed for a pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A container started running.
-    ContainerStarted,
-    /// A container stopped running.
-    ContainerDied,
-    /// A container disappeared.
-    ContainerRemoved,
-    /// A sandbox appeared, changed state, or disappeared.
-    SandboxChanged,
-    /// Seen in the first relist (start-up adoption).
-    Present,
-}
-
-/// One pod lifecycle event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodLifecycleEvent {
-    /// The pod, as its runtime labels name it.
-    pub pod: PodRef,
-    /// What happened.
-    pub kind: EventKind,
-    /// Whether the runtime still has anything of the pod after this change.
-    pub present: bool,
-}
-
-/// Counters and health, shared read-only with whoever reports them.
-#[derive(Debug, Default)]
+/// PLEG's own statistics, owned here and rendered by `metrics/`.
+#[derive(Debug)]
 pub struct PlegStats {
-    /// Events dropped because the channel was full.
-    pub discarded: AtomicU64,
     /// Relists done.
     pub relists: AtomicU64,
+    /// kubelet_pleg_relist_duration_seconds.
+    pub relist_duration: Histogram,
+    /// kubelet_pleg_relist_interval_seconds: from one relist's start to the next one's.
+    pub relist_interval: Histogram,
+    /// Unix time (ns) of the last successful relist (kubelet_pleg_last_seen_seconds).
+    pub last_seen_unix_ns: AtomicU64,
+    /// Pods whose inspection failed and were kept at their old record.
+    pub inspect_failures: AtomicU64,
+    /// OOM kills on the bus that triggered a relist (`nodelet_pleg_oom_relists_total`).
+    pub oom_relists: AtomicU64,
+}
+
+impl Default for PlegStats {
+    fn default() -> Self {
+        Self {
+            relists: AtomicU64::new(0),
+            relist_duration: Histogram::new(DEF_BUCKETS),
+            relist_interval: Histogram::new(DEF_BUCKETS),
+            last_seen_unix_ns: AtomicU64::new(0),
+            inspect_failures: AtomicU64::new(0),
+            oom_relists: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Runtime state of one pod as of one relist: object id -> state.
@@ -82,7 +94,7 @@ fn identity(l: &HashMap<String, String>) -> Option<PodRef> {
     })
 }
 
-fn snapshot(sandboxes: Vec<cri::PodSandbox>, containers: Vec<cri::Container>) -> Snapshot {
+fn snapshot(sandboxes: &[cri::PodSandbox], containers: &[cri::Container]) -> Snapshot {
     let mut s: Snapshot = HashMap::new();
     for sb in sandboxes {
         let Some(p) = identity(&sb.labels) else {
@@ -90,7 +102,7 @@ fn snapshot(sandboxes: Vec<cri::PodSandbox>, containers: Vec<cri::Container>) ->
         };
         let r = s.entry(p.uid.clone()).or_default();
         r.pod.get_or_insert(p);
-        r.sandboxes.insert(sb.id, sb.state);
+        r.sandboxes.insert(sb.id.clone(), sb.state);
     }
     for c in containers {
         let Some(p) = identity(&c.labels) else {
@@ -98,7 +110,7 @@ fn snapshot(sandboxes: Vec<cri::PodSandbox>, containers: Vec<cri::Container>) ->
         };
         let r = s.entry(p.uid.clone()).or_default();
         r.pod.get_or_insert(p);
-        r.containers.insert(c.id, c.state);
+        r.containers.insert(c.id.clone(), c.state);
     }
     s
 }
@@ -147,50 +159,34 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<PodLifecycleEvent> {
 /// Runs PLEG until cancelled. `healthy` receives the time of every successful relist.
 pub async fn run(
     cri: Cri,
-    tx: mpsc::Sender<PodLifecycleEvent>,
+    cache: RuntimeCache,
+    bus: Bus,
     healthy: watch::Sender<Option<Instant>>,
     stats: Arc<PlegStats>,
-    metrics: Option<Arc<crate::metrics::AgentMetrics>>,
     cancel: CancellationToken,
 ) {
-    let mut last: Option<Snapshot> = None;
+    let mut pleg = Relister {
+        cri: cri.clone(),
+        cache,
+        bus: bus.clone(),
+        stats,
+        last: None,
+        reinspect: HashSet::new(),
+        last_start: None,
+    };
+    let mut oom = bus.subscribe("pleg");
     let mut events: Option<tonic::Streaming<cri::ContainerEventResponse>> = None;
     let mut stream_failures = 0u32;
     let mut unreachable_logged = false;
+    // Extra relists requested by OOM kills, soonest first.
+    let mut extra: Vec<Instant> = Vec::new();
     loop {
-        // Relist.
-        let relist_started = Instant::now();
-        let listed = tokio::try_join!(cri.list_pod_sandboxes(None), cri.list_containers(None));
-        if let Some(m) = &metrics {
-            m.relist(relist_started.elapsed());
-        }
-        match listed {
-            Ok((sb, cs)) => {
+        match pleg.relist().await {
+            Ok(()) => {
                 if unreachable_logged {
                     info!("container runtime reachable again");
                     unreachable_logged = false;
                 }
-                let snap = snapshot(sb, cs);
-                let evs = match &last {
-                    None => snap
-                        .values()
-                        .filter_map(|r| r.pod.clone())
-                        .map(|pod| PodLifecycleEvent {
-                            pod,
-                            kind: EventKind::Present,
-                            present: true,
-                        })
-                        .collect(),
-                    Some(old) => diff(old, &snap),
-                };
-                for ev in evs {
-                    debug!(pod = %ev.pod, kind = ?ev.kind, "pod lifecycle event");
-                    if tx.try_send(ev).is_err() {
-                        stats.discarded.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                last = Some(snap);
-                stats.relists.fetch_add(1, Ordering::Relaxed);
                 healthy.send_replace(Some(Instant::now()));
             }
             Err(e) => {
@@ -225,29 +221,173 @@ pub async fn run(
         } else {
             RELIST_PERIOD
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-            ev = async {
-                match events.as_mut() {
-                    Some(s) => s.next().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                match ev {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        warn!(error = %e, "container event stream broke; falling back to relisting");
-                        events = None;
-                        stream_failures += 1;
+        let now = Instant::now();
+        extra.retain(|t| *t > now);
+        let next = extra
+            .first()
+            .copied()
+            .map_or(now + period, |t| t.min(now + period));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(next.into()) => break,
+                got = oom.recv() => match got {
+                    Some(Received::Event(ev)) if matches!(*ev, NodeEvent::Oom(_)) => {
+                        pleg.stats.oom_relists.fetch_add(1, Ordering::Relaxed);
+                        let now = Instant::now();
+                        extra.push(now + OOM_RELIST);
+                        extra.push(now + OOM_FOLLOW_UP);
+                        extra.sort();
+                        break;
                     }
-                    None => {
-                        events = None;
-                        stream_failures += 1;
+                    // Lags and other events: the periodic relist covers them.
+                    Some(_) => continue,
+                    None => std::future::pending::<()>().await,
+                },
+                ev = async {
+                    match events.as_mut() {
+                        Some(s) => s.next().await,
+                        None => std::future::pending().await,
                     }
+                } => {
+                    match ev {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            warn!(error = %e, "container event stream broke; falling back to relisting");
+                            events = None;
+                            stream_failures += 1;
+                        }
+                        None => {
+                            events = None;
+                            stream_failures += 1;
+                        }
+                    }
+                    break;
                 }
             }
         }
+        // An OOM relist wakes a little early: wait for the soonest requested time.
+        if let Some(t) = extra.first().copied()
+            && t > Instant::now()
+            && t < next
+        {
+            tokio::time::sleep_until(t.into()).await;
+        }
+    }
+}
+
+/// PLEG's state between relists: the one writer of the runtime cache.
+struct Relister {
+    cri: Cri,
+    cache: RuntimeCache,
+    bus: Bus,
+    stats: Arc<PlegStats>,
+    /// The previous relist's object states, for the diff.
+    last: Option<Snapshot>,
+    /// Pods whose inspection failed: inspected again on the next relist.
+    reinspect: HashSet<String>,
+    last_start: Option<Instant>,
+}
+
+impl Relister {
+    /// One relist: list, diff, inspect what changed, publish the cache, then the events.
+    async fn relist(&mut self) -> Result<(), crate::kuberuntime::CriError> {
+        let started = Instant::now();
+        if let Some(prev) = self.last_start.replace(started) {
+            self.stats.relist_interval.observe(started - prev);
+        }
+        let listed = tokio::try_join!(
+            self.cri.list_pod_sandboxes(None),
+            self.cri.list_containers(None)
+        );
+        let (sandboxes, containers) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                self.stats.relist_duration.observe(started.elapsed());
+                return Err(e);
+            }
+        };
+        let snap = snapshot(&sandboxes, &containers);
+        let evs: Vec<PodLifecycleEvent> = match &self.last {
+            None => snap
+                .values()
+                .filter_map(|r| r.pod.clone())
+                .map(|pod| PodLifecycleEvent {
+                    pod,
+                    kind: EventKind::Present,
+                    present: true,
+                })
+                .collect(),
+            Some(old) => diff(old, &snap),
+        };
+        let changed: HashSet<&str> = evs.iter().map(|e| e.pod.uid.as_str()).collect();
+
+        // Group the lists by pod for the ones that need inspecting.
+        let mut by_pod: HashMap<String, (Vec<cri::PodSandbox>, Vec<cri::Container>)> =
+            HashMap::new();
+        for sb in sandboxes {
+            if let Some(p) = identity(&sb.labels) {
+                by_pod.entry(p.uid).or_default().0.push(sb);
+            }
+        }
+        for c in containers {
+            if let Some(p) = identity(&c.labels) {
+                by_pod.entry(p.uid).or_default().1.push(c);
+            }
+        }
+        let prev = self.cache.current();
+        let mut pods: HashMap<String, CachedPod> = HashMap::with_capacity(snap.len());
+        let mut reinspect = HashSet::new();
+        for (uid, record) in &snap {
+            let Some(pod) = record.pod.clone() else {
+                continue;
+            };
+            let old = prev.pods.get(uid);
+            let needs =
+                old.is_none() || changed.contains(uid.as_str()) || self.reinspect.contains(uid);
+            if !needs && let Some(old) = old {
+                pods.insert(uid.clone(), old.clone());
+                continue;
+            }
+            let (sbs, cs) = by_pod.remove(uid).unwrap_or_default();
+            let mut state = state::from_lists(sbs, cs);
+            let target = pod.to_string();
+            match state::inspect(&self.cri, &mut state, old.map(|o| &*o.state), &target).await {
+                Ok(()) => {}
+                Err(e) => {
+                    debug!(pod = %target, error = %e, "inspecting pod failed; keeping its old record");
+                    self.stats.inspect_failures.fetch_add(1, Ordering::Relaxed);
+                    reinspect.insert(uid.clone());
+                    if let Some(old) = old {
+                        pods.insert(uid.clone(), old.clone());
+                        continue;
+                    }
+                }
+            }
+            pods.insert(
+                uid.clone(),
+                CachedPod {
+                    pod,
+                    state: Arc::new(state),
+                },
+            );
+        }
+        self.reinspect = reinspect;
+        self.cache.publish(pods, started);
+        self.last = Some(snap);
+        for ev in evs {
+            debug!(pod = %ev.pod, kind = ?ev.kind, "pod lifecycle event");
+            self.bus.publish(NodeEvent::Pod(ev));
+        }
+        self.stats.relists.fetch_add(1, Ordering::Relaxed);
+        self.stats.relist_duration.observe(started.elapsed());
+        if let Ok(d) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+            self.stats.last_seen_unix_ns.store(
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
     }
 }
 

@@ -10,11 +10,14 @@ pub mod error;
 mod listen;
 pub mod logs;
 pub mod names;
+#[cfg(test)]
+mod serving_bench;
 pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod webhook;
 
+use crate::kuberuntime::health::RuntimeHealth;
 use crate::kuberuntime::{Cri, labels};
 use crate::metrics::{self, expo::Format};
 use crate::options::{AuthorizationMode, Options};
@@ -33,12 +36,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-
-/// How long a runtime health answer is reused.
-const RUNTIME_CHECK_TTL: Duration = Duration::from_secs(5);
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +61,12 @@ pub struct NodeView {
     pub stats: Arc<dyn StatsSource>,
     /// The effective configuration for /configz.
     pub configz: Value,
-    /// The agent's own metrics recorder.
-    pub metrics: Arc<metrics::AgentMetrics>,
+    /// The components' own statistics, for /metrics.
+    pub metrics: metrics::AgentSources,
     /// Time of the last successful PLEG relist.
     pub pleg_health: tokio::sync::watch::Receiver<Option<Instant>>,
-    runtime_check: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// The runtime checker's last answer.
+    pub runtime_health: tokio::sync::watch::Receiver<Option<RuntimeHealth>>,
 }
 
 impl NodeView {
@@ -76,8 +76,9 @@ impl NodeView {
         status: StatusStore,
         cri: Cri,
         stats: Arc<dyn StatsSource>,
-        metrics: Arc<metrics::AgentMetrics>,
+        metrics: metrics::AgentSources,
         pleg_health: tokio::sync::watch::Receiver<Option<Instant>>,
+        runtime_health: tokio::sync::watch::Receiver<Option<RuntimeHealth>>,
     ) -> Self {
         Self {
             node_name: opts.node_name.clone(),
@@ -88,7 +89,7 @@ impl NodeView {
             configz: configz(opts),
             metrics,
             pleg_health,
-            runtime_check: Mutex::new(None),
+            runtime_health,
         }
     }
 
@@ -133,32 +134,12 @@ impl NodeView {
         Ok((id, format!("{ns}/{pod}/{container}")))
     }
 
-    /// Whether the runtime answers and reports itself ready (cached for a few seconds).
-    async fn runtime_healthy(&self) -> Result<(), String> {
-        let mut cache = self.runtime_check.lock().await;
-        if let Some((at, r)) = cache.as_ref()
-            && at.elapsed() < RUNTIME_CHECK_TTL
-        {
-            return r.clone();
-        }
-        let r = match self.cri.status().await {
-            Ok(s) => {
-                let ready = s.status.as_ref().is_none_or(|st| {
-                    st.conditions
-                        .iter()
-                        .find(|c| c.r#type == "RuntimeReady")
-                        .is_none_or(|c| c.status)
-                });
-                if ready {
-                    Ok(())
-                } else {
-                    Err("runtime reports RuntimeReady=false".into())
-                }
-            }
-            Err(e) => Err(format!("container runtime unreachable: {e}")),
-        };
-        *cache = Some((Instant::now(), r.clone()));
-        r
+    /// The runtime checker's verdict; ready until its first answer (start-up is not a fault).
+    fn runtime_healthy(&self) -> Result<(), String> {
+        self.runtime_health
+            .borrow()
+            .as_ref()
+            .map_or(Ok(()), |h| h.runtime.clone())
     }
 }
 
@@ -166,7 +147,7 @@ type View = Arc<NodeView>;
 
 async fn healthz(State(v): State<View>) -> Response {
     let pleg_ok = crate::pleg::is_healthy(*v.pleg_health.borrow());
-    let runtime = v.runtime_healthy().await;
+    let runtime = v.runtime_healthy();
     if pleg_ok && runtime.is_ok() {
         return (StatusCode::OK, "ok").into_response();
     }
@@ -512,11 +493,6 @@ pub fn start(
             cancel.clone(),
         ));
     }
-    tasks.spawn(metrics::track_pod_starts(
-        view.metrics.clone(),
-        view.status.clone(),
-        cancel,
-    ));
     Ok(())
 }
 
@@ -593,26 +569,23 @@ mod tests {
     /// runtime that is never dialled, open to anonymous requests.
     fn routes() -> Router {
         let opts = Options::from_args(["nodelet".to_string()]).expect("default options");
-        let (writer, status) = crate::status::store();
-        writer.set(
-            "u1",
-            Pod {
-                metadata: ObjectMeta {
-                    namespace: Some("default".into()),
-                    name: Some("p".into()),
-                    uid: Some("u1".into()),
-                    ..Default::default()
-                },
-                status: Some(PodStatus {
-                    container_statuses: Some(vec![ContainerStatus {
-                        name: "c".into(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
+        let pod = Pod {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some("p".into()),
+                uid: Some("u1".into()),
                 ..Default::default()
             },
-        );
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "c".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let status = crate::status::StatusStore::fixed([("u1".to_string(), Arc::new(pod))].into());
         let cri = Cri::connect(
             "unix:///nonexistent/cri.sock",
             "unix:///nonexistent/cri.sock",
@@ -622,9 +595,15 @@ mod tests {
         let view = NodeView::new(
             &opts,
             status,
-            cri,
+            cri.clone(),
             Arc::new(NoStats),
-            Arc::new(metrics::AgentMetrics::new()),
+            metrics::AgentSources {
+                runtime_ops: cri.op_stats(),
+                pleg: Arc::default(),
+                status: Arc::default(),
+                bus: crate::events::Bus::new(),
+            },
+            tokio::sync::watch::channel(None).1,
             tokio::sync::watch::channel(None).1,
         );
         let policy = AuthPolicy {

@@ -18,6 +18,7 @@
 //! the kubelet's Summary API only copies them out).
 
 pub mod cgroupfs;
+pub mod summary;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -23,9 +23,11 @@ pub struct StatusContext {
     pub start_time: Option<SystemTime>,
 }
 
+/// metav1.Time: whole seconds on the wire (RFC 3339 without fraction), as the API server keeps
+/// it; sub-second parts would make every status differ from what the API stores.
 fn time(t: SystemTime) -> Option<Time> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    k8s_openapi::jiff::Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32)
+    k8s_openapi::jiff::Timestamp::new(i64::try_from(d.as_secs()).ok()?, 0)
         .ok()
         .map(Time)
 }

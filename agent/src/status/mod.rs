@@ -1,8 +1,25 @@
 //! Status manager (kubelet pkg/kubelet/status): the one writer of every pod's API status
-//! (phase, conditions, container statuses), fed by the pod workers after each sync; readers
-//! (the HTTP server's /pods, metrics) get cheap snapshots.
+//! (phase, conditions, container statuses). Readers (/pods, metrics, next the API server
+//! patcher) get cheap snapshots from a [`StatusStore`].
+//!
+//! A pod has a status from the moment a config source shows it (Pending, containers waiting
+//! `ContainerCreating`), not only after its first sync: a pod stuck in a long image pull or a
+//! failing sandbox is visible. The manager task is fed by
+//! - the config sources' desired set (first sight, spec changes, removal),
+//! - the pod workers through a [`StatusHandle`] (why containers wait: `ErrImagePull`,
+//!   `CrashLoopBackOff`, `CreateContainerConfigError`, ... and "terminated"),
+//! - the runtime cache (PLEG: what runs), and the event bus (a lag means: recompute all).
+//!
+//! Each pod's status is versioned; a write that changes nothing is not published. A terminal
+//! phase (Succeeded, Failed) never goes back. The manager also times pod starts
+//! (`kubelet_pod_start_duration_seconds`): from the first sight by a config source to the
+//! first status in which every container runs, as the kubelet's SyncPod observes it (only for
+//! pods this agent started, not for pods adopted at start-up).
 
 pub mod generate;
+mod manager;
+
+pub use manager::{StatusHandle, StatusStats, start};
 
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
@@ -12,42 +29,10 @@ use tokio::sync::watch;
 /// All pods with their current status, keyed by UID.
 pub type PodStatuses = Arc<BTreeMap<String, Arc<Pod>>>;
 
-/// Write side, held by the pod workers (cloneable; every write replaces one pod's entry).
-#[derive(Clone, Debug)]
-pub struct StatusWriter {
-    tx: Arc<watch::Sender<PodStatuses>>,
-}
-
-/// Read side: cheap to clone, never blocks writers.
+/// Read side: cheap to clone, never blocks the manager.
 #[derive(Clone, Debug)]
 pub struct StatusStore {
     rx: watch::Receiver<PodStatuses>,
-}
-
-/// A new, empty status store.
-pub fn store() -> (StatusWriter, StatusStore) {
-    let (tx, rx) = watch::channel(PodStatuses::default());
-    (StatusWriter { tx: Arc::new(tx) }, StatusStore { rx })
-}
-
-impl StatusWriter {
-    /// Sets (or replaces) a pod's object with its status.
-    pub fn set(&self, uid: &str, pod: Pod) {
-        let pod = Arc::new(pod);
-        self.tx.send_if_modified(|m| {
-            if m.get(uid).is_some_and(|old| **old == *pod) {
-                return false;
-            }
-            Arc::make_mut(m).insert(uid.to_string(), pod);
-            true
-        });
-    }
-
-    /// Forgets a pod (terminated and removed).
-    pub fn remove(&self, uid: &str) {
-        self.tx
-            .send_if_modified(|m| Arc::make_mut(m).remove(uid).is_some());
-    }
 }
 
 impl StatusStore {
@@ -68,8 +53,12 @@ impl StatusStore {
             .cloned()
     }
 
-    /// Waits until any pod status changes (for watchers and tests).
-    pub async fn changed(&mut self) -> bool {
-        self.rx.changed().await.is_ok()
+    /// A store over a fixed set of pods (tests of readers).
+    #[cfg(test)]
+    pub fn fixed(pods: BTreeMap<String, Arc<Pod>>) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(pods));
+        // The sender may go: a receiver keeps the last value.
+        drop(tx);
+        Self { rx }
     }
 }

@@ -1,0 +1,218 @@
+//! The runtime cache (kubelet pkg/kubelet/container/cache.go): every pod's runtime state as of
+//! the last relist, written only by PLEG, read by the pod workers, the status manager and the
+//! stats mapper (who owns which container id) instead of each asking the runtime on its own.
+//!
+//! [`CacheReader::newer_than`] is the kubelet's `GetNewerThan`: a pod worker asks for state
+//! from a relist that started after its own last action finished, so it never acts twice on
+//! the same stale view (creating a container that it already created). Shape: one writer, a
+//! `watch` of immutable snapshots, like `stats/` and kube-runtime's reflector store.
+
+use crate::kuberuntime::state::PodRuntimeState;
+use crate::pod::PodRef;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// One pod as the cache holds it.
+#[derive(Debug, Clone)]
+pub struct CachedPod {
+    /// Identity from the runtime's labels.
+    pub pod: PodRef,
+    /// Sandboxes and containers with exit details.
+    pub state: Arc<PodRuntimeState>,
+}
+
+/// One immutable cache generation.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSnapshot {
+    /// Pods the runtime has, by UID.
+    pub pods: HashMap<String, CachedPod>,
+    /// Start time of the relist this generation reflects (`None` before the first).
+    pub updated: Option<Instant>,
+    /// Incremented on every write, also when nothing changed (a newer relist is news too).
+    pub generation: u64,
+}
+
+impl CacheSnapshot {
+    /// The owner of a container or sandbox id: (pod, container name; `None` for a sandbox).
+    #[allow(dead_code)] // the stats mapper's index (next commit)
+    pub fn owner_of(&self, id: &str) -> Option<(&CachedPod, Option<&str>)> {
+        self.pods.values().find_map(|p| {
+            if let Some(c) = p.state.containers.iter().find(|c| c.id == id) {
+                return Some((p, Some(c.name.as_str())));
+            }
+            p.state
+                .sandboxes
+                .iter()
+                .any(|s| s.id == id)
+                .then_some((p, None))
+        })
+    }
+}
+
+/// The writer, held by PLEG.
+#[derive(Debug)]
+pub struct RuntimeCache {
+    tx: watch::Sender<Arc<CacheSnapshot>>,
+}
+
+/// A read handle (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct CacheReader {
+    rx: watch::Receiver<Arc<CacheSnapshot>>,
+}
+
+/// A new, empty cache.
+pub fn cache() -> (RuntimeCache, CacheReader) {
+    let (tx, rx) = watch::channel(Arc::new(CacheSnapshot::default()));
+    (RuntimeCache { tx }, CacheReader { rx })
+}
+
+impl RuntimeCache {
+    /// The current generation.
+    pub fn current(&self) -> Arc<CacheSnapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Publishes the result of the relist that started at `relist_started`.
+    pub fn publish(&self, pods: HashMap<String, CachedPod>, relist_started: Instant) {
+        self.tx.send_modify(|cur| {
+            let generation = cur.generation + 1;
+            *cur = Arc::new(CacheSnapshot {
+                pods,
+                updated: Some(relist_started),
+                generation,
+            });
+        });
+    }
+}
+
+impl CacheReader {
+    /// The current generation.
+    pub fn snapshot(&self) -> Arc<CacheSnapshot> {
+        self.rx.borrow().clone()
+    }
+
+    /// The pod's state from a relist that started after `after` (immediately when `after` is
+    /// `None`); an absent pod is an empty state. Waits for PLEG otherwise: if PLEG has
+    /// stopped, this waits until the caller gives up (the kubelet blocks the same way).
+    pub async fn newer_than(&mut self, uid: &str, after: Option<Instant>) -> Arc<PodRuntimeState> {
+        loop {
+            {
+                let snap = self.rx.borrow_and_update();
+                let fresh = match (after, snap.updated) {
+                    (None, _) => true,
+                    (Some(a), Some(u)) => u > a,
+                    (Some(_), None) => false,
+                };
+                if fresh {
+                    return snap
+                        .pods
+                        .get(uid)
+                        .map(|p| p.state.clone())
+                        .unwrap_or_default();
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                // The writer is gone (shutdown): nothing newer will come.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Waits for the next generation; false once the writer is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn one(uid: &str) -> HashMap<String, CachedPod> {
+        [(
+            uid.to_string(),
+            CachedPod {
+                pod: PodRef {
+                    namespace: "ns".into(),
+                    name: "p".into(),
+                    uid: uid.into(),
+                },
+                state: Arc::default(),
+            },
+        )]
+        .into()
+    }
+
+    #[tokio::test]
+    async fn newer_than_waits_for_a_relist_that_started_after_the_last_action() {
+        let (w, mut r) = cache();
+        let t0 = Instant::now();
+        w.publish(one("u"), t0);
+        // No previous action: the current state at once.
+        assert!(r.newer_than("u", None).await.is_empty());
+        let acted = Instant::now();
+        // A relist that started before the action does not count.
+        w.publish(one("u"), t0);
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), r.newer_than("u", Some(acted)));
+        assert!(
+            waiting.await.is_err(),
+            "state older than the action must not be returned"
+        );
+        let mut r2 = r.clone();
+        let wait = tokio::spawn(async move { r2.newer_than("u", Some(acted)).await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        w.publish(one("u"), Instant::now());
+        assert!(wait.await.is_ok());
+    }
+
+    #[test]
+    fn owner_of_finds_containers_and_sandboxes() {
+        use crate::kuberuntime::state::{ContainerState, ContainerView, SandboxView};
+        let (w, r) = cache();
+        let mut pods = one("u");
+        if let Some(p) = pods.get_mut("u") {
+            p.state = Arc::new(PodRuntimeState {
+                sandboxes: vec![SandboxView {
+                    id: "sb".into(),
+                    attempt: 0,
+                    ready: true,
+                    created_at: 1,
+                }],
+                containers: vec![ContainerView {
+                    id: "c1".into(),
+                    name: "web".into(),
+                    restart_count: 0,
+                    state: ContainerState::Running,
+                    created_at: 2,
+                    exit_code: 0,
+                    started_at: None,
+                    finished_at: None,
+                    reason: String::new(),
+                    message: String::new(),
+                    image: String::new(),
+                    image_ref: String::new(),
+                    hash: None,
+                    grace: None,
+                    sandbox_id: "sb".into(),
+                }],
+                pod_ip: String::new(),
+            });
+        }
+        w.publish(pods, Instant::now());
+        let snap = r.snapshot();
+        assert_eq!(
+            snap.owner_of("c1").map(|(p, c)| (p.pod.uid.as_str(), c)),
+            Some(("u", Some("web")))
+        );
+        assert_eq!(
+            snap.owner_of("sb").map(|(p, c)| (p.pod.uid.as_str(), c)),
+            Some(("u", None))
+        );
+        assert!(snap.owner_of("zz").is_none());
+    }
+}

@@ -1,0 +1,198 @@
+//! The stats model every reader shares: node, pod and container usage in the Summary API's
+//! terms (kubelet pkg/kubelet/apis/stats/v1alpha1), and [`StatsSource`], the narrow read
+//! interface `server/` (/stats/summary) and `metrics/` (/metrics/cadvisor, /metrics/resource)
+//! use. Rates (`usageNanoCores`) are computed once per sweep by the store's single writer,
+//! never by a reader. Readers never walk cgroups.
+
+use std::time::SystemTime;
+
+/// CPU and memory of one cgroup at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// When the numbers were taken.
+    pub timestamp: Option<SystemTime>,
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// CPU rate over the last interval, nanocores (None until two samples exist).
+    pub cpu_usage_nano_cores: Option<u64>,
+    /// Working set: usage minus inactive file.
+    pub memory_working_set_bytes: u64,
+    /// Total memory usage.
+    pub memory_usage_bytes: u64,
+    /// Anonymous + swap cache.
+    pub memory_rss_bytes: u64,
+    /// Page cache.
+    pub memory_cache_bytes: u64,
+    /// Page faults.
+    pub page_faults: u64,
+    /// Major page faults.
+    pub major_page_faults: u64,
+    /// OOM kills seen in this cgroup.
+    pub oom_events: u64,
+    /// Memory limit, if any.
+    pub memory_limit_bytes: Option<u64>,
+    /// CFS throttled periods, for cgroups with a CPU limit.
+    pub cpu_throttled_periods: Option<u64>,
+    /// Time its tasks waited on a run queue, ns (eBPF; counted since the agent loaded).
+    pub cpu_run_queue_ns: Option<u64>,
+    /// Times its tasks ran on a CPU (eBPF; counted since the agent loaded).
+    pub cpu_run_periods: Option<u64>,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStats {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Runtime container id (no `containerd://` prefix).
+    pub id: String,
+    /// Image reference.
+    pub image: String,
+    /// cgroup path as cAdvisor's `id` label shows it, e.g. `/kubepods/besteffort/pod<uid>/<id>`.
+    pub cgroup: String,
+    /// When the container started.
+    pub start_time: Option<SystemTime>,
+    /// Whether it is running now.
+    pub running: bool,
+    /// Usage.
+    pub usage: Usage,
+}
+
+/// One pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodStats {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Pod-level cgroup path (cAdvisor `id` for `container=""`).
+    pub cgroup: String,
+    /// Pod start time.
+    pub start_time: Option<SystemTime>,
+    /// Pod-level cgroup usage, when known.
+    pub usage: Option<Usage>,
+    /// Containers.
+    pub containers: Vec<ContainerStats>,
+}
+
+/// Filesystem numbers (node root fs).
+#[derive(Debug, Clone, Default)]
+pub struct FsStats {
+    /// Bytes available to non-root.
+    pub available_bytes: u64,
+    /// Total bytes.
+    pub capacity_bytes: u64,
+    /// Bytes used.
+    pub used_bytes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// Total inodes.
+    pub inodes: u64,
+}
+
+/// The node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStats {
+    /// When the node (agent) started.
+    pub start_time: Option<SystemTime>,
+    /// Node-level usage.
+    pub usage: Usage,
+    /// Memory available (capacity minus working set).
+    pub memory_available_bytes: Option<u64>,
+    /// Logical CPUs.
+    pub cpu_cores: u32,
+    /// Physical memory.
+    pub memory_capacity_bytes: u64,
+    /// kernel.pid_max.
+    pub max_pid: Option<u64>,
+    /// Processes running.
+    pub cur_proc: Option<u64>,
+    /// Root filesystem of the node.
+    pub fs: Option<FsStats>,
+}
+
+/// One consistent read of everything the stats endpoints show.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    /// Node.
+    pub node: NodeStats,
+    /// Pods with their containers.
+    pub pods: Vec<PodStats>,
+}
+
+/// Source of usage numbers for /stats/summary, /metrics/cadvisor and /metrics/resource.
+pub trait StatsSource: Send + Sync + 'static {
+    /// The current numbers; cheap (a copy of the store, no cgroup reads).
+    fn snapshot(&self) -> StatsSnapshot;
+
+    /// Where the numbers come from and the pipeline's counters, for `nodelet_*` metrics;
+    /// `None` when telemetry is off.
+    fn health(&self) -> Option<TelemetryHealth> {
+        None
+    }
+}
+
+/// The telemetry pipeline's state, as `/metrics` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryHealth {
+    /// `ebpf`, `cgroupfs` or `none`.
+    pub source: &'static str,
+    /// Collector and ring-buffer counters.
+    pub counters: crate::stats::CollectorCounters,
+    /// The eBPF programs' kernel run-time statistics (empty without eBPF).
+    pub programs: Vec<crate::ebpf::ProgramRuns>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A source with `n` running containers, one per pod.
+    pub(crate) fn stub(n: usize) -> StatsSnapshot {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let usage = |i: usize| Usage {
+            timestamp: Some(t),
+            cpu_usage_ns: 1_000_000 + i as u64,
+            cpu_usage_nano_cores: Some(5_000),
+            memory_working_set_bytes: 4096 * (i as u64 + 1),
+            memory_usage_bytes: 8192 * (i as u64 + 1),
+            memory_rss_bytes: 4096,
+            memory_cache_bytes: 4096,
+            memory_limit_bytes: Some(1 << 30),
+            ..Default::default()
+        };
+        StatsSnapshot {
+            node: NodeStats {
+                start_time: Some(t),
+                usage: usage(0),
+                cpu_cores: 2,
+                memory_capacity_bytes: 4 << 30,
+                max_pid: Some(4_194_304),
+                cur_proc: Some(120),
+                ..Default::default()
+            },
+            pods: (0..n)
+                .map(|i| PodStats {
+                    namespace: "default".into(),
+                    name: format!("p{i}"),
+                    uid: format!("uid-{i}"),
+                    cgroup: format!("/kubepods/besteffort/poduid-{i}"),
+                    start_time: Some(t),
+                    usage: Some(usage(i)),
+                    containers: vec![ContainerStats {
+                        name: "c".into(),
+                        id: format!("{i:064x}"),
+                        image: "busybox:1.35".into(),
+                        cgroup: format!("/kubepods/besteffort/poduid-{i}/{i:064x}"),
+                        start_time: Some(t),
+                        running: true,
+                        usage: usage(i),
+                    }],
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The status manager task: one owner of every pod's status entry (see the module doc).
+
+use super::generate::{StatusContext, Waiting, pod_with_status};
+use super::{PodStatuses, StatusStore};
+use crate::config::PodSet;
+use crate::events::{Bus, Received};
+use crate::instrument::Histogram;
+use crate::kuberuntime::state::PodRuntimeState;
+use crate::pleg::cache::CacheReader;
+use crate::pod::PodHandle;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// kubelet_pod_start_duration_seconds buckets (pkg/kubelet/metrics).
+const POD_START_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0, 240.0,
+    300.0, 360.0, 480.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+];
+
+/// Updates a pod worker sends. Commands: the worker waits when the manager is busy, so no
+/// update is lost (the queue is small and the manager's work per update is a status rebuild).
+#[derive(Debug)]
+enum Update {
+    /// Why the pod's containers wait, as of this point of a sync.
+    Waiting { uid: String, waiting: Waiting },
+    /// The pod is terminated and removed from the runtime.
+    Terminated { uid: String },
+}
+
+/// The pod workers' handle on the manager (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct StatusHandle {
+    tx: mpsc::Sender<Update>,
+}
+
+impl StatusHandle {
+    /// Reports why containers wait (replaces the previous report for the pod).
+    pub async fn waiting(&self, uid: &str, waiting: Waiting) {
+        let _ = self
+            .tx
+            .send(Update::Waiting {
+                uid: uid.to_owned(),
+                waiting,
+            })
+            .await;
+    }
+
+    /// Reports that the pod is gone from the runtime: its status is forgotten unless a config
+    /// source still wants the UID.
+    pub async fn terminated(&self, uid: &str) {
+        let _ = self
+            .tx
+            .send(Update::Terminated {
+                uid: uid.to_owned(),
+            })
+            .await;
+    }
+}
+
+/// The manager's statistics, rendered by `metrics/`.
+#[derive(Debug)]
+pub struct StatusStats {
+    /// kubelet_pod_start_duration_seconds.
+    pub pod_start: Histogram,
+}
+
+impl Default for StatusStats {
+    fn default() -> Self {
+        Self {
+            pod_start: Histogram::new(POD_START_BUCKETS),
+        }
+    }
+}
+
+/// Whether the agent started a pod or found it running (adoption): only the former is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Not known yet: the runtime cache had no relist when the pod was first seen.
+    Unknown,
+    /// The runtime had nothing of the pod when it was first seen.
+    New,
+    /// The runtime already had it.
+    Adopted,
+}
+
+/// One pod's entry.
+#[derive(Debug)]
+struct Entry {
+    desired: PodHandle,
+    first_seen: SystemTime,
+    first_seen_mono: Instant,
+    waiting: Waiting,
+    runtime: Option<Arc<PodRuntimeState>>,
+    /// Still in the config sources' set.
+    wanted: bool,
+    origin: Origin,
+    start_observed: bool,
+    /// Bumped on every input change.
+    version: u64,
+    /// The version `status` was built from.
+    built: u64,
+    status: Option<Arc<Pod>>,
+}
+
+/// Starts the manager. Returns the workers' handle, the read side and the statistics.
+pub fn start(
+    host_ip: String,
+    config: watch::Receiver<Option<PodSet>>,
+    cache: CacheReader,
+    bus: &Bus,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: CancellationToken,
+) -> (StatusHandle, StatusStore, Arc<StatusStats>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (out, store_rx) = watch::channel(PodStatuses::default());
+    let stats = Arc::new(StatusStats::default());
+    let m = Manager {
+        host_ip,
+        entries: BTreeMap::new(),
+        out,
+        stats: stats.clone(),
+    };
+    tasks.spawn(m.run(config, cache, bus.subscribe("status"), rx, cancel));
+    (StatusHandle { tx }, StatusStore { rx: store_rx }, stats)
+}
+
+struct Manager {
+    host_ip: String,
+    entries: BTreeMap<String, Entry>,
+    out: watch::Sender<PodStatuses>,
+    stats: Arc<StatusStats>,
+}
+
+impl Manager {
+    async fn run(
+        mut self,
+        mut config: watch::Receiver<Option<PodSet>>,
+        mut cache: CacheReader,
+        mut bus: crate::events::Subscriber,
+        mut updates: mpsc::Receiver<Update>,
+        cancel: CancellationToken,
+    ) {
+        let mut cache_open = true;
+        let mut bus_open = true;
+        loop {
+            let set = config.borrow_and_update().clone();
+            if let Some(set) = set {
+                self.on_config(&set, &cache);
+            }
+            self.on_cache(&cache);
+            self.publish();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = config.changed() => if r.is_err() { return },
+                ok = cache.changed(), if cache_open => cache_open = ok,
+                u = updates.recv() => match u {
+                    Some(u) => self.on_update(u),
+                    None => return,
+                },
+                ev = bus.recv(), if bus_open => match ev {
+                    // Lost events: the stores are the truth, and every pass reads them.
+                    Some(Received::Lagged(_)) => {}
+                    Some(Received::Event(_)) => {}
+                    None => bus_open = false,
+                },
+            }
+        }
+    }
+
+    /// First sight, spec changes and removals from the config sources.
+    fn on_config(&mut self, set: &PodSet, cache: &CacheReader) {
+        let snap = cache.snapshot();
+        let relisted = snap.updated.is_some();
+        for (uid, pod) in set.iter() {
+            match self.entries.get_mut(uid) {
+                Some(e) => {
+                    e.wanted = true;
+                    if !Arc::ptr_eq(&e.desired, pod) && e.desired != *pod {
+                        e.desired = pod.clone();
+                        e.version += 1;
+                    }
+                }
+                None => {
+                    let origin = match (relisted, snap.pods.contains_key(uid)) {
+                        (false, _) => Origin::Unknown,
+                        (true, true) => Origin::Adopted,
+                        (true, false) => Origin::New,
+                    };
+                    debug!(pod = %pod.pod_ref, ?origin, "status: pod first seen");
+                    self.entries.insert(
+                        uid.clone(),
+                        Entry {
+                            desired: pod.clone(),
+                            first_seen: SystemTime::now(),
+                            first_seen_mono: Instant::now(),
+                            waiting: Waiting::new(),
+                            runtime: snap.pods.get(uid).map(|p| p.state.clone()),
+                            wanted: true,
+                            origin,
+                            start_observed: false,
+                            version: 1,
+                            built: 0,
+                            status: None,
+                        },
+                    );
+                }
+            }
+        }
+        for (uid, e) in self.entries.iter_mut() {
+            if e.wanted && !set.contains_key(uid) {
+                e.wanted = false;
+            }
+        }
+        // A removed pod the runtime never had (or no longer has) has nothing left to report.
+        self.entries
+            .retain(|uid, e| e.wanted || !relisted || snap.pods.contains_key(uid));
+    }
+
+    /// New runtime state from PLEG.
+    fn on_cache(&mut self, cache: &CacheReader) {
+        let snap = cache.snapshot();
+        if snap.updated.is_none() {
+            return;
+        }
+        for (uid, e) in self.entries.iter_mut() {
+            let now = snap.pods.get(uid).map(|p| p.state.clone());
+            if e.origin == Origin::Unknown {
+                e.origin = if now.is_some() {
+                    Origin::Adopted
+                } else {
+                    Origin::New
+                };
+            }
+            let same = match (&e.runtime, &now) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                e.runtime = now;
+                e.version += 1;
+            }
+        }
+    }
+
+    fn on_update(&mut self, u: Update) {
+        match u {
+            Update::Waiting { uid, waiting } => {
+                if let Some(e) = self.entries.get_mut(&uid)
+                    && e.waiting != waiting
+                {
+                    e.waiting = waiting;
+                    e.version += 1;
+                }
+            }
+            Update::Terminated { uid } => {
+                let keep = self.entries.get_mut(&uid).is_some_and(|e| {
+                    // Re-added while it terminated: it starts again from a clean slate.
+                    e.runtime = None;
+                    e.waiting.clear();
+                    e.version += 1;
+                    e.wanted
+                });
+                if !keep {
+                    self.entries.remove(&uid);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the statuses whose inputs changed and publishes the set if any differs.
+    fn publish(&mut self) {
+        let mut changed = false;
+        let empty = PodRuntimeState::default();
+        for e in self.entries.values_mut() {
+            if e.version == e.built {
+                continue;
+            }
+            let ctx = StatusContext {
+                host_ip: self.host_ip.clone(),
+                start_time: Some(e.first_seen),
+            };
+            let rt = e.runtime.as_deref().unwrap_or(&empty);
+            let mut pod = pod_with_status(&e.desired, rt, &e.waiting, &ctx);
+            let old_phase = e
+                .status
+                .as_ref()
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.phase.clone());
+            if let (Some(old), Some(st)) = (old_phase.as_deref(), pod.status.as_mut())
+                && matches!(old, "Succeeded" | "Failed")
+                && st.phase.as_deref() != Some(old)
+            {
+                // A terminal phase never goes back (the kubelet's status manager guard).
+                st.phase = Some(old.to_owned());
+            }
+            let new_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if !e.start_observed
+                && e.origin == Origin::New
+                && new_phase == Some("Running")
+                && all_running(&pod)
+            {
+                self.stats.pod_start.observe(e.first_seen_mono.elapsed());
+                e.start_observed = true;
+            }
+            e.built = e.version;
+            if e.status.as_deref() != Some(&pod) {
+                e.status = Some(Arc::new(pod));
+                changed = true;
+            }
+        }
+        let stale = self.out.borrow().len() != self.entries.len();
+        if changed || stale {
+            let map: BTreeMap<String, Arc<Pod>> = self
+                .entries
+                .iter()
+                .filter_map(|(uid, e)| e.status.clone().map(|s| (uid.clone(), s)))
+                .collect();
+            self.out.send_replace(Arc::new(map));
+        }
+    }
+}
+
+/// Every container of the spec runs (the kubelet's "pod started" point).
+fn all_running(pod: &Pod) -> bool {
+    let n = pod.spec.as_ref().map_or(0, |s| s.containers.len());
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        .count();
+    n > 0 && running >= n
+}

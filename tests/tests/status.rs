@@ -1,0 +1,175 @@
+//! Pod status from first sight (issue 10): a pod is listed by /pods from the moment its
+//! manifest is read, Pending with the waiting reason of where its sync stands, and the pod
+//! start duration is timed from that first sight, not from the first finished sync.
+
+use anyhow::{Context, Result};
+use nodelet_tests::{Node, NodeOpts, free_port};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, SystemTime};
+
+const T: Duration = Duration::from_secs(60);
+
+/// GET over plain HTTP on the read-only port.
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    Ok(body.to_owned())
+}
+
+fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
+    let ro = free_port()?;
+    let node = Node::start(NodeOpts {
+        extra_config: format!(
+            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n",
+            free_port()?
+        ),
+        ..Default::default()
+    })?;
+    Ok(node.map(|n| (n, ro)))
+}
+
+/// The pod named `name` in /pods, if listed.
+fn listed(port: u16, name: &str) -> Result<Option<Value>> {
+    let v: Value = serde_json::from_str(&get(port, "/pods")?)?;
+    let full = format!("{name}-{}", nodelet_tests::NODE);
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["metadata"]["name"] == full.as_str())
+        .cloned())
+}
+
+fn waiting_reason(pod: &Value) -> Option<String> {
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn image_pod(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
+         containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: Always\n"
+    )
+}
+
+#[test]
+fn a_pod_stuck_pulling_is_listed_pending_and_a_failed_pull_says_why() -> Result<()> {
+    // A "registry" that accepts connections and never answers: the pull hangs.
+    let hang = TcpListener::bind("127.0.0.1:0")?;
+    let hang_port = hang.local_addr()?.port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hang.incoming().take(8).flatten() {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    // A registry port nobody listens on: the pull fails at once.
+    let refused_port = free_port()?;
+    let Some((node, ro)) = node_with_read_only_port()? else {
+        return Ok(());
+    };
+    node.write_manifest(
+        "hang.yaml",
+        &image_pod("hang", &format!("127.0.0.1:{hang_port}/hang:1")),
+    )?;
+    node.write_manifest(
+        "refused.yaml",
+        &image_pod("refused", &format!("127.0.0.1:{refused_port}/gone:1")),
+    )?;
+
+    let pod = node.wait("/pods to list the pod whose pull hangs", T, || {
+        listed(ro, "hang")
+    })?;
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod:#}");
+    assert_eq!(
+        waiting_reason(&pod).as_deref(),
+        Some("ContainerCreating"),
+        "{pod:#}"
+    );
+    assert!(
+        pod["status"]["startTime"].is_string(),
+        "startTime from first sight: {pod:#}"
+    );
+
+    let reason = node.wait("the failed pull to show in /pods", T, || {
+        Ok(listed(ro, "refused")?
+            .and_then(|p| waiting_reason(&p))
+            .filter(|r| r == "ErrImagePull" || r == "ImagePullBackOff"))
+    })?;
+    assert!(reason == "ErrImagePull" || reason == "ImagePullBackOff");
+    // Still pulling, still listed.
+    let pod = listed(ro, "hang")?.context("the hanging pod vanished from /pods")?;
+    assert_eq!(pod["status"]["phase"], "Pending");
+    drop(node);
+    drop(held);
+    Ok(())
+}
+
+/// The histogram's `_sum` and `_count` for kubelet_pod_start_duration_seconds.
+fn pod_start_metric(port: u16) -> Result<(f64, u64)> {
+    let text = get(port, "/metrics")?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Ok((
+        value("kubelet_pod_start_duration_seconds_sum").unwrap_or(0.0),
+        value("kubelet_pod_start_duration_seconds_count").unwrap_or(0.0) as u64,
+    ))
+}
+
+fn ns_time(ns: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+#[test]
+fn pod_start_duration_is_timed_from_first_sight() -> Result<()> {
+    let Some((node, ro)) = node_with_read_only_port()? else {
+        return Ok(());
+    };
+    node.write_manifest(
+        "start.yaml",
+        &nodelet_tests::host_pod("start", "Always", "sleep 3600"),
+    )?;
+    let c = node.wait("the container to run", T, || {
+        Ok(node
+            .pod_containers("start")?
+            .into_iter()
+            .find(|c| c.state == nodelet_tests::running()))
+    })?;
+    let (sum, count) = node.wait("the pod start to be observed", T, || {
+        let (sum, count) = pod_start_metric(ro)?;
+        Ok((count >= 1).then_some((sum, count)))
+    })?;
+    assert_eq!(count, 1, "one pod started");
+    // The clock started before the sandbox was created and stopped after the container ran:
+    // it covers at least that span of the runtime's own timestamps (a causal bound, not a
+    // timing measurement).
+    let sandbox = node
+        .pod_sandboxes("start")?
+        .into_iter()
+        .next()
+        .context("no sandbox")?;
+    let started = node.container_status(&c.id)?.started_at;
+    let span = ns_time(started)
+        .duration_since(ns_time(sandbox.created_at))
+        .unwrap_or_default();
+    assert!(
+        sum >= span.as_secs_f64(),
+        "pod start {sum:.3}s must cover sandbox creation to container start ({:.3}s)",
+        span.as_secs_f64()
+    );
+    Ok(())
+}
