@@ -366,6 +366,25 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 fn test(extra: &[String]) -> Result<ExitCode> {
     let images = setup()?;
     let bin = build_agent(false)?;
+    // The control plane builds before the tests, not inside one of them: a cold build takes
+    // 10-30 min of both cores and would starve the tests running beside it.
+    match xtask::k8s::go_unavailable() {
+        None => {
+            let cp = xtask::k8s::control_plane(xtask::k8s::RELEASE, xtask::k8s::ETCD_VERSION)?;
+            eprintln!(
+                "xtask: control plane {} ready ({})",
+                xtask::k8s::RELEASE,
+                cp.apiserver.display()
+            );
+        }
+        Some(why) if xtask::require_all() => {
+            bail!(
+                "{}=1 but the control plane cannot be built: {why}",
+                xtask::REQUIRE_ALL_VAR
+            )
+        }
+        Some(why) => eprintln!("xtask: no control plane ({why}); cluster tests will skip"),
+    }
     let mut c = cargo();
     c.args(["test", "--workspace"])
         .args(extra)
