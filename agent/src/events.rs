@@ -84,9 +84,63 @@ pub struct MemoryMark {
     pub kernel_ts_ns: u64,
 }
 
+/// One OOM kill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    /// Cgroup path of the victim (memory hierarchy); `None` if it could not be resolved.
+    pub cgroup: Option<String>,
+    /// Victim thread id (eBPF only).
+    pub pid: Option<u32>,
+    /// Victim process id (eBPF only).
+    pub tgid: Option<u32>,
+    /// Victim command name (eBPF only).
+    pub comm: Option<String>,
+    /// When the kernel chose the victim (CLOCK_MONOTONIC ns) (eBPF only).
+    pub kernel_ts_ns: Option<u64>,
+    /// When the agent learnt of it.
+    pub seen_at: SystemTime,
+}
+
+/// A kernel record as eBPF (or the cgroupfs poller) reports it, before the stats mapper
+/// resolves its cgroup to a pod: the mapper turns these into [`NodeEvent`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// The kernel OOM-killed a task.
+    Oom(OomEvent),
+    /// A memcg (leaf) or the node crossed a memory mark.
+    MemoryMark {
+        /// Cgroup path; `None` for the node mark or an unknown memcg.
+        cgroup: Option<String>,
+        /// True for the node-wide working-set mark.
+        node: bool,
+        /// True when rising through the high mark, false when falling below the low one.
+        rising: bool,
+        /// Usage (cgroup) or working set (node) in bytes at the crossing, if known.
+        bytes: Option<u64>,
+        /// Kernel time of the crossing (CLOCK_MONOTONIC ns).
+        kernel_ts_ns: u64,
+    },
+    /// A cgroup was created in a hierarchy the agent keys by.
+    CgroupCreated {
+        /// Hierarchy id (0: v2).
+        hierarchy_id: u32,
+        /// kernfs id.
+        id: u64,
+        /// Path relative to the hierarchy root.
+        path: String,
+    },
+    /// A cgroup was removed.
+    CgroupRemoved {
+        /// Hierarchy id (0: v2).
+        hierarchy_id: u32,
+        /// kernfs id.
+        id: u64,
+        /// Path relative to the hierarchy root.
+        path: String,
+    },
+}
+
 /// Everything the bus carries.
-// The kernel variants are published by the stats mapper (next commit).
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     /// PLEG: a pod's containers or sandboxes changed.

@@ -20,14 +20,13 @@ mod pod_workers;
 mod server;
 mod stats;
 mod status;
-mod telemetry;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};
 use options::Options;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -175,16 +174,35 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
     // --- end node status ---
 
-    let telemetry = telemetry::start(
-        telemetry::Settings::from_options(&opts),
-        cri.clone(),
+    // Telemetry: eBPF (or the cgroupfs fallback) writes the stats store; the stats mapper
+    // resolves cgroups to pods from the runtime cache and kernel records to bus events.
+    let telemetry = ebpf::settings::Settings::from_options(&opts);
+    let (stats_writer, stats_store) = stats::store();
+    let pod_stats = stats::pods::PodStatsView::new(stats_store);
+    let (records_tx, records_rx) = mpsc::channel(ebpf::settings::RECORDS_CAPACITY);
+    let marks = ebpf::start_telemetry(
+        &telemetry,
+        stats_writer,
+        records_tx,
         &mut tasks,
         cancel.child_token(),
     );
-
-    let stats = telemetry::server::ServerStats::new(
-        Some(telemetry.view.clone()),
-        server::stats::NodeStats {
+    stats::pods::mapper::start(
+        pod_stats.clone(),
+        cache.clone(),
+        bus.clone(),
+        records_rx,
+        stats::pods::mapper::MapperSettings {
+            dump: telemetry.dump.clone(),
+            mark_bytes: telemetry.mark_bytes,
+            marks,
+        },
+        &mut tasks,
+        cancel.child_token(),
+    );
+    let stats = stats::pods::provider::ServerStats::new(
+        Some(pod_stats),
+        stats::summary::NodeStats {
             start_time: Some(std::time::SystemTime::now()),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
             memory_capacity_bytes: memory_capacity,

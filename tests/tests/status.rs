@@ -173,3 +173,45 @@ fn pod_start_duration_is_timed_from_first_sight() -> Result<()> {
     );
     Ok(())
 }
+
+/// A counter's value in a /metrics text.
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn an_oom_kill_reaches_the_pod_status_and_the_restart_logic() -> Result<()> {
+    let Some((node, ro)) = node_with_read_only_port()? else {
+        return Ok(());
+    };
+    // 100 MiB through `tail -c` against a 20 MiB limit: the kernel kills the container's main
+    // process, the eBPF record goes on the bus, PLEG relists at once.
+    node.write_manifest(
+        "oom.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: oom\nspec:\n  hostNetwork: true\n  \
+         restartPolicy: Always\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
+         command: [\"sh\", \"-c\", \"head -c 104857600 /dev/zero | tail -c 104857600\"]\n    \
+         resources:\n      limits:\n        memory: 20Mi\n",
+    )?;
+    let pod = node.wait("/pods to show the OOM kill as the last state", T, || {
+        Ok(listed(ro, "oom")?.filter(|p| {
+            p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "OOMKilled"
+        }))
+    })?;
+    let c = &pod["status"]["containerStatuses"][0];
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 137, "{pod:#}");
+    assert!(c["restartCount"].as_i64() >= Some(1), "restarted: {pod:#}");
+    let metrics = get(ro, "/metrics")?;
+    assert!(
+        counter(&metrics, "nodelet_pleg_oom_relists_total") >= 1.0,
+        "the OOM record on the bus made PLEG relist:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("oom"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}

@@ -3,6 +3,8 @@
 //! cgroup_manager_linux.go). The runtime creates container cgroups below the parent we name, but
 //! never removes the pod-level cgroup: the agent must (see ../shared/NOTES.md).
 
+pub mod path;
+
 use crate::options::{CgroupDriver, Options};
 use crate::pod::QosClass;
 use std::path::PathBuf;
@@ -40,6 +42,19 @@ impl ContainerManager {
         }
         parts.push(format!("pod{uid}"));
         parts
+    }
+
+    /// The subtree every pod cgroup lives in, relative to the hierarchy root: the node
+    /// allocatable cgroup `<cgroupRoot>/kubepods` (`/kubepods.slice` with systemd), or the
+    /// cgroup root itself without per-QoS cgroups.
+    pub fn pods_root(&self) -> String {
+        let root = self.root.trim_end_matches('/');
+        match (self.driver, self.per_qos) {
+            (CgroupDriver::Cgroupfs, true) => format!("{root}/kubepods"),
+            (CgroupDriver::Systemd, true) => "/kubepods.slice".to_owned(),
+            (_, false) if root.is_empty() => "/".to_owned(),
+            (_, false) => root.to_owned(),
+        }
     }
 
     /// The sandbox's `cgroup_parent` for the runtime.

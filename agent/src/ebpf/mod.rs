@@ -24,6 +24,7 @@ mod kernel_tests;
 mod loader;
 mod records;
 mod ringbuf;
+pub mod settings;
 
 use std::{io, time::Duration, time::SystemTime};
 
@@ -189,43 +190,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Telemetry pushed to the event bus.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TelemetryEvent {
-    /// The kernel OOM-killed a task.
-    Oom(OomEvent),
-    /// A memcg (leaf) or the node crossed a memory mark.
-    MemoryMark {
-        /// Cgroup path; `None` for the node mark or an unknown memcg.
-        cgroup: Option<String>,
-        /// True for the node-wide working-set mark.
-        node: bool,
-        /// True when rising through the high mark, false when falling below the low one.
-        rising: bool,
-        /// Usage (cgroup) or working set (node) in bytes at the crossing, if known.
-        bytes: Option<u64>,
-        /// Kernel time of the crossing (CLOCK_MONOTONIC ns).
-        kernel_ts_ns: u64,
-    },
-    /// A cgroup was created in a hierarchy the agent keys by.
-    CgroupCreated {
-        /// Hierarchy id (0: v2).
-        hierarchy_id: u32,
-        /// kernfs id.
-        id: u64,
-        /// Path relative to the hierarchy root.
-        path: String,
-    },
-    /// A cgroup was removed.
-    CgroupRemoved {
-        /// Hierarchy id (0: v2).
-        hierarchy_id: u32,
-        /// kernfs id.
-        id: u64,
-        /// Path relative to the hierarchy root.
-        path: String,
-    },
-}
+/// Kernel records for the stats mapper (defined with the bus's payloads).
+pub use crate::events::KernelEvent as TelemetryEvent;
 
 /// Requests to the telemetry task.
 #[derive(Debug)]
@@ -323,6 +289,54 @@ pub struct Started {
     pub handle: Option<TelemetryHandle>,
     /// The task; it ends when `cancel` fires.
     pub task: JoinHandle<Result<(), EbpfError>>,
+}
+
+/// Starts telemetry as `settings` ask: the eBPF task (or the cgroupfs fallback) writing
+/// `writer`, with kernel records to `records` (the stats mapper). Returns where the mapper
+/// sends its mark requests (eBPF only). Never fails the agent: with telemetry off the store
+/// says [`Source::None`]; a source that cannot start is logged by the task.
+pub fn start_telemetry(
+    settings: &settings::Settings,
+    writer: StatsWriter,
+    records: mpsc::Sender<TelemetryEvent>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: CancellationToken,
+) -> Option<mpsc::Sender<crate::stats::pods::mapper::MarkRequest>> {
+    if settings.mode == settings::Mode::Off {
+        tracing::info!(var = settings::MODE_VAR, "telemetry off");
+        writer.set_source(Source::None);
+        return None;
+    }
+    let mut opts = TelemetryOptions::default();
+    opts.collector.roots = settings.roots.clone();
+    opts.load.disabled = settings.mode == settings::Mode::Cgroupfs;
+    opts.load.run_stats = settings.bpf_stats;
+    // Returns at once: the source is chosen in the task (it logs and publishes its choice).
+    let started = start(opts, writer, Some(records), cancel.child_token());
+    let task = started.task;
+    tasks.spawn(async move {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "telemetry task stopped"),
+            Err(e) => tracing::warn!(error = %e, "telemetry task failed"),
+        }
+    });
+    let handle = started.handle?;
+    // Serves the mapper's mark requests (a benchmark aid until eviction sets real marks).
+    let (tx, mut rx) = mpsc::channel::<crate::stats::pods::mapper::MarkRequest>(64);
+    tasks.spawn(async move {
+        loop {
+            let req = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.recv() => r,
+            };
+            let Some((path, high, low)) = req else { return };
+            if let Err(e) = handle.set_memory_mark(&path, high, low).await {
+                tracing::debug!(cgroup = %path, error = %error_chain(&e), "setting a memory mark failed");
+            }
+        }
+    });
+    Some(tx)
 }
 
 /// Starts the telemetry task and returns at once. The task loads eBPF (off the runtime) and

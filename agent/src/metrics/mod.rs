@@ -169,10 +169,10 @@ pub fn render_agent(
 fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
     e.family(
         "nodelet_telemetry_source",
-        "Telemetry source in use (1 for the active one): ebpf, or the cgroupfs fallback.",
+        "Telemetry source in use (1 for the active one): loading (not decided yet), ebpf, the cgroupfs fallback, or none.",
         Kind::Gauge,
     );
-    for s in ["ebpf", "cgroupfs"] {
+    for s in ["loading", "ebpf", "cgroupfs", "none"] {
         e.sample(&[("source", s)], f64::from(u8::from(t.source == s)), None);
     }
     let c = &t.counters;
@@ -245,7 +245,8 @@ fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
         Kind::Gauge,
     );
     e.sample(&[], c.rebaseline_interval_s as f64, None);
-    if t.programs.is_empty() {
+    let programs = crate::ebpf::program_runs(&t.program_ids);
+    if programs.is_empty() {
         return;
     }
     e.family(
@@ -254,7 +255,7 @@ fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
          (kernel.bpf_stats_enabled=1 or NODELET_BPF_STATS=1; 0 otherwise).",
         Kind::Counter,
     );
-    for p in &t.programs {
+    for p in &programs {
         e.sample(&[("program", p.name)], p.run_ns as f64 / 1e9, None);
     }
     e.family(
@@ -262,7 +263,7 @@ fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
         "Runs of the eBPF programs while run-time statistics are on.",
         Kind::Counter,
     );
-    for p in &t.programs {
+    for p in &programs {
         e.sample(&[("program", p.name)], p.runs as f64, None);
     }
 }

@@ -34,23 +34,6 @@ pub struct CacheSnapshot {
     pub generation: u64,
 }
 
-impl CacheSnapshot {
-    /// The owner of a container or sandbox id: (pod, container name; `None` for a sandbox).
-    #[allow(dead_code)] // the stats mapper's index (next commit)
-    pub fn owner_of(&self, id: &str) -> Option<(&CachedPod, Option<&str>)> {
-        self.pods.values().find_map(|p| {
-            if let Some(c) = p.state.containers.iter().find(|c| c.id == id) {
-                return Some((p, Some(c.name.as_str())));
-            }
-            p.state
-                .sandboxes
-                .iter()
-                .any(|s| s.id == id)
-                .then_some((p, None))
-        })
-    }
-}
-
 /// The writer, held by PLEG.
 #[derive(Debug)]
 pub struct RuntimeCache {
@@ -168,51 +151,5 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         w.publish(one("u"), Instant::now());
         assert!(wait.await.is_ok());
-    }
-
-    #[test]
-    fn owner_of_finds_containers_and_sandboxes() {
-        use crate::kuberuntime::state::{ContainerState, ContainerView, SandboxView};
-        let (w, r) = cache();
-        let mut pods = one("u");
-        if let Some(p) = pods.get_mut("u") {
-            p.state = Arc::new(PodRuntimeState {
-                sandboxes: vec![SandboxView {
-                    id: "sb".into(),
-                    attempt: 0,
-                    ready: true,
-                    created_at: 1,
-                }],
-                containers: vec![ContainerView {
-                    id: "c1".into(),
-                    name: "web".into(),
-                    restart_count: 0,
-                    state: ContainerState::Running,
-                    created_at: 2,
-                    exit_code: 0,
-                    started_at: None,
-                    finished_at: None,
-                    reason: String::new(),
-                    message: String::new(),
-                    image: String::new(),
-                    image_ref: String::new(),
-                    hash: None,
-                    grace: None,
-                    sandbox_id: "sb".into(),
-                }],
-                pod_ip: String::new(),
-            });
-        }
-        w.publish(pods, Instant::now());
-        let snap = r.snapshot();
-        assert_eq!(
-            snap.owner_of("c1").map(|(p, c)| (p.pod.uid.as_str(), c)),
-            Some(("u", Some("web")))
-        );
-        assert_eq!(
-            snap.owner_of("sb").map(|(p, c)| (p.pod.uid.as_str(), c)),
-            Some(("u", None))
-        );
-        assert!(snap.owner_of("zz").is_none());
     }
 }

@@ -18,6 +18,7 @@
 //! the kubelet's Summary API only copies them out).
 
 pub mod cgroupfs;
+pub mod pods;
 pub mod summary;
 
 use std::{
@@ -104,22 +105,7 @@ pub struct MemoryStats {
     pub limit_bytes: Option<u64>,
 }
 
-/// One OOM kill.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OomEvent {
-    /// Cgroup path of the victim (memory hierarchy); `None` if it could not be resolved.
-    pub cgroup: Option<String>,
-    /// Victim thread id (eBPF only).
-    pub pid: Option<u32>,
-    /// Victim process id (eBPF only).
-    pub tgid: Option<u32>,
-    /// Victim command name (eBPF only).
-    pub comm: Option<String>,
-    /// When the kernel chose the victim (CLOCK_MONOTONIC ns) (eBPF only).
-    pub kernel_ts_ns: Option<u64>,
-    /// When the agent learnt of it.
-    pub seen_at: SystemTime,
-}
+pub use crate::events::OomEvent;
 
 /// Everything known about one cgroup.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -141,8 +141,9 @@ pub struct TelemetryHealth {
     pub source: &'static str,
     /// Collector and ring-buffer counters.
     pub counters: crate::stats::CollectorCounters,
-    /// The eBPF programs' kernel run-time statistics (empty without eBPF).
-    pub programs: Vec<crate::ebpf::ProgramRuns>,
+    /// Kernel ids of the eBPF programs feeding the store, by name (empty without eBPF); the
+    /// metrics scrape asks the kernel for their run-time statistics.
+    pub program_ids: Vec<(&'static str, u32)>,
 }
 
 #[cfg(test)]

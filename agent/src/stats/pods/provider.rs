@@ -2,14 +2,14 @@
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
-use super::TelemetryView;
-use crate::server::stats::{self as api, StatsSnapshot, StatsSource};
+use super::PodStatsView;
+use crate::stats::summary::{self as api, StatsSnapshot, StatsSource};
 use crate::stats::{CpuStats, MemoryStats};
 
-/// [`StatsSource`] over a [`TelemetryView`]; node capacity and static facts come from `node`.
+/// [`StatsSource`] over a [`PodStatsView`]; node capacity and static facts come from `node`.
 #[derive(Debug)]
 pub struct ServerStats {
-    view: Option<TelemetryView>,
+    view: Option<PodStatsView>,
     node: api::NodeStats,
     /// The filesystem the Summary API reports as the node's (the kubelet's root dir).
     node_fs: std::path::PathBuf,
@@ -19,7 +19,7 @@ impl ServerStats {
     /// A source; `view` is `None` when telemetry is off (usage then stays empty). `node_fs` is
     /// the directory whose filesystem is the node's `fs` (the kubelet uses its root dir).
     pub fn new(
-        view: Option<TelemetryView>,
+        view: Option<PodStatsView>,
         mut node: api::NodeStats,
         node_fs: std::path::PathBuf,
     ) -> Arc<Self> {
@@ -96,7 +96,7 @@ impl StatsSource for ServerStats {
         Some(api::TelemetryHealth {
             source: view.source().as_str(),
             counters: view.counters(),
-            programs: crate::ebpf::program_runs(view.stats.programs()),
+            program_ids: view.stats.programs().to_vec(),
         })
     }
 
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn every_read_of_one_sweep_gets_the_rate_and_the_node_its_sample_time() {
         let (writer, store) = crate::stats::store();
-        let view = TelemetryView::new(store);
+        let view = PodStatsView::new(store);
         let mut index = super::super::Index::default();
         let pod = PodRef {
             namespace: "ns".into(),

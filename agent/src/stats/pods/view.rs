@@ -59,13 +59,14 @@ pub struct OomKill {
 
 /// Read-only, cheap-to-clone view of pod and container telemetry.
 #[derive(Clone, Debug)]
-pub struct TelemetryView {
+pub struct PodStatsView {
     pub(super) stats: StatsStore,
     pub(super) index: Arc<RwLock<Arc<Index>>>,
 }
 
-impl TelemetryView {
-    pub(super) fn new(stats: StatsStore) -> Self {
+impl PodStatsView {
+    /// A view over the store; its index fills once the mapper runs.
+    pub fn new(stats: StatsStore) -> Self {
         Self {
             stats,
             index: Arc::default(),

@@ -23,7 +23,7 @@ pub(super) fn pod_json(p: &PodRef) -> serde_json::Value {
 
 /// The view as JSON (the dump's format; not an API).
 pub(super) fn dump_json(
-    view: &TelemetryView,
+    view: &PodStatsView,
     marks: &std::collections::VecDeque<MarkSeen>,
 ) -> serde_json::Value {
     let snap = view.snapshot();
@@ -127,7 +127,7 @@ pub(super) fn dump_json(
 
 pub(super) fn write_dump(
     file: &std::path::Path,
-    view: &TelemetryView,
+    view: &PodStatsView,
     marks: &std::collections::VecDeque<MarkSeen>,
 ) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(&dump_json(view, marks)).map_err(std::io::Error::other)?;
