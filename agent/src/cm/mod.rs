@@ -108,25 +108,73 @@ impl ContainerManager {
     }
 }
 
+/// One cgroup mount from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMount {
+    /// Mount point (mountinfo's `\ooo` escapes undone).
+    pub mount: PathBuf,
+    /// cgroup2 (true) or a v1 hierarchy.
+    pub v2: bool,
+    /// Super options (`rw,cpu,cpuacct` for v1: the controllers are among them).
+    pub super_opts: String,
+}
+
+/// The cgroup mounts in the text of `/proc/self/mountinfo`, in order: the one parser of that
+/// file (the cgroupfs stats layout and pod cgroup removal both use it).
+pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right = right.split_whitespace();
+        let (Some(mount), Some(fstype)) = (left.split_whitespace().nth(4), right.next()) else {
+            continue;
+        };
+        let v2 = match fstype {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        out.push(CgroupMount {
+            mount: PathBuf::from(unescape_mount(mount)),
+            v2,
+            super_opts: right.nth(1).unwrap_or_default().to_owned(),
+        });
+    }
+    out
+}
+
+/// mountinfo escapes spaces and a few others as `\ooo`.
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Mount points of cgroup v1 hierarchies and cgroup2, from /proc/self/mountinfo.
 pub fn cgroup_mounts() -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for line in info.lines() {
-        // fields: id parent major:minor root mountpoint opts... - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = right.split_whitespace().next().unwrap_or("");
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        if let Some(mp) = left.split_whitespace().nth(4) {
-            out.push(PathBuf::from(mp));
-        }
-    }
+    let mut out: Vec<PathBuf> = parse_cgroup_mounts(&info)
+        .into_iter()
+        .map(|m| m.mount)
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -172,6 +220,20 @@ mod tests {
             c.pod_cgroup_parent("a-b", QosClass::Burstable),
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda_b.slice"
         );
+    }
+
+    #[test]
+    fn mount_lines_parse_with_escapes_and_fstypes() {
+        let info = "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu\n\
+                    37 25 0:32 / /sys/fs/cgroup/un\\040ified rw - cgroup2 cgroup2 rw\n\
+                    38 25 0:33 / /proc rw - proc proc rw\n";
+        let m = parse_cgroup_mounts(info);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mount, PathBuf::from("/sys/fs/cgroup/cpu"));
+        assert!(!m[0].v2);
+        assert_eq!(m[0].super_opts, "rw,cpu");
+        assert_eq!(m[1].mount, PathBuf::from("/sys/fs/cgroup/un ified"));
+        assert!(m[1].v2);
     }
 
     #[test]

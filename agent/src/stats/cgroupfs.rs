@@ -115,67 +115,32 @@ pub fn parse_layout(mountinfo: &str, proc_cgroups: &str) -> CgroupLayout {
         })
         .collect();
     let mut layout = CgroupLayout::default();
-    for line in mountinfo.lines() {
-        // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
-        let Some((left, right)) = line.split_once(" - ") else {
+    for m in crate::cm::parse_cgroup_mounts(mountinfo) {
+        if m.v2 {
+            layout.v2 = layout.v2.take().or(Some(m.mount));
             continue;
-        };
-        let left: Vec<&str> = left.split_whitespace().collect();
-        let right: Vec<&str> = right.split_whitespace().collect();
-        let (Some(mount), Some(fstype)) = (left.get(4), right.first()) else {
-            continue;
-        };
-        let mount = PathBuf::from(unescape_mount(mount));
-        match *fstype {
-            "cgroup2" => layout.v2 = layout.v2.take().or(Some(mount)),
-            "cgroup" => {
-                let controllers: Vec<String> = right
-                    .get(2)
-                    .map(|o| {
-                        o.split(',')
-                            .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains("relatime"))
-                            .filter(|o| ids.contains_key(o) || o.starts_with("name="))
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let id = controllers
-                    .iter()
-                    .find_map(|c| ids.get(c.as_str()).copied())
-                    .unwrap_or(u32::MAX);
-                if layout.v1.iter().any(|h| h.controllers == controllers) {
-                    continue; // bind mounts of the same hierarchy
-                }
-                layout.v1.push(V1Hierarchy {
-                    id,
-                    controllers,
-                    mount,
-                });
-            }
-            _ => {}
         }
+        let controllers: Vec<String> = m
+            .super_opts
+            .split(',')
+            .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains("relatime"))
+            .filter(|o| ids.contains_key(o) || o.starts_with("name="))
+            .map(str::to_owned)
+            .collect();
+        let id = controllers
+            .iter()
+            .find_map(|c| ids.get(c.as_str()).copied())
+            .unwrap_or(u32::MAX);
+        if layout.v1.iter().any(|h| h.controllers == controllers) {
+            continue; // bind mounts of the same hierarchy
+        }
+        layout.v1.push(V1Hierarchy {
+            id,
+            controllers,
+            mount: m.mount,
+        });
     }
     layout
-}
-
-/// mountinfo escapes spaces and a few others as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses `key value` lines (`memory.stat`, `cpu.stat`, `memory.events`, `oom_control`).
@@ -515,11 +480,5 @@ memory\t4\t13\t1
         assert_eq!(m["cache"], 4096);
         assert_eq!(m["rss"], 8192);
         assert_eq!(m.len(), 3);
-    }
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
     }
 }
