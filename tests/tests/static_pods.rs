@@ -260,10 +260,12 @@ fn pod_on_the_cni_network_gets_an_ip() -> Result<()> {
          terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
          command: [sh, -c, 'ip -4 -o addr show eth0; hostname; sleep 3600']\n",
     )?;
-    let log = node.wait("the pod's address in its log", T, || {
+    // Both lines: the address, then the hostname (read together, or the second may not be
+    // written yet).
+    let log = node.wait("the pod's address and hostname in its log", T, || {
         Ok(node
             .container_log("web", "net", "c", 0)
-            .filter(|l| l.contains("inet ")))
+            .filter(|l| l.contains("inet ") && l.lines().count() >= 2))
     })?;
     assert!(
         log.contains(&format!("net-{NODE}")),
