@@ -25,6 +25,14 @@ pub fn skip(reason: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`skip`] for tests that do not return a `Result` (kernel and load tests): panics with the
+/// reason under `NODELET_REQUIRE_ALL=1`, prints it otherwise. The one home of that rule.
+pub fn skip_or_fail(reason: &str) {
+    if let Err(e) = skip(reason) {
+        panic!("{e}");
+    }
+}
+
 /// Starts an [`Env`], or returns `Ok(None)` after printing why it cannot (see [`skip`]).
 ///
 /// A start that fails on a machine that has everything is an error, not a skip.
