@@ -35,7 +35,8 @@ where
     })
 }
 
-async fn timed<T>(
+/// One CRI call with the kit's deadline; errors name the call.
+pub(crate) async fn timed<T>(
     call: &'static str,
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T> {

@@ -39,9 +39,6 @@ const OWN_FLAGS: &[&str] = &["--root-dir", "--cgroup-root"];
 /// How long the agent may take to exit after SIGINT (it drains its tasks for up to 10 s).
 const AGENT_GRACE: Duration = Duration::from_secs(20);
 
-/// Per-call deadline of the CRI calls made while stopping.
-const CRI_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Sessions started by this process, to name their cgroups apart.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -546,17 +543,6 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
     out
 }
 
-async fn timed<T>(
-    call: &'static str,
-    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T> {
-    match tokio::time::timeout(CRI_TIMEOUT, fut).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(status)) => Err(anyhow::Error::new(status).context(format!("CRI {call}"))),
-        Err(_) => Err(anyhow!("CRI {call} timed out after {CRI_TIMEOUT:?}")),
-    }
-}
-
 /// Every pod sandbox the runtime has, with the log dir and cgroup parent from its config
 /// (containerd's verbose PodSandboxStatus: `info["info"]` is JSON with it under `config`).
 pub fn pods(socket: &Path) -> Result<Vec<RunPod>> {
@@ -565,7 +551,7 @@ pub fn pods(socket: &Path) -> Result<Vec<RunPod>> {
             .await
             .with_context(|| format!("cannot connect to {}", socket.display()))?;
         let mut rt = client.runtime();
-        let list = timed(
+        let list = crate::cri::timed(
             "ListPodSandbox",
             rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }),
         )
@@ -573,7 +559,7 @@ pub fn pods(socket: &Path) -> Result<Vec<RunPod>> {
         let mut out = Vec::new();
         for sb in list.items {
             // A sandbox that went away meanwhile still counts; it just has no config to read.
-            let st = timed(
+            let st = crate::cri::timed(
                 "PodSandboxStatus",
                 rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
                     pod_sandbox_id: sb.id.clone(),
