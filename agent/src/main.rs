@@ -17,6 +17,8 @@ mod options;
 mod pleg;
 mod pod;
 mod pod_workers;
+#[cfg(test)]
+mod proptest_kit;
 mod server;
 mod stats;
 mod status;

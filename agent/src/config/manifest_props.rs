@@ -17,8 +17,9 @@ use crate::kuberuntime::state::PodRuntimeState;
 use crate::kuberuntime::{NodeContext, actions, sandbox};
 use crate::options::Options;
 use crate::pod::DesiredPod;
+use crate::proptest_kit::run;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,32 +27,6 @@ use std::time::Duration;
 
 const MANIFEST: &str = "/etc/kubernetes/manifests/prop.yaml";
 const NODE: &str = "node-1";
-
-/// `cases` cases, no persistence files; `PROPTEST_CASES` in the environment wins.
-fn config(cases: u32) -> Config {
-    let default = Config::default();
-    Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            default.cases
-        } else {
-            cases
-        },
-        failure_persistence: None,
-        // A failure is reported within a minute even when its inputs are slow to shrink.
-        max_shrink_time: 60_000,
-        ..default
-    }
-}
-
-fn run<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S::Value: std::fmt::Debug,
-{
-    let mut runner = TestRunner::new(config(cases));
-    if let Err(e) = runner.run(&strategy, test) {
-        panic!("{e}");
-    }
-}
 
 /// A scratch directory for the directories the runtime manager creates, removed on drop.
 struct Scratch(PathBuf);
