@@ -137,7 +137,6 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         host_ip.clone(),
         config_rx.clone(),
         cache.clone(),
-        &bus,
         &mut tasks,
         cancel.child_token(),
     );

@@ -3,7 +3,6 @@
 use super::generate::{StatusContext, Waiting, pod_with_status};
 use super::{PodStatuses, StatusStore};
 use crate::config::PodSet;
-use crate::events::{Bus, Received};
 use crate::instrument::Histogram;
 use crate::kuberuntime::state::PodRuntimeState;
 use crate::pleg::cache::CacheReader;
@@ -112,7 +111,6 @@ pub fn start(
     host_ip: String,
     config: watch::Receiver<Option<PodSet>>,
     cache: CacheReader,
-    bus: &Bus,
     tasks: &mut tokio::task::JoinSet<()>,
     cancel: CancellationToken,
 ) -> (StatusHandle, StatusStore, Arc<StatusStats>) {
@@ -125,7 +123,7 @@ pub fn start(
         out,
         stats: stats.clone(),
     };
-    tasks.spawn(m.run(config, cache, bus.subscribe("status"), rx, cancel));
+    tasks.spawn(m.run(config, cache, rx, cancel));
     (StatusHandle { tx }, StatusStore { rx: store_rx }, stats)
 }
 
@@ -141,12 +139,10 @@ impl Manager {
         mut self,
         mut config: watch::Receiver<Option<PodSet>>,
         mut cache: CacheReader,
-        mut bus: crate::events::Subscriber,
         mut updates: mpsc::Receiver<Update>,
         cancel: CancellationToken,
     ) {
         let mut cache_open = true;
-        let mut bus_open = true;
         loop {
             let set = config.borrow_and_update().clone();
             if let Some(set) = set {
@@ -161,12 +157,6 @@ impl Manager {
                 u = updates.recv() => match u {
                     Some(u) => self.on_update(u),
                     None => return,
-                },
-                ev = bus.recv(), if bus_open => match ev {
-                    // Lost events: the stores are the truth, and every pass reads them.
-                    Some(Received::Lagged(_)) => {}
-                    Some(Received::Event(_)) => {}
-                    None => bus_open = false,
                 },
             }
         }

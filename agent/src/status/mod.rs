@@ -8,7 +8,8 @@
 //! - the config sources' desired set (first sight, spec changes, removal),
 //! - the pod workers through a [`StatusHandle`] (why containers wait: `ErrImagePull`,
 //!   `CrashLoopBackOff`, `CreateContainerConfigError`, ... and "terminated"),
-//! - the runtime cache (PLEG: what runs), and the event bus (a lag means: recompute all).
+//! - the runtime cache (PLEG: what runs; an OOM kill on the bus makes PLEG relist at once,
+//!   so its verdict reaches the status through the cache, never from two sources).
 //!
 //! Each pod's status is versioned; a write that changes nothing is not published. A terminal
 //! phase (Succeeded, Failed) never goes back. The manager also times pod starts
