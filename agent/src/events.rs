@@ -1,7 +1,7 @@
 //! The event bus: what happened on the node, typed, on one bounded broadcast.
 //!
 //! Producers: PLEG (container lifecycle), the stats mapper (OOM kills and memory marks resolved
-//! to pods, cgroup creation and removal). Subscribers: the pod workers, the status manager,
+//! to pods, cgroup creation and removal). Subscribers: the pod workers,
 //! PLEG itself (an OOM kill triggers a relist) and, next, the eviction and probe managers.
 //! Payload types live here so that producers and subscribers depend on this module and not on
 //! each other.
