@@ -115,10 +115,7 @@ pub fn first_observed_at(
 ) -> Vec<(Threshold, Instant)> {
     met.iter()
         .map(|t| {
-            let at = last
-                .iter()
-                .find(|(l, _)| l == t)
-                .map_or(now, |(_, at)| *at);
+            let at = last.iter().find(|(l, _)| l == t).map_or(now, |(_, at)| *at);
             (*t, at)
         })
         .collect()
@@ -299,7 +296,10 @@ pub fn format_decimal(v: i64) -> String {
 /// How a threshold's quantity prints (GetThresholdQuantity: BinarySI for percentages).
 fn format_threshold(v: ThresholdValue, capacity: i64) -> String {
     match v {
-        ThresholdValue::Quantity { value, binary: false } => format_decimal(value),
+        ThresholdValue::Quantity {
+            value,
+            binary: false,
+        } => format_decimal(value),
         other => format_binary(other.quantity(capacity)),
     }
 }

@@ -2,11 +2,12 @@
 //! and the 10 s housekeeping tick; each wake runs the kubelet's `synchronize` chain.
 
 use super::helpers::{self, Candidate, Condition, Observations};
-use super::signals::{self, Sources};
-use super::{EvictionStats, Handle, KillOrder, KillPodFunc, NodePressure, Settings};
+use super::signals;
+use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::options::eviction::{Signal, Threshold};
+use crate::pod::KillRequest;
 use crate::stats::cgroupfs;
 use crate::stats::pods::PodStatsView;
 use crate::stats::pods::mapper::MarkRequest;
@@ -21,6 +22,10 @@ use tracing::{debug, error, info, warn};
 /// Smallest step between a container's usage and its mark: below this the marks would fire
 /// on every few pages (the kernel granule is 1 MiB).
 const MIN_MARK_STEP: u64 = 4 << 20;
+/// How long the next pass waits for an evicted pod to stop (podCleanupTimeout).
+const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often it looks (the kubelet polls every second; status changes are cheap to read).
+const POD_CLEANUP_POLL: Duration = Duration::from_millis(100);
 
 /// What the manager reads and whom it tells.
 pub struct Inputs {
@@ -155,7 +160,8 @@ impl Manager {
             met = helpers::merge(met, unresolved);
         }
         self.first_observed = helpers::first_observed_at(&met, &self.first_observed, now);
-        self.conditions_seen = helpers::conditions_last_observed_at(&met, &self.conditions_seen, now);
+        self.conditions_seen =
+            helpers::conditions_last_observed_at(&met, &self.conditions_seen, now);
         let conditions = helpers::conditions_observed_since(
             &self.conditions_seen,
             self.settings.options.pressure_transition_period,
@@ -167,11 +173,13 @@ impl Manager {
         // thresholdsUpdatedStats: act only on observations newer than the last pass's.
         let updated: Vec<Threshold> = due
             .into_iter()
-            .filter(|t| match (self.obs.get(&t.signal), self.last_obs.get(&t.signal)) {
-                (Some(o), Some(l)) => o.time > l.time,
-                (Some(_), None) => true,
-                (None, _) => false,
-            })
+            .filter(
+                |t| match (self.obs.get(&t.signal), self.last_obs.get(&t.signal)) {
+                    (Some(o), Some(l)) => o.time > l.time,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                },
+            )
             .collect();
         self.last_obs = self.obs.clone();
         if memory {
@@ -189,7 +197,11 @@ impl Manager {
         }
         for c in conditions.symmetric_difference(&self.conditions) {
             let on = conditions.contains(c);
-            info!(condition = c.as_str(), status = if on { "True" } else { "False" }, "eviction manager: node condition changed");
+            info!(
+                condition = c.as_str(),
+                status = if on { "True" } else { "False" },
+                "eviction manager: node condition changed"
+            );
         }
         self.conditions = conditions;
         let p = NodePressure {
@@ -202,17 +214,29 @@ impl Manager {
 
     /// Ranks the active pods for the first reclaimable threshold and evicts the first one that
     /// may be evicted; waits for it to stop, as the kubelet does before its next pass.
-    async fn evict(&mut self, thresholds: Vec<Threshold>, mark_ts: Option<u64>, cancel: &CancellationToken) {
+    async fn evict(
+        &mut self,
+        thresholds: Vec<Threshold>,
+        mark_ts: Option<u64>,
+        cancel: &CancellationToken,
+    ) {
         let thresholds = helpers::by_eviction_priority(thresholds);
         let Some(to_reclaim) = thresholds.first().copied() else {
             return;
         };
         let resource = helpers::resource_of(to_reclaim.signal);
         if matches!(helpers::Condition::of(to_reclaim.signal), Condition::Disk) {
-            debug!(signal = to_reclaim.signal.as_str(), "eviction manager: disk pressure; pods' disk usage is not measured, so no pod is evicted for it");
+            debug!(
+                signal = to_reclaim.signal.as_str(),
+                "eviction manager: disk pressure; pods' disk usage is not measured, so no pod is evicted for it"
+            );
             return;
         }
-        info!(resource, signal = to_reclaim.signal.as_str(), "eviction manager: attempting to reclaim");
+        info!(
+            resource,
+            signal = to_reclaim.signal.as_str(),
+            "eviction manager: attempting to reclaim"
+        );
         let Some(pods) = self.inputs.config.borrow().clone() else {
             return;
         };
@@ -234,7 +258,9 @@ impl Manager {
             })
             .collect();
         if candidates.is_empty() {
-            error!("eviction manager: eviction thresholds have been met, but no pods are active to evict");
+            error!(
+                "eviction manager: eviction thresholds have been met, but no pods are active to evict"
+            );
             return;
         }
         if to_reclaim.signal == Signal::PidAvailable {
@@ -272,27 +298,61 @@ impl Manager {
                 .and_then(|s| s.termination_grace_period_seconds)
                 .map_or(max, |g| g.min(max))
         };
-        let message = helpers::eviction_message(resource, victim.pod, victim.usage.as_ref(), &thresholds, &self.obs);
-        let order = KillOrder {
-            pod: victim.pod.pod_ref.clone(),
+        let message = helpers::eviction_message(
+            resource,
+            victim.pod,
+            victim.usage.as_ref(),
+            &thresholds,
+            &self.obs,
+        );
+        let pod = victim.pod.pod_ref.clone();
+        let order = KillRequest {
+            uid: pod.uid.clone(),
             grace_period_seconds: Some(grace),
             reason: helpers::REASON.to_owned(),
             message: message.clone(),
         };
         if let Some(ts) = mark_ts {
             let now = monotonic_ns();
-            self.stats
-                .mark_to_decision
-                .observe(to_reclaim.signal.as_str(), Duration::from_nanos(now.saturating_sub(ts)));
+            self.stats.mark_to_decision.observe(
+                to_reclaim.signal.as_str(),
+                Duration::from_nanos(now.saturating_sub(ts)),
+            );
         }
-        warn!(pod = %order.pod, reason = helpers::REASON, grace_period_seconds = grace, message = %message, "eviction manager: evicting pod");
-        self.evicted.insert(order.pod.uid.clone());
+        warn!(pod = %pod, reason = helpers::REASON, grace_period_seconds = grace, message = %message, "eviction manager: evicting pod");
+        self.evicted.insert(pod.uid.clone());
         self.stats.evictions.inc(to_reclaim.signal.as_str());
-        let kill = (self.inputs.kill)(order.clone());
+        let kill = (self.inputs.kill)(order);
         tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = kill => info!(pod = %order.pod, "eviction manager: pod is evicted successfully"),
+            _ = cancel.cancelled() => return,
+            _ = kill => {}
         }
+        self.wait_for_cleanup(&pod.uid, cancel).await;
+    }
+
+    /// waitForPodsCleanup: the next pass waits until the evicted pod has stopped (its status
+    /// is terminal, written once its containers are stopped), at most 30 s: otherwise the
+    /// memory it still holds would make the next pass evict a second pod.
+    async fn wait_for_cleanup(&self, uid: &str, cancel: &CancellationToken) {
+        let deadline = Instant::now() + POD_CLEANUP_TIMEOUT;
+        while Instant::now() < deadline {
+            let done = self.inputs.status.pods().get(uid).is_none_or(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                matches!(phase, Some("Failed" | "Succeeded"))
+            });
+            if done {
+                info!(uid, "eviction manager: pod is evicted successfully");
+                return;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POD_CLEANUP_POLL) => {}
+            }
+        }
+        info!(
+            uid,
+            "eviction manager: timed out waiting for the pod to be cleaned up"
+        );
     }
 
     /// Puts a mark on every container a share of the node's memory slack above its usage: the
@@ -324,7 +384,11 @@ impl Manager {
                 continue;
             };
             let high = m.usage_bytes + step;
-            if self.armed.get(&c.cgroup).is_some_and(|&a| a.abs_diff(high) < step / 2) {
+            if self
+                .armed
+                .get(&c.cgroup)
+                .is_some_and(|&a| a.abs_diff(high) < step / 2)
+            {
                 continue;
             }
             let low = m.usage_bytes.saturating_sub(step);

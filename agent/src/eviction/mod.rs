@@ -26,12 +26,12 @@ mod manager;
 pub mod signals;
 
 pub use helpers::{Condition, REASON};
-pub use manager::start;
+pub use manager::{Inputs, start};
 
 use crate::instrument::{CounterVec, DEF_BUCKETS, HistogramVec};
 use crate::options::Options;
 use crate::options::eviction::EvictionOptions;
-use crate::pod::PodRef;
+use crate::pod::KillRequest;
 use k8s_openapi::api::core::v1::Pod;
 use std::future::Future;
 use std::pin::Pin;
@@ -48,21 +48,9 @@ pub const HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// Period of the memory signals between marks (one stats sweep).
 pub const MEMORY_PERIOD: Duration = Duration::from_secs(1);
 
-/// What the eviction manager asks the pod workers to do: stop a pod and fail it with a reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KillOrder {
-    /// The pod.
-    pub pod: PodRef,
-    /// Grace period override: 1 s for hard thresholds, evictionMaxPodGracePeriod for soft.
-    pub grace_period_seconds: Option<i64>,
-    /// Status reason (`Evicted`).
-    pub reason: String,
-    /// Status message, the kubelet's wording.
-    pub message: String,
-}
-
 /// Stops a pod and resolves once it is stopped (the kubelet's KillPodFunc).
-pub type KillPodFunc = Arc<dyn Fn(KillOrder) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub type KillPodFunc =
+    Arc<dyn Fn(KillRequest) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Pressure the manager reports, latest value in a `watch`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +65,7 @@ pub struct NodePressure {
 
 impl NodePressure {
     /// The conditions that are True, in the kubelet's names.
+    #[allow(dead_code)]
     pub fn conditions(&self) -> Vec<&'static str> {
         [
             (self.memory, Condition::Memory),
@@ -90,6 +79,9 @@ impl NodePressure {
     }
 }
 
+// Pod admission (the main session's) calls `admit` with `Handle::pressure`; until then only
+// the tests use it.
+#[allow(dead_code)]
 /// Why a pod is refused under pressure (lifecycle.PodAdmitResult).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -102,6 +94,7 @@ pub struct Rejection {
 /// The kubelet's eviction Admit: under memory pressure alone only BestEffort pods are refused
 /// (unless they tolerate the memory-pressure taint); under any other pressure every pod is;
 /// critical pods are always admitted.
+#[allow(dead_code)]
 pub fn admit(pod: &Pod, pressure: &NodePressure) -> Result<(), Rejection> {
     let conds = pressure.conditions();
     if conds.is_empty() {
@@ -114,7 +107,8 @@ pub fn admit(pod: &Pod, pressure: &NodePressure) -> Result<(), Rejection> {
         .is_some_and(|p| p >= helpers::SYSTEM_CRITICAL_PRIORITY)
         || pod.metadata.annotations.as_ref().is_some_and(|a| {
             a.contains_key("kubernetes.io/config.mirror")
-                || a.get("kubernetes.io/config.source").is_some_and(|s| s != "api")
+                || a.get("kubernetes.io/config.source")
+                    .is_some_and(|s| s != "api")
         });
     if critical {
         return Ok(());
@@ -135,7 +129,8 @@ pub fn admit(pod: &Pod, pressure: &NodePressure) -> Result<(), Rejection> {
                     };
                     let value_ok = t.operator.as_deref() == Some("Exists")
                         || t.value.as_deref().unwrap_or_default().is_empty();
-                    let effect_ok = matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+                    let effect_ok =
+                        matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
                     key_ok && value_ok && effect_ok
                 })
             });
@@ -228,10 +223,8 @@ mod tests {
         }))
         .expect("pod");
         if !best_effort {
-            p.spec.as_mut().expect("spec").containers[0].resources = serde_json::from_value(
-                serde_json::json!({"requests": {"memory": "10Mi"}}),
-            )
-            .ok();
+            p.spec.as_mut().expect("spec").containers[0].resources =
+                serde_json::from_value(serde_json::json!({"requests": {"memory": "10Mi"}})).ok();
         }
         p.spec.get_or_insert_with(PodSpec::default).tolerations = tolerations;
         p
@@ -243,11 +236,18 @@ mod tests {
             memory: true,
             ..Default::default()
         };
-        assert_eq!(admit(&api_pod(true, None), &NodePressure::default()), Ok(()));
+        assert_eq!(
+            admit(&api_pod(true, None), &NodePressure::default()),
+            Ok(())
+        );
         let r = admit(&api_pod(true, None), &mem).expect_err("refused");
         assert_eq!(r.reason, "Evicted");
         assert_eq!(r.message, "The node had condition: [MemoryPressure]. ");
-        assert_eq!(admit(&api_pod(false, None), &mem), Ok(()), "burstable is admitted");
+        assert_eq!(
+            admit(&api_pod(false, None), &mem),
+            Ok(()),
+            "burstable is admitted"
+        );
         let tol = Toleration {
             key: Some("node.kubernetes.io/memory-pressure".into()),
             operator: Some("Exists".into()),
@@ -265,12 +265,19 @@ mod tests {
             ..Default::default()
         };
         let r = admit(&api_pod(false, None), &disk).expect_err("refused");
-        assert_eq!(r.message, "The node had condition: [MemoryPressure DiskPressure]. ");
+        assert_eq!(
+            r.message,
+            "The node had condition: [MemoryPressure DiskPressure]. "
+        );
         let mut static_pod = api_pod(false, None);
         static_pod.metadata.annotations = Some(BTreeMap::from([(
             "kubernetes.io/config.source".to_string(),
             "file".to_string(),
         )]));
-        assert_eq!(admit(&static_pod, &disk), Ok(()), "static pods are critical");
+        assert_eq!(
+            admit(&static_pod, &disk),
+            Ok(()),
+            "static pods are critical"
+        );
     }
 }

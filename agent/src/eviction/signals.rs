@@ -85,11 +85,19 @@ pub fn observe_fs(s: &Sources, obs: &mut Observations) {
     if let Ok((avail, cap, ifree, inodes)) = statvfs(&s.root_dir) {
         obs.insert(
             Signal::NodeFsAvailable,
-            Observation { available: avail, capacity: cap, time },
+            Observation {
+                available: avail,
+                capacity: cap,
+                time,
+            },
         );
         obs.insert(
             Signal::NodeFsInodesFree,
-            Observation { available: ifree, capacity: inodes, time },
+            Observation {
+                available: ifree,
+                capacity: inodes,
+                time,
+            },
         );
     }
 }
@@ -102,11 +110,13 @@ pub fn observe_pids(obs: &mut Observations) {
             .ok()
             .and_then(|t| t.trim().parse::<i64>().ok())
     };
-    let Some(max) = [read("/proc/sys/kernel/pid_max"), read("/proc/sys/kernel/threads-max")]
-        .into_iter()
-        .flatten()
-        .min()
-    else {
+    let Some(max) = [
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ]
+    .into_iter()
+    .flatten()
+    .min() else {
         return;
     };
     // SAFETY: sysinfo(2) fills the zeroed struct we own.

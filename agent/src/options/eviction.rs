@@ -163,11 +163,14 @@ pub struct EvictionOptions {
 }
 
 impl EvictionOptions {
+    /// Whether the pods cgroup is limited to allocatable (node allocatable enforcement, next).
+    #[allow(dead_code)]
     /// Whether the pods cgroup is limited to allocatable (`pods` in enforceNodeAllocatable).
     pub fn enforce_pods(&self) -> bool {
         self.enforce_node_allocatable.iter().any(|k| k == "pods")
     }
 
+    #[allow(dead_code)]
     /// The hard memory.available threshold in bytes against `capacity` (subtracted from
     /// allocatable, as the kubelet's GetNodeAllocatableReservation does).
     pub fn hard_memory_threshold(&self, capacity: i64) -> i64 {

@@ -7,9 +7,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::time::Duration;
 
 fn pod(name: &str, request: Option<&str>, limit: Option<&str>, priority: i32) -> DesiredPod {
-    let q = |v: Option<&str>| {
-        v.map(|v| BTreeMap::from([("memory".to_string(), Quantity(v.into()))]))
-    };
+    let q =
+        |v: Option<&str>| v.map(|v| BTreeMap::from([("memory".to_string(), Quantity(v.into()))]));
     let mut p = Pod {
         spec: Some(PodSpec {
             priority: Some(priority),
@@ -86,11 +85,26 @@ fn memory_ranking_puts_usage_above_requests_first_then_priority_then_excess() {
     let burst_big = pod("burstable-big", Some("100Mi"), None, 0);
     let unknown = pod("no-stats", None, None, -100);
     let mut c = vec![
-        Candidate { pod: &guaranteed, usage: usage(150 * MI) },
-        Candidate { pod: &unknown, usage: None },
-        Candidate { pod: &be, usage: usage(50 * MI) },
-        Candidate { pod: &burst_big, usage: usage(400 * MI) },
-        Candidate { pod: &burst_low, usage: usage(120 * MI) },
+        Candidate {
+            pod: &guaranteed,
+            usage: usage(150 * MI),
+        },
+        Candidate {
+            pod: &unknown,
+            usage: None,
+        },
+        Candidate {
+            pod: &be,
+            usage: usage(50 * MI),
+        },
+        Candidate {
+            pod: &burst_big,
+            usage: usage(400 * MI),
+        },
+        Candidate {
+            pod: &burst_low,
+            usage: usage(120 * MI),
+        },
     ];
     rank_memory_pressure(&mut c);
     let order: Vec<_> = c.iter().map(|c| c.pod.pod_ref.name.as_str()).collect();
@@ -111,11 +125,25 @@ fn pid_ranking_is_priority_then_process_count() {
     let a = pod("a", None, None, 0);
     let b = pod("b", None, None, 0);
     let hi = pod("hi", None, None, 1000);
-    let n = |p: i64| Some(PodUsage { processes: p, ..Default::default() });
+    let n = |p: i64| {
+        Some(PodUsage {
+            processes: p,
+            ..Default::default()
+        })
+    };
     let mut c = vec![
-        Candidate { pod: &hi, usage: n(500) },
-        Candidate { pod: &a, usage: n(3) },
-        Candidate { pod: &b, usage: n(30) },
+        Candidate {
+            pod: &hi,
+            usage: n(500),
+        },
+        Candidate {
+            pod: &a,
+            usage: n(3),
+        },
+        Candidate {
+            pod: &b,
+            usage: n(30),
+        },
     ];
     rank_pid_pressure(&mut c);
     let order: Vec<_> = c.iter().map(|c| c.pod.pod_ref.name.as_str()).collect();
@@ -125,16 +153,37 @@ fn pid_ranking_is_priority_then_process_count() {
 #[test]
 fn a_threshold_is_met_below_its_quantity_or_percentage_and_min_reclaim_extends_it() {
     let t = hard(Signal::MemoryAvailable, q(100 * MI));
-    assert_eq!(thresholds_met(&[t], &obs(Signal::MemoryAvailable, 99 * MI, 1000 * MI), false), [t]);
-    assert!(thresholds_met(&[t], &obs(Signal::MemoryAvailable, 100 * MI, 1000 * MI), false).is_empty());
+    assert_eq!(
+        thresholds_met(
+            &[t],
+            &obs(Signal::MemoryAvailable, 99 * MI, 1000 * MI),
+            false
+        ),
+        [t]
+    );
+    assert!(
+        thresholds_met(
+            &[t],
+            &obs(Signal::MemoryAvailable, 100 * MI, 1000 * MI),
+            false
+        )
+        .is_empty()
+    );
     let p = hard(Signal::NodeFsAvailable, ThresholdValue::Percentage(0.1));
-    assert_eq!(thresholds_met(&[p], &obs(Signal::NodeFsAvailable, 99, 1000), false), [p]);
+    assert_eq!(
+        thresholds_met(&[p], &obs(Signal::NodeFsAvailable, 99, 1000), false),
+        [p]
+    );
     assert!(thresholds_met(&[p], &obs(Signal::NodeFsAvailable, 101, 1000), false).is_empty());
     let mut r = t;
     r.min_reclaim = Some(q(50 * MI));
     let o = obs(Signal::MemoryAvailable, 120 * MI, 1000 * MI);
     assert!(thresholds_met(&[r], &o, false).is_empty());
-    assert_eq!(thresholds_met(&[r], &o, true), [r], "not yet 150Mi available");
+    assert_eq!(
+        thresholds_met(&[r], &o, true),
+        [r],
+        "not yet 150Mi available"
+    );
     assert!(
         thresholds_met(&[t], &Observations::new(), false).is_empty(),
         "no observation, not met"
@@ -167,7 +216,10 @@ fn a_condition_holds_for_the_transition_period_after_its_threshold_clears() {
         BTreeSet::from([Condition::Memory])
     );
     let seen = conditions_last_observed_at(&[], &seen, t0 + Duration::from_secs(4));
-    assert!(conditions_observed_since(&seen, period, t0 + Duration::from_secs(4)).contains(&Condition::Memory));
+    assert!(
+        conditions_observed_since(&seen, period, t0 + Duration::from_secs(4))
+            .contains(&Condition::Memory)
+    );
     assert!(conditions_observed_since(&seen, period, t0 + Duration::from_secs(5)).is_empty());
     assert_eq!(Condition::of(Signal::ImageFsInodesFree), Condition::Disk);
     assert_eq!(Condition::of(Signal::PidAvailable).as_str(), "PIDPressure");
@@ -178,8 +230,18 @@ fn memory_thresholds_are_reclaimed_first() {
     let fs = hard(Signal::NodeFsAvailable, q(1));
     let pid = hard(Signal::PidAvailable, q(1));
     let mem = hard(Signal::AllocatableMemoryAvailable, q(1));
-    let order: Vec<_> = by_eviction_priority(vec![fs, pid, mem]).iter().map(|t| t.signal).collect();
-    assert_eq!(order, [Signal::AllocatableMemoryAvailable, Signal::NodeFsAvailable, Signal::PidAvailable]);
+    let order: Vec<_> = by_eviction_priority(vec![fs, pid, mem])
+        .iter()
+        .map(|t| t.signal)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            Signal::AllocatableMemoryAvailable,
+            Signal::NodeFsAvailable,
+            Signal::PidAvailable
+        ]
+    );
 }
 
 #[test]
@@ -210,9 +272,18 @@ fn the_message_names_threshold_available_and_the_greedy_container() {
     assert!(!m.contains("Container"), "under its request: {m}");
     let b = pod("b", Some("100M"), None, 0);
     let m = eviction_message("memory", &b, usage(300 * MI).as_ref(), &[t], &o);
-    assert!(m.contains("request is 100M,"), "the request as written: {m}");
+    assert!(
+        m.contains("request is 100M,"),
+        "the request as written: {m}"
+    );
     let pct = hard(Signal::PidAvailable, ThresholdValue::Percentage(0.1));
-    let m = eviction_message("pids", &p, None, &[pct], &obs(Signal::PidAvailable, 3000, 32768));
+    let m = eviction_message(
+        "pids",
+        &p,
+        None,
+        &[pct],
+        &obs(Signal::PidAvailable, 3000, 32768),
+    );
     assert_eq!(
         m,
         "The node was low on resource: pids. Threshold quantity: 3276, available: 3k. "
@@ -223,14 +294,28 @@ fn the_message_names_threshold_available_and_the_greedy_container() {
 fn static_and_mirror_and_system_critical_pods_are_critical() {
     let mut p = pod("p", None, None, 0);
     assert!(!is_critical(&p, false));
-    p.pod.metadata.annotations.as_mut().map(|a| a.insert("kubernetes.io/config.source".into(), "file".into()));
+    p.pod
+        .metadata
+        .annotations
+        .as_mut()
+        .map(|a| a.insert("kubernetes.io/config.source".into(), "file".into()));
     assert!(is_static(&p));
-    assert!(is_critical(&p, false), "the kubelet never evicts static pods");
-    assert!(!is_critical(&p, true), "unless nodelet is told to on an API-less node");
+    assert!(
+        is_critical(&p, false),
+        "the kubelet never evicts static pods"
+    );
+    assert!(
+        !is_critical(&p, true),
+        "unless nodelet is told to on an API-less node"
+    );
     let hi = pod("hi", None, None, SYSTEM_CRITICAL_PRIORITY);
     assert!(is_critical(&hi, true));
     let mut m = pod("m", None, None, 0);
-    m.pod.metadata.annotations.as_mut().map(|a| a.insert("kubernetes.io/config.mirror".into(), "x".into()));
+    m.pod
+        .metadata
+        .annotations
+        .as_mut()
+        .map(|a| a.insert("kubernetes.io/config.mirror".into(), "x".into()));
     assert!(is_critical(&m, true));
 }
 
@@ -241,8 +326,10 @@ fn pod_memory_request_sums_containers_or_takes_the_largest_init_container() {
     let spec = p.pod.spec.as_mut().expect("spec");
     let mut init = spec.containers[0].clone();
     init.name = "init".into();
-    init.resources.as_mut().expect("res").requests =
-        Some(BTreeMap::from([("memory".to_string(), Quantity("300Mi".into()))]));
+    init.resources.as_mut().expect("res").requests = Some(BTreeMap::from([(
+        "memory".to_string(),
+        Quantity("300Mi".into()),
+    )]));
     spec.init_containers = Some(vec![init]);
     assert_eq!(memory_request(&p), 300 * MI);
 }
