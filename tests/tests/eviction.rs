@@ -11,9 +11,10 @@
 //! Everything else (threshold, ranking, grace period, message, condition, metrics) is the
 //! kubelet's.
 //!
-//! The threshold is relative to the machine's free memory when the test starts, so other work
-//! on the machine that takes several hundred MiB during the test may trip it early; the pod
-//! then is evicted all the same, and the Guaranteed pod, under its request, ranks last.
+//! The threshold is relative to the machine's free memory when the test starts (1.5 GiB below
+//! it; the pod takes 3 GiB). memory.available is node-wide: other work on the machine that takes
+//! that much during the test keeps the pressure on after the eviction, and then the kubelet's
+//! rules evict the Guaranteed pod next (seen once with a 600 MiB margin while other builds ran).
 
 use anyhow::{Context, Result};
 use nodelet_tests::{Node, NodeOpts, free_port};
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(90);
 const MI: i64 = 1 << 20;
 /// How far below today's free memory the threshold sits.
-const MARGIN_MI: i64 = 600;
+const MARGIN_MI: i64 = 1536;
 /// What the BestEffort pod holds (twice the margin).
-const HOG_BYTES: i64 = 1200 * MI;
+const HOG_BYTES: i64 = 3072 * MI;
 
 fn get(port: u16, path: &str) -> Result<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;

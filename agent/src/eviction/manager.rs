@@ -279,11 +279,11 @@ impl Manager {
         let Some(victim) = candidates.iter().find(|c| {
             let critical = helpers::is_critical(c.pod, static_ok);
             if critical {
-                error!(pod = %c.pod.pod_ref, "eviction manager: cannot evict a critical pod");
+                debug!(pod = %c.pod.pod_ref, "eviction manager: cannot evict a critical pod");
             }
             !critical
         }) else {
-            info!("eviction manager: unable to evict any pods from the node");
+            debug!("eviction manager: unable to evict any pods from the node");
             return;
         };
         let grace = if to_reclaim.is_hard() {
