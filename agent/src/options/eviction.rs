@@ -8,9 +8,38 @@
 
 use super::kubeletconfig::KubeletConfigFile;
 use super::{Flags, OptionsError, duration};
-use crate::pod::quantity;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Quantities as `pod::quantity::parse` reads them. Options sit in the lowest layer beside
+/// `pod` and may not import it (agent/tests/layers.rs); this is the same grammar, kept small.
+mod quantity {
+    /// A quantity as an integer (`milli`: thousandths), rounded up; `None` if malformed or
+    /// negative.
+    pub fn parse(s: &str, milli: bool) -> Option<i64> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+            .unwrap_or(s.len());
+        let (num, suffix) = s.split_at(split);
+        let number: f64 = num.parse().ok()?;
+        let binary = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        let decimal = ["k", "M", "G", "T", "P", "E"];
+        let factor = match (
+            binary.iter().position(|b| *b == suffix),
+            decimal.iter().position(|d| *d == suffix),
+        ) {
+            (Some(i), _) => 1024f64.powi(i as i32 + 1),
+            (_, Some(i)) => 1000f64.powi(i as i32 + 1),
+            _ if suffix.is_empty() => 1.0,
+            _ if suffix == "m" => 1e-3,
+            _ if suffix.starts_with(['e', 'E']) => 10f64.powi(suffix[1..].parse().ok()?),
+            _ => return None,
+        };
+        let v = number * factor * if milli { 1000.0 } else { 1.0 };
+        (v.is_finite() && v >= 0.0 && v <= i64::MAX as f64).then(|| v.ceil() as i64)
+    }
+}
 
 /// The kubelet's DefaultEvictionHard on Linux (pkg/kubelet/eviction/defaults_linux.go).
 pub const DEFAULT_EVICTION_HARD: &[(&str, &str)] = &[
@@ -724,6 +753,21 @@ mod tests {
         let err = file("evictionSoftGracePeriod:\n  memory.available: soon\n").expect_err("bad");
         assert!(err.contains("evictionSoftGracePeriod"), "{err}");
         assert!(err.contains("memory.available: soon"), "{err}");
+    }
+
+    #[test]
+    fn the_local_quantity_parser_agrees_with_the_pods() {
+        for v in [
+            "100Mi", "1G", "1.5Ki", "500m", "2e3", "7", "-1", "1Q", "", "Mi", "3Ei",
+        ] {
+            for milli in [false, true] {
+                assert_eq!(
+                    quantity::parse(v, milli),
+                    crate::pod::quantity::parse(v, milli),
+                    "{v} milli={milli}"
+                );
+            }
+        }
     }
 
     #[test]
