@@ -240,6 +240,8 @@ impl Manager {
         let Some(pods) = self.inputs.config.borrow().clone() else {
             return;
         };
+        // A pod its source dropped and shows again is a new start: it may be evicted again.
+        self.evicted.retain(|uid| pods.contains_key(uid));
         let statuses = self.inputs.status.pods();
         let usage = signals::pod_usage(&self.settings.sources, &self.inputs.view);
         let mut candidates: Vec<Candidate<'_>> = pods
