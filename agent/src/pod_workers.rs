@@ -69,8 +69,6 @@ impl Default for PodWorkerStats {
 }
 
 /// Sends node-side verdicts to the pod workers (cheap to clone).
-// Its users (node admission, the eviction manager) land next; the allowance goes with them.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct PodKiller {
     tx: mpsc::Sender<KillRequest>,
@@ -84,7 +82,6 @@ impl PodKiller {
     }
 
     /// Stops the pod for good with a Failed status (waits while the dispatcher is busy).
-    #[allow(dead_code)]
     pub async fn kill(&self, req: KillRequest) {
         let _ = self.tx.send(req).await;
     }

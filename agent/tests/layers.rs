@@ -29,6 +29,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("pod_workers", 5),
     // Node status reads runtime and PLEG health (cluster mode).
     ("nodestatus", 5),
+    // Eviction reads stats and status and hands the pod workers a kill function (main wires it).
+    ("eviction", 5),
     // Readers.
     ("metrics", 6),
     ("server", 7),
