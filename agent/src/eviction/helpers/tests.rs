@@ -36,7 +36,7 @@ fn pod(name: &str, request: Option<&str>, limit: Option<&str>, priority: i32) ->
             uid: name.into(),
         },
         pod: p,
-        source: Default::default(),
+        source: crate::pod::PodSource::Api,
     }
 }
 
