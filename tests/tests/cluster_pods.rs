@@ -1,0 +1,245 @@
+//! Cluster mode, pod side (issue 11): the real nodelet joined to the real loopback control plane
+//! runs the pods the API server binds to its node and reports their status back:
+//! - a Pod created with `kubectl apply` runs: phase Running, podIP from the pod network,
+//!   hostIP the Node's InternalIP, Ready and ContainersReady conditions, container statuses
+//!   running and ready with the image and a containerID;
+//! - a Deployment goes through the scheduler and the controller-manager: its replicas run here;
+//! - a pod that exits 0 with restartPolicy Never reaches Succeeded;
+//! - `kubectl delete` stops the containers within the grace period and the object goes away
+//!   (the agent's final delete); a force delete kills the containers at once;
+//! - the agent restarted meanwhile adopts what runs: nothing is started twice.
+//!
+//! Only what the API (kubectl) and the runtime (CRI) show is judged; waits have generous
+//! ceilings and no timing is asserted. Skips when the control plane or containerd cannot be
+//! had, fails instead under `NODELET_REQUIRE_ALL=1`.
+
+use anyhow::{Context, Result, ensure};
+use nodelet_tests::{NODE, Node, NodeOpts, free_port};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use xtask::cluster::{self, Cluster, ClusterOpts};
+
+/// Ceiling for "it happened" waits.
+const T: Duration = Duration::from_secs(120);
+
+fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let out = c.kubectl(&a)?;
+    serde_json::from_str(&out).with_context(|| format!("kubectl {args:?} printed no JSON"))
+}
+
+fn apply(c: &Cluster, yaml: &str) -> Result<()> {
+    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(yaml))?;
+    Ok(())
+}
+
+/// A busybox pod bound to the node by the scheduler. No service-account token is mounted:
+/// these pods test the pod lifecycle, the token volume has a test of its own.
+fn pod_yaml(name: &str, policy: &str, grace: u32, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
+         automountServiceAccountToken: false\n  restartPolicy: {policy}\n  \
+         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: c\n    \
+         image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
+         command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
+fn pod_json(c: &Cluster, name: &str) -> Result<Value> {
+    get_json(c, &["get", "pod", name])
+}
+
+fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits for the pod's phase.
+fn wait_phase(c: &Cluster, node: &Node, name: &str, phase: &str) -> Result<Value> {
+    node.wait(&format!("pod {name} {phase}"), T, || {
+        let Ok(p) = pod_json(c, name) else {
+            return Ok(None);
+        };
+        Ok((p["status"]["phase"] == phase).then_some(p))
+    })
+    .with_context(|| {
+        let log = node.agent_log();
+        let ours: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("config::") || l.contains("status::sync") || l.contains(name))
+            .collect();
+        format!(
+            "pod {name} as the API shows it: {}\nnode taints: {}\nagent lines about sources, status and the pod:\n{}",
+            pod_json(c, name).map_or_else(|e| e.to_string(), |p| p["status"].to_string()),
+            get_json(c, &["get", "node", NODE])
+                .map_or_else(|e| e.to_string(), |n| n["spec"]["taints"].to_string()),
+            ours.join("\n")
+        )
+    })
+}
+
+/// Waits until kubectl no longer finds the pod.
+fn wait_gone(c: &Cluster, node: &Node, name: &str) -> Result<()> {
+    node.wait(&format!("pod {name} gone from the API"), T, || {
+        let out = c.kubectl(&["get", "pods", "-o", "name"])?;
+        Ok((!out.lines().any(|l| l == format!("pod/{name}"))).then_some(()))
+    })
+}
+
+fn running_containers(node: &Node, pod: &str) -> Result<usize> {
+    Ok(node
+        .pod_containers(pod)?
+        .iter()
+        .filter(|c| c.state == nodelet_tests::running())
+        .count())
+}
+
+#[test]
+fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
+    let port = free_port()?;
+    let Some(mut node) = Node::start(NodeOpts {
+        // Memory only: a build machine's disk is often past the kubelet's default nodefs
+        // threshold, and the DiskPressure taint would keep the scheduler away.
+        extra_config: format!(
+            "port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\nevictionHard:\n  memory.available: 100Mi\n"
+        ),
+        ..Default::default()
+    })?
+    else {
+        return Ok(());
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("nodelet-cluster-pods-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let opts = ClusterOpts {
+        node_name: NODE.to_owned(),
+        ..ClusterOpts::new(dir.path())
+    };
+    let Some(c) = cluster::start_or_skip(opts)? else {
+        return Ok(());
+    };
+    node.stop_agent(libc::SIGTERM)?;
+    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
+    node.start_agent(&[&kubeconfig])?;
+    node.wait("the Node to be Ready", T, || {
+        let Ok(n) = get_json(&c, &["get", "node", NODE]) else {
+            return Ok(None);
+        };
+        Ok((condition(&n, "Ready").is_some_and(|r| r["status"] == "True")).then_some(()))
+    })?;
+    // The ServiceAccount admission plugin needs the namespace's default account.
+    node.wait("the default ServiceAccount", T, || {
+        Ok(c.kubectl(&["get", "serviceaccount", "default"]).ok())
+    })?;
+    let internal_ip = get_json(&c, &["get", "node", NODE])?["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+        .map(|a| a["address"].clone())
+        .context("the Node has no InternalIP")?;
+
+    // A pod through the scheduler: Running with the kubelet's status.
+    let created = Instant::now();
+    apply(&c, &pod_yaml("web", "Always", 30, "trap 'exit 0' TERM; sleep 3600 & wait"))?;
+    let p = wait_phase(&c, &node, "web", "Running")?;
+    let p = node.wait("web Ready", T, || {
+        let p = pod_json(&c, "web")?;
+        Ok(condition(&p, "Ready")
+            .is_some_and(|r| r["status"] == "True")
+            .then_some(p))
+    })
+    .unwrap_or(p);
+    eprintln!(
+        "cluster_pods: kubectl apply -> Running and Ready in {:.1} s (information, not a limit)",
+        created.elapsed().as_secs_f64()
+    );
+    let st = &p["status"];
+    ensure!(st["hostIP"] == internal_ip, "hostIP {} != InternalIP {internal_ip}", st["hostIP"]);
+    let pod_ip = st["podIP"].as_str().context("no podIP")?;
+    ensure!(
+        pod_ip.parse::<std::net::IpAddr>().is_ok() && st["podIP"] != internal_ip,
+        "podIP {pod_ip} is not a pod network address"
+    );
+    ensure!(st["startTime"].is_string(), "no startTime: {st}");
+    ensure!(st["qosClass"] == "BestEffort", "qosClass {}", st["qosClass"]);
+    for t in ["Initialized", "ContainersReady", "Ready", "PodScheduled"] {
+        ensure!(
+            condition(&p, t).is_some_and(|c| c["status"] == "True"),
+            "condition {t} not True: {}",
+            st["conditions"]
+        );
+    }
+    let cs = &st["containerStatuses"][0];
+    ensure!(cs["name"] == "c" && cs["ready"] == true, "container status {cs}");
+    ensure!(cs["state"]["running"]["startedAt"].is_string(), "not running: {cs}");
+    ensure!(
+        cs["containerID"].as_str().is_some_and(|id| id.starts_with("containerd://")),
+        "containerID {}",
+        cs["containerID"]
+    );
+    ensure!(cs["image"].as_str().is_some_and(|i| i.contains("busybox")), "image {}", cs["image"]);
+    ensure!(running_containers(&node, "web")? == 1, "web runs once in the runtime");
+
+    // A Deployment: scheduler and controller-manager place its replicas here.
+    apply(
+        &c,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dep\n  namespace: default\n\
+         spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: dep}\n  template:\n    \
+         metadata:\n      labels: {app: dep}\n    spec:\n      \
+         automountServiceAccountToken: false\n      terminationGracePeriodSeconds: 2\n      \
+         containers:\n      - name: c\n        image: busybox:1.35\n        \
+         imagePullPolicy: IfNotPresent\n        command: [\"sleep\", \"3600\"]\n",
+    )?;
+    node.wait("the Deployment's 2 replicas available", T, || {
+        let d = get_json(&c, &["get", "deployment", "dep"])?;
+        Ok((d["status"]["availableReplicas"] == 2).then_some(()))
+    })?;
+
+    // A pod that finishes: Succeeded, never restarted.
+    apply(&c, &pod_yaml("job", "Never", 2, "echo done"))?;
+    let done = wait_phase(&c, &node, "job", "Succeeded")?;
+    let term = &done["status"]["containerStatuses"][0]["state"]["terminated"];
+    ensure!(term["exitCode"] == 0 && term["reason"] == "Completed", "job: {term}");
+
+    // Restart the agent: everything is adopted, nothing started twice.
+    node.stop_agent(libc::SIGTERM)?;
+    node.start_agent(&[&kubeconfig])?;
+    std::thread::sleep(Duration::from_secs(5));
+    wait_phase(&c, &node, "web", "Running")?;
+    ensure!(running_containers(&node, "web")? == 1, "web was started twice after the restart");
+    let again = pod_json(&c, "web")?;
+    ensure!(
+        again["status"]["containerStatuses"][0]["restartCount"] == 0,
+        "web restarted: {}",
+        again["status"]["containerStatuses"][0]
+    );
+    ensure!(pod_json(&c, "job")?["status"]["phase"] == "Succeeded", "job regressed");
+
+    // Graceful delete: the container gets TERM (and exits 0 at once), then the object goes.
+    let asked = Instant::now();
+    c.kubectl(&["delete", "pod", "web", "--wait=false"])?;
+    wait_gone(&c, &node, "web")?;
+    eprintln!(
+        "cluster_pods: kubectl delete -> object gone in {:.1} s (information, not a limit)",
+        asked.elapsed().as_secs_f64()
+    );
+    node.wait("web's containers stopped", T, || {
+        Ok((running_containers(&node, "web")? == 0).then_some(()))
+    })?;
+
+    // Force delete: the object goes at once, the agent kills what runs.
+    apply(&c, &pod_yaml("stubborn", "Always", 300, "trap '' TERM; sleep 3600"))?;
+    wait_phase(&c, &node, "stubborn", "Running")?;
+    c.kubectl(&["delete", "pod", "stubborn", "--grace-period=0", "--force"])?;
+    node.wait("stubborn's containers killed", T, || {
+        Ok((running_containers(&node, "stubborn")? == 0).then_some(()))
+    })?;
+
+    c.kubectl(&["delete", "deployment", "dep", "--wait=false"])?;
+    let log = node.agent_log();
+    ensure!(!log.contains("panicked"), "the agent panicked:\n{log}");
+    c.stop()
+}
