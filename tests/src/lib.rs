@@ -371,3 +371,38 @@ pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
+
+/// Runs `promtool check metrics` on an exposition: a parse error fails, and so does any lint
+/// finding not in `allowed` (metric name, problem), for names the kubelet or cAdvisor expose
+/// that way themselves.
+pub fn promtool_check(what: &str, text: &str, allowed: &[(&str, &str)]) -> Result<()> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("promtool stdin")?;
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in report.lines().filter(|l| !l.trim().is_empty()) {
+        if line.contains("error") {
+            bail!("promtool could not parse {what}: {line}\n{text}");
+        }
+        let ok = allowed
+            .iter()
+            .any(|(name, problem)| line.starts_with(name) && line.contains(problem));
+        if !ok {
+            bail!("promtool lint finding on {what}: {line}");
+        }
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 pub mod cadvisor;
 pub mod expo;
+pub mod process;
 pub mod resource;
 
 use crate::events::Bus;
@@ -160,6 +161,10 @@ pub fn render_agent(
     );
     if let Some(t) = telemetry {
         render_telemetry(&mut e, &t);
+    }
+    // The agent's own process, read once per scrape as client_golang's collector does.
+    if let Some(p) = process::read_self() {
+        process::render(&mut e, &p);
     }
     e.finish()
 }

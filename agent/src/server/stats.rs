@@ -6,11 +6,12 @@ pub use crate::stats::summary::*;
 use serde_json::{Value, json};
 use std::time::SystemTime;
 
+/// A time as metav1.Time marshals it: RFC 3339 in UTC, whole seconds.
 fn rfc3339(t: Option<SystemTime>) -> Value {
     match t {
         Some(t) => {
             let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            Value::String(format_rfc3339(d.as_secs() as i64, d.subsec_nanos()))
+            Value::String(format_rfc3339(d.as_secs() as i64, 0))
         }
         None => Value::Null,
     }
@@ -123,6 +124,18 @@ fn memory_json(u: &Usage, available: Option<u64>) -> Value {
     v
 }
 
+fn fs_json(time: Option<SystemTime>, fs: &FsStats, inodes_used: Option<u64>) -> Value {
+    json!({
+        "time": rfc3339(time),
+        "availableBytes": fs.available_bytes,
+        "capacityBytes": fs.capacity_bytes,
+        "usedBytes": fs.used_bytes,
+        "inodesFree": fs.inodes_free,
+        "inodes": fs.inodes,
+        "inodesUsed": inodes_used.unwrap_or(fs.inodes.saturating_sub(fs.inodes_free)),
+    })
+}
+
 /// The Summary API document (`/stats/summary`).
 pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
     let n = &s.node;
@@ -131,7 +144,12 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
         "startTime": rfc3339(n.start_time),
         "cpu": cpu_json(&n.usage),
         "memory": memory_json(&n.usage, n.memory_available_bytes),
-        "systemContainers": [],
+        "systemContainers": n.system_containers.iter().map(|c| json!({
+            "name": c.name,
+            "startTime": rfc3339(c.start_time),
+            "cpu": cpu_json(&c.usage),
+            "memory": memory_json(&c.usage, None),
+        })).collect::<Vec<_>>(),
     });
     if n.max_pid.is_some() || n.cur_proc.is_some() {
         node["rlimit"] = json!({
@@ -141,15 +159,16 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
         });
     }
     if let Some(fs) = &n.fs {
-        node["fs"] = json!({
-            "time": rfc3339(n.usage.timestamp),
-            "availableBytes": fs.available_bytes,
-            "capacityBytes": fs.capacity_bytes,
-            "usedBytes": fs.used_bytes,
-            "inodesFree": fs.inodes_free,
-            "inodes": fs.inodes,
-            "inodesUsed": fs.inodes.saturating_sub(fs.inodes_free),
-        });
+        node["fs"] = fs_json(n.usage.timestamp, fs, None);
+    }
+    if let Some(rt) = &n.runtime_fs {
+        let mut runtime = json!({});
+        for (key, u) in [("imageFs", &rt.image_fs), ("containerFs", &rt.container_fs)] {
+            if let Some(u) = u {
+                runtime[key] = fs_json(u.time, &u.fs, u.inodes_used);
+            }
+        }
+        node["runtime"] = runtime;
     }
     let pods: Vec<Value> = s
         .pods
@@ -198,6 +217,64 @@ mod tests {
         assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 8192);
         assert_eq!(p["containers"][0]["cpu"]["usageNanoCores"], 5000);
         assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 1_000_001);
+    }
+
+    /// Every `time`/`startTime` in a document, with its JSON path.
+    fn times(v: &Value, path: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if let (true, Some(s)) = (k == "time" || k == "startTime", x.as_str()) {
+                        out.push((format!("{path}.{k}"), s.to_owned()));
+                    }
+                    times(x, format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    times(x, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_time_is_whole_seconds_utc_and_usage_covers_the_working_set() {
+        let mut s = stub(1);
+        let frac = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
+        s.node.usage.timestamp = Some(frac);
+        s.pods[0].containers[0].start_time = Some(frac);
+        s.node.system_containers.push(SystemContainer {
+            name: "kubelet",
+            start_time: Some(frac),
+            usage: s.node.usage.clone(),
+        });
+        s.node.fs = Some(FsStats::default());
+        let u = RuntimeFsUsage {
+            time: Some(frac),
+            inodes_used: Some(3),
+            ..Default::default()
+        };
+        s.node.runtime_fs = Some(RuntimeFs {
+            image_fs: Some(u.clone()),
+            container_fs: Some(u),
+        });
+        let v = summary("n1", &s);
+        let mut all = Vec::new();
+        times(&v, String::new(), &mut all);
+        assert!(all.len() >= 12, "{all:?}");
+        for (path, t) in &all {
+            assert_eq!(t, "2027-01-15T08:00:00Z", "{path}");
+        }
+        assert_eq!(v["node"]["systemContainers"][0]["name"], "kubelet");
+        assert_eq!(v["node"]["runtime"]["imageFs"]["inodesUsed"], 3);
+        assert!(v["node"]["runtime"]["containerFs"].is_object());
+        let m = &v["node"]["memory"];
+        assert!(
+            m["usageBytes"].as_u64() >= m["workingSetBytes"].as_u64(),
+            "{m}"
+        );
     }
 
     #[test]

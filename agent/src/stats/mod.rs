@@ -18,8 +18,11 @@
 //! the kubelet's Summary API only copies them out).
 
 pub mod cgroupfs;
+pub mod details;
 pub mod pods;
+pub mod runtime_fs;
 pub mod summary;
+pub mod system;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -37,6 +37,10 @@ pub struct Usage {
     pub cpu_run_queue_ns: Option<u64>,
     /// Times its tasks ran on a CPU (eBPF; counted since the agent loaded).
     pub cpu_run_periods: Option<u64>,
+    /// The slower cgroup figures (spec, CFS, swap, tasks ...), when the details sweep has them.
+    pub details: Option<crate::stats::details::CgroupDetails>,
+    /// When the details were read.
+    pub details_at: Option<SystemTime>,
 }
 
 /// One container of a pod.
@@ -111,6 +115,49 @@ pub struct NodeStats {
     pub cur_proc: Option<u64>,
     /// Root filesystem of the node.
     pub fs: Option<FsStats>,
+    /// /proc/sys/kernel/random/boot_id (cAdvisor's `boot_id` label).
+    pub boot_id: String,
+    /// /etc/machine-id (cAdvisor's `machine_id` label).
+    pub machine_id: String,
+    /// DMI product UUID (cAdvisor's `system_uuid` label).
+    pub system_uuid: String,
+    /// The kubelet's system containers (`kubelet`, `runtime`, `pods`) whose cgroups are known.
+    pub system_containers: Vec<SystemContainer>,
+    /// The runtime's image and container filesystems (CRI ImageFsInfo).
+    pub runtime_fs: Option<RuntimeFs>,
+}
+
+/// A system container of the Summary API (kubelet SystemContainerKubelet/Runtime/Pods).
+#[derive(Debug, Clone, Default)]
+pub struct SystemContainer {
+    /// `kubelet`, `runtime` or `pods`.
+    pub name: &'static str,
+    /// When its cgroup was created, if known.
+    pub start_time: Option<SystemTime>,
+    /// Its usage.
+    pub usage: Usage,
+}
+
+/// One runtime filesystem: capacity from the filesystem, use from the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeFsUsage {
+    /// When the runtime measured it.
+    pub time: Option<SystemTime>,
+    /// Capacity and free space of the filesystem holding it; `used_bytes` and `inodes`
+    /// use are the runtime's.
+    pub fs: FsStats,
+    /// Inodes the runtime's data uses.
+    pub inodes_used: Option<u64>,
+}
+
+/// The Summary API's `node.runtime`.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeFs {
+    /// Where images are stored.
+    pub image_fs: Option<RuntimeFsUsage>,
+    /// Where container writable layers are stored (the image fs when the runtime has no
+    /// separate one, as the kubelet reports it).
+    pub container_fs: Option<RuntimeFsUsage>,
 }
 
 /// One consistent read of everything the stats endpoints show.
@@ -120,6 +167,9 @@ pub struct StatsSnapshot {
     pub node: NodeStats,
     /// Pods with their containers.
     pub pods: Vec<PodStats>,
+    /// Whether the cgroup numbers could be read (cAdvisor's `container_scrape_error` is 1
+    /// when not): no telemetry source or no details sweep yet.
+    pub container_scrape_error: bool,
 }
 
 /// Source of usage numbers for /stats/summary, /metrics/cadvisor and /metrics/resource.
@@ -194,6 +244,7 @@ pub(crate) mod tests {
                     }],
                 })
                 .collect(),
+            container_scrape_error: false,
         }
     }
 }
