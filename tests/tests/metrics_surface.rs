@@ -135,6 +135,18 @@ fn cadvisor_process_and_summary_series_match_the_cgroup_files() -> Result<()> {
          requests:\n        cpu: 100m\n        memory: 32Mi\n",
     );
     node.write_manifest("lim.yaml", &manifest)?;
+    // A pod on the CNI bridge whose ARP requests leave through its eth0 every second.
+    let cni = Path::new("/usr/lib/cni/bridge").exists();
+    if cni {
+        node.write_manifest(
+            "net.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: net, namespace: web}\nspec:\n  \
+             terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
+             command: [sh, -c, 'while true; do ping -c1 -W1 10.88.0.254 >/dev/null 2>&1; sleep 1; done']\n",
+        )?;
+    } else {
+        println!("no CNI bridge plugin at /usr/lib/cni/bridge: pod network not checked");
+    }
     let pod = format!("pod=\"lim-{NODE}\"");
     let c = [pod.as_str(), "container=\"c\""];
 
@@ -243,6 +255,46 @@ fn cadvisor_process_and_summary_series_match_the_cgroup_files() -> Result<()> {
     assert_eq!(sample(&cad, "machine_scrape_error", &[]), Some(0.0));
     promtool_check("/metrics/cadvisor", &cad, LINT_ALLOWED)?;
 
+    // Network: the pod's own namespace, on its pod-level series.
+    if cni {
+        let net = [
+            "pod=\"net-e2e-node\"",
+            "interface=\"eth0\"",
+            "container=\"\"",
+        ];
+        let text = node.wait("network series of the CNI pod", T, || {
+            let t = get(ro, "/metrics/cadvisor")?;
+            let tx = sample(&t, "container_network_transmit_packets_total", &net);
+            Ok(tx.is_some_and(|n| n > 0.0).then_some(t))
+        })?;
+        for f in [
+            "container_network_receive_bytes_total",
+            "container_network_receive_packets_total",
+            "container_network_receive_errors_total",
+            "container_network_receive_packets_dropped_total",
+            "container_network_transmit_bytes_total",
+            "container_network_transmit_errors_total",
+            "container_network_transmit_packets_dropped_total",
+        ] {
+            sample(&text, f, &net).with_context(|| format!("{f} of the CNI pod"))?;
+        }
+        let s: Value = serde_json::from_str(&get(ro, "/stats/summary")?)?;
+        let p = s["pods"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["podRef"]["name"] == format!("net-{NODE}").as_str())
+            })
+            .context("the CNI pod in the summary")?;
+        assert_eq!(p["network"]["name"], "eth0", "{}", p["network"]);
+        assert!(p["network"]["txBytes"].as_u64().is_some_and(|b| b > 0));
+        assert!(
+            s["node"]["network"]["interfaces"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty())
+        );
+    }
+
     // /metrics: the process collector.
     let m = get(ro, "/metrics")?;
     let start = sample(&m, "process_start_time_seconds", &[]).context("start time")?;
@@ -291,6 +343,13 @@ fn cadvisor_process_and_summary_series_match_the_cgroup_files() -> Result<()> {
         .filter_map(|c| c["name"].as_str())
         .collect();
     println!("system containers: {names:?}");
+    for c in n["systemContainers"].as_array().into_iter().flatten() {
+        // What a system container's cgroups hold is reported, and real; the rest left out.
+        if c["cpu"].is_object() {
+            assert!(c["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0), "{c}");
+        }
+        assert!(c["memory"]["workingSetBytes"].as_u64() > Some(0), "{c}");
+    }
     assert!(names.contains(&"pods"), "{names:?}");
     // The agent and containerd of this test run in a non-root cgroup of the test runner.
     let own = std::fs::read_to_string("/proc/self/cgroup")?;

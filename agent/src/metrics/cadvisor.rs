@@ -5,6 +5,7 @@
 
 use super::expo::{Encoder, Format, Kind};
 use crate::stats::details::{CpuDetails, MemoryDetails, ProcessDetails};
+use crate::stats::network::Interface;
 use crate::stats::summary::{StatsSnapshot, Usage};
 use std::time::SystemTime;
 
@@ -262,6 +263,7 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
             }
         }
     }
+    render_network(&mut e, &series);
     type Gauge = (&'static str, &'static str, fn(&Usage) -> f64);
     let gauges: [Gauge; 4] = [
         (
@@ -430,6 +432,66 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
     e.finish()
 }
 
+/// cAdvisor's network families, one series per interface of the pod's namespace (on the
+/// pod-level series; dashboards sum them by namespace and pod).
+fn render_network(e: &mut Encoder, series: &[Series]) {
+    type Net = (&'static str, &'static str, fn(&Interface) -> u64);
+    let nets: [Net; 8] = [
+        (
+            "container_network_receive_bytes_total",
+            "Cumulative count of bytes received",
+            |i| i.rx_bytes,
+        ),
+        (
+            "container_network_receive_packets_total",
+            "Cumulative count of packets received",
+            |i| i.rx_packets,
+        ),
+        (
+            "container_network_receive_packets_dropped_total",
+            "Cumulative count of packets dropped while receiving",
+            |i| i.rx_dropped,
+        ),
+        (
+            "container_network_receive_errors_total",
+            "Cumulative count of errors encountered while receiving",
+            |i| i.rx_errors,
+        ),
+        (
+            "container_network_transmit_bytes_total",
+            "Cumulative count of bytes transmitted",
+            |i| i.tx_bytes,
+        ),
+        (
+            "container_network_transmit_packets_total",
+            "Cumulative count of packets transmitted",
+            |i| i.tx_packets,
+        ),
+        (
+            "container_network_transmit_packets_dropped_total",
+            "Cumulative count of packets dropped while transmitting",
+            |i| i.tx_dropped,
+        ),
+        (
+            "container_network_transmit_errors_total",
+            "Cumulative count of errors encountered while transmitting",
+            |i| i.tx_errors,
+        ),
+    ];
+    if series.iter().all(|x| x.usage.network.is_none()) {
+        return;
+    }
+    for (name, help, f) in nets {
+        e.family(name, help, Kind::Counter);
+        for x in series {
+            for i in x.usage.network.iter().flat_map(|n| n.iter()) {
+                let l = with(&x.labels(), &[("interface", &i.name)]);
+                e.sample(&l, f(i) as f64, x.usage.details_at);
+            }
+        }
+    }
+}
+
 /// Seconds since the epoch, as a float.
 pub fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -527,7 +589,17 @@ mod tests {
         s.pods[0].containers[0].usage.details = Some(d(20_000));
         s.pods[0].containers[0].usage.details_at = at;
         // The pod has no quota: no CFS series, but its spec and user/system times.
-        s.pods[0].usage.as_mut().expect("pod usage").details = Some(d(0));
+        let pod_usage = s.pods[0].usage.as_mut().expect("pod usage");
+        pod_usage.details = Some(d(0));
+        pod_usage.details_at = at;
+        pod_usage.network = Some(
+            vec![crate::stats::network::Interface {
+                name: "eth0".into(),
+                tx_packets: 7,
+                ..Default::default()
+            }]
+            .into(),
+        );
         s.node.boot_id = "b".into();
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000);
         let t = render_at(Format::Text, &s, now);
@@ -545,6 +617,10 @@ mod tests {
             "container_last_seen{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 1900000000 1900000000000\n",
         );
         has("container_scrape_error 0\n");
+        has("# TYPE container_network_transmit_packets_total counter\n");
+        has(
+            "container_network_transmit_packets_total{container=\"\",id=\"/kubepods/besteffort/poduid-0\",image=\"\",interface=\"eth0\",name=\"\",namespace=\"default\",pod=\"p0\"} 7 1800000000000\n",
+        );
         has("machine_memory_bytes{boot_id=\"b\",machine_id=\"\",system_uuid=\"\"} 4294967296\n");
         has("machine_scrape_error 0\n");
         let pod = "id=\"/kubepods/besteffort/poduid-0\"";

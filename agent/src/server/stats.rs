@@ -136,6 +136,49 @@ fn fs_json(time: Option<SystemTime>, fs: &FsStats, inodes_used: Option<u64>) -> 
     })
 }
 
+/// The Summary's NetworkStats: every interface, and the default one (`eth0`, the kubelet's
+/// network.DefaultInterfaceName) also at the top level.
+fn network_json(u: &Usage) -> Option<Value> {
+    let n = u.network.as_ref()?;
+    let iface = |i: &crate::stats::network::Interface| {
+        json!({
+            "name": i.name,
+            "rxBytes": i.rx_bytes,
+            "rxErrors": i.rx_errors,
+            "txBytes": i.tx_bytes,
+            "txErrors": i.tx_errors,
+        })
+    };
+    let mut v = json!({
+        "time": rfc3339(u.details_at),
+        "interfaces": n.iter().map(iface).collect::<Vec<_>>(),
+    });
+    if let Some(Value::Object(top)) = n.iter().find(|i| i.name == "eth0").map(iface)
+        && let Value::Object(m) = &mut v
+    {
+        m.extend(top);
+    }
+    Some(v)
+}
+
+/// A system container. On v1 a process sits in a different cgroup per hierarchy (the agent may
+/// have its own memory cgroup but share the root CPU one); what its cgroup path does not hold
+/// is left out, as cAdvisor leaves it out for a container without that controller.
+fn system_container_json(c: &SystemContainer) -> Value {
+    let mut v = json!({
+        "name": c.name,
+        "startTime": rfc3339(c.start_time),
+    });
+    let d = c.usage.details;
+    if c.usage.cpu_usage_ns > 0 || d.and_then(|d| d.cpu).is_some_and(|x| x.usage_ns.is_some()) {
+        v["cpu"] = cpu_json(&c.usage);
+    }
+    if c.usage.memory_usage_bytes > 0 || d.is_some_and(|d| d.memory.is_some()) {
+        v["memory"] = memory_json(&c.usage, None);
+    }
+    v
+}
+
 /// The Summary API document (`/stats/summary`).
 pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
     let n = &s.node;
@@ -144,12 +187,7 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
         "startTime": rfc3339(n.start_time),
         "cpu": cpu_json(&n.usage),
         "memory": memory_json(&n.usage, n.memory_available_bytes),
-        "systemContainers": n.system_containers.iter().map(|c| json!({
-            "name": c.name,
-            "startTime": rfc3339(c.start_time),
-            "cpu": cpu_json(&c.usage),
-            "memory": memory_json(&c.usage, None),
-        })).collect::<Vec<_>>(),
+        "systemContainers": n.system_containers.iter().map(system_container_json).collect::<Vec<_>>(),
     });
     if n.max_pid.is_some() || n.cur_proc.is_some() {
         node["rlimit"] = json!({
@@ -160,6 +198,9 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
     }
     if let Some(fs) = &n.fs {
         node["fs"] = fs_json(n.usage.timestamp, fs, None);
+    }
+    if let Some(net) = network_json(&n.usage) {
+        node["network"] = net;
     }
     if let Some(rt) = &n.runtime_fs {
         let mut runtime = json!({});
@@ -194,6 +235,9 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
             if let Some(u) = &p.usage {
                 pod["cpu"] = cpu_json(u);
                 pod["memory"] = memory_json(u, None);
+                if let Some(net) = network_json(u) {
+                    pod["network"] = net;
+                }
             }
             pod
         })
@@ -251,6 +295,16 @@ mod tests {
             usage: s.node.usage.clone(),
         });
         s.node.fs = Some(FsStats::default());
+        let pod = s.pods[0].usage.as_mut().expect("pod usage");
+        pod.details_at = Some(frac);
+        pod.network = Some(
+            vec![crate::stats::network::Interface {
+                name: "eth0".into(),
+                rx_bytes: 42,
+                ..Default::default()
+            }]
+            .into(),
+        );
         let u = RuntimeFsUsage {
             time: Some(frac),
             inodes_used: Some(3),
@@ -268,6 +322,12 @@ mod tests {
             assert_eq!(t, "2027-01-15T08:00:00Z", "{path}");
         }
         assert_eq!(v["node"]["systemContainers"][0]["name"], "kubelet");
+        let net = &v["pods"][0]["network"];
+        assert_eq!(
+            (&net["name"], &net["rxBytes"]),
+            (&json!("eth0"), &json!(42))
+        );
+        assert_eq!(net["interfaces"][0]["rxBytes"], 42);
         assert_eq!(v["node"]["runtime"]["imageFs"]["inodesUsed"], 3);
         assert!(v["node"]["runtime"]["containerFs"].is_object());
         let m = &v["node"]["memory"];

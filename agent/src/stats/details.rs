@@ -12,8 +12,10 @@
 //! (one readlink per descriptor for sockets), ~0.1-0.2 ms a cgroup.
 
 use super::cgroupfs::{CgroupLayout, cgroup_dir, parse_flat_keyed};
+use super::network::{self, Interface};
 use super::pods::PodStatsView;
 use super::system::{SystemCgroups, system_cgroups};
+use crate::cm::path::{CgroupKind, classify};
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
@@ -128,6 +130,8 @@ pub struct Details {
     pub sweeps: u64,
     /// The system containers' cgroups as this sweep found them.
     pub system: SystemCgroups,
+    /// Interfaces per pod cgroup, and the node's under `/`.
+    pub networks: HashMap<String, Arc<[Interface]>>,
 }
 
 /// Converts cgroup v2 `cpu.weight` [1, 10000] to v1 shares [2, 262144] (cAdvisor's
@@ -367,6 +371,16 @@ pub fn sweep(layout: &CgroupLayout, paths: &[(String, bool)], previous: u64) -> 
             continue;
         }
         d.cgroups.insert(path.clone(), c);
+        let net = if path == "/" {
+            network::read_node()
+        } else if let Some(CgroupKind::Pod { .. }) = classify(path) {
+            network::read_pod(layout, path)
+        } else {
+            None
+        };
+        if let Some(n) = net {
+            d.networks.insert(path.clone(), n.into());
+        }
     }
     d.took = started.elapsed();
     d

@@ -19,6 +19,7 @@
 
 pub mod cgroupfs;
 pub mod details;
+pub mod network;
 pub mod pods;
 pub mod runtime_fs;
 pub mod summary;

@@ -41,6 +41,8 @@ pub struct Usage {
     pub details: Option<crate::stats::details::CgroupDetails>,
     /// When the details were read.
     pub details_at: Option<SystemTime>,
+    /// Interfaces of the cgroup's network namespace (pods and the node), read with the details.
+    pub network: Option<std::sync::Arc<[crate::stats::network::Interface]>>,
 }
 
 /// One container of a pod.

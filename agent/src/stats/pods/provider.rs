@@ -112,6 +112,7 @@ fn usage(
         cpu_run_periods: cpu.and_then(|c| c.slices),
         details: details.0.copied(),
         details_at: details.1,
+        network: None,
     }
 }
 
@@ -173,6 +174,7 @@ impl StatsSource for ServerStats {
         }
         let root = details.cgroups.get("/");
         node.usage.details = root.copied();
+        node.usage.network = details.networks.get("/").cloned();
         node.usage.details_at = dat;
         let root_mem = root.and_then(|r| r.memory);
         if let Some(m) = root_mem {
@@ -224,7 +226,10 @@ impl StatsSource for ServerStats {
                     uid: p.pod.uid.clone(),
                     cgroup: p.cgroup.clone(),
                     start_time: p.created_at,
-                    usage: Some(usage(at, p.cpu, p.memory, p.oom_kills, det(&p.cgroup))),
+                    usage: Some(api::Usage {
+                        network: details.networks.get(&p.cgroup).cloned(),
+                        ..usage(at, p.cpu, p.memory, p.oom_kills, det(&p.cgroup))
+                    }),
                     containers: Vec::new(),
                 },
             );
