@@ -310,6 +310,12 @@ fn cadvisor_process_and_summary_series_match_the_cgroup_files() -> Result<()> {
     let max = sample(&m, "process_max_fds", &[]).context("max fds")?;
     assert!(fds >= 3.0 && max >= fds, "{fds} of {max}");
     assert!(m.contains("# TYPE process_virtual_memory_max_bytes gauge"));
+    let took = sample(&m, "nodelet_cgroup_details_sweep_seconds", &[]).context("sweep time")?;
+    let read = sample(&m, "nodelet_cgroup_details_cgroups", &[]).context("sweep size")?;
+    println!(
+        "cgroup details sweep: {read} cgroups in {:.3} ms",
+        took * 1e3
+    );
     promtool_check("/metrics", &m, LINT_ALLOWED)?;
 
     // /stats/summary.

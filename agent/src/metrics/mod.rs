@@ -250,6 +250,26 @@ fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
         Kind::Gauge,
     );
     e.sample(&[], c.rebaseline_interval_s as f64, None);
+    if let Some((sweeps, took, cgroups)) = t.details {
+        e.family(
+            "nodelet_cgroup_details_sweeps_total",
+            "Sweeps reading the cgroup figures cAdvisor reports beside usage (spec, CFS, swap, tasks, network).",
+            Kind::Counter,
+        );
+        e.sample(&[], sweeps as f64, None);
+        e.family(
+            "nodelet_cgroup_details_sweep_seconds",
+            "Duration of the last cgroup details sweep.",
+            Kind::Gauge,
+        );
+        e.sample(&[], took.as_secs_f64(), None);
+        e.family(
+            "nodelet_cgroup_details_cgroups",
+            "Cgroups the last details sweep read.",
+            Kind::Gauge,
+        );
+        e.sample(&[], cgroups as f64, None);
+    }
     let programs = crate::ebpf::program_runs(&t.program_ids);
     if programs.is_empty() {
         return;

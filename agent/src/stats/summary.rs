@@ -196,6 +196,8 @@ pub struct TelemetryHealth {
     /// Kernel ids of the eBPF programs feeding the store, by name (empty without eBPF); the
     /// metrics scrape asks the kernel for their run-time statistics.
     pub program_ids: Vec<(&'static str, u32)>,
+    /// Cgroup details sweeps done, the last one's duration and how many cgroups it read.
+    pub details: Option<(u64, std::time::Duration, usize)>,
 }
 
 #[cfg(test)]
@@ -203,9 +205,41 @@ pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A source with `n` running containers, one per pod.
+    /// A source with `n` running containers, one per pod, with every family cAdvisor has
+    /// for them (a CPU quota, the details, and an interface per pod): the serving
+    /// benchmark's worst case.
     pub(crate) fn stub(n: usize) -> StatsSnapshot {
+        use crate::stats::details::{CgroupDetails, CpuDetails, MemoryDetails, ProcessDetails};
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let details = CgroupDetails {
+            cpu: Some(CpuDetails {
+                usage_ns: Some(1_000_000),
+                user_ns: Some(600_000),
+                system_ns: Some(400_000),
+                cfs_periods: Some(1000),
+                cfs_throttled_periods: Some(10),
+                cfs_throttled_ns: Some(50_000_000),
+                period_us: 100_000,
+                quota_us: 50_000,
+                shares: 512,
+            }),
+            memory: Some(MemoryDetails {
+                usage_bytes: 8192,
+                working_set_bytes: 4096,
+                pgfault: 100,
+                total_pgfault: 100,
+                limit_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            processes: Some(ProcessDetails {
+                processes: 1,
+                threads: Some(1),
+                threads_max: Some(0),
+                fds: 4,
+                sockets: 1,
+            }),
+            created: Some(t),
+        };
         let usage = |i: usize| Usage {
             timestamp: Some(t),
             cpu_usage_ns: 1_000_000 + i as u64,
@@ -215,7 +249,21 @@ pub(crate) mod tests {
             memory_rss_bytes: 4096,
             memory_cache_bytes: 4096,
             memory_limit_bytes: Some(1 << 30),
+            details: Some(details),
+            details_at: Some(t),
             ..Default::default()
+        };
+        let pod_usage = |i: usize| Usage {
+            network: Some(
+                vec![crate::stats::network::Interface {
+                    name: "eth0".into(),
+                    rx_bytes: 1000,
+                    tx_bytes: 1000,
+                    ..Default::default()
+                }]
+                .into(),
+            ),
+            ..usage(i)
         };
         StatsSnapshot {
             node: NodeStats {
@@ -234,7 +282,7 @@ pub(crate) mod tests {
                     uid: format!("uid-{i}"),
                     cgroup: format!("/kubepods/besteffort/poduid-{i}"),
                     start_time: Some(t),
-                    usage: Some(usage(i)),
+                    usage: Some(pod_usage(i)),
                     containers: vec![ContainerStats {
                         name: "c".into(),
                         id: format!("{i:064x}"),

@@ -142,6 +142,10 @@ impl StatsSource for ServerStats {
             source: view.source().as_str(),
             counters: view.counters(),
             program_ids: view.stats.programs().to_vec(),
+            details: self.feeds.details.as_ref().map(|rx| {
+                let d = rx.borrow();
+                (d.sweeps, d.took, d.cgroups.len())
+            }),
         })
     }
 
