@@ -372,6 +372,26 @@ pub fn have(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
+/// promtool lint findings allowed because the kubelet or cAdvisor expose these names so
+/// (metric name, problem), for [`promtool_check`].
+pub const LINT_ALLOWED: &[(&str, &str)] = &[
+    // kubelet pkg/kubelet/metrics: a counter named without _total since 1.2x; kept for dashboards.
+    (
+        "kubelet_evictions",
+        "counter metrics should have \"_total\" suffix",
+    ),
+    // pkg/kubelet/metrics PLEGDiscardEvents: the same, "kubelet_pleg_discard_events".
+    (
+        "kubelet_pleg_discard_events",
+        "counter metrics should have \"_total\" suffix",
+    ),
+    // cadvisor metrics/prometheus.go: container_memory_failcnt is a counter without _total.
+    (
+        "container_memory_failcnt",
+        "counter metrics should have \"_total\" suffix",
+    ),
+];
+
 /// Runs `promtool check metrics` on an exposition: a parse error fails, and so does any lint
 /// finding not in `allowed` (metric name, problem), for names the kubelet or cAdvisor expose
 /// that way themselves.

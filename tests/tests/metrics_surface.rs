@@ -13,23 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const T: Duration = Duration::from_secs(90);
 
-/// Lint findings allowed because cAdvisor or the kubelet name these series so.
-const LINT_ALLOWED: &[(&str, &str)] = &[
-    // cadvisor metrics/prometheus.go: a counter without _total.
-    (
-        "container_memory_failcnt",
-        "counter metrics should have \"_total\" suffix",
-    ),
-    (
-        "kubelet_evictions",
-        "counter metrics should have \"_total\" suffix",
-    ),
-    (
-        "kubelet_pleg_discard_events",
-        "counter metrics should have \"_total\" suffix",
-    ),
-];
-
 fn get(port: u16, path: &str) -> Result<String> {
     let out = Command::new("curl")
         .args(["-sf", "--max-time", "20"])

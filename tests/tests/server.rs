@@ -411,20 +411,6 @@ fn oversized_header_status(api: &Api) -> Result<String> {
     Ok(out.lines().next().unwrap_or_default().trim().to_string())
 }
 
-/// Lint findings allowed because the kubelet itself exposes these names this way.
-const LINT_ALLOWED: &[(&str, &str)] = &[
-    // kubelet pkg/kubelet/metrics: a counter named without _total since 1.2x; kept for dashboards.
-    (
-        "kubelet_evictions",
-        "counter metrics should have \"_total\" suffix",
-    ),
-    // pkg/kubelet/metrics PLEGDiscardEvents: the same, "kubelet_pleg_discard_events".
-    (
-        "kubelet_pleg_discard_events",
-        "counter metrics should have \"_total\" suffix",
-    ),
-];
-
 struct Prometheus {
     child: Child,
     port: u16,
