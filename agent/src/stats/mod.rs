@@ -19,6 +19,8 @@
 
 pub mod cgroupfs;
 pub mod details;
+#[cfg(test)]
+mod details_bench;
 pub mod network;
 pub mod pods;
 pub mod runtime_fs;
