@@ -8,6 +8,7 @@
 mod cm;
 mod config;
 mod ebpf;
+mod errors;
 mod events;
 mod instrument;
 mod kuberuntime;
@@ -115,22 +116,44 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // Subscribers exist before the first producer runs, so none misses the first relist.
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
 
-    let (config_tx, config_rx) = watch::channel(None);
+    // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
+    // pod source and the status manager's writes. A kubeconfig that cannot be used stops the
+    // start, as the kubelet's does; an unreachable API server does not.
+    let api_client = match &opts.kubeconfig {
+        Some(path) => Some(
+            config::apiserver::client(path, None)
+                .await
+                .context("--kubeconfig")?,
+        ),
+        None => None,
+    };
+    let mut sources = Vec::new();
     match opts.static_pod_path.clone() {
         Some(path) => {
+            let (tx, rx) = watch::channel(None);
             tasks.spawn(config::file::run(
                 path,
                 opts.node_name.clone(),
                 opts.file_check_frequency,
-                config_tx,
+                tx,
                 cancel.child_token(),
             ));
+            sources.push(rx);
         }
-        None => {
-            info!("no static pod path (--pod-manifest-path / staticPodPath): no pods to run");
-            config_tx.send_replace(Some(Default::default()));
-        }
+        None => info!("no static pod path (--pod-manifest-path / staticPodPath)"),
     }
+    if let Some(client) = api_client.clone() {
+        let (tx, rx) = watch::channel(None);
+        tasks.spawn(config::apiserver::run(
+            client,
+            opts.node_name.clone(),
+            tx,
+            cancel.child_token(),
+        ));
+        sources.push(rx);
+    }
+    let (config_tx, config_rx) = watch::channel(None);
+    tasks.spawn(config::mux::run(sources, config_tx, cancel.child_token()));
 
     let (cache_writer, cache) = pleg::cache::cache();
     // Node-side verdicts (eviction, admission) reach the pod workers through the killer.
@@ -143,6 +166,16 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
+    if let Some(client) = api_client.clone() {
+        status::sync::start(
+            client,
+            config_rx.clone(),
+            status_store.clone(),
+            cache.clone(),
+            &mut tasks,
+            cancel.child_token(),
+        );
+    }
     let (health_tx, health_rx) = watch::channel(None);
     let pleg_stats = Arc::new(pleg::PlegStats::default());
     tasks.spawn(pleg_watchdog(health_rx.clone(), cancel.child_token()));
@@ -158,10 +191,6 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 
     // --- node status (issue 11): registration, node status and lease in cluster mode ---
     if let Some(settings) = nodestatus::Settings::from_options(&opts) {
-        warn!(
-            register_node = opts.register_node,
-            "--kubeconfig given: the node registers and reports its status, but pods from the API server are not run yet (static pods only)"
-        );
         // No eviction manager yet: the pressure conditions stay False.
         let (_pressure_tx, pressure_rx) = nodestatus::pressure_channel();
         nodestatus::start(

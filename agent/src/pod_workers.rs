@@ -228,9 +228,9 @@ impl Dispatcher {
         // Owned, so the closure does not borrow the dispatcher that spawns.
         let stopped: std::collections::HashSet<String> = self.verdicts.keys().cloned().collect();
         let runnable = |uid: &str| {
-            desired
-                .get(uid)
-                .filter(|p| !p.deleting() && !stopped.contains(uid))
+            desired.get(uid).filter(|p| {
+                !p.deleting() && !stopped.contains(uid) && p.api_terminal_phase().is_none()
+            })
         };
 
         for (uid, w) in &self.workers {
@@ -283,6 +283,10 @@ impl Dispatcher {
             return;
         };
         self.finished.retain(|_, at| *at > relisted);
+        if !desired.all_sources_seen {
+            // A source that has not spoken may still want what runs (SourcesReady).
+            return;
+        }
         // Runtime pods nothing runs: left from before a restart, deleted or stopped by a
         // verdict while the agent was down.
         let orphans: Vec<(String, PodRef)> = cache

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("options", 0),
     ("pod", 0),
     ("instrument", 0),
+    ("errors", 0),
     // Node facts and the bus and desired-pod sources.
     ("cm", 1),
     ("events", 1),
