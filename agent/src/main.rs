@@ -257,15 +257,40 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
+    // cAdvisor's slower figures (spec, CFS, swap, tasks), the system containers and the
+    // runtime's filesystems, each read by its own task on a slow timer.
+    let mut feeds = stats::pods::provider::Feeds::default();
+    if telemetry.mode != ebpf::settings::Mode::Off
+        && let Ok(layout) = stats::cgroupfs::CgroupLayout::detect()
+    {
+        feeds.details = Some(stats::details::start(
+            layout,
+            pod_stats.clone(),
+            opts.container_runtime_endpoint.clone(),
+            telemetry.roots.first().cloned(),
+            &mut tasks,
+            cancel.child_token(),
+        ));
+    }
+    feeds.runtime_fs = Some(stats::runtime_fs::start(
+        cri.clone(),
+        &mut tasks,
+        cancel.child_token(),
+    ));
+    let machine = nodestatus::machine::MachineInfo::read();
     let stats = stats::pods::provider::ServerStats::new(
         Some(pod_stats),
         stats::summary::NodeStats {
             start_time: Some(std::time::SystemTime::now()),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
             memory_capacity_bytes: memory_capacity,
+            boot_id: machine.boot_id,
+            machine_id: machine.machine_id,
+            system_uuid: machine.system_uuid,
             ..Default::default()
         },
         opts.root_dir.clone(),
+        feeds,
     );
     let view = server::NodeView::new(
         &opts,

@@ -371,3 +371,58 @@ pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
+
+/// promtool lint findings allowed because the kubelet or cAdvisor expose these names so
+/// (metric name, problem), for [`promtool_check`].
+pub const LINT_ALLOWED: &[(&str, &str)] = &[
+    // kubelet pkg/kubelet/metrics: a counter named without _total since 1.2x; kept for dashboards.
+    (
+        "kubelet_evictions",
+        "counter metrics should have \"_total\" suffix",
+    ),
+    // pkg/kubelet/metrics PLEGDiscardEvents: the same, "kubelet_pleg_discard_events".
+    (
+        "kubelet_pleg_discard_events",
+        "counter metrics should have \"_total\" suffix",
+    ),
+    // cadvisor metrics/prometheus.go: container_memory_failcnt is a counter without _total.
+    (
+        "container_memory_failcnt",
+        "counter metrics should have \"_total\" suffix",
+    ),
+];
+
+/// Runs `promtool check metrics` on an exposition: a parse error fails, and so does any lint
+/// finding not in `allowed` (metric name, problem), for names the kubelet or cAdvisor expose
+/// that way themselves.
+pub fn promtool_check(what: &str, text: &str, allowed: &[(&str, &str)]) -> Result<()> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("promtool stdin")?;
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in report.lines().filter(|l| !l.trim().is_empty()) {
+        if line.contains("error") {
+            bail!("promtool could not parse {what}: {line}\n{text}");
+        }
+        let ok = allowed
+            .iter()
+            .any(|(name, problem)| line.starts_with(name) && line.contains(problem));
+        if !ok {
+            bail!("promtool lint finding on {what}: {line}");
+        }
+    }
+    Ok(())
+}

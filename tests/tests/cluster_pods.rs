@@ -143,28 +143,40 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
 
     // A pod through the scheduler: Running with the kubelet's status.
     let created = Instant::now();
-    apply(&c, &pod_yaml("web", "Always", 30, "trap 'exit 0' TERM; sleep 3600 & wait"))?;
+    apply(
+        &c,
+        &pod_yaml("web", "Always", 30, "trap 'exit 0' TERM; sleep 3600 & wait"),
+    )?;
     let p = wait_phase(&c, &node, "web", "Running")?;
-    let p = node.wait("web Ready", T, || {
-        let p = pod_json(&c, "web")?;
-        Ok(condition(&p, "Ready")
-            .is_some_and(|r| r["status"] == "True")
-            .then_some(p))
-    })
-    .unwrap_or(p);
+    let p = node
+        .wait("web Ready", T, || {
+            let p = pod_json(&c, "web")?;
+            Ok(condition(&p, "Ready")
+                .is_some_and(|r| r["status"] == "True")
+                .then_some(p))
+        })
+        .unwrap_or(p);
     eprintln!(
         "cluster_pods: kubectl apply -> Running and Ready in {:.1} s (information, not a limit)",
         created.elapsed().as_secs_f64()
     );
     let st = &p["status"];
-    ensure!(st["hostIP"] == internal_ip, "hostIP {} != InternalIP {internal_ip}", st["hostIP"]);
+    ensure!(
+        st["hostIP"] == internal_ip,
+        "hostIP {} != InternalIP {internal_ip}",
+        st["hostIP"]
+    );
     let pod_ip = st["podIP"].as_str().context("no podIP")?;
     ensure!(
         pod_ip.parse::<std::net::IpAddr>().is_ok() && st["podIP"] != internal_ip,
         "podIP {pod_ip} is not a pod network address"
     );
     ensure!(st["startTime"].is_string(), "no startTime: {st}");
-    ensure!(st["qosClass"] == "BestEffort", "qosClass {}", st["qosClass"]);
+    ensure!(
+        st["qosClass"] == "BestEffort",
+        "qosClass {}",
+        st["qosClass"]
+    );
     for t in ["Initialized", "ContainersReady", "Ready", "PodScheduled"] {
         ensure!(
             condition(&p, t).is_some_and(|c| c["status"] == "True"),
@@ -173,15 +185,30 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
         );
     }
     let cs = &st["containerStatuses"][0];
-    ensure!(cs["name"] == "c" && cs["ready"] == true, "container status {cs}");
-    ensure!(cs["state"]["running"]["startedAt"].is_string(), "not running: {cs}");
     ensure!(
-        cs["containerID"].as_str().is_some_and(|id| id.starts_with("containerd://")),
+        cs["name"] == "c" && cs["ready"] == true,
+        "container status {cs}"
+    );
+    ensure!(
+        cs["state"]["running"]["startedAt"].is_string(),
+        "not running: {cs}"
+    );
+    ensure!(
+        cs["containerID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("containerd://")),
         "containerID {}",
         cs["containerID"]
     );
-    ensure!(cs["image"].as_str().is_some_and(|i| i.contains("busybox")), "image {}", cs["image"]);
-    ensure!(running_containers(&node, "web")? == 1, "web runs once in the runtime");
+    ensure!(
+        cs["image"].as_str().is_some_and(|i| i.contains("busybox")),
+        "image {}",
+        cs["image"]
+    );
+    ensure!(
+        running_containers(&node, "web")? == 1,
+        "web runs once in the runtime"
+    );
 
     // A Deployment: scheduler and controller-manager place its replicas here.
     apply(
@@ -202,21 +229,30 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
     apply(&c, &pod_yaml("job", "Never", 2, "echo done"))?;
     let done = wait_phase(&c, &node, "job", "Succeeded")?;
     let term = &done["status"]["containerStatuses"][0]["state"]["terminated"];
-    ensure!(term["exitCode"] == 0 && term["reason"] == "Completed", "job: {term}");
+    ensure!(
+        term["exitCode"] == 0 && term["reason"] == "Completed",
+        "job: {term}"
+    );
 
     // Restart the agent: everything is adopted, nothing started twice.
     node.stop_agent(libc::SIGTERM)?;
     node.start_agent(&[&kubeconfig])?;
     std::thread::sleep(Duration::from_secs(5));
     wait_phase(&c, &node, "web", "Running")?;
-    ensure!(running_containers(&node, "web")? == 1, "web was started twice after the restart");
+    ensure!(
+        running_containers(&node, "web")? == 1,
+        "web was started twice after the restart"
+    );
     let again = pod_json(&c, "web")?;
     ensure!(
         again["status"]["containerStatuses"][0]["restartCount"] == 0,
         "web restarted: {}",
         again["status"]["containerStatuses"][0]
     );
-    ensure!(pod_json(&c, "job")?["status"]["phase"] == "Succeeded", "job regressed");
+    ensure!(
+        pod_json(&c, "job")?["status"]["phase"] == "Succeeded",
+        "job regressed"
+    );
 
     // Graceful delete: the container gets TERM (and exits 0 at once), then the object goes.
     let asked = Instant::now();
@@ -231,7 +267,10 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
     })?;
 
     // Force delete: the object goes at once, the agent kills what runs.
-    apply(&c, &pod_yaml("stubborn", "Always", 300, "trap '' TERM; sleep 3600"))?;
+    apply(
+        &c,
+        &pod_yaml("stubborn", "Always", 300, "trap '' TERM; sleep 3600"),
+    )?;
     wait_phase(&c, &node, "stubborn", "Running")?;
     c.kubectl(&["delete", "pod", "stubborn", "--grace-period=0", "--force"])?;
     node.wait("stubborn's containers killed", T, || {

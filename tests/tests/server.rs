@@ -315,7 +315,7 @@ fn secure_port_serves_pods_logs_and_run_to_authenticated_clients_only() -> Resul
     for path in ["/metrics", "/metrics/cadvisor", "/metrics/resource"] {
         let (code, text) = api.get(path)?;
         assert_eq!(code, 200, "{path}");
-        promtool_check(path, &text)?;
+        promtool_check(path, &text, LINT_ALLOWED)?;
         let (_, om) = api.call(
             Who::Good,
             &["-H", "Accept: application/openmetrics-text;version=1.0.0"],
@@ -409,52 +409,6 @@ fn oversized_header_status(api: &Api) -> Result<String> {
     let _ = child.kill();
     let _ = child.wait();
     Ok(out.lines().next().unwrap_or_default().trim().to_string())
-}
-
-/// Lint findings allowed because the kubelet itself exposes these names this way.
-const LINT_ALLOWED: &[(&str, &str)] = &[
-    // kubelet pkg/kubelet/metrics: a counter named without _total since 1.2x; kept for dashboards.
-    (
-        "kubelet_evictions",
-        "counter metrics should have \"_total\" suffix",
-    ),
-    // pkg/kubelet/metrics PLEGDiscardEvents: the same, "kubelet_pleg_discard_events".
-    (
-        "kubelet_pleg_discard_events",
-        "counter metrics should have \"_total\" suffix",
-    ),
-];
-
-fn promtool_check(what: &str, text: &str) -> Result<()> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("promtool stdin")?;
-        stdin.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in report.lines().filter(|l| !l.trim().is_empty()) {
-        if line.contains("error") {
-            bail!("promtool could not parse {what}: {line}\n{text}");
-        }
-        let allowed = LINT_ALLOWED
-            .iter()
-            .any(|(name, problem)| line.starts_with(name) && line.contains(problem));
-        if !allowed {
-            bail!("promtool lint finding on {what}: {line}");
-        }
-    }
-    Ok(())
 }
 
 struct Prometheus {

@@ -466,6 +466,18 @@ impl Cri {
         .map(|r| r.image)
     }
 
+    /// `ImageFsInfo`: the filesystems holding images (and container layers, if separate).
+    pub async fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse, CriError> {
+        let mut c = self.img.clone();
+        self.run(
+            "ImageFsInfo",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.image_fs_info(cri::ImageFsInfoRequest::default()),
+        )
+        .await
+    }
+
     /// `PullImage`: no deadline, as in the kubelet; pulls end when done or cancelled.
     pub async fn pull_image(
         &self,

@@ -136,8 +136,29 @@ impl Encoder {
             }
             self.out.push('}');
         }
+        self.tail(value, at);
+    }
+
+    /// One sample of the current (counter or gauge) family whose labels were rendered once
+    /// with [`label_block`] (a series' labels repeat in every family: rendering them once
+    /// keeps a large exposition cheap).
+    pub fn sample_block(&mut self, block: &str, value: f64, at: Option<SystemTime>) {
+        self.out.push_str(&self.family);
+        if (self.format, self.kind) == (Format::OpenMetrics, Kind::Counter) {
+            self.out.push_str("_total");
+        }
+        if !block.is_empty() {
+            self.out.push('{');
+            self.out.push_str(block);
+            self.out.push('}');
+        }
+        self.tail(value, at);
+    }
+
+    /// The value, the timestamp and the line end.
+    fn tail(&mut self, value: f64, at: Option<SystemTime>) {
         self.out.push(' ');
-        self.out.push_str(&fmt_float(value));
+        push_float(&mut self.out, value);
         if let Some(t) = at {
             let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
             let _ = match self.format {
@@ -156,6 +177,29 @@ impl Encoder {
             self.out.push_str("# EOF\n");
         }
         self.out
+    }
+}
+
+/// `k="v",...` with values escaped, for [`Encoder::sample_block`].
+pub fn label_block(labels: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_into(&mut out, v);
+        out.push('"');
+    }
+    out
+}
+
+fn push_float(out: &mut String, v: f64) {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        out.push_str(&fmt_float(v));
     }
 }
 
@@ -180,6 +224,10 @@ fn escape_help(s: &str) -> String {
 }
 
 fn escape_label_into(out: &mut String, v: &str) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

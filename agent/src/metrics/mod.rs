@@ -10,6 +10,7 @@
 
 pub mod cadvisor;
 pub mod expo;
+pub mod process;
 pub mod resource;
 
 use crate::events::Bus;
@@ -169,6 +170,10 @@ pub fn render_agent(
     if let Some(t) = telemetry {
         render_telemetry(&mut e, &t);
     }
+    // The agent's own process, read once per scrape as client_golang's collector does.
+    if let Some(p) = process::read_self() {
+        process::render(&mut e, &p);
+    }
     e.finish()
 }
 
@@ -282,6 +287,26 @@ fn render_telemetry(e: &mut Encoder, t: &TelemetryHealth) {
         Kind::Gauge,
     );
     e.sample(&[], c.rebaseline_interval_s as f64, None);
+    if let Some((sweeps, took, cgroups)) = t.details {
+        e.family(
+            "nodelet_cgroup_details_sweeps_total",
+            "Sweeps reading the cgroup figures cAdvisor reports beside usage (spec, CFS, swap, tasks, network).",
+            Kind::Counter,
+        );
+        e.sample(&[], sweeps as f64, None);
+        e.family(
+            "nodelet_cgroup_details_sweep_seconds",
+            "Duration of the last cgroup details sweep.",
+            Kind::Gauge,
+        );
+        e.sample(&[], took.as_secs_f64(), None);
+        e.family(
+            "nodelet_cgroup_details_cgroups",
+            "Cgroups the last details sweep read.",
+            Kind::Gauge,
+        );
+        e.sample(&[], cgroups as f64, None);
+    }
     let programs = crate::ebpf::program_runs(&t.program_ids);
     if programs.is_empty() {
         return;

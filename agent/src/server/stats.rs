@@ -6,11 +6,12 @@ pub use crate::stats::summary::*;
 use serde_json::{Value, json};
 use std::time::SystemTime;
 
+/// A time as metav1.Time marshals it: RFC 3339 in UTC, whole seconds.
 fn rfc3339(t: Option<SystemTime>) -> Value {
     match t {
         Some(t) => {
             let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            Value::String(format_rfc3339(d.as_secs() as i64, d.subsec_nanos()))
+            Value::String(format_rfc3339(d.as_secs() as i64, 0))
         }
         None => Value::Null,
     }
@@ -123,6 +124,61 @@ fn memory_json(u: &Usage, available: Option<u64>) -> Value {
     v
 }
 
+fn fs_json(time: Option<SystemTime>, fs: &FsStats, inodes_used: Option<u64>) -> Value {
+    json!({
+        "time": rfc3339(time),
+        "availableBytes": fs.available_bytes,
+        "capacityBytes": fs.capacity_bytes,
+        "usedBytes": fs.used_bytes,
+        "inodesFree": fs.inodes_free,
+        "inodes": fs.inodes,
+        "inodesUsed": inodes_used.unwrap_or(fs.inodes.saturating_sub(fs.inodes_free)),
+    })
+}
+
+/// The Summary's NetworkStats: every interface, and the default one (`eth0`, the kubelet's
+/// network.DefaultInterfaceName) also at the top level.
+fn network_json(u: &Usage) -> Option<Value> {
+    let n = u.network.as_ref()?;
+    let iface = |i: &crate::stats::network::Interface| {
+        json!({
+            "name": i.name,
+            "rxBytes": i.rx_bytes,
+            "rxErrors": i.rx_errors,
+            "txBytes": i.tx_bytes,
+            "txErrors": i.tx_errors,
+        })
+    };
+    let mut v = json!({
+        "time": rfc3339(u.details_at),
+        "interfaces": n.iter().map(iface).collect::<Vec<_>>(),
+    });
+    if let Some(Value::Object(top)) = n.iter().find(|i| i.name == "eth0").map(iface)
+        && let Value::Object(m) = &mut v
+    {
+        m.extend(top);
+    }
+    Some(v)
+}
+
+/// A system container. On v1 a process sits in a different cgroup per hierarchy (the agent may
+/// have its own memory cgroup but share the root CPU one); what its cgroup path does not hold
+/// is left out, as cAdvisor leaves it out for a container without that controller.
+fn system_container_json(c: &SystemContainer) -> Value {
+    let mut v = json!({
+        "name": c.name,
+        "startTime": rfc3339(c.start_time),
+    });
+    let d = c.usage.details;
+    if c.usage.cpu_usage_ns > 0 || d.and_then(|d| d.cpu).is_some_and(|x| x.usage_ns.is_some()) {
+        v["cpu"] = cpu_json(&c.usage);
+    }
+    if c.usage.memory_usage_bytes > 0 || d.is_some_and(|d| d.memory.is_some()) {
+        v["memory"] = memory_json(&c.usage, None);
+    }
+    v
+}
+
 /// The Summary API document (`/stats/summary`).
 pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
     let n = &s.node;
@@ -131,7 +187,7 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
         "startTime": rfc3339(n.start_time),
         "cpu": cpu_json(&n.usage),
         "memory": memory_json(&n.usage, n.memory_available_bytes),
-        "systemContainers": [],
+        "systemContainers": n.system_containers.iter().map(system_container_json).collect::<Vec<_>>(),
     });
     if n.max_pid.is_some() || n.cur_proc.is_some() {
         node["rlimit"] = json!({
@@ -141,15 +197,19 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
         });
     }
     if let Some(fs) = &n.fs {
-        node["fs"] = json!({
-            "time": rfc3339(n.usage.timestamp),
-            "availableBytes": fs.available_bytes,
-            "capacityBytes": fs.capacity_bytes,
-            "usedBytes": fs.used_bytes,
-            "inodesFree": fs.inodes_free,
-            "inodes": fs.inodes,
-            "inodesUsed": fs.inodes.saturating_sub(fs.inodes_free),
-        });
+        node["fs"] = fs_json(n.usage.timestamp, fs, None);
+    }
+    if let Some(net) = network_json(&n.usage) {
+        node["network"] = net;
+    }
+    if let Some(rt) = &n.runtime_fs {
+        let mut runtime = json!({});
+        for (key, u) in [("imageFs", &rt.image_fs), ("containerFs", &rt.container_fs)] {
+            if let Some(u) = u {
+                runtime[key] = fs_json(u.time, &u.fs, u.inodes_used);
+            }
+        }
+        node["runtime"] = runtime;
     }
     let pods: Vec<Value> = s
         .pods
@@ -175,6 +235,9 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
             if let Some(u) = &p.usage {
                 pod["cpu"] = cpu_json(u);
                 pod["memory"] = memory_json(u, None);
+                if let Some(net) = network_json(u) {
+                    pod["network"] = net;
+                }
             }
             pod
         })
@@ -198,6 +261,80 @@ mod tests {
         assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 8192);
         assert_eq!(p["containers"][0]["cpu"]["usageNanoCores"], 5000);
         assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 1_000_001);
+    }
+
+    /// Every `time`/`startTime` in a document, with its JSON path.
+    fn times(v: &Value, path: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if let (true, Some(s)) = (k == "time" || k == "startTime", x.as_str()) {
+                        out.push((format!("{path}.{k}"), s.to_owned()));
+                    }
+                    times(x, format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    times(x, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_time_is_whole_seconds_utc_and_usage_covers_the_working_set() {
+        let mut s = stub(1);
+        let frac = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
+        s.node.usage.timestamp = Some(frac);
+        s.pods[0].containers[0].start_time = Some(frac);
+        s.node.system_containers.push(SystemContainer {
+            name: "kubelet",
+            start_time: Some(frac),
+            usage: s.node.usage.clone(),
+        });
+        s.node.fs = Some(FsStats::default());
+        let pod = s.pods[0].usage.as_mut().expect("pod usage");
+        pod.details_at = Some(frac);
+        pod.network = Some(
+            vec![crate::stats::network::Interface {
+                name: "eth0".into(),
+                rx_bytes: 42,
+                ..Default::default()
+            }]
+            .into(),
+        );
+        let u = RuntimeFsUsage {
+            time: Some(frac),
+            inodes_used: Some(3),
+            ..Default::default()
+        };
+        s.node.runtime_fs = Some(RuntimeFs {
+            image_fs: Some(u.clone()),
+            container_fs: Some(u),
+        });
+        let v = summary("n1", &s);
+        let mut all = Vec::new();
+        times(&v, String::new(), &mut all);
+        assert!(all.len() >= 12, "{all:?}");
+        for (path, t) in &all {
+            assert_eq!(t, "2027-01-15T08:00:00Z", "{path}");
+        }
+        assert_eq!(v["node"]["systemContainers"][0]["name"], "kubelet");
+        let net = &v["pods"][0]["network"];
+        assert_eq!(
+            (&net["name"], &net["rxBytes"]),
+            (&json!("eth0"), &json!(42))
+        );
+        assert_eq!(net["interfaces"][0]["rxBytes"], 42);
+        assert_eq!(v["node"]["runtime"]["imageFs"]["inodesUsed"], 3);
+        assert!(v["node"]["runtime"]["containerFs"].is_object());
+        let m = &v["node"]["memory"];
+        assert!(
+            m["usageBytes"].as_u64() >= m["workingSetBytes"].as_u64(),
+            "{m}"
+        );
     }
 
     #[test]

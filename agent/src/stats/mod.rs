@@ -18,8 +18,14 @@
 //! the kubelet's Summary API only copies them out).
 
 pub mod cgroupfs;
+pub mod details;
+#[cfg(test)]
+mod details_bench;
+pub mod network;
 pub mod pods;
+pub mod runtime_fs;
 pub mod summary;
+pub mod system;
 
 use std::{
     collections::{HashMap, VecDeque},

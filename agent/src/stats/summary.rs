@@ -37,6 +37,12 @@ pub struct Usage {
     pub cpu_run_queue_ns: Option<u64>,
     /// Times its tasks ran on a CPU (eBPF; counted since the agent loaded).
     pub cpu_run_periods: Option<u64>,
+    /// The slower cgroup figures (spec, CFS, swap, tasks ...), when the details sweep has them.
+    pub details: Option<crate::stats::details::CgroupDetails>,
+    /// When the details were read.
+    pub details_at: Option<SystemTime>,
+    /// Interfaces of the cgroup's network namespace (pods and the node), read with the details.
+    pub network: Option<std::sync::Arc<[crate::stats::network::Interface]>>,
 }
 
 /// One container of a pod.
@@ -111,6 +117,49 @@ pub struct NodeStats {
     pub cur_proc: Option<u64>,
     /// Root filesystem of the node.
     pub fs: Option<FsStats>,
+    /// /proc/sys/kernel/random/boot_id (cAdvisor's `boot_id` label).
+    pub boot_id: String,
+    /// /etc/machine-id (cAdvisor's `machine_id` label).
+    pub machine_id: String,
+    /// DMI product UUID (cAdvisor's `system_uuid` label).
+    pub system_uuid: String,
+    /// The kubelet's system containers (`kubelet`, `runtime`, `pods`) whose cgroups are known.
+    pub system_containers: Vec<SystemContainer>,
+    /// The runtime's image and container filesystems (CRI ImageFsInfo).
+    pub runtime_fs: Option<RuntimeFs>,
+}
+
+/// A system container of the Summary API (kubelet SystemContainerKubelet/Runtime/Pods).
+#[derive(Debug, Clone, Default)]
+pub struct SystemContainer {
+    /// `kubelet`, `runtime` or `pods`.
+    pub name: &'static str,
+    /// When its cgroup was created, if known.
+    pub start_time: Option<SystemTime>,
+    /// Its usage.
+    pub usage: Usage,
+}
+
+/// One runtime filesystem: capacity from the filesystem, use from the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeFsUsage {
+    /// When the runtime measured it.
+    pub time: Option<SystemTime>,
+    /// Capacity and free space of the filesystem holding it; `used_bytes` and `inodes`
+    /// use are the runtime's.
+    pub fs: FsStats,
+    /// Inodes the runtime's data uses.
+    pub inodes_used: Option<u64>,
+}
+
+/// The Summary API's `node.runtime`.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeFs {
+    /// Where images are stored.
+    pub image_fs: Option<RuntimeFsUsage>,
+    /// Where container writable layers are stored (the image fs when the runtime has no
+    /// separate one, as the kubelet reports it).
+    pub container_fs: Option<RuntimeFsUsage>,
 }
 
 /// One consistent read of everything the stats endpoints show.
@@ -120,6 +169,9 @@ pub struct StatsSnapshot {
     pub node: NodeStats,
     /// Pods with their containers.
     pub pods: Vec<PodStats>,
+    /// Whether the cgroup numbers could be read (cAdvisor's `container_scrape_error` is 1
+    /// when not): no telemetry source or no details sweep yet.
+    pub container_scrape_error: bool,
 }
 
 /// Source of usage numbers for /stats/summary, /metrics/cadvisor and /metrics/resource.
@@ -144,6 +196,8 @@ pub struct TelemetryHealth {
     /// Kernel ids of the eBPF programs feeding the store, by name (empty without eBPF); the
     /// metrics scrape asks the kernel for their run-time statistics.
     pub program_ids: Vec<(&'static str, u32)>,
+    /// Cgroup details sweeps done, the last one's duration and how many cgroups it read.
+    pub details: Option<(u64, std::time::Duration, usize)>,
 }
 
 #[cfg(test)]
@@ -151,9 +205,41 @@ pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A source with `n` running containers, one per pod.
+    /// A source with `n` running containers, one per pod, with every family cAdvisor has
+    /// for them (a CPU quota, the details, and an interface per pod): the serving
+    /// benchmark's worst case.
     pub(crate) fn stub(n: usize) -> StatsSnapshot {
+        use crate::stats::details::{CgroupDetails, CpuDetails, MemoryDetails, ProcessDetails};
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let details = CgroupDetails {
+            cpu: Some(CpuDetails {
+                usage_ns: Some(1_000_000),
+                user_ns: Some(600_000),
+                system_ns: Some(400_000),
+                cfs_periods: Some(1000),
+                cfs_throttled_periods: Some(10),
+                cfs_throttled_ns: Some(50_000_000),
+                period_us: 100_000,
+                quota_us: 50_000,
+                shares: 512,
+            }),
+            memory: Some(MemoryDetails {
+                usage_bytes: 8192,
+                working_set_bytes: 4096,
+                pgfault: 100,
+                total_pgfault: 100,
+                limit_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            processes: Some(ProcessDetails {
+                processes: 1,
+                threads: Some(1),
+                threads_max: Some(0),
+                fds: 4,
+                sockets: 1,
+            }),
+            created: Some(t),
+        };
         let usage = |i: usize| Usage {
             timestamp: Some(t),
             cpu_usage_ns: 1_000_000 + i as u64,
@@ -163,7 +249,21 @@ pub(crate) mod tests {
             memory_rss_bytes: 4096,
             memory_cache_bytes: 4096,
             memory_limit_bytes: Some(1 << 30),
+            details: Some(details),
+            details_at: Some(t),
             ..Default::default()
+        };
+        let pod_usage = |i: usize| Usage {
+            network: Some(
+                vec![crate::stats::network::Interface {
+                    name: "eth0".into(),
+                    rx_bytes: 1000,
+                    tx_bytes: 1000,
+                    ..Default::default()
+                }]
+                .into(),
+            ),
+            ..usage(i)
         };
         StatsSnapshot {
             node: NodeStats {
@@ -182,7 +282,7 @@ pub(crate) mod tests {
                     uid: format!("uid-{i}"),
                     cgroup: format!("/kubepods/besteffort/poduid-{i}"),
                     start_time: Some(t),
-                    usage: Some(usage(i)),
+                    usage: Some(pod_usage(i)),
                     containers: vec![ContainerStats {
                         name: "c".into(),
                         id: format!("{i:064x}"),
@@ -194,6 +294,7 @@ pub(crate) mod tests {
                     }],
                 })
                 .collect(),
+            container_scrape_error: false,
         }
     }
 }

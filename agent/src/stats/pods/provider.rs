@@ -3,8 +3,19 @@
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use super::PodStatsView;
+use crate::stats::details::{CgroupDetails, Details};
 use crate::stats::summary::{self as api, StatsSnapshot, StatsSource};
 use crate::stats::{CpuStats, MemoryStats};
+use tokio::sync::watch;
+
+/// What the provider reads besides the pod view, each owned by its own task.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    /// The cgroup details sweep ([`crate::stats::details`]).
+    pub details: Option<watch::Receiver<Arc<Details>>>,
+    /// The runtime's filesystems ([`crate::stats::runtime_fs`]).
+    pub runtime_fs: Option<watch::Receiver<Option<api::RuntimeFs>>>,
+}
 
 /// [`StatsSource`] over a [`PodStatsView`]; node capacity and static facts come from `node`.
 #[derive(Debug)]
@@ -13,6 +24,7 @@ pub struct ServerStats {
     node: api::NodeStats,
     /// The filesystem the Summary API reports as the node's (the kubelet's root dir).
     node_fs: std::path::PathBuf,
+    feeds: Feeds,
 }
 
 impl ServerStats {
@@ -22,6 +34,7 @@ impl ServerStats {
         view: Option<PodStatsView>,
         mut node: api::NodeStats,
         node_fs: std::path::PathBuf,
+        feeds: Feeds,
     ) -> Arc<Self> {
         node.max_pid = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
@@ -30,7 +43,16 @@ impl ServerStats {
             view,
             node,
             node_fs,
+            feeds,
         })
+    }
+
+    fn details(&self) -> Arc<Details> {
+        self.feeds
+            .details
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default()
     }
 }
 
@@ -44,7 +66,7 @@ fn cur_proc() -> Option<u64> {
 /// Capacity and use of the filesystem holding `path` (statvfs), the Summary API's node `fs`.
 // The statvfs fields are u64 here but narrower on 32-bit targets: keep the conversions.
 #[allow(clippy::useless_conversion)]
-fn fs_stats(path: &std::path::Path) -> Option<api::FsStats> {
+pub(crate) fn fs_stats(path: &std::path::Path) -> Option<api::FsStats> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
@@ -69,6 +91,7 @@ fn usage(
     cpu: Option<CpuStats>,
     memory: Option<MemoryStats>,
     oom_events: u64,
+    details: (Option<&CgroupDetails>, Option<SystemTime>),
 ) -> api::Usage {
     let cpu_ns = cpu.map_or(0, |c| c.usage_ns);
     let m = memory.unwrap_or_default();
@@ -87,6 +110,28 @@ fn usage(
         cpu_throttled_periods: cpu.and_then(|c| c.throttled_periods),
         cpu_run_queue_ns: cpu.and_then(|c| c.run_queue_wait_ns),
         cpu_run_periods: cpu.and_then(|c| c.slices),
+        details: details.0.copied(),
+        details_at: details.1,
+        network: None,
+    }
+}
+
+/// Usage of a cgroup only the details sweep reads (system containers outside the pods root).
+fn details_usage(d: &CgroupDetails, at: Option<SystemTime>) -> api::Usage {
+    let m = d.memory.unwrap_or_default();
+    api::Usage {
+        timestamp: at,
+        cpu_usage_ns: d.cpu.and_then(|c| c.usage_ns).unwrap_or(0),
+        memory_working_set_bytes: m.working_set_bytes,
+        memory_usage_bytes: m.usage_bytes,
+        memory_rss_bytes: m.rss_bytes,
+        memory_cache_bytes: m.cache_bytes,
+        page_faults: m.total_pgfault,
+        major_page_faults: m.total_pgmajfault,
+        memory_limit_bytes: Some(m.limit_bytes).filter(|&l| l > 0),
+        details: Some(*d),
+        details_at: at,
+        ..api::Usage::default()
     }
 }
 
@@ -97,6 +142,10 @@ impl StatsSource for ServerStats {
             source: view.source().as_str(),
             counters: view.counters(),
             program_ids: view.stats.programs().to_vec(),
+            details: self.feeds.details.as_ref().map(|rx| {
+                let d = rx.borrow();
+                (d.sweeps, d.took, d.cgroups.len())
+            }),
         })
     }
 
@@ -104,12 +153,21 @@ impl StatsSource for ServerStats {
         let mut node = self.node.clone();
         node.cur_proc = cur_proc();
         node.fs = fs_stats(&self.node_fs).or_else(|| fs_stats(std::path::Path::new("/")));
+        node.runtime_fs = self
+            .feeds
+            .runtime_fs
+            .as_ref()
+            .and_then(|rx| rx.borrow().clone());
         let Some(view) = &self.view else {
             return StatsSnapshot {
                 node,
                 pods: Vec::new(),
+                container_scrape_error: true,
             };
         };
+        let details = self.details();
+        let dat = details.taken_at;
+        let det = |path: &str| (details.cgroups.get(path), dat);
         // Rates come with the numbers: computed once per sweep by the store's writer.
         let at = view.taken_at();
         let n = view.node();
@@ -118,9 +176,49 @@ impl StatsSource for ServerStats {
             node.usage.cpu_usage_ns = cpu;
             node.usage.cpu_usage_nano_cores = n.cpu_usage_nano_cores;
         }
+        let root = details.cgroups.get("/");
+        node.usage.details = root.copied();
+        node.usage.network = details.networks.get("/").cloned();
+        node.usage.details_at = dat;
+        let root_mem = root.and_then(|r| r.memory);
+        if let Some(m) = root_mem {
+            node.usage.memory_rss_bytes = m.rss_bytes;
+            node.usage.memory_cache_bytes = m.cache_bytes;
+            node.usage.page_faults = m.total_pgfault;
+            node.usage.major_page_faults = m.total_pgmajfault;
+        }
         if let Some(ws) = n.memory_working_set_bytes {
             node.usage.memory_working_set_bytes = ws;
             node.memory_available_bytes = Some(node.memory_capacity_bytes.saturating_sub(ws));
+            // The working set is sampled every sweep, the root's inactive file pages with the
+            // details: usage = working set + inactive file, so it never falls below it.
+            node.usage.memory_usage_bytes = ws + root_mem.map_or(0, |m| m.inactive_file_bytes);
+        } else if let Some(m) = root_mem {
+            node.usage.memory_working_set_bytes = m.working_set_bytes;
+            node.usage.memory_usage_bytes = m.usage_bytes;
+            node.usage.timestamp = node.usage.timestamp.or(dat);
+        }
+        let snap = view.snapshot();
+        for (name, path) in [
+            ("kubelet", &details.system.kubelet),
+            ("runtime", &details.system.runtime),
+            ("pods", &details.system.pods),
+        ] {
+            let Some(path) = path else { continue };
+            let d = details.cgroups.get(path.as_str());
+            // The store's numbers are fresher where it has them (the pods root).
+            let u = match snap.cgroups.get(path.as_str()) {
+                Some(s) => usage(at, s.cpu, s.memory, s.oom_kills, det(path)),
+                None => match d {
+                    Some(d) => details_usage(d, dat),
+                    None => continue,
+                },
+            };
+            node.system_containers.push(api::SystemContainer {
+                name,
+                start_time: d.and_then(|d| d.created),
+                usage: u,
+            });
         }
         let mut pods: HashMap<String, api::PodStats> = HashMap::new();
         for p in view.pod_totals() {
@@ -132,13 +230,16 @@ impl StatsSource for ServerStats {
                     uid: p.pod.uid.clone(),
                     cgroup: p.cgroup.clone(),
                     start_time: p.created_at,
-                    usage: Some(usage(at, p.cpu, p.memory, p.oom_kills)),
+                    usage: Some(api::Usage {
+                        network: details.networks.get(&p.cgroup).cloned(),
+                        ..usage(at, p.cpu, p.memory, p.oom_kills, det(&p.cgroup))
+                    }),
                     containers: Vec::new(),
                 },
             );
         }
         for c in view.containers() {
-            let u = usage(at, c.cpu, c.memory, c.oom_kills);
+            let u = usage(at, c.cpu, c.memory, c.oom_kills, det(&c.cgroup));
             let pod = pods
                 .entry(c.pod.uid.clone())
                 .or_insert_with(|| api::PodStats {
@@ -159,7 +260,15 @@ impl StatsSource for ServerStats {
         }
         let mut pods: Vec<api::PodStats> = pods.into_values().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        StatsSnapshot { node, pods }
+        let source = view.source();
+        StatsSnapshot {
+            node,
+            pods,
+            container_scrape_error: matches!(
+                source,
+                crate::stats::Source::None | crate::stats::Source::Loading
+            ) || (self.feeds.details.is_some() && details.sweeps == 0),
+        }
     }
 }
 
@@ -205,7 +314,12 @@ mod tests {
         }
         writer.publish_node(t0, Some(0), Some(1 << 20));
         writer.publish_node(t1, Some(4_000_000_000), Some(1 << 20));
-        let stats = ServerStats::new(Some(view), api::NodeStats::default(), "/".into());
+        let stats = ServerStats::new(
+            Some(view),
+            api::NodeStats::default(),
+            "/".into(),
+            Feeds::default(),
+        );
         // Two readers of the same sweep (a scrape and /stats/summary): the same answer.
         for read in [stats.snapshot(), stats.snapshot()] {
             let pod = read.pods.first().and_then(|p| p.usage.clone());
