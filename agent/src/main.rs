@@ -22,6 +22,7 @@ mod proptest_kit;
 mod server;
 mod stats;
 mod status;
+mod volumemanager;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};
