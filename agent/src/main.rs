@@ -345,5 +345,8 @@ fn node_context(o: &Options) -> NodeContext {
         cm: cm::ContainerManager::new(o),
         memory_capacity,
         cpu_capacity_milli: cpus * 1000,
+        // TODO(issue 11): the node's kube::Client once the API pod source lands.
+        volumes: volumemanager::VolumeManager::new(None, o.root_dir.clone())
+            .with_node_allocatable(cpus * 1000, memory_capacity),
     }
 }

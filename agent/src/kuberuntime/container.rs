@@ -3,6 +3,8 @@
 
 use super::{NodeContext, labels};
 use crate::pod::{ContainerResources, DesiredPod, QosClass, qos_class};
+use crate::volumemanager::objects::{Kind, Object};
+use crate::volumemanager::projection;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use proto::runtime::v1 as cri;
 use std::collections::HashMap;
@@ -201,7 +203,9 @@ fn security_context(p: &DesiredPod, c: &Container) -> cri::LinuxContainerSecurit
     }
 }
 
-/// Env in spec order, values expanded against earlier ones (kubelet makeEnvironmentVariables).
+/// The container's env (kubelet makeEnvironmentVariables): envFrom first, in order, then env,
+/// whose entries replace earlier ones of the same name. Plain values are expanded against the
+/// variables before them; values from a source are taken as they are.
 fn resolve_env(
     ctx: &NodeContext,
     p: &DesiredPod,
@@ -209,56 +213,116 @@ fn resolve_env(
     pod_ip: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for var in c.env.iter().flatten() {
-        let value = env_value(ctx, p, c, var, pod_ip)?;
-        let value = {
-            let lookup = |name: &str| {
-                out.iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            expand(&value, &lookup)
+    let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
+        out.retain(|(name, _)| *name != k);
+        out.push((k, v));
+    };
+    for (i, from) in c.env_from.iter().flatten().enumerate() {
+        let err = |reason: String| ConfigError::Env {
+            container: c.name.clone(),
+            var: format!("envFrom[{i}]"),
+            reason,
         };
-        out.retain(|(k, _)| *k != var.name);
-        out.push((var.name.clone(), value));
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let (kind, name, optional) = match (from.config_map_ref.as_ref(), from.secret_ref.as_ref())
+        {
+            (Some(r), _) => (Kind::ConfigMap, &r.name, r.optional.unwrap_or(false)),
+            (None, Some(r)) => (Kind::Secret, &r.name, r.optional.unwrap_or(false)),
+            (None, None) => continue,
+        };
+        match env_object(ctx, p, kind, name).map_err(err)? {
+            None if optional => {}
+            None => return Err(err(not_found(kind, name))),
+            Some(obj) => {
+                for (k, v) in object_data(&obj) {
+                    set(&mut out, format!("{prefix}{k}"), v);
+                }
+            }
+        }
+    }
+    for var in c.env.iter().flatten() {
+        let value = match var.value.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => {
+                let lookup = |name: &str| {
+                    out.iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                expand(v, &lookup)
+            }
+            None => match env_value(ctx, p, c, var, pod_ip)? {
+                Some(v) => v,
+                // An optional reference that resolves to nothing sets no variable.
+                None => continue,
+            },
+        };
+        set(&mut out, var.name.clone(), value);
     }
     Ok(out)
 }
 
+/// `configmap "x" not found`, as the kubelet's object managers say it.
+fn not_found(kind: Kind, name: &str) -> String {
+    format!("{} {name:?} not found", kind.resource())
+}
+
+/// The object from the volume manager's cache (filled by `prepare` for this pod).
+fn env_object(
+    ctx: &NodeContext,
+    p: &DesiredPod,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<Object>, String> {
+    ctx.volumes
+        .env_object(kind, &p.pod_ref.namespace, name)
+        .map_err(|e| e.to_string())
+}
+
+/// Env-visible data: a ConfigMap's `data` (not binaryData), a Secret's `data` as text.
+fn object_data(o: &Object) -> Vec<(String, String)> {
+    match o {
+        Object::ConfigMap(cm) => cm
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Object::Secret(s) => s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    }
+}
+
+/// A `valueFrom` value; `None` for an optional reference that resolves to nothing.
 fn env_value(
     ctx: &NodeContext,
     p: &DesiredPod,
     c: &Container,
     var: &EnvVar,
     pod_ip: &str,
-) -> Result<String, ConfigError> {
+) -> Result<Option<String>, ConfigError> {
     let err = |reason: String| ConfigError::Env {
         container: c.name.clone(),
         var: var.name.clone(),
         reason,
     };
     let Some(from) = var.value_from.as_ref() else {
-        return Ok(var.value.clone().unwrap_or_default());
+        return Ok(Some(String::new()));
     };
     if let Some(f) = from.field_ref.as_ref() {
-        let meta = &p.pod.metadata;
         let path = f.field_path.as_str();
-        let label_or_ann =
-            |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| {
-                path.strip_prefix(prefix)
-                    .and_then(|rest| rest.strip_suffix("']"))
-                    .map(|key| {
-                        map.as_ref()
-                            .and_then(|m| m.get(key))
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-            };
+        let ip_or_host = || {
+            if pod_ip.is_empty() {
+                ctx.host_ip.clone()
+            } else {
+                pod_ip.to_string()
+            }
+        };
         return match path {
-            "metadata.name" => Ok(p.pod_ref.name.clone()),
-            "metadata.namespace" => Ok(p.pod_ref.namespace.clone()),
-            "metadata.uid" => Ok(p.pod_ref.uid.clone()),
             "spec.nodeName" => Ok(ctx.node_name.clone()),
             "spec.serviceAccountName" => Ok(p
                 .pod
@@ -266,39 +330,58 @@ fn env_value(
                 .as_ref()
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_default()),
-            "status.hostIP" => Ok(ctx.host_ip.clone()),
-            "status.hostIPs" => Ok(ctx.host_ip.clone()),
-            "status.podIP" | "status.podIPs" => Ok(if pod_ip.is_empty() {
-                ctx.host_ip.clone()
-            } else {
-                pod_ip.to_string()
-            }),
-            _ => label_or_ann("metadata.labels['", &meta.labels)
-                .or_else(|| label_or_ann("metadata.annotations['", &meta.annotations))
-                .ok_or_else(|| err(format!("unsupported fieldRef {path:?}"))),
-        };
+            "status.hostIP" | "status.hostIPs" => Ok(ctx.host_ip.clone()),
+            "status.podIP" | "status.podIPs" => Ok(ip_or_host()),
+            _ => {
+                let mut pod = p.pod.clone();
+                pod.metadata.name = Some(p.pod_ref.name.clone());
+                pod.metadata.namespace = Some(p.pod_ref.namespace.clone());
+                pod.metadata.uid = Some(p.pod_ref.uid.clone());
+                projection::pod_field(&pod, path)
+            }
+        }
+        .map(Some)
+        .map_err(err);
     }
     if let Some(r) = from.resource_field_ref.as_ref() {
-        let res = ContainerResources::of(c);
-        let divisor = r
-            .divisor
-            .as_ref()
-            .and_then(|d| crate::pod::quantity::parse(&d.0, r.resource.contains("cpu")))
-            .filter(|d| *d > 0)
-            .unwrap_or(if r.resource.contains("cpu") { 1000 } else { 1 });
-        let value = match r.resource.as_str() {
-            "limits.cpu" => res.cpu_limit.unwrap_or(ctx.cpu_capacity_milli),
-            "requests.cpu" => res.cpu_request.unwrap_or(0),
-            "limits.memory" => res.memory_limit.unwrap_or(ctx.memory_capacity),
-            "requests.memory" => res.memory_request.unwrap_or(0),
-            other => return Err(err(format!("unsupported resourceFieldRef {other:?}"))),
+        let node = projection::NodeAllocatable {
+            cpu_milli: ctx.cpu_capacity_milli,
+            memory: ctx.memory_capacity,
         };
-        // The downward API rounds up (pkg/api/v1/resource ExtractContainerResourceValue).
-        return Ok(((value + divisor - 1) / divisor).to_string());
+        return projection::resource_value(c, r, node)
+            .map(Some)
+            .map_err(err);
     }
-    Err(err(
-        "static pods may not reference configmaps or secrets".into()
-    ))
+    let (kind, name, key, optional) = match (
+        from.config_map_key_ref.as_ref(),
+        from.secret_key_ref.as_ref(),
+    ) {
+        (Some(r), _) => (
+            Kind::ConfigMap,
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        ),
+        (None, Some(r)) => (Kind::Secret, &r.name, &r.key, r.optional.unwrap_or(false)),
+        (None, None) => return Ok(Some(String::new())),
+    };
+    let obj = match env_object(ctx, p, kind, name).map_err(err)? {
+        Some(o) => o,
+        None if optional => return Ok(None),
+        None => return Err(err(not_found(kind, name))),
+    };
+    match object_data(&obj).into_iter().find(|(k, _)| k == key) {
+        Some((_, v)) => Ok(Some(v)),
+        None if optional => Ok(None),
+        None => Err(err(format!(
+            "couldn't find key {key} in {} {}/{name}",
+            match kind {
+                Kind::ConfigMap => "ConfigMap",
+                Kind::Secret => "Secret",
+            },
+            p.pod_ref.namespace
+        ))),
+    }
 }
 
 /// `$(VAR)` expansion with `$$` escaping (third_party/forked/golang/expansion): unknown
@@ -377,6 +460,7 @@ fn mounts(
         let v = volumes
             .and_then(|vs| vs.iter().find(|v| v.name == vm.name))
             .ok_or_else(|| vol_err("not declared in spec.volumes"))?;
+        let mut api_backed = false;
         let host = if let Some(hp) = v.host_path.as_ref() {
             let path = PathBuf::from(&hp.path);
             match hp.type_.as_deref().unwrap_or("") {
@@ -400,9 +484,14 @@ fn mounts(
                 .join(&v.name);
             std::fs::create_dir_all(&path).map_err(io(path.clone()))?;
             path
+        } else if let Some(path) = ctx.volumes.host_path(&p.pod_ref.uid, v) {
+            // Written by the volume manager before the sandbox; read-only like the kubelet's
+            // configMap, secret, projected and downwardAPI mounters.
+            api_backed = true;
+            path
         } else {
             return Err(vol_err(
-                "only emptyDir and hostPath volumes are supported so far",
+                "only emptyDir, hostPath, configMap, secret, projected and downwardAPI volumes are supported",
             ));
         };
         let host = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
@@ -415,7 +504,7 @@ fn mounts(
         out.push(cri::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
-            readonly: vm.read_only.unwrap_or(false),
+            readonly: vm.read_only.unwrap_or(false) || api_backed,
             propagation: match vm.mount_propagation.as_deref() {
                 Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
                 Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,

@@ -405,23 +405,34 @@ mod tests {
     #[test]
     fn update_swaps_data_link_and_drops_removed_keys() {
         let s = Scratch::new("update");
-        write(&s.0, &payload(&[("a", "1", 0o644), ("b", "2", 0o644)]), None).expect("write");
+        write(
+            &s.0,
+            &payload(&[("a", "1", 0o644), ("b", "2", 0o644)]),
+            None,
+        )
+        .expect("write");
         let first = std::fs::read_link(s.0.join("..data")).expect("link");
         assert!(
-            !write(&s.0, &payload(&[("a", "1", 0o644), ("b", "2", 0o644)]), None)
-                .expect("rewrite"),
+            !write(
+                &s.0,
+                &payload(&[("a", "1", 0o644), ("b", "2", 0o644)]),
+                None
+            )
+            .expect("rewrite"),
             "an identical payload is not rewritten"
         );
         assert_eq!(std::fs::read_link(s.0.join("..data")).expect("link"), first);
 
-        write(&s.0, &payload(&[("a", "one", 0o644), ("c", "3", 0o644)]), None).expect("update");
+        write(
+            &s.0,
+            &payload(&[("a", "one", 0o644), ("c", "3", 0o644)]),
+            None,
+        )
+        .expect("update");
         let second = std::fs::read_link(s.0.join("..data")).expect("link");
         assert_ne!(first, second, "..data points at a new timestamped dir");
         assert!(!s.0.join(&first).exists(), "the old dir is removed");
-        assert_eq!(
-            std::fs::read_to_string(s.0.join("a")).expect("a"),
-            "one"
-        );
+        assert_eq!(std::fs::read_to_string(s.0.join("a")).expect("a"), "one");
         assert_eq!(std::fs::read_to_string(s.0.join("c")).expect("c"), "3");
         assert!(
             std::fs::symlink_metadata(s.0.join("b")).is_err(),
@@ -461,7 +472,7 @@ mod tests {
     #[test]
     fn timestamps_format_as_the_kubelet_does() {
         assert_eq!(format_utc(0), "1970_01_01_00_00_00");
-        assert_eq!(format_utc(1_796_515_815), "2026_12_05_14_10_15");
+        assert_eq!(format_utc(1_796_515_815), "2026_12_06_00_10_15");
         assert_eq!(format_utc(951_782_400), "2000_02_29_00_00_00");
     }
 }

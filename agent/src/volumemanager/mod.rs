@@ -184,13 +184,23 @@ impl VolumeManager {
         self
     }
 
+    /// How long fetched objects are reused ([`objects::OBJECT_TTL`] unless set).
+    pub fn with_object_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.objects = self.objects.with_ttl(ttl);
+        self
+    }
+
     fn pod_volumes_dir(&self, pod_uid: &str) -> PathBuf {
         self.root_dir.join("pods").join(pod_uid).join("volumes")
     }
 
     /// Where the volume's files are on the host, for the volumes this manager provides.
     pub fn host_path(&self, pod_uid: &str, volume: &Volume) -> Option<PathBuf> {
-        Plugin::of(volume).map(|p| self.pod_volumes_dir(pod_uid).join(p.dir()).join(&volume.name))
+        Plugin::of(volume).map(|p| {
+            self.pod_volumes_dir(pod_uid)
+                .join(p.dir())
+                .join(&volume.name)
+        })
     }
 
     /// Writes every API-backed volume of the pod and refreshes the objects its containers' env
@@ -326,35 +336,36 @@ impl VolumeManager {
         has_fs_group: bool,
     ) -> Result<Payload, SourceError> {
         let ns = &p.pod_ref.namespace;
-        let object = |kind: Kind, name: &str, optional: bool| -> Result<Option<Object>, SourceError> {
-            let key = ObjKey {
-                kind,
-                namespace: ns.clone(),
-                name: name.to_owned(),
-            };
-            let found = match fetched.get(&key) {
-                Some(Ok(o)) => o.clone(),
-                Some(Err(reason)) => {
-                    return Err(SourceError::Unavailable {
-                        key,
-                        reason: reason.clone(),
-                    });
-                }
-                None if !self.objects.has_client() => {
-                    return Err(SourceError::Fetch(FetchError::NoClient {
-                        what: key.to_string(),
-                    }));
-                }
-                None => None,
-            };
-            match found {
-                None if !optional => Err(SourceError::NotFound {
+        let object =
+            |kind: Kind, name: &str, optional: bool| -> Result<Option<Object>, SourceError> {
+                let key = ObjKey {
                     kind,
+                    namespace: ns.clone(),
                     name: name.to_owned(),
-                }),
-                other => Ok(other),
-            }
-        };
+                };
+                let found = match fetched.get(&key) {
+                    Some(Ok(o)) => o.clone(),
+                    Some(Err(reason)) => {
+                        return Err(SourceError::Unavailable {
+                            key,
+                            reason: reason.clone(),
+                        });
+                    }
+                    None if !self.objects.has_client() => {
+                        return Err(SourceError::Fetch(FetchError::NoClient {
+                            what: key.to_string(),
+                        }));
+                    }
+                    None => None,
+                };
+                match found {
+                    None if !optional => Err(SourceError::NotFound {
+                        kind,
+                        name: name.to_owned(),
+                    }),
+                    other => Ok(other),
+                }
+            };
         if let Some(s) = v.config_map.as_ref() {
             let optional = s.optional.unwrap_or(false);
             let o = object(Kind::ConfigMap, &s.name, optional)?;
@@ -436,7 +447,11 @@ impl VolumeManager {
                     .await?;
                 // With an fsGroup the token is 0600 and the group bit is added afterwards
                 // (projected.go collectData, then SetVolumeOwnership).
-                let mode = if has_fs_group { 0o600 } else { default_mode as u32 & 0o7777 };
+                let mode = if has_fs_group {
+                    0o600
+                } else {
+                    default_mode as u32 & 0o7777
+                };
                 out.insert(
                     t.path.clone(),
                     atomic_writer::FileProjection {
@@ -536,7 +551,12 @@ fn env_refs(p: &DesiredPod) -> HashSet<ObjKey> {
         .pod
         .spec
         .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
         .collect();
     for c in containers {
         for e in c.env_from.iter().flatten() {

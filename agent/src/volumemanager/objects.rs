@@ -56,7 +56,13 @@ pub struct ObjKey {
 
 impl std::fmt::Display for ObjKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind.resource(), self.namespace, self.name)
+        write!(
+            f,
+            "{} {}/{}",
+            self.kind.resource(),
+            self.namespace,
+            self.name
+        )
     }
 }
 
@@ -133,7 +139,6 @@ pub struct TokenKey {
 #[derive(Clone)]
 struct Token {
     token: String,
-    issued: SystemTime,
     expires: SystemTime,
     /// This token's refresh instant, jittered once so pods do not refresh in lockstep.
     refresh_at: SystemTime,
@@ -151,6 +156,7 @@ struct State {
 #[derive(Clone)]
 pub struct Objects {
     client: Option<kube::Client>,
+    ttl: Duration,
     state: Arc<Mutex<State>>,
 }
 
@@ -159,8 +165,16 @@ impl Objects {
     pub fn new(client: Option<kube::Client>) -> Self {
         Self {
             client,
+            ttl: OBJECT_TTL,
             state: Arc::default(),
         }
+    }
+
+    /// The same cache with another entry lifetime (the kubelet takes it from the Node's
+    /// `node.alpha.kubernetes.io/ttl` annotation).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -201,13 +215,13 @@ impl Objects {
         self.lock().objects.get(key).map(|e| e.answer.clone())
     }
 
-    /// The object, from the cache when younger than [`OBJECT_TTL`] and `!fresh`, else from the
+    /// The object, from the cache when younger than the TTL and `!fresh`, else from the
     /// API server. A failed refresh falls back to the last good answer (the API server may be
     /// down; the pod keeps what it had), and is an error only without one.
     pub async fn get(&self, key: &ObjKey, fresh: bool) -> Result<Option<Object>, FetchError> {
         if !fresh
             && let Some(e) = self.lock().objects.get(key)
-            && e.at.elapsed() < OBJECT_TTL
+            && e.at.elapsed() < self.ttl
             && let Ok(v) = &e.answer
         {
             return Ok(v.clone());
@@ -354,7 +368,6 @@ async fn request_token(client: kube::Client, key: &TokenKey) -> Result<Token, St
         .unwrap_or_else(SystemTime::now);
     let token = Token {
         token,
-        issued,
         expires,
         refresh_at: refresh_at(issued, expires, secs, jitter()),
     };

@@ -302,6 +302,7 @@ mod tests {
             key: key.into(),
             path: path.into(),
             mode,
+            ..Default::default()
         }
     }
 
@@ -319,8 +320,8 @@ mod tests {
     #[test]
     fn items_choose_keys_paths_and_modes() {
         let items = vec![ktp("a", "dir/x", Some(0o400)), ktp("b", "y", None)];
-        let p = config_map_payload(Some(&items), Some(&cm()), DEFAULT_MODE, false)
-            .expect("payload");
+        let p =
+            config_map_payload(Some(&items), Some(&cm()), DEFAULT_MODE, false).expect("payload");
         assert_eq!(p.len(), 2);
         assert_eq!(p["dir/x"].data, b"1");
         assert_eq!(p["dir/x"].mode, 0o400);
@@ -334,8 +335,8 @@ mod tests {
             config_map_payload(Some(&items), Some(&cm()), DEFAULT_MODE, false),
             Err(ProjectionError::ConfigMapKey("nope".into()))
         );
-        let p = config_map_payload(Some(&items), Some(&cm()), DEFAULT_MODE, true)
-            .expect("optional");
+        let p =
+            config_map_payload(Some(&items), Some(&cm()), DEFAULT_MODE, true).expect("optional");
         assert_eq!(p.keys().collect::<Vec<_>>(), ["x"]);
         // An optional object that does not exist projects nothing.
         assert!(
