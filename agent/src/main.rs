@@ -134,6 +134,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     let (cache_writer, cache) = pleg::cache::cache();
+    // Node-side verdicts (eviction, admission) reach the pod workers through the killer.
+    let (_killer, kills) = pod_workers::PodKiller::new();
+    let pod_worker_stats = Arc::new(pod_workers::PodWorkerStats::default());
     let (status, status_store, status_stats) = status::start(
         host_ip.clone(),
         config_rx.clone(),
@@ -221,6 +224,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             runtime_ops: cri.op_stats(),
             pleg: pleg_stats,
             status: status_stats,
+            pod_workers: pod_worker_stats.clone(),
             bus: bus.clone(),
         },
         health_rx.clone(),
@@ -236,9 +240,11 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             max_restart_backoff: opts.max_container_restart_period,
             status,
             cache,
+            stats: pod_worker_stats,
         },
         config_rx,
         workers_events,
+        kills,
         cancel.child_token(),
     ));
 

@@ -13,6 +13,13 @@
 //! - pods the runtime has but no source wants (left from before a restart) are terminated,
 //!   but only after every source has delivered its first full set (SeenAllSources).
 //!
+//! Node-side verdicts (eviction, admission refusal) arrive through a [`PodKiller`]: the pod is
+//! stopped within the verdict's grace period, its status becomes Failed with the verdict's
+//! reason, and it is not started again while a source still shows it (the kubelet's
+//! killPodNow followed by a terminal status). A pod whose API object carries a
+//! deletionTimestamp is stopped with its deletion grace period and not started again; the
+//! status manager then asks the API server for the final delete.
+//!
 //! Workers read runtime state from PLEG's cache, always newer than their own last sync
 //! (GetNewerThan), and report why containers wait to the status manager at the start and end
 //! of every sync. The dispatcher wakes a pod's worker on every bus event about the pod (PLEG
@@ -20,11 +27,13 @@
 
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
+use crate::instrument::{DEF_BUCKETS, HistogramVec};
 use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
 use crate::pleg::cache::CacheReader;
-use crate::pod::{PodHandle, PodRef, grace_period_seconds};
+use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -40,6 +49,45 @@ struct WorkerInput {
     pod: Option<PodHandle>,
     pod_ref: PodRef,
     terminate: bool,
+    /// Why the node stops the pod for good, when it does.
+    verdict: Option<KillRequest>,
+}
+
+/// The pod workers' statistics, rendered by `metrics/`.
+#[derive(Debug)]
+pub struct PodWorkerStats {
+    /// kubelet_pod_worker_duration_seconds by operation_type (create, update, sync).
+    pub duration: HistogramVec,
+}
+
+impl Default for PodWorkerStats {
+    fn default() -> Self {
+        Self {
+            duration: HistogramVec::new(DEF_BUCKETS),
+        }
+    }
+}
+
+/// Sends node-side verdicts to the pod workers (cheap to clone).
+// Its users (node admission, the eviction manager) land next; the allowance goes with them.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct PodKiller {
+    tx: mpsc::Sender<KillRequest>,
+}
+
+impl PodKiller {
+    /// A killer and the receiver the dispatcher reads.
+    pub fn new() -> (Self, mpsc::Receiver<KillRequest>) {
+        let (tx, rx) = mpsc::channel(64);
+        (Self { tx }, rx)
+    }
+
+    /// Stops the pod for good with a Failed status (waits while the dispatcher is busy).
+    #[allow(dead_code)]
+    pub async fn kill(&self, req: KillRequest) {
+        let _ = self.tx.send(req).await;
+    }
 }
 
 struct Worker {
@@ -58,6 +106,8 @@ pub struct WorkerSettings {
     pub status: StatusHandle,
     /// PLEG's runtime cache.
     pub cache: CacheReader,
+    /// Sync durations.
+    pub stats: Arc<PodWorkerStats>,
 }
 
 /// The bus subscriber name of the pod workers (its lag count is the kubelet's
@@ -72,12 +122,14 @@ pub async fn run(
     settings: WorkerSettings,
     mut config: watch::Receiver<Option<PodSet>>,
     mut events: Subscriber,
+    mut kills: mpsc::Receiver<KillRequest>,
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
     let mut d = Dispatcher {
         workers: HashMap::new(),
         finished: HashMap::new(),
+        verdicts: HashMap::new(),
         tasks: JoinSet::new(),
         runtime,
         settings,
@@ -98,6 +150,7 @@ pub async fn run(
                 }
                 None => break,
             },
+            Some(req) = kills.recv() => d.on_kill(req).await,
             Some(uid) = done_rx.recv() => {
                 // Termination removed everything; the cache shows the pod again only if a
                 // relist after this point finds something of it.
@@ -117,6 +170,8 @@ struct Dispatcher {
     /// When workers finished terminating, by UID: cache entries from relists that started
     /// before that are stale, not pods to terminate again.
     finished: HashMap<String, Instant>,
+    /// Pods stopped for good by a verdict: not started again while a source shows them.
+    verdicts: HashMap<String, KillRequest>,
     tasks: JoinSet<()>,
     runtime: RuntimeManager,
     settings: WorkerSettings,
@@ -137,6 +192,27 @@ impl Dispatcher {
         }
     }
 
+    /// A verdict: the worker (if any) terminates the pod and reports the Failed status; a pod
+    /// without a worker gets the status at once.
+    async fn on_kill(&mut self, req: KillRequest) {
+        info!(uid = %req.uid, reason = %req.reason, message = %req.message, "stopping pod for good");
+        self.verdicts.insert(req.uid.clone(), req.clone());
+        match self.workers.get(&req.uid) {
+            Some(w) => {
+                w.input.send_modify(|inp| {
+                    inp.terminate = true;
+                    inp.verdict = Some(req);
+                });
+            }
+            None => {
+                self.settings
+                    .status
+                    .failed(&req.uid, &req.reason, &req.message)
+                    .await;
+            }
+        }
+    }
+
     fn wake_all(&self) {
         for w in self.workers.values() {
             w.input.send_modify(|_| {});
@@ -148,15 +224,27 @@ impl Dispatcher {
     fn reconcile(&mut self, desired: Option<&PodSet>) {
         // Until the source has spoken we know nothing is unwanted: touch nothing.
         let Some(desired) = desired else { return };
+        self.verdicts.retain(|uid, _| desired.contains_key(uid));
+        // Owned, so the closure does not borrow the dispatcher that spawns.
+        let stopped: std::collections::HashSet<String> = self.verdicts.keys().cloned().collect();
+        let runnable = |uid: &str| {
+            desired
+                .get(uid)
+                .filter(|p| !p.deleting() && !stopped.contains(uid))
+        };
 
         for (uid, w) in &self.workers {
-            let wanted = desired.get(uid);
+            let wanted = runnable(uid);
             w.input.send_if_modified(|inp| {
                 if inp.terminate {
                     return false;
                 }
                 match wanted {
                     None => {
+                        // A deleted API pod stops with its deletion grace period.
+                        if let Some(p) = desired.get(uid) {
+                            inp.pod = Some(p.clone());
+                        }
                         inp.terminate = true;
                         true
                     }
@@ -170,7 +258,7 @@ impl Dispatcher {
         }
 
         for (uid, pod) in desired.iter() {
-            if self.workers.contains_key(uid) {
+            if self.workers.contains_key(uid) || runnable(uid).is_none() {
                 continue;
             }
             let full = pod.pod_ref.full_name();
@@ -184,6 +272,7 @@ impl Dispatcher {
                     pod: Some(pod.clone()),
                     pod_ref: pod.pod_ref.clone(),
                     terminate: false,
+                    verdict: None,
                 },
             );
         }
@@ -194,24 +283,31 @@ impl Dispatcher {
             return;
         };
         self.finished.retain(|_, at| *at > relisted);
+        // Runtime pods nothing runs: left from before a restart, deleted or stopped by a
+        // verdict while the agent was down.
         let orphans: Vec<(String, PodRef)> = cache
             .pods
             .iter()
             .filter(|(uid, _)| {
                 !self.workers.contains_key(*uid)
-                    && !desired.contains_key(*uid)
+                    && runnable(uid).is_none()
                     && !self.finished.contains_key(*uid)
             })
             .map(|(uid, p)| (uid.clone(), p.pod.clone()))
             .collect();
         for (uid, pod_ref) in orphans {
-            info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
+            let pod = desired.get(&uid).cloned();
+            if pod.is_none() {
+                info!(pod = %pod_ref, "runtime has a pod no source wants; terminating it");
+            }
+            let verdict = self.verdicts.get(&uid).cloned();
             self.spawn(
                 &uid,
                 WorkerInput {
-                    pod: None,
+                    pod,
                     pod_ref,
                     terminate: true,
+                    verdict,
                 },
             );
         }
@@ -253,10 +349,14 @@ async fn worker(
     let mut finished_logged = false;
     // When the last sync finished: the next one acts only on state relisted after it.
     let mut last_sync: Option<Instant> = None;
+    let mut last_synced_spec: Option<PodHandle> = None;
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
             terminate(&input, &runtime, &cancel).await;
+            if let Some(v) = &input.verdict {
+                settings.status.failed(&uid, &v.reason, &v.message).await;
+            }
             settings.status.terminated(&uid).await;
             let _ = done.send(uid).await;
             return;
@@ -276,11 +376,23 @@ async fn worker(
             .status
             .waiting(&uid, backoffs.waiting.clone())
             .await;
+        let started = Instant::now();
         let result = tokio::select! {
             r = runtime.sync_pod(&pod, &state, &mut backoffs) => r,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
+        // The kubelet's operation types: the first sync creates, a changed spec updates.
+        let operation = match &last_synced_spec {
+            None => "create",
+            Some(prev) if !std::sync::Arc::ptr_eq(prev, &pod) => "update",
+            Some(_) => "sync",
+        };
+        settings
+            .stats
+            .duration
+            .observe(operation, started.elapsed());
+        last_synced_spec = Some(pod.clone());
         last_sync = Some(Instant::now());
         settings
             .status
@@ -330,7 +442,11 @@ async fn until_terminate(rx: &mut watch::Receiver<WorkerInput>, dirty: &mut bool
 /// Terminates the pod, retrying with back-off until it succeeds or the agent stops.
 async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &CancellationToken) {
     let target = input.pod_ref.to_string();
-    let grace = input.pod.as_ref().map(|p| grace_period_seconds(&p.pod));
+    let grace = input
+        .verdict
+        .as_ref()
+        .and_then(|v| v.grace_period_seconds)
+        .or_else(|| input.pod.as_ref().map(|p| grace_period_seconds(&p.pod)));
     info!(pod = %target, grace_seconds = ?grace, "terminating pod");
     loop {
         match runtime.terminate_pod(&input.pod_ref, grace).await {

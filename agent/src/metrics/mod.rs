@@ -16,6 +16,7 @@ use crate::events::Bus;
 use crate::instrument::HistogramRead;
 use crate::kuberuntime::client::RuntimeOpStats;
 use crate::pleg::PlegStats;
+use crate::pod_workers::PodWorkerStats;
 use crate::stats::summary::TelemetryHealth;
 use crate::status::{PodStatuses, StatusStats};
 use expo::{Encoder, Format, Kind};
@@ -32,6 +33,8 @@ pub struct AgentSources {
     pub pleg: Arc<PlegStats>,
     /// The status manager's pod start durations.
     pub status: Arc<StatusStats>,
+    /// The pod workers' sync durations.
+    pub pod_workers: Arc<PodWorkerStats>,
     /// The event bus (lags per subscriber).
     pub bus: Bus,
 }
@@ -78,6 +81,15 @@ pub fn render_agent(
         Kind::Histogram,
     );
     encode_histogram(&mut e, &[], &m.status.pod_start.read());
+
+    e.family(
+        "kubelet_pod_worker_duration_seconds",
+        "Duration in seconds to sync a single pod. Broken down by operation type: create, update, or sync",
+        Kind::Histogram,
+    );
+    for (op, h) in m.pod_workers.duration.read() {
+        encode_histogram(&mut e, &[("operation_type", op)], &h);
+    }
 
     e.family(
         "kubelet_pleg_relist_duration_seconds",

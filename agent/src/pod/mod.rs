@@ -46,6 +46,28 @@ pub struct DesiredPod {
     pub source: PathBuf,
 }
 
+/// A node-side verdict that stops a pod for good (eviction, admission refusal): the pod's
+/// containers are stopped within `grace_period_seconds` (the pod's own grace when `None`) and
+/// its status becomes phase Failed with this reason and message, as the kubelet's killPodNow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillRequest {
+    /// The pod's UID.
+    pub uid: String,
+    /// Grace period override, seconds (eviction: bounded by evictionMaxPodGracePeriod).
+    pub grace_period_seconds: Option<i64>,
+    /// `status.reason`, e.g. `Evicted`, `OutOfcpu`.
+    pub reason: String,
+    /// `status.message`, naming the signal or resource.
+    pub message: String,
+}
+
+impl DesiredPod {
+    /// Whether the API server asked for the pod's deletion (deletionTimestamp set).
+    pub fn deleting(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+}
+
 /// `requests`/`limits` as k8s-openapi decodes them.
 type QuantityMap = BTreeMap<String, Quantity>;
 

@@ -600,6 +600,7 @@ mod tests {
             metrics::AgentSources {
                 runtime_ops: cri.op_stats(),
                 pleg: Arc::default(),
+                pod_workers: Arc::default(),
                 status: Arc::default(),
                 bus: crate::events::Bus::new(),
             },

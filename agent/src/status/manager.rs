@@ -29,6 +29,12 @@ enum Update {
     Waiting { uid: String, waiting: Waiting },
     /// The pod is terminated and removed from the runtime.
     Terminated { uid: String },
+    /// A node-side verdict stopped the pod for good: phase Failed with this reason.
+    Failed {
+        uid: String,
+        reason: String,
+        message: String,
+    },
 }
 
 /// The pod workers' handle on the manager (cheap to clone).
@@ -56,6 +62,21 @@ impl StatusHandle {
             .tx
             .send(Update::Terminated {
                 uid: uid.to_owned(),
+            })
+            .await;
+    }
+}
+
+impl StatusHandle {
+    /// Records a node-side verdict (eviction, admission refusal): the pod's phase becomes
+    /// Failed with `reason` and `message`, and stays so while a source still shows the pod.
+    pub async fn failed(&self, uid: &str, reason: &str, message: &str) {
+        let _ = self
+            .tx
+            .send(Update::Failed {
+                uid: uid.to_owned(),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
             })
             .await;
     }
@@ -99,6 +120,8 @@ struct Entry {
     wanted: bool,
     origin: Origin,
     start_observed: bool,
+    /// A node-side verdict (reason, message): phase Failed from then on.
+    verdict: Option<(String, String)>,
     /// Bumped on every input change.
     version: u64,
     /// The version `status` was built from.
@@ -193,6 +216,7 @@ impl Manager {
                             wanted: true,
                             origin,
                             start_observed: false,
+                            verdict: None,
                             version: 1,
                             built: 0,
                             status: None,
@@ -248,6 +272,16 @@ impl Manager {
                     e.version += 1;
                 }
             }
+            Update::Failed {
+                uid,
+                reason,
+                message,
+            } => {
+                if let Some(e) = self.entries.get_mut(&uid) {
+                    e.verdict = Some((reason, message));
+                    e.version += 1;
+                }
+            }
             Update::Terminated { uid } => {
                 let keep = self.entries.get_mut(&uid).is_some_and(|e| {
                     // Re-added while it terminated: it starts again from a clean slate.
@@ -288,6 +322,11 @@ impl Manager {
             {
                 // A terminal phase never goes back (the kubelet's status manager guard).
                 st.phase = Some(old.to_owned());
+            }
+            if let (Some((reason, message)), Some(st)) = (&e.verdict, pod.status.as_mut()) {
+                st.phase = Some("Failed".into());
+                st.reason = Some(reason.clone());
+                st.message = Some(message.clone());
             }
             let new_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             if !e.start_observed
