@@ -15,9 +15,6 @@ pub mod atomic_writer;
 pub mod objects;
 pub mod projection;
 
-#[cfg(test)]
-mod cluster_tests;
-
 use crate::pod::{DesiredPod, PodRef};
 use atomic_writer::Payload;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
@@ -185,6 +182,8 @@ impl VolumeManager {
     }
 
     /// How long fetched objects are reused ([`objects::OBJECT_TTL`] unless set).
+    // Only tests set it until the Node's node.alpha.kubernetes.io/ttl annotation is read.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_object_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.objects = self.objects.with_ttl(ttl);
         self
@@ -581,3 +580,6 @@ fn env_refs(p: &DesiredPod) -> HashSet<ObjKey> {
     }
     out
 }
+
+#[cfg(test)]
+mod cluster_tests;

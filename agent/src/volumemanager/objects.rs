@@ -172,6 +172,7 @@ impl Objects {
 
     /// The same cache with another entry lifetime (the kubelet takes it from the Node's
     /// `node.alpha.kubernetes.io/ttl` annotation).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
