@@ -567,4 +567,111 @@ mod tests {
         );
         assert_eq!(oom_score_adj(QosClass::Burstable, None, 1 << 30), 999);
     }
+
+    fn standalone_ctx() -> NodeContext {
+        let opts = crate::options::Options::from_args(
+            ["nodelet", "--hostname-override", "n1"]
+                .into_iter()
+                .map(String::from),
+        )
+        .expect("fixed flags resolve");
+        let root = std::env::temp_dir().join("nodelet-env-test-unused");
+        NodeContext {
+            node_name: "n1".into(),
+            host_ip: "10.0.0.1".into(),
+            pod_logs_dir: root.join("logs"),
+            root_dir: root.clone(),
+            cluster_dns: Vec::new(),
+            cluster_domain: None,
+            host_dns: Default::default(),
+            cm: crate::cm::ContainerManager::new(&opts),
+            memory_capacity: 1 << 30,
+            cpu_capacity_milli: 2000,
+            volumes: crate::volumemanager::VolumeManager::new(None, root),
+        }
+    }
+
+    fn pod_with_env(env: &str) -> (DesiredPod, Container) {
+        let c: Container =
+            serde_json::from_str(&format!(r#"{{"name": "c", "image": "x", {env}}}"#))
+                .expect("container json");
+        let pod = k8s_openapi::api::core::v1::Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some(
+                    [
+                        ("b".to_string(), "2".to_string()),
+                        ("a".to_string(), "1".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![c.clone()],
+                service_account_name: Some("sa".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = DesiredPod {
+            pod_ref: crate::pod::PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u".into(),
+            },
+            pod,
+            source: PathBuf::from("/m/p.yaml"),
+        };
+        (p, c)
+    }
+
+    #[test]
+    fn env_fields_resources_and_expansion() {
+        let ctx = standalone_ctx();
+        let (p, c) = pod_with_env(
+            r#""env": [
+                {"name": "A", "value": "x"},
+                {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}},
+                {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "RAW", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['k']"}}},
+                {"name": "B", "value": "$(A)-$(SA)"},
+                {"name": "A", "value": "y"}
+            ]"#,
+        );
+        let env = resolve_env(&ctx, &p, &c, "10.88.0.2").expect("env");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("L"), Some("a=\"1\"\nb=\"2\""));
+        assert_eq!(get("SA"), Some("sa"));
+        assert_eq!(get("IP"), Some("10.88.0.2"));
+        assert_eq!(
+            get("MEM"),
+            Some("1024"),
+            "limits default to node allocatable"
+        );
+        assert_eq!(get("RAW"), Some(""));
+        assert_eq!(get("B"), Some("x-sa"));
+        assert_eq!(get("A"), Some("y"), "a later entry replaces an earlier one");
+        assert_eq!(env.last().map(|(k, _)| k.as_str()), Some("A"));
+    }
+
+    #[test]
+    fn env_from_api_objects_without_a_client_fails_as_the_kubelet() {
+        let ctx = standalone_ctx();
+        for (env, want) in [
+            (
+                r#""env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]"#,
+                "couldn't get configMap ns/cm, no kubeClient defined",
+            ),
+            (
+                r#""envFrom": [{"secretRef": {"name": "s"}}]"#,
+                "couldn't get secret ns/s, no kubeClient defined",
+            ),
+        ] {
+            let (p, c) = pod_with_env(env);
+            let err = resolve_env(&ctx, &p, &c, "").expect_err("no client");
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
 }
