@@ -9,7 +9,8 @@
 //!   kubelet's CreateContainerConfigError texts, through the runtime manager's config builder;
 //! - updates reaching the files (..data swapped, a key removed from the Secret gone);
 //! - a pod whose ConfigMap does not exist failing with an error naming pod, volume and object;
-//! - cleanup removing the volume directories.
+//! - secret, projected and downwardAPI volumes on tmpfs, configMap on disk;
+//! - cleanup unmounting and removing the volume directories.
 //!
 //! Skips without the control plane, fails instead under NODELET_REQUIRE_ALL=1.
 
@@ -231,6 +232,13 @@ fn volumes_and_env_from_the_real_api_server() {
         assert!(proj.ends_with(format!("kubernetes.io~projected/{}", access.name)));
         assert_eq!(read(&proj, "namespace"), "default");
         assert!(read(&proj, "ca.crt").contains("BEGIN CERTIFICATE"));
+        assert!(
+            tmpfs::is_mount_point(&sec).expect("stat")
+                && tmpfs::is_mount_point(&proj).expect("stat")
+                && tmpfs::is_mount_point(&info).expect("stat")
+                && !tmpfs::is_mount_point(&cfg).expect("stat"),
+            "secret, projected and downwardAPI volumes are on tmpfs, configMap on disk"
+        );
         let token = read(&proj, "token");
         assert_eq!(mode(&proj, "token"), 0o644);
         let whoami = std::process::Command::new(c.kubectl_path())
@@ -347,6 +355,11 @@ fn volumes_and_env_from_the_real_api_server() {
 
         vm.cleanup(&p.pod_ref.uid).await;
         assert!(!cfg.exists() && !proj.exists(), "cleanup removed the volumes");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !mounts.contains(&p.pod_ref.uid),
+            "cleanup unmounted the pod's tmpfs volumes"
+        );
     });
     c.stop().expect("stop the control plane");
 }

@@ -14,6 +14,7 @@
 pub mod atomic_writer;
 pub mod objects;
 pub mod projection;
+pub mod tmpfs;
 
 use crate::pod::{DesiredPod, PodRef};
 use atomic_writer::Payload;
@@ -64,6 +65,11 @@ impl Plugin {
             Self::Projected => "kubernetes.io~projected",
             Self::DownwardApi => "kubernetes.io~downward-api",
         }
+    }
+
+    /// Whether the kubelet backs the volume with memory (secret, projected, downwardAPI).
+    pub fn memory(self) -> bool {
+        !matches!(self, Self::ConfigMap)
     }
 
     const ALL: [Plugin; 4] = [
@@ -246,7 +252,7 @@ impl VolumeManager {
                 continue;
             };
             let result = match self.payload(p, v, &fetched, fs_group.is_some()).await {
-                Ok(payload) => write(dir.clone(), payload, fs_group).await,
+                Ok(payload) => write(dir.clone(), payload, fs_group, plugin_of(v).memory()).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -313,6 +319,15 @@ impl VolumeManager {
         let removed = tokio::task::spawn_blocking(move || {
             for plugin in Plugin::ALL {
                 let d = dir.join(plugin.dir());
+                if plugin.memory()
+                    && let Ok(entries) = std::fs::read_dir(&d)
+                {
+                    for vol in entries.flatten().map(|e| e.path()) {
+                        if let Err(e) = tmpfs::unmount(&vol) {
+                            warn!(dir = %vol.display(), error = %e, "cannot unmount volume tmpfs");
+                        }
+                    }
+                }
                 if let Err(e) = std::fs::remove_dir_all(&d)
                     && e.kind() != std::io::ErrorKind::NotFound
                 {
@@ -491,18 +506,34 @@ fn pod_with_identity(p: &DesiredPod) -> Pod {
     pod
 }
 
+fn plugin_of(v: &Volume) -> Plugin {
+    Plugin::of(v).unwrap_or(Plugin::ConfigMap)
+}
+
 /// Whether the volume was written before (its `..data` link exists).
 fn is_set_up(dir: &Path) -> bool {
     std::fs::symlink_metadata(dir.join("..data")).is_ok()
 }
 
-async fn write(dir: PathBuf, payload: Payload, fs_group: Option<u32>) -> Result<bool, SourceError> {
+async fn write(
+    dir: PathBuf,
+    payload: Payload,
+    fs_group: Option<u32>,
+    memory: bool,
+) -> Result<bool, SourceError> {
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| atomic_writer::WriteError::Io {
             op: "creating directory",
             path: dir.clone(),
             source,
         })?;
+        if memory {
+            tmpfs::ensure_mounted(&dir).map_err(|source| atomic_writer::WriteError::Io {
+                op: "mounting tmpfs on",
+                path: dir.clone(),
+                source,
+            })?;
+        }
         atomic_writer::write(&dir, &payload, fs_group)
     })
     .await
