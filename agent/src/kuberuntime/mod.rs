@@ -7,6 +7,7 @@ pub mod actions;
 pub mod backoff;
 pub mod client;
 pub mod container;
+pub mod env;
 pub mod health;
 pub mod labels;
 pub mod sandbox;
