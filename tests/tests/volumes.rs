@@ -181,3 +181,42 @@ fn api_pods_read_configmap_secret_downward_and_token_volumes_and_env() -> Result
     );
     c.stop()
 }
+
+/// Needs no control plane: a static pod's downwardAPI volume is written by the volume manager
+/// (on a tmpfs), mounted read-only, and read by the container.
+#[test]
+fn static_pod_reads_its_downward_api_volume() -> Result<()> {
+    let Some(node) = Node::start(NodeOpts::default())? else {
+        return Ok(());
+    };
+    node.write_manifest(
+        "info.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: info\n  labels: {app: info}\n  annotations: {note: hi}\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [\"sh\", \"-c\", \"echo labels=$(cat /info/labels) note=$(cat /info/note) mem=$(cat /info/mem); touch /info/w 2>/dev/null || echo readonly; echo done\"]\n    resources: {limits: {memory: 64Mi}}\n    volumeMounts: [{name: info, mountPath: /info}]\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n      - {path: note, fieldRef: {fieldPath: \"metadata.annotations['note']\"}}\n      - {path: mem, resourceFieldRef: {containerName: c, resource: limits.memory, divisor: 1Mi}}\n",
+    )?;
+    let log = node.wait("static pod info to print its downwardAPI volume", T, || {
+        Ok(node
+            .container_log("default", "info", "c", 0)
+            .filter(|l| l.contains("done")))
+    })?;
+    for want in ["labels=app=\"info\"", "note=hi", "mem=64", "readonly"] {
+        ensure!(
+            log.contains(want),
+            "{want:?} missing from the pod's log:\n{log}"
+        );
+    }
+    // Removing the pod unmounts its tmpfs volume and removes the directory.
+    node.remove_manifest("info.yaml")?;
+    node.wait("the info pod's tmpfs volume to be unmounted", T, || {
+        Ok((!volume_mounts_under(&node.root)?).then_some(()))
+    })?;
+    Ok(())
+}
+
+fn volume_mounts_under(root: &std::path::Path) -> Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let prefix = format!("{}/", root.display());
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| p.starts_with(&prefix) && p.contains("/volumes/kubernetes.io~")))
+}
