@@ -8,7 +8,9 @@
 mod cm;
 mod config;
 mod ebpf;
+mod errors;
 mod events;
+mod eviction;
 mod instrument;
 mod kuberuntime;
 mod metrics;
@@ -115,27 +117,50 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
+    let eviction_events = bus.subscribe(eviction::SUBSCRIBER);
 
-    let (config_tx, config_rx) = watch::channel(None);
+    // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
+    // pod source and the status manager's writes. A kubeconfig that cannot be used stops the
+    // start, as the kubelet's does; an unreachable API server does not.
+    let api_client = match &opts.kubeconfig {
+        Some(path) => Some(
+            config::apiserver::client(path, None)
+                .await
+                .context("--kubeconfig")?,
+        ),
+        None => None,
+    };
+    let mut sources = Vec::new();
     match opts.static_pod_path.clone() {
         Some(path) => {
+            let (tx, rx) = watch::channel(None);
             tasks.spawn(config::file::run(
                 path,
                 opts.node_name.clone(),
                 opts.file_check_frequency,
-                config_tx,
+                tx,
                 cancel.child_token(),
             ));
+            sources.push(rx);
         }
-        None => {
-            info!("no static pod path (--pod-manifest-path / staticPodPath): no pods to run");
-            config_tx.send_replace(Some(Default::default()));
-        }
+        None => info!("no static pod path (--pod-manifest-path / staticPodPath)"),
     }
+    if let Some(client) = api_client.clone() {
+        let (tx, rx) = watch::channel(None);
+        tasks.spawn(config::apiserver::run(
+            client,
+            opts.node_name.clone(),
+            tx,
+            cancel.child_token(),
+        ));
+        sources.push(rx);
+    }
+    let (config_tx, config_rx) = watch::channel(None);
+    tasks.spawn(config::mux::run(sources, config_tx, cancel.child_token()));
 
     let (cache_writer, cache) = pleg::cache::cache();
     // Node-side verdicts (eviction, admission) reach the pod workers through the killer.
-    let (_killer, kills) = pod_workers::PodKiller::new();
+    let (killer, kills) = pod_workers::PodKiller::new();
     let pod_worker_stats = Arc::new(pod_workers::PodWorkerStats::default());
     let (status, status_store, status_stats) = status::start(
         host_ip.clone(),
@@ -144,6 +169,16 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
+    if let Some(client) = api_client.clone() {
+        status::sync::start(
+            client,
+            config_rx.clone(),
+            status_store.clone(),
+            cache.clone(),
+            &mut tasks,
+            cancel.child_token(),
+        );
+    }
     let (health_tx, health_rx) = watch::channel(None);
     let pleg_stats = Arc::new(pleg::PlegStats::default());
     tasks.spawn(pleg_watchdog(health_rx.clone(), cancel.child_token()));
@@ -158,13 +193,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let runtime_health = kuberuntime::health::start(cri.clone(), &mut tasks, cancel.child_token());
 
     // --- node status (issue 11): registration, node status and lease in cluster mode ---
+    // The eviction manager's pressure flags, forwarded below once it runs.
+    let (pressure_tx, pressure_rx) = nodestatus::pressure_channel();
     if let Some(settings) = nodestatus::Settings::from_options(&opts) {
-        warn!(
-            register_node = opts.register_node,
-            "--kubeconfig given: the node registers and reports its status, but pods from the API server are not run yet (static pods only)"
-        );
-        // No eviction manager yet: the pressure conditions stay False.
-        let (_pressure_tx, pressure_rx) = nodestatus::pressure_channel();
         nodestatus::start(
             settings,
             nodestatus::Inputs {
@@ -192,6 +223,28 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
+    // --- eviction (issue 12): signals, node pressure, evictions through the pod workers ---
+    let pods_root = cm::ContainerManager::new(&opts).pods_root();
+    let capacity = i64::try_from(memory_capacity).unwrap_or(i64::MAX);
+    let eviction = eviction::Settings::from_options(&opts, capacity, pods_root).map(|settings| {
+        let inputs = eviction::Inputs {
+            config: config_rx.clone(),
+            status: status_store.clone(),
+            view: pod_stats.clone(),
+            bus: eviction_events,
+            kill: kill_func(killer.clone()),
+            marks: marks.clone(),
+        };
+        eviction::start(settings, inputs, &mut tasks, cancel.child_token())
+    });
+    if let Some(h) = &eviction {
+        tasks.spawn(forward_pressure(
+            h.pressure.clone(),
+            pressure_tx,
+            cancel.child_token(),
+        ));
+    }
+    // --- end eviction ---
     stats::pods::mapper::start(
         pod_stats.clone(),
         cache.clone(),
@@ -226,6 +279,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             status: status_stats,
             pod_workers: pod_worker_stats.clone(),
             bus: bus.clone(),
+            eviction: eviction.as_ref().map(|h| h.stats.clone()),
         },
         health_rx.clone(),
         runtime_health,
@@ -278,6 +332,34 @@ async fn pleg_watchdog(rx: watch::Receiver<Option<std::time::Instant>>, cancel: 
                 error!(threshold = ?pleg::RELIST_THRESHOLD, "PLEG is not healthy: no successful relist within the threshold");
             }
             healthy = now;
+        }
+    }
+}
+
+/// The eviction manager's kill function: a verdict for the pod workers (killPodNow).
+fn kill_func(killer: pod_workers::PodKiller) -> eviction::KillPodFunc {
+    Arc::new(move |req| {
+        let k = killer.clone();
+        Box::pin(async move { k.kill(req).await })
+    })
+}
+
+/// Copies the eviction manager's pressure into node status's conditions input.
+async fn forward_pressure(
+    mut rx: watch::Receiver<eviction::NodePressure>,
+    tx: watch::Sender<nodestatus::NodeConditionsInput>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let p = *rx.borrow_and_update();
+        tx.send_replace(nodestatus::NodeConditionsInput {
+            memory_pressure: p.memory,
+            disk_pressure: p.disk,
+            pid_pressure: p.pid,
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
         }
     }
 }

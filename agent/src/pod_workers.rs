@@ -69,8 +69,6 @@ impl Default for PodWorkerStats {
 }
 
 /// Sends node-side verdicts to the pod workers (cheap to clone).
-// Its users (node admission, the eviction manager) land next; the allowance goes with them.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct PodKiller {
     tx: mpsc::Sender<KillRequest>,
@@ -84,7 +82,6 @@ impl PodKiller {
     }
 
     /// Stops the pod for good with a Failed status (waits while the dispatcher is busy).
-    #[allow(dead_code)]
     pub async fn kill(&self, req: KillRequest) {
         let _ = self.tx.send(req).await;
     }
@@ -228,9 +225,9 @@ impl Dispatcher {
         // Owned, so the closure does not borrow the dispatcher that spawns.
         let stopped: std::collections::HashSet<String> = self.verdicts.keys().cloned().collect();
         let runnable = |uid: &str| {
-            desired
-                .get(uid)
-                .filter(|p| !p.deleting() && !stopped.contains(uid))
+            desired.get(uid).filter(|p| {
+                !p.deleting() && !stopped.contains(uid) && p.api_terminal_phase().is_none()
+            })
         };
 
         for (uid, w) in &self.workers {
@@ -283,6 +280,10 @@ impl Dispatcher {
             return;
         };
         self.finished.retain(|_, at| *at > relisted);
+        if !desired.all_sources_seen {
+            // A source that has not spoken may still want what runs (SourcesReady).
+            return;
+        }
         // Runtime pods nothing runs: left from before a restart, deleted or stopped by a
         // verdict while the agent was down.
         let orphans: Vec<(String, PodRef)> = cache

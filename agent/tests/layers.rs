@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("options", 0),
     ("pod", 0),
     ("instrument", 0),
+    ("errors", 0),
     // Node facts and the bus and desired-pod sources.
     ("cm", 1),
     ("events", 1),
@@ -30,6 +31,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("pod_workers", 5),
     // Node status reads runtime and PLEG health (cluster mode).
     ("nodestatus", 5),
+    // Eviction reads stats and status and hands the pod workers a kill function (main wires it).
+    ("eviction", 5),
     // Readers.
     ("metrics", 6),
     ("server", 7),

@@ -13,7 +13,7 @@
 //! every write). While a manifest is open for writing, reads wait, at most `fileCheckFrequency`
 //! after its write began. Each read publishes the complete set; consumers reconcile against it.
 
-use super::manifest;
+use super::{SourceSet, manifest};
 use crate::pod::PodHandle;
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeMap, HashMap};
@@ -23,9 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-
-/// All pods from the source, keyed by UID.
-pub type PodSet = Arc<BTreeMap<String, PodHandle>>;
 
 /// Quiet time after the last inotify event before re-reading.
 const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -142,7 +139,7 @@ pub async fn run(
     path: PathBuf,
     node_name: String,
     period: Duration,
-    tx: watch::Sender<Option<PodSet>>,
+    tx: watch::Sender<Option<SourceSet>>,
     cancel: CancellationToken,
 ) {
     let (ev_tx, mut ev_rx) = mpsc::channel::<Change>(EVENT_CAPACITY);
@@ -152,7 +149,7 @@ pub async fn run(
     let mut schedule = ReadSchedule::new(period, Instant::now());
     let mut reported_errors: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut reported_warnings: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let mut last: Option<PodSet> = None;
+    let mut last: Option<SourceSet> = None;
     info!(path = %path.display(), every = ?period, "watching static pod path");
     loop {
         if watcher.is_none() {
@@ -171,7 +168,7 @@ pub async fn run(
         schedule.did_read(Instant::now());
         report(&listing.errors, &mut reported_errors, true);
         report(&listing.warnings, &mut reported_warnings, false);
-        let set: PodSet = Arc::new(listing.pods);
+        let set: SourceSet = Arc::new(listing.pods);
         if last.as_ref() != Some(&set) {
             debug!(pods = set.len(), "static pod set changed");
             last = Some(set.clone());

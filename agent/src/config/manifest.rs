@@ -1,7 +1,7 @@
 //! One static pod manifest: decode (YAML or JSON), validate, default, name and UID it the
 //! kubelet's way (pkg/kubelet/config/common.go: tryDecodeSinglePod, applyDefaults).
 
-use crate::pod::{DesiredPod, PodRef, quantity};
+use crate::pod::{DesiredPod, PodRef, PodSource, quantity};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration, Volume};
 use md5::{Digest, Md5};
 use serde::Deserialize;
@@ -1047,7 +1047,7 @@ pub fn apply_defaults(mut pod: Pod, path: &Path, node_name: &str) -> DesiredPod 
             uid,
         },
         pod,
-        source: path.to_owned(),
+        source: PodSource::File(path.to_owned()),
     }
 }
 

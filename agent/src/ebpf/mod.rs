@@ -178,17 +178,7 @@ pub fn program_runs(ids: &[(&'static str, u32)]) -> Vec<ProgramRuns> {
     out
 }
 
-/// `e` and its sources on one line, for the single log line of a failure.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub use crate::errors::error_chain;
 
 /// Kernel records for the stats mapper (defined with the bus's payloads).
 pub use crate::events::KernelEvent as TelemetryEvent;

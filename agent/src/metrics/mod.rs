@@ -37,6 +37,8 @@ pub struct AgentSources {
     pub pod_workers: Arc<PodWorkerStats>,
     /// The event bus (lags per subscriber).
     pub bus: Bus,
+    /// The eviction manager's counts (`None` when it does not run).
+    pub eviction: Option<Arc<crate::eviction::EvictionStats>>,
 }
 
 fn encode_histogram(e: &mut Encoder, labels: &[(&str, &str)], h: &HistogramRead) {
@@ -163,17 +165,40 @@ pub fn render_agent(
         e.sample(&[("operation_type", &op)], n as f64, None);
     }
 
-    // The eviction manager (its own issue) will own the counts; the family exists for the
-    // dashboards that chart it.
+    render_eviction(&mut e, m.eviction.as_deref());
+    if let Some(t) = telemetry {
+        render_telemetry(&mut e, &t);
+    }
+    e.finish()
+}
+
+/// The eviction manager's families (pkg/kubelet/metrics Evictions, EvictionStatsAge).
+fn render_eviction(e: &mut Encoder, s: Option<&crate::eviction::EvictionStats>) {
     e.family(
         "kubelet_evictions",
         "Cumulative number of pod evictions by eviction signal",
         Kind::Counter,
     );
-    if let Some(t) = telemetry {
-        render_telemetry(&mut e, &t);
+    let Some(s) = s else { return };
+    for (signal, n) in s.evictions.read() {
+        e.sample(&[("eviction_signal", &signal)], n as f64, None);
     }
-    e.finish()
+    e.family(
+        "kubelet_eviction_stats_age_seconds",
+        "Time between when stats are collected, and when pod is evicted based on those stats by eviction signal",
+        Kind::Histogram,
+    );
+    for (signal, h) in s.stats_age.read() {
+        encode_histogram(e, &[("eviction_signal", signal)], &h);
+    }
+    e.family(
+        "nodelet_eviction_mark_to_decision_seconds",
+        "Time from the kernel's memory-mark crossing to the eviction decision it led to, by eviction signal.",
+        Kind::Histogram,
+    );
+    for (signal, h) in s.mark_to_decision.read() {
+        encode_histogram(e, &[("eviction_signal", signal)], &h);
+    }
 }
 
 /// nodelet's own telemetry families: which source feeds the stats, and the eBPF pipeline's

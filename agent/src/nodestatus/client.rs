@@ -25,25 +25,7 @@ impl ApiClient {
     /// kubelet's heartbeat client timeout: nodeStatusUpdateFrequency, at most the lease
     /// duration), so a hung API server cannot stall the heartbeats.
     pub async fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<Self, NodeStatusError> {
-        let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-            NodeStatusError::Kubeconfig {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|source| NodeStatusError::Kubeconfig {
-                path: path.to_owned(),
-                source,
-            })?;
-        config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-        let client = kube::Client::try_from(config).map_err(|source| NodeStatusError::Client {
-            path: path.to_owned(),
-            source,
-        })?;
+        let client = crate::config::apiserver::client(path, Some(timeout)).await?;
         Ok(ApiClient {
             nodes: kube::Api::all(client.clone()),
             leases: kube::Api::namespaced(client, LEASE_NAMESPACE),

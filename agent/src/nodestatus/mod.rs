@@ -116,24 +116,9 @@ pub struct Inputs {
 /// Errors of node status calls; each names the call and the object, or the kubeconfig.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeStatusError {
-    /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}")]
-    Kubeconfig {
-        /// `--kubeconfig`.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    /// No client could be built from the kubeconfig.
-    #[error("API client from kubeconfig {path}")]
-    Client {
-        /// `--kubeconfig`.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: kube::Error,
-    },
+    /// No client from the kubeconfig.
+    #[error(transparent)]
+    Client(#[from] crate::config::apiserver::ClientError),
     /// The API server refused or failed a call.
     #[error("{call} {object}")]
     Api {

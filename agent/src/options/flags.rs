@@ -136,6 +136,34 @@ pub struct Flags {
     /// Bind address of /healthz (config: healthzBindAddress).
     #[arg(long)]
     pub healthz_bind_address: Option<String>,
+    /// Hard eviction thresholds, `signal<value,...` (config: evictionHard); repeats add up.
+    #[arg(long, action = ArgAction::Append, value_name = "SIGNAL<VALUE,...")]
+    pub eviction_hard: Vec<String>,
+    /// Soft eviction thresholds, `signal<value,...` (config: evictionSoft).
+    #[arg(long, action = ArgAction::Append, value_name = "SIGNAL<VALUE,...")]
+    pub eviction_soft: Vec<String>,
+    /// Soft threshold grace periods, `signal=duration,...` (config: evictionSoftGracePeriod).
+    #[arg(long, action = ArgAction::Append, value_name = "SIGNAL=DURATION,...")]
+    pub eviction_soft_grace_period: Vec<String>,
+    /// Minimum reclaims, `signal=value,...` (config: evictionMinimumReclaim).
+    #[arg(long, action = ArgAction::Append, value_name = "SIGNAL=VALUE,...")]
+    pub eviction_minimum_reclaim: Vec<String>,
+    /// How long a pressure condition outlives its threshold (config:
+    /// evictionPressureTransitionPeriod).
+    #[arg(long)]
+    pub eviction_pressure_transition_period: Option<String>,
+    /// Grace period cap for soft evictions, seconds (config: evictionMaxPodGracePeriod).
+    #[arg(long, allow_negative_numbers = true)]
+    pub eviction_max_pod_grace_period: Option<i32>,
+    /// Resources reserved for Kubernetes daemons, `cpu=200m,memory=500Mi` (config: kubeReserved).
+    #[arg(long, action = ArgAction::Append, value_name = "RESOURCE=QUANTITY,...")]
+    pub kube_reserved: Vec<String>,
+    /// Resources reserved for the OS, `cpu=200m,memory=500Mi` (config: systemReserved).
+    #[arg(long, action = ArgAction::Append, value_name = "RESOURCE=QUANTITY,...")]
+    pub system_reserved: Vec<String>,
+    /// Node allocatable enforcement levels, e.g. `pods` (config: enforceNodeAllocatable).
+    #[arg(long)]
+    pub enforce_node_allocatable: Option<String>,
     /// Per-module verbosity (klog); accepted, the level applies to all modules.
     #[arg(long, action = ArgAction::Set)]
     pub vmodule: Option<String>,
@@ -208,17 +236,8 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("cluster-dns", Arity::Value),
     ("cluster-domain", Arity::Value),
     ("resolv-conf", Arity::Value),
-    ("eviction-hard", Arity::Value),
-    ("eviction-soft", Arity::Value),
-    ("eviction-soft-grace-period", Arity::Value),
-    ("eviction-pressure-transition-period", Arity::Value),
-    ("eviction-max-pod-grace-period", Arity::Value),
-    ("eviction-minimum-reclaim", Arity::Value),
-    ("kube-reserved", Arity::Value),
-    ("system-reserved", Arity::Value),
     ("kube-reserved-cgroup", Arity::Value),
     ("system-reserved-cgroup", Arity::Value),
-    ("enforce-node-allocatable", Arity::Value),
     ("reserved-cpus", Arity::Value),
     ("cpu-manager-policy", Arity::Value),
     ("topology-manager-policy", Arity::Value),
@@ -476,9 +495,12 @@ mod tests {
     #[test]
     fn not_implemented_flags_are_reported() {
         let p = prescan(argv(
-            "--rotate-certificates=false --eviction-hard memory.available<100Mi --v=1",
+            "--rotate-certificates=false --kube-reserved-cgroup /kube --v=1",
         ));
-        assert_eq!(p.not_implemented, ["rotate-certificates", "eviction-hard"]);
+        assert_eq!(
+            p.not_implemented,
+            ["rotate-certificates", "kube-reserved-cgroup"]
+        );
         assert_eq!(p.args, argv("--v=1"));
     }
 }

@@ -201,6 +201,26 @@ pub struct KubeletConfigFile {
     pub max_pods: Option<i32>,
     /// Taints the node registers with.
     pub register_with_taints: Option<Vec<super::node::Taint>>,
+    /// Hard eviction thresholds by signal.
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    /// Soft eviction thresholds by signal.
+    pub eviction_soft: Option<BTreeMap<String, String>>,
+    /// Grace periods of the soft thresholds by signal (Go durations).
+    pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
+    /// How long a pressure condition outlives its threshold (Go duration).
+    pub eviction_pressure_transition_period: Option<String>,
+    /// Grace period cap for soft evictions, seconds.
+    pub eviction_max_pod_grace_period: Option<i32>,
+    /// Minimum reclaims by signal.
+    pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
+    /// Merge the default hard thresholds into a given evictionHard.
+    pub merge_default_eviction_settings: Option<bool>,
+    /// Resources reserved for Kubernetes daemons.
+    pub kube_reserved: Option<BTreeMap<String, String>>,
+    /// Resources reserved for the OS.
+    pub system_reserved: Option<BTreeMap<String, String>>,
+    /// Node allocatable enforcement levels.
+    pub enforce_node_allocatable: Option<Vec<String>>,
 }
 
 /// Top-level fields nodelet reads from the file; kept beside the struct above.
@@ -237,6 +257,16 @@ const IMPLEMENTED: &[&str] = &[
     "nodeLeaseDurationSeconds",
     "maxPods",
     "registerWithTaints",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionMinimumReclaim",
+    "mergeDefaultEvictionSettings",
+    "kubeReserved",
+    "systemReserved",
+    "enforceNodeAllocatable",
 ];
 
 /// Every top-level field of KubeletConfiguration v1beta1
@@ -463,14 +493,14 @@ mod tests {
     fn reads_implemented_fields_and_sorts_the_rest() {
         let text = format!(
             "{HEAD}staticPodPath: /etc/kubernetes/manifests\ncgroupDriver: cgroupfs\n\
-             evictionHard:\n  memory.available: 100Mi\nnoSuchField: 1\n"
+             systemReservedCgroup: /sys\nnoSuchField: 1\n"
         );
         let l = parse(Path::new("k.yaml"), &text).expect("parses");
         assert_eq!(
             l.config.static_pod_path.as_deref(),
             Some(Path::new("/etc/kubernetes/manifests"))
         );
-        assert_eq!(l.ignored, ["evictionHard"]);
+        assert_eq!(l.ignored, ["systemReservedCgroup"]);
         assert_eq!(l.unknown, ["noSuchField"]);
     }
 

@@ -4,6 +4,7 @@
 
 mod check;
 pub mod duration;
+pub mod eviction;
 pub mod flags;
 pub mod kubeletconfig;
 pub mod node;
@@ -150,6 +151,8 @@ pub struct Options {
     pub verbosity: u8,
     /// HTTP server settings.
     pub server: ServerOptions,
+    /// Eviction thresholds and node allocatable reservations.
+    pub eviction: eviction::EvictionOptions,
     /// Notes for the log once logging is up: ignored fields, deprecated flags.
     pub notices: Vec<String>,
 }
@@ -340,9 +343,11 @@ impl Options {
             .unwrap_or_else(|| runtime.clone());
 
         let server = server_options(&flags, &file, &file_label)?;
+        let eviction = eviction::resolve(&flags, &file, &file_label)?;
 
         let opts = Options {
             server,
+            eviction,
             node_name: node_name(flags.hostname_override.as_deref()),
             node_ips,
             static_pod_path: flags

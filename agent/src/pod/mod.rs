@@ -42,8 +42,17 @@ pub struct DesiredPod {
     pub pod_ref: PodRef,
     /// The pod object, defaulted (name suffix, namespace, annotations, nodeName).
     pub pod: Pod,
-    /// The manifest file it came from.
-    pub source: PathBuf,
+    /// The config source it came from.
+    pub source: PodSource,
+}
+
+/// Where a desired pod came from (kubetypes.FileSource, ApiserverSource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodSource {
+    /// A static pod manifest file.
+    File(PathBuf),
+    /// The API server (spec.nodeName is this node).
+    Api,
 }
 
 /// A node-side verdict that stops a pod for good (eviction, admission refusal): the pod's
@@ -62,6 +71,18 @@ pub struct KillRequest {
 }
 
 impl DesiredPod {
+    /// Whether the pod came from the API server (its status is patched there).
+    pub fn is_api(&self) -> bool {
+        self.source == PodSource::Api
+    }
+
+    /// The phase the API server already holds when it is terminal (Succeeded or Failed): such
+    /// a pod is never started again (the kubelet's IsPodPhaseTerminal check).
+    pub fn api_terminal_phase(&self) -> Option<&str> {
+        let phase = self.pod.status.as_ref()?.phase.as_deref()?;
+        (self.is_api() && matches!(phase, "Succeeded" | "Failed")).then_some(phase)
+    }
+
     /// Whether the API server asked for the pod's deletion (deletionTimestamp set).
     pub fn deleting(&self) -> bool {
         self.pod.metadata.deletion_timestamp.is_some()

@@ -1,6 +1,7 @@
 //! `ApiError`: the one place a failure becomes an HTTP status. 401/403/404 carry no internals;
 //! server faults are logged here, once.
 
+use crate::errors::error_chain;
 use crate::kuberuntime::CriError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -102,15 +103,4 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

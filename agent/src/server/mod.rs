@@ -603,6 +603,7 @@ mod tests {
                 pod_workers: Arc::default(),
                 status: Arc::default(),
                 bus: crate::events::Bus::new(),
+                eviction: None,
             },
             tokio::sync::watch::channel(None).1,
             tokio::sync::watch::channel(None).1,

@@ -311,11 +311,14 @@ impl Manager {
             };
             let rt = e.runtime.as_deref().unwrap_or(&empty);
             let mut pod = pod_with_status(&e.desired, rt, &e.waiting, &ctx);
+            // A terminal phase the API server already holds (the pod finished or was evicted
+            // before this agent started) counts as ours.
             let old_phase = e
                 .status
                 .as_ref()
                 .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.phase.clone());
+                .and_then(|s| s.phase.clone())
+                .or_else(|| e.desired.api_terminal_phase().map(str::to_owned));
             if let (Some(old), Some(st)) = (old_phase.as_deref(), pod.status.as_mut())
                 && matches!(old, "Succeeded" | "Failed")
                 && st.phase.as_deref() != Some(old)

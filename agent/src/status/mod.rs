@@ -19,6 +19,7 @@
 
 pub mod generate;
 mod manager;
+pub mod sync;
 
 pub use manager::{StatusHandle, StatusStats, start};
 
@@ -40,6 +41,16 @@ impl StatusStore {
     /// Every known pod, as the API would show it (spec plus status).
     pub fn pods(&self) -> PodStatuses {
         self.rx.borrow().clone()
+    }
+
+    /// Every known pod, marking the current value seen (for [`StatusStore::changed`]).
+    pub fn pods_and_update(&mut self) -> PodStatuses {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits for a newer set; `false` once the manager is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
     }
 
     /// One pod by namespace and name.

@@ -1,0 +1,260 @@
+//! The API server source (kubelet pkg/kubelet/config/apiserver.go): the pods bound to this
+//! node, from a watch of `pods` with `spec.nodeName=<node>` in every namespace.
+//!
+//! kube-runtime's watcher does the list-then-watch, resumes from the last resourceVersion and
+//! relists when the server answers 410 Gone; its back-off keeps an unreachable API server
+//! from becoming a busy loop. The first full set is published only after the initial list is
+//! complete (`InitDone`), so a half-listed node never looks like one whose pods were deleted;
+//! during an outage the last set stays, so running pods keep running.
+//!
+//! Mirror pods (the API's copies of this node's static pods) are not pods to run: they are
+//! left out, as the kubelet's pod manager keeps them apart.
+
+use super::SourceSet;
+use crate::pod::{DesiredPod, PodHandle, PodRef, PodSource};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Annotation that marks a mirror pod (kubetypes.ConfigMirrorAnnotationKey).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Watch errors are logged at most this often during an outage (each retry would log).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Errors building an API client from `--kubeconfig`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}")]
+    Kubeconfig {
+        /// `--kubeconfig`.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No client could be built from the kubeconfig.
+    #[error("API client from kubeconfig {path}")]
+    Client {
+        /// `--kubeconfig`.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A client from the kubeconfig at `path`. With `timeout`, every connect, read and write
+/// gives up after it (heartbeats); without, kube's defaults suit long watches.
+pub async fn client(path: &Path, timeout: Option<Duration>) -> Result<kube::Client, ClientError> {
+    let kc =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|source| ClientError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })?;
+    if let Some(t) = timeout {
+        config.connect_timeout = Some(t);
+        config.read_timeout = Some(t);
+        config.write_timeout = Some(t);
+    }
+    kube::Client::try_from(config).map_err(|source| ClientError::Client {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A pod from the API as a desired pod, or `None` for mirror pods and objects without
+/// identity.
+pub fn desired(pod: Pod) -> Option<DesiredPod> {
+    let m = &pod.metadata;
+    if m.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    {
+        return None;
+    }
+    let pod_ref = PodRef {
+        namespace: m.namespace.clone().filter(|s| !s.is_empty())?,
+        name: m.name.clone().filter(|s| !s.is_empty())?,
+        uid: m.uid.clone().filter(|s| !s.is_empty())?,
+    };
+    Some(DesiredPod {
+        pod_ref,
+        pod,
+        source: PodSource::Api,
+    })
+}
+
+/// Whether `new` asks anything different of the node than `old`: a status written back (by
+/// this agent) or a new resourceVersion alone does not, so it wakes no worker.
+fn same_for_the_node(old: &DesiredPod, new: &DesiredPod) -> bool {
+    let (a, b) = (&old.pod.metadata, &new.pod.metadata);
+    old.pod.spec == new.pod.spec
+        && a.deletion_timestamp == b.deletion_timestamp
+        && a.deletion_grace_period_seconds == b.deletion_grace_period_seconds
+        && a.labels == b.labels
+        && a.annotations == b.annotations
+}
+
+/// Keeps the previous handle when nothing the node acts on changed.
+fn upsert(pods: &mut BTreeMap<String, PodHandle>, pod: Pod) -> bool {
+    let Some(d) = desired(pod) else {
+        return false;
+    };
+    let uid = d.pod_ref.uid.clone();
+    if pods.get(&uid).is_some_and(|old| same_for_the_node(old, &d)) {
+        return false;
+    }
+    pods.insert(uid, Arc::new(d));
+    true
+}
+
+/// Runs the source until cancelled, publishing the node's API pods on `tx` after the initial
+/// list and on every change.
+pub async fn run(
+    client: kube::Client,
+    node_name: String,
+    tx: watch::Sender<Option<SourceSet>>,
+    cancel: CancellationToken,
+) {
+    let api: kube::Api<Pod> = kube::Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut pods: BTreeMap<String, PodHandle> = BTreeMap::new();
+    let mut relist: Option<BTreeMap<String, PodHandle>> = None;
+    let mut last_error_log: Option<Instant> = None;
+    let mut failing = false;
+    info!(node = %node_name, "watching the API server for this node's pods");
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        let changed = match ev {
+            None => return,
+            Some(Err(e)) => {
+                if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
+                    warn!(error = %e, "watching this node's pods failed; retrying with back-off (running pods keep running)");
+                    last_error_log = Some(Instant::now());
+                }
+                failing = true;
+                false
+            }
+            Some(Ok(ev)) => {
+                if failing {
+                    info!("watching this node's pods again");
+                    failing = false;
+                    last_error_log = None;
+                }
+                match ev {
+                    Event::Init => {
+                        relist = Some(BTreeMap::new());
+                        false
+                    }
+                    Event::InitApply(p) => {
+                        // Reuse unchanged handles so a relist wakes only changed pods.
+                        if let Some(next) = relist.as_mut()
+                            && let Some(d) = desired(p)
+                        {
+                            let uid = d.pod_ref.uid.clone();
+                            let keep = pods.get(&uid).filter(|old| same_for_the_node(old, &d));
+                            next.insert(uid, keep.cloned().unwrap_or_else(|| Arc::new(d)));
+                        }
+                        false
+                    }
+                    Event::InitDone => {
+                        if let Some(next) = relist.take() {
+                            pods = next;
+                        }
+                        debug!(
+                            pods = pods.len(),
+                            "initial list of this node's pods complete"
+                        );
+                        true
+                    }
+                    Event::Apply(p) => upsert(&mut pods, p),
+                    Event::Delete(p) => p
+                        .metadata
+                        .uid
+                        .as_ref()
+                        .is_some_and(|uid| pods.remove(uid).is_some()),
+                }
+            }
+        };
+        if changed {
+            tx.send_replace(Some(Arc::new(pods.clone())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use kube::api::ObjectMeta;
+
+    fn api_pod(uid: &str, annotations: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some(uid.into()),
+                resource_version: Some("1".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mirror_pods_and_pods_without_identity_are_not_run() {
+        assert!(desired(api_pod("u", &[])).is_some());
+        assert!(desired(api_pod("u", &[(MIRROR_ANNOTATION, "h")])).is_none());
+        assert!(desired(api_pod("", &[])).is_none());
+    }
+
+    #[test]
+    fn status_write_backs_keep_the_handle_and_spec_or_deletion_changes_replace_it() {
+        let mut pods = BTreeMap::new();
+        assert!(upsert(&mut pods, api_pod("u", &[])));
+        let mut echoed = api_pod("u", &[]);
+        echoed.metadata.resource_version = Some("2".into());
+        echoed.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        assert!(
+            !upsert(&mut pods, echoed),
+            "our own status coming back wakes nothing"
+        );
+        let mut deleted = api_pod("u", &[]);
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert!(upsert(&mut pods, deleted));
+        assert!(pods.get("u").is_some_and(|p| p.deleting()));
+    }
+}

@@ -1,0 +1,415 @@
+//! The manager task: one owner of the eviction state, woken by memory marks, a 1 s memory tick
+//! and the 10 s housekeeping tick; each wake runs the kubelet's `synchronize` chain.
+
+use super::helpers::{self, Candidate, Condition, Observations};
+use super::signals;
+use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
+use crate::config::PodSet;
+use crate::events::{NodeEvent, Received, Subscriber};
+use crate::options::eviction::{Signal, Threshold};
+use crate::pod::KillRequest;
+use crate::stats::cgroupfs;
+use crate::stats::pods::PodStatsView;
+use crate::stats::pods::mapper::MarkRequest;
+use crate::status::StatusStore;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Smallest step between a container's usage and its mark: below this the marks would fire
+/// on every few pages (the kernel granule is 1 MiB).
+const MIN_MARK_STEP: u64 = 4 << 20;
+/// How long the next pass waits for an evicted pod to stop (podCleanupTimeout).
+const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often it looks (the kubelet polls every second; status changes are cheap to read).
+const POD_CLEANUP_POLL: Duration = Duration::from_millis(100);
+
+/// What the manager reads and whom it tells.
+pub struct Inputs {
+    /// The desired pods.
+    pub config: watch::Receiver<Option<PodSet>>,
+    /// Pod status (terminal pods are not candidates).
+    pub status: StatusStore,
+    /// Which cgroup is which pod and container.
+    pub view: PodStatsView,
+    /// The bus subscription named [`super::SUBSCRIBER`].
+    pub bus: Subscriber,
+    /// How pods are stopped.
+    pub kill: KillPodFunc,
+    /// Where container memory marks are requested (eBPF only).
+    pub marks: Option<mpsc::Sender<MarkRequest>>,
+}
+
+/// Starts the manager; its outputs are in the returned [`Handle`].
+pub fn start(
+    settings: Settings,
+    inputs: Inputs,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: CancellationToken,
+) -> Handle {
+    let (tx, rx) = watch::channel(NodePressure::default());
+    let stats = Arc::new(EvictionStats::default());
+    for t in &settings.options.thresholds {
+        debug!(signal = t.signal.as_str(), value = ?t.value, grace = ?t.grace_period, "eviction threshold");
+    }
+    if settings.static_pods_evictable {
+        warn!(
+            var = super::STATIC_PODS_VAR,
+            "static pods may be evicted (the kubelet never evicts them)"
+        );
+    }
+    let m = Manager {
+        settings,
+        inputs,
+        pressure: tx,
+        stats: stats.clone(),
+        obs: Observations::new(),
+        last_obs: Observations::new(),
+        first_observed: Vec::new(),
+        conditions_seen: BTreeMap::new(),
+        conditions: BTreeSet::new(),
+        thresholds_met: Vec::new(),
+        evicted: HashSet::new(),
+        armed: HashMap::new(),
+    };
+    tasks.spawn(m.run(cancel));
+    Handle {
+        pressure: rx,
+        stats,
+    }
+}
+
+struct Manager {
+    settings: Settings,
+    inputs: Inputs,
+    pressure: watch::Sender<NodePressure>,
+    stats: Arc<EvictionStats>,
+    /// Latest observation per signal (memory and fs/pid are refreshed on their own schedules).
+    obs: Observations,
+    /// Observations of the previous pass (thresholdsUpdatedStats).
+    last_obs: Observations,
+    first_observed: Vec<(Threshold, Instant)>,
+    conditions_seen: BTreeMap<Condition, Instant>,
+    conditions: BTreeSet<Condition>,
+    /// Thresholds met (grace included) not yet resolved with their minimum reclaim.
+    thresholds_met: Vec<Threshold>,
+    /// Pods this manager ordered killed: never candidates again.
+    evicted: HashSet<String>,
+    /// Container cgroup -> the high mark last requested.
+    armed: HashMap<String, u64>,
+}
+
+impl Manager {
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut mem_tick = tokio::time::interval(super::MEMORY_PERIOD);
+        let mut fs_tick = tokio::time::interval(super::HOUSEKEEPING);
+        for t in [&mut mem_tick, &mut fs_tick] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let mut bus_open = true;
+        loop {
+            let (mut memory, mut fs, mut mark_ts) = (false, false, None);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = self.inputs.bus.recv(), if bus_open => match ev {
+                    Some(Received::Event(e)) => {
+                        if let NodeEvent::MemoryMark(m) = &*e {
+                            memory = true;
+                            mark_ts = Some(m.kernel_ts_ns);
+                        }
+                    }
+                    Some(Received::Lagged(_)) => memory = true,
+                    None => bus_open = false,
+                },
+                _ = mem_tick.tick() => memory = true,
+                _ = fs_tick.tick() => fs = true,
+            }
+            if !(memory || fs) {
+                continue;
+            }
+            self.synchronize(memory, fs, mark_ts, &cancel).await;
+        }
+    }
+
+    /// One pass of the kubelet's synchronize over the signals due now.
+    async fn synchronize(
+        &mut self,
+        memory: bool,
+        fs: bool,
+        mark_ts: Option<u64>,
+        cancel: &CancellationToken,
+    ) {
+        let s = &self.settings.sources;
+        if memory {
+            self.obs.remove(&Signal::MemoryAvailable);
+            self.obs.remove(&Signal::AllocatableMemoryAvailable);
+            signals::observe_memory(s, &mut self.obs);
+        }
+        if fs {
+            signals::observe_fs(s, &mut self.obs);
+            signals::observe_pids(&mut self.obs);
+        }
+        let thresholds = &self.settings.options.thresholds;
+        let now = Instant::now();
+        let mut met = helpers::thresholds_met(thresholds, &self.obs, false);
+        if !self.thresholds_met.is_empty() {
+            let unresolved = helpers::thresholds_met(&self.thresholds_met, &self.obs, true);
+            met = helpers::merge(met, unresolved);
+        }
+        self.first_observed = helpers::first_observed_at(&met, &self.first_observed, now);
+        self.conditions_seen =
+            helpers::conditions_last_observed_at(&met, &self.conditions_seen, now);
+        let conditions = helpers::conditions_observed_since(
+            &self.conditions_seen,
+            self.settings.options.pressure_transition_period,
+            now,
+        );
+        self.set_conditions(conditions);
+        let due = helpers::met_grace_period(&self.first_observed, now);
+        self.thresholds_met = due.clone();
+        // thresholdsUpdatedStats: act only on observations newer than the last pass's.
+        let updated: Vec<Threshold> = due
+            .into_iter()
+            .filter(
+                |t| match (self.obs.get(&t.signal), self.last_obs.get(&t.signal)) {
+                    (Some(o), Some(l)) => o.time > l.time,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                },
+            )
+            .collect();
+        self.last_obs = self.obs.clone();
+        if memory {
+            self.arm_marks().await;
+        }
+        if updated.is_empty() {
+            return;
+        }
+        self.evict(updated, mark_ts, cancel).await;
+    }
+
+    fn set_conditions(&mut self, conditions: BTreeSet<Condition>) {
+        if conditions == self.conditions {
+            return;
+        }
+        for c in conditions.symmetric_difference(&self.conditions) {
+            let on = conditions.contains(c);
+            info!(
+                condition = c.as_str(),
+                status = if on { "True" } else { "False" },
+                "eviction manager: node condition changed"
+            );
+        }
+        self.conditions = conditions;
+        let p = NodePressure {
+            memory: self.conditions.contains(&Condition::Memory),
+            disk: self.conditions.contains(&Condition::Disk),
+            pid: self.conditions.contains(&Condition::Pid),
+        };
+        self.pressure.send_replace(p);
+    }
+
+    /// Ranks the active pods for the first reclaimable threshold and evicts the first one that
+    /// may be evicted; waits for it to stop, as the kubelet does before its next pass.
+    async fn evict(
+        &mut self,
+        thresholds: Vec<Threshold>,
+        mark_ts: Option<u64>,
+        cancel: &CancellationToken,
+    ) {
+        let thresholds = helpers::by_eviction_priority(thresholds);
+        let Some(to_reclaim) = thresholds.first().copied() else {
+            return;
+        };
+        let resource = helpers::resource_of(to_reclaim.signal);
+        if matches!(helpers::Condition::of(to_reclaim.signal), Condition::Disk) {
+            debug!(
+                signal = to_reclaim.signal.as_str(),
+                "eviction manager: disk pressure; pods' disk usage is not measured, so no pod is evicted for it"
+            );
+            return;
+        }
+        info!(
+            resource,
+            signal = to_reclaim.signal.as_str(),
+            "eviction manager: attempting to reclaim"
+        );
+        let Some(pods) = self.inputs.config.borrow().clone() else {
+            return;
+        };
+        // A pod its source dropped and shows again is a new start: it may be evicted again.
+        self.evicted.retain(|uid| pods.contains_key(uid));
+        let statuses = self.inputs.status.pods();
+        let usage = signals::pod_usage(&self.settings.sources, &self.inputs.view);
+        let mut candidates: Vec<Candidate<'_>> = pods
+            .values()
+            .filter(|p| !self.evicted.contains(&p.pod_ref.uid))
+            .filter(|p| {
+                let phase = statuses
+                    .get(&p.pod_ref.uid)
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Failed" | "Succeeded"))
+            })
+            .map(|p| Candidate {
+                pod: p,
+                usage: usage.get(&p.pod_ref.uid).cloned(),
+            })
+            .collect();
+        if candidates.is_empty() {
+            error!(
+                "eviction manager: eviction thresholds have been met, but no pods are active to evict"
+            );
+            return;
+        }
+        if to_reclaim.signal == Signal::PidAvailable {
+            helpers::rank_pid_pressure(&mut candidates);
+        } else {
+            helpers::rank_memory_pressure(&mut candidates);
+        }
+        debug!(pods = ?candidates.iter().map(|c| c.pod.pod_ref.to_string()).collect::<Vec<_>>(), "eviction manager: pods ranked for eviction");
+        for t in &thresholds {
+            if let Some(o) = self.obs.get(&t.signal) {
+                let age = SystemTime::now().duration_since(o.time).unwrap_or_default();
+                self.stats.stats_age.observe(t.signal.as_str(), age);
+            }
+        }
+        let static_ok = self.settings.static_pods_evictable;
+        let Some(victim) = candidates.iter().find(|c| {
+            let critical = helpers::is_critical(c.pod, static_ok);
+            if critical {
+                debug!(pod = %c.pod.pod_ref, "eviction manager: cannot evict a critical pod");
+            }
+            !critical
+        }) else {
+            debug!("eviction manager: unable to evict any pods from the node");
+            return;
+        };
+        let grace = if to_reclaim.is_hard() {
+            helpers::IMMEDIATE_GRACE_PERIOD_SECONDS
+        } else {
+            let max = self.settings.options.max_pod_grace_period_seconds;
+            victim
+                .pod
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .map_or(max, |g| g.min(max))
+        };
+        let message = helpers::eviction_message(
+            resource,
+            victim.pod,
+            victim.usage.as_ref(),
+            &thresholds,
+            &self.obs,
+        );
+        let pod = victim.pod.pod_ref.clone();
+        let order = KillRequest {
+            uid: pod.uid.clone(),
+            grace_period_seconds: Some(grace),
+            reason: helpers::REASON.to_owned(),
+            message: message.clone(),
+        };
+        if let Some(ts) = mark_ts {
+            let now = monotonic_ns();
+            self.stats.mark_to_decision.observe(
+                to_reclaim.signal.as_str(),
+                Duration::from_nanos(now.saturating_sub(ts)),
+            );
+        }
+        warn!(pod = %pod, reason = helpers::REASON, grace_period_seconds = grace, message = %message, "eviction manager: evicting pod");
+        self.evicted.insert(pod.uid.clone());
+        self.stats.evictions.inc(to_reclaim.signal.as_str());
+        let kill = (self.inputs.kill)(order);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = kill => {}
+        }
+        self.wait_for_cleanup(&pod.uid, cancel).await;
+    }
+
+    /// waitForPodsCleanup: the next pass waits until the evicted pod has stopped (its status
+    /// is terminal, written once its containers are stopped), at most 30 s: otherwise the
+    /// memory it still holds would make the next pass evict a second pod.
+    async fn wait_for_cleanup(&self, uid: &str, cancel: &CancellationToken) {
+        let deadline = Instant::now() + POD_CLEANUP_TIMEOUT;
+        while Instant::now() < deadline {
+            let done = self.inputs.status.pods().get(uid).is_none_or(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                matches!(phase, Some("Failed" | "Succeeded"))
+            });
+            if done {
+                info!(uid, "eviction manager: pod is evicted successfully");
+                return;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POD_CLEANUP_POLL) => {}
+            }
+        }
+        info!(
+            uid,
+            "eviction manager: timed out waiting for the pod to be cleaned up"
+        );
+    }
+
+    /// Puts a mark on every container a share of the node's memory slack above its usage: the
+    /// threshold cannot be crossed by pod growth without one of them firing first.
+    async fn arm_marks(&mut self) {
+        let Some(tx) = self.inputs.marks.clone() else {
+            return;
+        };
+        let slack = self
+            .settings
+            .options
+            .thresholds
+            .iter()
+            .filter(|t| t.signal.is_memory())
+            .filter_map(|t| {
+                let o = self.obs.get(&t.signal)?;
+                Some(o.available - t.value.quantity(o.capacity))
+            })
+            .min();
+        let Some(slack) = slack else { return };
+        let containers = self.inputs.view.containers();
+        let n = containers.len().max(1) as u64;
+        let step = (u64::try_from(slack).unwrap_or(0) / n).max(MIN_MARK_STEP);
+        let layout = &self.settings.sources.layout;
+        let mut seen = HashSet::new();
+        for c in containers {
+            seen.insert(c.cgroup.clone());
+            let Ok(Some(m)) = cgroupfs::read_memory(layout, &c.cgroup) else {
+                continue;
+            };
+            let high = m.usage_bytes + step;
+            if self
+                .armed
+                .get(&c.cgroup)
+                .is_some_and(|&a| a.abs_diff(high) < step / 2)
+            {
+                continue;
+            }
+            let low = m.usage_bytes.saturating_sub(step);
+            // Never wait on telemetry: a full queue means the next pass re-arms.
+            if tx.try_send((c.cgroup.clone(), high, low)).is_ok() {
+                self.armed.insert(c.cgroup, high);
+            }
+        }
+        self.armed.retain(|c, _| seen.contains(c));
+    }
+}
+
+/// CLOCK_MONOTONIC now, ns (the clock of the kernel's mark timestamps).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,218 @@
+//! The status manager's API writer (kubelet pkg/kubelet/status/status_manager.go syncPod):
+//! writes the statuses of the API server's pods back to it, and asks for the final delete of
+//! pods whose deletion the API server requested once nothing of them runs.
+//!
+//! - A status is patched only when it differs from the last one the API server accepted, as
+//!   a strategic merge patch of `pods/status` that carries the pod's UID, so a patch never
+//!   lands on a newer pod of the same name (the API server refuses a changed UID). A terminal
+//!   phase never regresses: the manager that builds the statuses guards that.
+//! - Every `RESYNC` the whole set is sent again (the kubelet's periodic syncBatch), so a
+//!   status changed by someone else is put right; a failed write is retried with back-off.
+//! - Final delete: grace period 0 with a UID precondition, when the pod has a
+//!   deletionTimestamp and the runtime cache, relisted, shows nothing of it (the kubelet's
+//!   canBeDeleted after its containers and sandbox are gone).
+//!
+//! Static pods are not written here (their API copies are mirror pods).
+
+use super::StatusStore;
+use crate::config::PodSet;
+use crate::errors::error_chain;
+use crate::pleg::cache::CacheReader;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Full resend of every status (the kubelet resyncs its batch every 10 s, comparing with
+/// its API copy; we keep no copy of what others wrote, so resend less often).
+const RESYNC: Duration = Duration::from_secs(60);
+/// Deadline of one API call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay after a failed write; doubles up to `MAX_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// Errors of one write; each names the call and the pod.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("{call} pod {pod}")]
+    Api {
+        call: &'static str,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{call} pod {pod}: no answer within {CALL_TIMEOUT:?}")]
+    Timeout { call: &'static str, pod: String },
+}
+
+/// Starts the writer.
+pub fn start(
+    client: kube::Client,
+    config: watch::Receiver<Option<PodSet>>,
+    store: StatusStore,
+    cache: CacheReader,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: CancellationToken,
+) {
+    let w = Writer {
+        client,
+        sent: HashMap::new(),
+        deleted: HashSet::new(),
+    };
+    tasks.spawn(w.run(config, store, cache, cancel));
+}
+
+struct Writer {
+    client: kube::Client,
+    /// The last status the API server accepted, by UID.
+    sent: HashMap<String, PodStatus>,
+    /// UIDs whose final delete the API server accepted.
+    deleted: HashSet<String>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut config: watch::Receiver<Option<PodSet>>,
+        mut store: StatusStore,
+        mut cache: CacheReader,
+        cancel: CancellationToken,
+    ) {
+        let mut resync_at = Instant::now() + RESYNC;
+        let mut retry = FIRST_RETRY;
+        loop {
+            let desired = config.borrow_and_update().clone();
+            let statuses = store.pods_and_update();
+            let snap = cache.snapshot();
+            let (failed, deleting) = match &desired {
+                Some(d) => self.sync(d, &statuses, &snap).await,
+                None => (false, false),
+            };
+            let retry_at = if failed {
+                let at = Instant::now() + retry;
+                retry = (retry * 2).min(MAX_RETRY);
+                at
+            } else {
+                retry = FIRST_RETRY;
+                resync_at
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = config.changed() => if r.is_err() { return },
+                ok = store.changed() => if !ok { return },
+                // The runtime matters only while a deleted pod waits for its containers to go.
+                _ = cache.changed(), if deleting => {}
+                _ = tokio::time::sleep_until(retry_at) => {
+                    if Instant::now() >= resync_at {
+                        debug!("status resync: sending every API pod's status again");
+                        self.sent.clear();
+                        resync_at = Instant::now() + RESYNC;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass; returns whether a write failed and whether a deleted pod still waits.
+    async fn sync(
+        &mut self,
+        desired: &PodSet,
+        statuses: &super::PodStatuses,
+        snap: &crate::pleg::cache::CacheSnapshot,
+    ) -> (bool, bool) {
+        let mut failed = false;
+        let mut waiting = false;
+        for (uid, d) in desired.iter().filter(|(_, d)| d.is_api()) {
+            if let Some(pod) = statuses.get(uid)
+                && let Some(status) = pod.status.as_ref()
+                && self.sent.get(uid) != Some(status)
+            {
+                match self.patch(pod, uid, status).await {
+                    Ok(()) => {
+                        self.sent.insert(uid.clone(), status.clone());
+                    }
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "status not written; will retry");
+                        failed = true;
+                    }
+                }
+            }
+            if d.deleting() && !self.deleted.contains(uid) {
+                let gone = snap.updated.is_some() && !snap.pods.contains_key(uid);
+                if !gone {
+                    waiting = true;
+                    continue;
+                }
+                match self.delete(&d.pod_ref, uid).await {
+                    Ok(()) => {
+                        info!(pod = %d.pod_ref, "pod terminated; deleted from the API server");
+                        self.deleted.insert(uid.clone());
+                    }
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "final delete failed; will retry");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        self.sent.retain(|uid, _| desired.contains_key(uid));
+        self.deleted.retain(|uid| desired.contains_key(uid));
+        (failed, waiting)
+    }
+
+    async fn patch(&self, pod: &Pod, uid: &str, status: &PodStatus) -> Result<(), WriteError> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
+        let body = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
+        let what = || format!("{ns}/{name} ({uid})");
+        let (params, patch) = (PatchParams::default(), Patch::Strategic(&body));
+        let call = api.patch_status(name, &params, &patch);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            // The pod is gone (or a newer one has the name): nothing to write.
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => Ok(()),
+            Ok(Err(source)) => Err(WriteError::Api {
+                call: "patch status of",
+                pod: what(),
+                source,
+            }),
+            Err(_) => Err(WriteError::Timeout {
+                call: "patch status of",
+                pod: what(),
+            }),
+        }
+    }
+
+    async fn delete(&self, pod: &crate::pod::PodRef, uid: &str) -> Result<(), WriteError> {
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), &pod.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let call = api.delete(&pod.name, &params);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            // Already gone, or the name now belongs to another pod: done either way.
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => Ok(()),
+            Ok(Err(source)) => Err(WriteError::Api {
+                call: "delete",
+                pod: pod.to_string(),
+                source,
+            }),
+            Err(_) => Err(WriteError::Timeout {
+                call: "delete",
+                pod: pod.to_string(),
+            }),
+        }
+    }
+}
