@@ -297,7 +297,7 @@ mod tests {
                 uid: "u".into(),
             },
             pod,
-            source: PathBuf::from("/m/p.yaml"),
+            source: crate::pod::PodSource::File(PathBuf::from("/m/p.yaml")),
         };
         (p, c)
     }

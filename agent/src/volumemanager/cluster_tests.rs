@@ -111,7 +111,7 @@ fn desired(c: &cluster::Cluster, name: &str) -> DesiredPod {
             uid: pod.metadata.uid.clone().expect("uid"),
         },
         pod,
-        source: PathBuf::from("api"),
+        source: crate::pod::PodSource::Api,
     }
 }
 
