@@ -24,6 +24,7 @@ mod proptest_kit;
 mod server;
 mod stats;
 mod status;
+mod volumemanager;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};
@@ -107,7 +108,18 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
-    let ctx = node_context(&opts);
+    // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
+    // pod source, the volume manager and the status manager's writes. A kubeconfig that
+    // cannot be used stops the start, as the kubelet's does; an unreachable API server does not.
+    let api_client = match &opts.kubeconfig {
+        Some(path) => Some(
+            config::apiserver::client(path, None)
+                .await
+                .context("--kubeconfig")?,
+        ),
+        None => None,
+    };
+    let ctx = node_context(&opts, api_client.clone());
     let host_ip = ctx.host_ip.clone();
     let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
     let runtime = RuntimeManager::new(cri.clone(), ctx);
@@ -118,17 +130,6 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
     let eviction_events = bus.subscribe(eviction::SUBSCRIBER);
 
-    // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
-    // pod source and the status manager's writes. A kubeconfig that cannot be used stops the
-    // start, as the kubelet's does; an unreachable API server does not.
-    let api_client = match &opts.kubeconfig {
-        Some(path) => Some(
-            config::apiserver::client(path, None)
-                .await
-                .context("--kubeconfig")?,
-        ),
-        None => None,
-    };
     let mut sources = Vec::new();
     match opts.static_pod_path.clone() {
         Some(path) => {
@@ -402,7 +403,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn node_context(o: &Options) -> NodeContext {
+fn node_context(o: &Options, api_client: Option<kube::Client>) -> NodeContext {
     let host_dns = std::fs::read_to_string(&o.resolv_conf)
         .map(|t| kuberuntime::sandbox::parse_resolv_conf(&t))
         .unwrap_or_else(|e| {
@@ -457,5 +458,8 @@ fn node_context(o: &Options) -> NodeContext {
         cm: cm::ContainerManager::new(o),
         memory_capacity,
         cpu_capacity_milli: cpus * 1000,
+        // ConfigMaps, Secrets and tokens through the node authorizer, with the node's client.
+        volumes: volumemanager::VolumeManager::new(api_client, o.root_dir.clone())
+            .with_node_allocatable(cpus * 1000, memory_capacity),
     }
 }

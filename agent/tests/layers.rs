@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("cm", 1),
     ("events", 1),
     ("config", 1),
+    // API-backed volumes and env objects (configMap, secret, projected, downwardAPI).
+    ("volumemanager", 1),
     // The runtime: the only CRI caller.
     ("kuberuntime", 2),
     // PLEG: the runtime cache and pod events.

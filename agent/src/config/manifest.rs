@@ -211,8 +211,17 @@ struct PodWide<'a> {
     host_network: bool,
 }
 
-/// Volume sources nodelet can provide (kuberuntime/container.rs `mounts`).
-const SUPPORTED_VOLUMES: &[&str] = &["emptyDir", "hostPath"];
+/// Volume sources a static pod may use (kuberuntime/container.rs `mounts`): downwardAPI needs no
+/// API object (volumemanager writes it from the pod itself); configMap, secret and projected do.
+const SUPPORTED_VOLUMES: &[&str] = &["emptyDir", "hostPath", "downwardAPI"];
+/// Fields a downwardAPI volume file may read (validation.go validVolumeDownwardAPIFieldPathExpressions).
+const VOLUME_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.labels",
+    "metadata.annotations",
+    "metadata.uid",
+];
 /// `hostPath.type` values (core/v1 HostPathType).
 const HOST_PATH_TYPES: &[&str] = &[
     "",
@@ -491,6 +500,45 @@ fn validate_volume<'a>(v: &'a Volume, at: &str, wide: &mut PodWide<'a>, errs: &m
             format!("{at}.{second}"),
             "may not specify more than 1 volume type",
         ),
+    }
+    for (i, f) in v
+        .downward_api
+        .iter()
+        .flat_map(|d| d.items.iter().flatten())
+        .enumerate()
+    {
+        let at = format!("{at}.downwardAPI.items[{i}]");
+        if f.path.is_empty() {
+            errs.required(format!("{at}.path"));
+        } else if f.path.starts_with('/') || has_backstep(&f.path) || f.path.starts_with("..") {
+            errs.invalid(
+                format!("{at}.path"),
+                &f.path,
+                "must be a relative path without '..' that does not start with '..'",
+            );
+        }
+        match (f.field_ref.as_ref(), f.resource_field_ref.as_ref()) {
+            (Some(r), None) => {
+                let base = r.field_path.split("['").next().unwrap_or_default();
+                if !VOLUME_FIELD_PATHS.contains(&base)
+                    || (base != r.field_path.as_str()
+                        && !matches!(base, "metadata.labels" | "metadata.annotations"))
+                {
+                    errs.unsupported(
+                        format!("{at}.fieldRef.fieldPath"),
+                        &r.field_path,
+                        VOLUME_FIELD_PATHS,
+                    );
+                }
+            }
+            (None, Some(r)) if r.container_name.as_deref().unwrap_or_default().is_empty() => {
+                errs.required(format!("{at}.resourceFieldRef.containerName"));
+            }
+            (None, Some(_)) => {}
+            _ => errs.0.push(format!(
+                "{at}: Invalid value: \"\": fieldRef and resourceFieldRef can not be specified simultaneously, and one of them is required"
+            )),
+        }
     }
     if let Some(hp) = v.host_path.as_ref() {
         if hp.path.is_empty() {
@@ -1120,5 +1168,23 @@ mod tests {
             msg.contains("spec.containers[1].name: Duplicate value"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn static_pods_may_use_downward_api_volumes_but_no_api_objects() {
+        let ok = "metadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: x, volumeMounts: [{name: info, mountPath: /info}]}\n  volumes:\n  - name: info\n    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}, {path: l, fieldRef: {fieldPath: \"metadata.labels['x']\"}}, {path: m, resourceFieldRef: {containerName: a, resource: limits.memory}}]}\n";
+        decode(Path::new("/m/p.yaml"), ok.as_bytes(), "n").expect("downwardAPI is allowed");
+        let bad = "metadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: x}\n  volumes:\n  - name: info\n    downwardAPI: {items: [{path: ../x, fieldRef: {fieldPath: spec.nodeName}}, {path: y, resourceFieldRef: {resource: limits.cpu}}]}\n  - name: cm\n    configMap: {name: c}\n";
+        let msg = decode(Path::new("/m/p.yaml"), bad.as_bytes(), "n")
+            .expect_err("invalid")
+            .to_string();
+        for want in [
+            "spec.volumes[0].downwardAPI.items[0].path: Invalid value",
+            "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: Unsupported value",
+            "spec.volumes[0].downwardAPI.items[1].resourceFieldRef.containerName: Required value",
+            "spec.volumes[1].configMap: Unsupported value",
+        ] {
+            assert!(msg.contains(want), "{want} in {msg}");
+        }
     }
 }

@@ -80,6 +80,7 @@ fn node_context(scratch: &Path, driver: &str) -> NodeContext {
         cm: crate::cm::ContainerManager::new(&opts),
         memory_capacity: 16 << 30,
         cpu_capacity_milli: 8000,
+        volumes: crate::volumemanager::VolumeManager::new(None, scratch.join("root")),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{NodeContext, labels};
 use crate::pod::{ContainerResources, DesiredPod, QosClass, qos_class};
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::Container;
 use proto::runtime::v1 as cri;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,12 +71,12 @@ pub fn container_config(
     input: &ContainerInputs<'_>,
 ) -> Result<cri::ContainerConfig, ConfigError> {
     let c = input.container;
-    let envs = resolve_env(ctx, p, c, &input.pod_ip)?;
+    let envs = super::env::resolve_env(ctx, p, c, &input.pod_ip)?;
     let lookup: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |v: &Option<Vec<String>>| {
         v.iter()
             .flatten()
-            .map(|s| expand(s, &|name| lookup.get(name).map(|s| s.to_string())))
+            .map(|s| super::env::expand(s, &|name| lookup.get(name).map(|s| s.to_string())))
             .collect::<Vec<_>>()
     };
     let log_dir = super::sandbox::pod_logs_dir(ctx, &p.pod_ref).join(&c.name);
@@ -201,142 +201,8 @@ fn security_context(p: &DesiredPod, c: &Container) -> cri::LinuxContainerSecurit
     }
 }
 
-/// Env in spec order, values expanded against earlier ones (kubelet makeEnvironmentVariables).
-fn resolve_env(
-    ctx: &NodeContext,
-    p: &DesiredPod,
-    c: &Container,
-    pod_ip: &str,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for var in c.env.iter().flatten() {
-        let value = env_value(ctx, p, c, var, pod_ip)?;
-        let value = {
-            let lookup = |name: &str| {
-                out.iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            expand(&value, &lookup)
-        };
-        out.retain(|(k, _)| *k != var.name);
-        out.push((var.name.clone(), value));
-    }
-    Ok(out)
-}
-
-fn env_value(
-    ctx: &NodeContext,
-    p: &DesiredPod,
-    c: &Container,
-    var: &EnvVar,
-    pod_ip: &str,
-) -> Result<String, ConfigError> {
-    let err = |reason: String| ConfigError::Env {
-        container: c.name.clone(),
-        var: var.name.clone(),
-        reason,
-    };
-    let Some(from) = var.value_from.as_ref() else {
-        return Ok(var.value.clone().unwrap_or_default());
-    };
-    if let Some(f) = from.field_ref.as_ref() {
-        let meta = &p.pod.metadata;
-        let path = f.field_path.as_str();
-        let label_or_ann =
-            |prefix: &str, map: &Option<std::collections::BTreeMap<String, String>>| {
-                path.strip_prefix(prefix)
-                    .and_then(|rest| rest.strip_suffix("']"))
-                    .map(|key| {
-                        map.as_ref()
-                            .and_then(|m| m.get(key))
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-            };
-        return match path {
-            "metadata.name" => Ok(p.pod_ref.name.clone()),
-            "metadata.namespace" => Ok(p.pod_ref.namespace.clone()),
-            "metadata.uid" => Ok(p.pod_ref.uid.clone()),
-            "spec.nodeName" => Ok(ctx.node_name.clone()),
-            "spec.serviceAccountName" => Ok(p
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_default()),
-            "status.hostIP" => Ok(ctx.host_ip.clone()),
-            "status.hostIPs" => Ok(ctx.host_ip.clone()),
-            "status.podIP" | "status.podIPs" => Ok(if pod_ip.is_empty() {
-                ctx.host_ip.clone()
-            } else {
-                pod_ip.to_string()
-            }),
-            _ => label_or_ann("metadata.labels['", &meta.labels)
-                .or_else(|| label_or_ann("metadata.annotations['", &meta.annotations))
-                .ok_or_else(|| err(format!("unsupported fieldRef {path:?}"))),
-        };
-    }
-    if let Some(r) = from.resource_field_ref.as_ref() {
-        let res = ContainerResources::of(c);
-        let divisor = r
-            .divisor
-            .as_ref()
-            .and_then(|d| crate::pod::quantity::parse(&d.0, r.resource.contains("cpu")))
-            .filter(|d| *d > 0)
-            .unwrap_or(if r.resource.contains("cpu") { 1000 } else { 1 });
-        let value = match r.resource.as_str() {
-            "limits.cpu" => res.cpu_limit.unwrap_or(ctx.cpu_capacity_milli),
-            "requests.cpu" => res.cpu_request.unwrap_or(0),
-            "limits.memory" => res.memory_limit.unwrap_or(ctx.memory_capacity),
-            "requests.memory" => res.memory_request.unwrap_or(0),
-            other => return Err(err(format!("unsupported resourceFieldRef {other:?}"))),
-        };
-        // The downward API rounds up (pkg/api/v1/resource ExtractContainerResourceValue).
-        return Ok(((value + divisor - 1) / divisor).to_string());
-    }
-    Err(err(
-        "static pods may not reference configmaps or secrets".into()
-    ))
-}
-
-/// `$(VAR)` expansion with `$$` escaping (third_party/forked/golang/expansion): unknown
-/// references stay as written.
-pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let bytes = input.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'$' && i + 1 < bytes.len() {
-            match bytes[i + 1] {
-                b'$' => {
-                    out.push('$');
-                    i += 2;
-                    continue;
-                }
-                b'(' => {
-                    if let Some(end) = input[i + 2..].find(')') {
-                        let name = &input[i + 2..i + 2 + end];
-                        match lookup(name) {
-                            Some(v) => out.push_str(&v),
-                            None => out.push_str(&input[i..i + 3 + end]),
-                        }
-                        i += 3 + end;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let ch = input[i..].chars().next().unwrap_or('\0');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
-}
-
-/// Mounts: the termination-message file, then volumeMounts of emptyDir and hostPath volumes.
+/// Mounts: the termination-message file, then volumeMounts of emptyDir and hostPath volumes and
+/// of the volume manager's configMap, secret, projected and downwardAPI volumes.
 fn mounts(
     ctx: &NodeContext,
     p: &DesiredPod,
@@ -377,6 +243,7 @@ fn mounts(
         let v = volumes
             .and_then(|vs| vs.iter().find(|v| v.name == vm.name))
             .ok_or_else(|| vol_err("not declared in spec.volumes"))?;
+        let mut api_backed = false;
         let host = if let Some(hp) = v.host_path.as_ref() {
             let path = PathBuf::from(&hp.path);
             match hp.type_.as_deref().unwrap_or("") {
@@ -400,9 +267,14 @@ fn mounts(
                 .join(&v.name);
             std::fs::create_dir_all(&path).map_err(io(path.clone()))?;
             path
+        } else if let Some(path) = ctx.volumes.host_path(&p.pod_ref.uid, v) {
+            // Written by the volume manager before the sandbox; read-only like the kubelet's
+            // configMap, secret, projected and downwardAPI mounters.
+            api_backed = true;
+            path
         } else {
             return Err(vol_err(
-                "only emptyDir and hostPath volumes are supported so far",
+                "only emptyDir, hostPath, configMap, secret, projected and downwardAPI volumes are supported",
             ));
         };
         let host = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
@@ -415,7 +287,7 @@ fn mounts(
         out.push(cri::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
-            readonly: vm.read_only.unwrap_or(false),
+            readonly: vm.read_only.unwrap_or(false) || api_backed,
             propagation: match vm.mount_propagation.as_deref() {
                 Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
                 Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
@@ -439,20 +311,6 @@ fn rand_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expansion_matches_the_kubelet() {
-        let env = |n: &str| match n {
-            "A" => Some("1".to_string()),
-            "B" => Some("two".to_string()),
-            _ => None,
-        };
-        assert_eq!(expand("$(A)-$(B)", &env), "1-two");
-        assert_eq!(expand("$$(A)", &env), "$(A)");
-        assert_eq!(expand("$(MISSING)", &env), "$(MISSING)");
-        assert_eq!(expand("$(A", &env), "$(A");
-        assert_eq!(expand("cost $5 é", &env), "cost $5 é");
-    }
 
     #[test]
     fn cpu_conversions() {

@@ -7,6 +7,7 @@ pub mod actions;
 pub mod backoff;
 pub mod client;
 pub mod container;
+pub mod env;
 pub mod health;
 pub mod labels;
 pub mod sandbox;
@@ -48,6 +49,8 @@ pub struct NodeContext {
     pub memory_capacity: i64,
     /// Node CPUs, millicores.
     pub cpu_capacity_milli: i64,
+    /// configMap, secret, projected and downwardAPI volumes; env objects.
+    pub volumes: crate::volumemanager::VolumeManager,
 }
 
 /// Why a sync did not complete; the worker logs it with the pod and retries.
@@ -59,6 +62,9 @@ pub enum SyncError {
     /// The container config could not be built (CreateContainerConfigError).
     #[error("CreateContainerConfigError: {0}")]
     Config(#[from] container::ConfigError),
+    /// A volume could not be set up (FailedMount; containers wait in ContainerCreating).
+    #[error("FailedMount: {0}")]
+    Volume(#[from] crate::volumemanager::VolumeError),
     /// Pulling failed (ErrImagePull).
     #[error("ErrImagePull: failed to pull image {image:?}: {source}")]
     Pull {
@@ -174,6 +180,29 @@ impl RuntimeManager {
                 info!(pod = %target, "pod finished; its sandbox is stopped and nothing will be restarted");
             }
             return Ok(SyncOutcome::Finished);
+        }
+
+        // Volumes before the sandbox, as the kubelet's WaitForAttachAndMount; on every sync, so
+        // changed objects and expiring tokens reach running pods.
+        if let Err(e) = self.ctx.volumes.prepare(p).await {
+            pod_event!(
+                Warning,
+                target,
+                "FailedMount",
+                "Unable to attach or mount volumes: {e}"
+            );
+            let inits = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| (c, "PodInitializing"));
+            for (c, reason) in inits.chain(spec.containers.iter().map(|c| (c, "ContainerCreating")))
+            {
+                if state.latest(&c.name).is_none() {
+                    b.wait(&c.name, reason, format!("FailedMount: {e}"));
+                }
+            }
+            return Err(e.into());
         }
 
         let mut pod_ip = state.pod_ip.clone();
@@ -499,6 +528,7 @@ impl RuntimeManager {
             self.cri.stop_pod_sandbox(&s.id, target).await?;
             self.cri.remove_pod_sandbox(&s.id, target).await?;
         }
+        self.ctx.volumes.cleanup(uid).await;
         // Cgroup and directory removal walk the filesystem: off the async workers.
         let (ctx, uid_owned, target_owned) = (self.ctx.clone(), uid.to_owned(), target.clone());
         let log_dir = sandbox::pod_logs_dir(&self.ctx, pod);
