@@ -443,8 +443,10 @@ fn node_context(o: &Options, api_client: Option<kube::Client>) -> NodeContext {
                 .find(|ip| !ip.is_loopback())
                 .map(|ip| ip.to_string())
         })
+        // The address node status reports as InternalIP when the name does not resolve.
+        .or_else(|| nodestatus::machine::default_route_ip(false).map(|ip| ip.to_string()))
         .unwrap_or_else(|| {
-            warn!(node = %o.node_name, "no --node-ip and the node name resolves to no non-loopback address; using 127.0.0.1 as the node IP (status.hostIP, host-network pod IPs)");
+            warn!(node = %o.node_name, "no --node-ip, the node name resolves to no non-loopback address and there is no default route; using 127.0.0.1 as the node IP (status.hostIP, host-network pod IPs)");
             "127.0.0.1".into()
         });
     NodeContext {

@@ -89,11 +89,18 @@ fn wait_gone(c: &Cluster, node: &Node, name: &str) -> Result<()> {
     })
 }
 
+/// Running containers of the API pod `pod` (named as is, unlike static pods).
 fn running_containers(node: &Node, pod: &str) -> Result<usize> {
     Ok(node
-        .pod_containers(pod)?
+        .containers()?
         .iter()
-        .filter(|c| c.state == nodelet_tests::running())
+        .filter(|c| {
+            c.labels
+                .get(nodelet_tests::POD_NAME_LABEL)
+                .map(String::as_str)
+                == Some(pod)
+                && c.state == nodelet_tests::running()
+        })
         .count())
 }
 
