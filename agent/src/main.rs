@@ -5,6 +5,7 @@
 //! lifecycle event generator (pleg) and the pod workers. SIGTERM/SIGINT stop the agent and leave
 //! pods running, as the kubelet does; the next start adopts them.
 
+mod admission;
 mod cm;
 mod config;
 mod ebpf;
@@ -109,19 +110,26 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
-    // pod source, the volume manager and the status manager's writes. A kubeconfig that
-    // cannot be used stops the start, as the kubelet's does; an unreachable API server does not.
+    // pod source, the volume manager and the status manager's writes. A kubeconfig that cannot
+    // be used is an error the agent keeps naming while it serves everything else (static pods,
+    // its API, which then refuses what needs the API server), as an unreachable API server is.
     let api_client = match &opts.kubeconfig {
-        Some(path) => Some(
-            config::apiserver::client(path, None)
-                .await
-                .context("--kubeconfig")?,
-        ),
+        Some(path) => match config::apiserver::client(path, None).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!(
+                    error = %errors::error_chain(&e),
+                    "--kubeconfig cannot be used: pods from the API server are not run and their status is not written"
+                );
+                None
+            }
+        },
         None => None,
     };
     let ctx = node_context(&opts, api_client.clone());
     let host_ip = ctx.host_ip.clone();
     let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
+    let cpu_capacity_milli = ctx.cpu_capacity_milli;
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -320,6 +328,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             status,
             cache,
             stats: pod_worker_stats,
+            admission: admission_facts(
+                &opts,
+                cpu_capacity_milli,
+                memory_capacity,
+                eviction.as_ref(),
+            ),
         },
         config_rx,
         workers_events,
@@ -338,6 +352,42 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         warn!("some tasks did not stop within 10s");
     }
     Ok(())
+}
+
+/// What node admission checks a new pod against: the node's labels and registered taints,
+/// its CPU and memory capacity (allocatable is not enforced yet), maxPods, and the eviction
+/// manager's pressure.
+fn admission_facts(
+    opts: &Options,
+    cpu_milli: i64,
+    memory_bytes: u64,
+    eviction: Option<&eviction::Handle>,
+) -> admission::NodeFacts {
+    let mut labels = nodestatus::setters::default_labels(&opts.node_name);
+    labels.extend(opts.node_status.labels.clone());
+    let pressure = eviction.map(|h| {
+        let rx = h.pressure.clone();
+        let check: admission::PressureCheck = Arc::new(move |pod| {
+            let now = *rx.borrow();
+            eviction::admit(pod, &now)
+                .err()
+                .map(|r| (r.reason.to_owned(), r.message))
+        });
+        check
+    });
+    admission::NodeFacts {
+        labels,
+        taints: opts
+            .node_status
+            .taints
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
+            .collect(),
+        cpu_milli,
+        memory_bytes: i64::try_from(memory_bytes).unwrap_or(i64::MAX),
+        max_pods: opts.node_status.max_pods as usize,
+        pressure,
+    }
 }
 
 /// Logs when PLEG stops relisting, as the kubelet's "PLEG is not healthy" (the /healthz

@@ -25,6 +25,7 @@
 //! of every sync. The dispatcher wakes a pod's worker on every bus event about the pod (PLEG
 //! changes, OOM kills); a bus lag wakes every worker, since any of them may have missed one.
 
+use crate::admission::{self, NodeFacts};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::instrument::{DEF_BUCKETS, HistogramVec};
@@ -105,6 +106,8 @@ pub struct WorkerSettings {
     pub cache: CacheReader,
     /// Sync durations.
     pub stats: Arc<PodWorkerStats>,
+    /// What a new pod is admitted against.
+    pub admission: NodeFacts,
 }
 
 /// The bus subscriber name of the pod workers (its lag count is the kubelet's
@@ -127,6 +130,7 @@ pub async fn run(
         workers: HashMap::new(),
         finished: HashMap::new(),
         verdicts: HashMap::new(),
+        refused: Vec::new(),
         tasks: JoinSet::new(),
         runtime,
         settings,
@@ -136,6 +140,9 @@ pub async fn run(
     loop {
         let desired = config.borrow_and_update().clone();
         d.reconcile(desired.as_ref());
+        for req in std::mem::take(&mut d.refused) {
+            d.on_kill(req).await;
+        }
         tokio::select! {
             _ = d.cancel.cancelled() => break,
             r = config.changed() => if r.is_err() { break },
@@ -169,6 +176,8 @@ struct Dispatcher {
     finished: HashMap<String, Instant>,
     /// Pods stopped for good by a verdict: not started again while a source shows them.
     verdicts: HashMap<String, KillRequest>,
+    /// Admission refusals of the last reconcile, turned into verdicts by the loop.
+    refused: Vec<KillRequest>,
     tasks: JoinSet<()>,
     runtime: RuntimeManager,
     settings: WorkerSettings,
@@ -254,14 +263,41 @@ impl Dispatcher {
             });
         }
 
-        for (uid, pod) in desired.iter() {
-            if self.workers.contains_key(uid) || runnable(uid).is_none() {
-                continue;
-            }
+        // New pods in creation order (the kubelet's HandlePodAdditions sorts so), each admitted
+        // against what runs; a pod the runtime already has was admitted before a restart.
+        let cache = self.settings.cache.snapshot();
+        let mut new: Vec<&PodHandle> = desired
+            .iter()
+            .filter(|(uid, _)| !self.workers.contains_key(*uid) && runnable(uid).is_some())
+            .map(|(_, p)| p)
+            .collect();
+        new.sort_by(|a, b| {
+            let t = |p: &PodHandle| p.pod.metadata.creation_timestamp.clone().map(|t| t.0);
+            t(a).cmp(&t(b))
+        });
+        for pod in new {
+            let uid = &pod.pod_ref.uid;
             let full = pod.pod_ref.full_name();
             if let Some((other, _)) = self.workers.iter().find(|(_, w)| w.full_name == full) {
                 debug!(pod = %pod.pod_ref, waiting_for = %other, "static pod waits for the previous instance to terminate");
                 continue;
+            }
+            if !cache.pods.contains_key(uid) {
+                let admitted: Vec<&k8s_openapi::api::core::v1::Pod> = self
+                    .workers
+                    .keys()
+                    .filter_map(|u| desired.get(u))
+                    .filter(|p| !p.deleting() && p.api_terminal_phase().is_none())
+                    .map(|p| &p.pod)
+                    .collect();
+                if let Err(req) =
+                    admission::admit(&pod.pod, uid, &admitted, &self.settings.admission)
+                {
+                    info!(pod = %pod.pod_ref, reason = %req.reason, message = %req.message, "pod refused by node admission");
+                    self.verdicts.insert(uid.clone(), req.clone());
+                    self.refused.push(req);
+                    continue;
+                }
             }
             self.spawn(
                 uid,
@@ -274,7 +310,6 @@ impl Dispatcher {
             );
         }
 
-        let cache = self.settings.cache.snapshot();
         let Some(relisted) = cache.updated else {
             // No relist yet: the runtime's pods are not known.
             return;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     // The stats model (its mapper reads the runtime cache) and the status manager.
     ("stats", 4),
     ("status", 4),
+    ("admission", 4),
     // eBPF writes the stats store; the pod workers act.
     ("ebpf", 5),
     ("pod_workers", 5),

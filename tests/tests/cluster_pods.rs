@@ -5,6 +5,8 @@
 //!   running and ready with the image and a containerID;
 //! - a Deployment goes through the scheduler and the controller-manager: its replicas run here;
 //! - a pod that exits 0 with restartPolicy Never reaches Succeeded;
+//! - pods bound past the scheduler that do not fit (CPU, nodeSelector) are refused by node
+//!   admission: phase Failed with the kubelet's reason, never started;
 //! - `kubectl delete` stops the containers within the grace period and the object goes away
 //!   (the agent's final delete); a force delete kills the containers at once;
 //! - the agent restarted meanwhile adopts what runs: nothing is started twice.
@@ -240,6 +242,40 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
         term["exitCode"] == 0 && term["reason"] == "Completed",
         "job: {term}"
     );
+
+    // Node admission: pods bound past the scheduler are refused with the kubelet's reasons.
+    for (name, extra, reason) in [
+        (
+            "greedy",
+            "    resources: {requests: {cpu: \"100000\"}}\n",
+            "OutOfcpu",
+        ),
+        ("elsewhere", "", "NodeAffinity"),
+    ] {
+        let selector = if reason == "NodeAffinity" {
+            "  nodeSelector: {nodelet.test/zone: nowhere}\n"
+        } else {
+            ""
+        };
+        apply(
+            &c,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
+                 nodeName: {NODE}\n  automountServiceAccountToken: false\n{selector}  containers:\n  \
+                 - name: c\n    image: busybox:1.35\n    command: [sleep, \"3600\"]\n{extra}"
+            ),
+        )?;
+        let p = wait_phase(&c, &node, name, "Failed")?;
+        ensure!(
+            p["status"]["reason"] == reason
+                && p["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Pod was rejected")),
+            "{name}: {}",
+            p["status"]
+        );
+        ensure!(running_containers(&node, name)? == 0, "{name} was started");
+    }
 
     // Restart the agent: everything is adopted, nothing started twice.
     node.stop_agent(libc::SIGTERM)?;

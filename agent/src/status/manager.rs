@@ -143,6 +143,7 @@ pub fn start(
     let m = Manager {
         host_ip,
         entries: BTreeMap::new(),
+        early_verdicts: BTreeMap::new(),
         out,
         stats: stats.clone(),
     };
@@ -153,6 +154,9 @@ pub fn start(
 struct Manager {
     host_ip: String,
     entries: BTreeMap<String, Entry>,
+    /// Verdicts for pods the config set has not shown this manager yet (the pod workers read
+    /// the same set and may act first).
+    early_verdicts: BTreeMap<String, (String, String)>,
     out: watch::Sender<PodStatuses>,
     stats: Arc<StatusStats>,
 }
@@ -216,7 +220,7 @@ impl Manager {
                             wanted: true,
                             origin,
                             start_observed: false,
-                            verdict: None,
+                            verdict: self.early_verdicts.remove(uid),
                             version: 1,
                             built: 0,
                             status: None,
@@ -233,6 +237,7 @@ impl Manager {
         // A removed pod the runtime never had (or no longer has) has nothing left to report.
         self.entries
             .retain(|uid, e| e.wanted || !relisted || snap.pods.contains_key(uid));
+        self.early_verdicts.retain(|uid, _| set.contains_key(uid));
     }
 
     /// New runtime state from PLEG.
@@ -276,12 +281,15 @@ impl Manager {
                 uid,
                 reason,
                 message,
-            } => {
-                if let Some(e) = self.entries.get_mut(&uid) {
+            } => match self.entries.get_mut(&uid) {
+                Some(e) => {
                     e.verdict = Some((reason, message));
                     e.version += 1;
                 }
-            }
+                None => {
+                    self.early_verdicts.insert(uid, (reason, message));
+                }
+            },
             Update::Terminated { uid } => {
                 let keep = self.entries.get_mut(&uid).is_some_and(|e| {
                     // Re-added while it terminated: it starts again from a clean slate.

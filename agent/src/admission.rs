@@ -1,0 +1,283 @@
+//! Node-side admission (kubelet pkg/kubelet/lifecycle/predicate.go, the eviction manager's
+//! Admit): a pod new to the node is checked against what is already admitted before a worker
+//! starts it; a refused pod ends Failed with the kubelet's reason and message and never runs.
+//!
+//! Checks, in the kubelet's order: node affinity and nodeSelector against the node's labels
+//! (`NodeAffinity`), NoExecute taints not tolerated (`TaintToleration`), then resources:
+//! pods against maxPods (`OutOfpods`), CPU and memory requests against the node's capacity
+//! (`OutOfcpu`, `OutOfmemory`), then node pressure (`Evicted`, from the eviction manager).
+
+use crate::pod::{ContainerResources, KillRequest};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Toleration};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A pressure probe: `Some((reason, message))` when pressure refuses this pod.
+pub type PressureCheck = Arc<dyn Fn(&Pod) -> Option<(String, String)> + Send + Sync>;
+
+/// What admission checks against.
+#[derive(Clone)]
+pub struct NodeFacts {
+    /// The node's labels (the kubelet's defaults plus `--node-labels`).
+    pub labels: BTreeMap<String, String>,
+    /// The node's taints as registered (key, value, effect).
+    pub taints: Vec<(String, String, String)>,
+    /// CPU, millicores.
+    pub cpu_milli: i64,
+    /// Memory, bytes.
+    pub memory_bytes: i64,
+    /// maxPods.
+    pub max_pods: usize,
+    /// Node pressure (the eviction manager's Admit), when it runs.
+    pub pressure: Option<PressureCheck>,
+}
+
+impl std::fmt::Debug for NodeFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFacts")
+            .field("labels", &self.labels)
+            .field("taints", &self.taints)
+            .field("cpu_milli", &self.cpu_milli)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("max_pods", &self.max_pods)
+            .finish_non_exhaustive()
+    }
+}
+
+/// CPU (millicores) and memory (bytes) requests of a pod: the larger of the containers' sum
+/// and the largest init container (resource helper PodRequests).
+pub fn pod_requests(pod: &Pod) -> (i64, i64) {
+    let Some(spec) = pod.spec.as_ref() else {
+        return (0, 0);
+    };
+    let req = |c| {
+        let r = ContainerResources::of(c);
+        (r.cpu_request.unwrap_or(0), r.memory_request.unwrap_or(0))
+    };
+    let (mut cpu, mut mem) = spec
+        .containers
+        .iter()
+        .map(req)
+        .fold((0, 0), |(a, b), (c, m)| (a + c, b + m));
+    for (c, m) in spec.init_containers.iter().flatten().map(req) {
+        cpu = cpu.max(c);
+        mem = mem.max(m);
+    }
+    (cpu, mem)
+}
+
+/// Admits `pod` beside the already admitted `others`, or says why not.
+pub fn admit(pod: &Pod, uid: &str, others: &[&Pod], node: &NodeFacts) -> Result<(), KillRequest> {
+    let refuse = |reason: &str, message: String| KillRequest {
+        uid: uid.to_owned(),
+        grace_period_seconds: None,
+        reason: reason.to_owned(),
+        message,
+    };
+    if !matches_node(pod, &node.labels) {
+        return Err(refuse(
+            "NodeAffinity",
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector".into(),
+        ));
+    }
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    if let Some((k, v, _)) = node
+        .taints
+        .iter()
+        .filter(|(_, _, e)| e == "NoExecute")
+        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+    {
+        return Err(refuse(
+            "TaintToleration",
+            format!(
+                "Pod was rejected: Predicate TaintToleration failed: node(s) had untolerated taint {{{k}: {v}}}"
+            ),
+        ));
+    }
+    if others.len() + 1 > node.max_pods {
+        return Err(refuse(
+            "OutOfpods",
+            format!(
+                "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
+                others.len(),
+                node.max_pods
+            ),
+        ));
+    }
+    let (cpu, mem) = pod_requests(pod);
+    let (used_cpu, used_mem) = others
+        .iter()
+        .map(|p| pod_requests(p))
+        .fold((0, 0), |(a, b), (c, m)| (a + c, b + m));
+    for (name, reason, want, used, cap) in [
+        ("cpu", "OutOfcpu", cpu, used_cpu, node.cpu_milli),
+        ("memory", "OutOfmemory", mem, used_mem, node.memory_bytes),
+    ] {
+        if want > 0 && used + want > cap {
+            return Err(refuse(
+                reason,
+                format!(
+                    "Pod was rejected: Node didn't have enough resource: {name}, requested: {want}, used: {used}, capacity: {cap}"
+                ),
+            ));
+        }
+    }
+    if let Some((reason, message)) = node.pressure.as_ref().and_then(|p| p(pod)) {
+        return Err(refuse(&reason, message));
+    }
+    Ok(())
+}
+
+/// ToleratesTaint (k8s.io/api/core/v1 toleration.go).
+fn tolerates(t: &Toleration, (key, value, effect): &(String, String, String)) -> bool {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != effect)
+    {
+        return false;
+    }
+    let tkey = t.key.as_deref().unwrap_or_default();
+    if !tkey.is_empty() && tkey != key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => !tkey.is_empty() && t.value.as_deref().unwrap_or_default() == value,
+        _ => false,
+    }
+}
+
+/// nodeSelector and required node affinity (component-helpers nodeaffinity).
+fn matches_node(pod: &Pod, labels: &BTreeMap<String, String>) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    if let Some(sel) = &spec.node_selector
+        && sel.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
+    }
+    let Some(terms) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
+        return true;
+    };
+    // Terms are ORed; a term with no expressions matches nothing.
+    terms.node_selector_terms.iter().any(|t| {
+        let exprs = t.match_expressions.as_deref().unwrap_or_default();
+        let fields = t.match_fields.as_deref().unwrap_or_default();
+        (!exprs.is_empty() || !fields.is_empty())
+            && exprs.iter().all(|r| requirement(r, labels.get(&r.key)))
+            && fields.iter().all(|r| {
+                r.key == "metadata.name" && requirement(r, labels.get("kubernetes.io/hostname"))
+            })
+    })
+}
+
+fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    let num = |s: &str| s.parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => match (
+            value.and_then(|v| num(v)),
+            values.first().and_then(|v| num(v)),
+        ) {
+            (Some(have), Some(bound)) => {
+                if r.operator == "Gt" {
+                    have > bound
+                } else {
+                    have < bound
+                }
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml_ng::from_str(yaml).expect("pod yaml")
+    }
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            labels: [("kubernetes.io/hostname", "n1"), ("zone", "a")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            taints: vec![("dedicated".into(), "db".into(), "NoExecute".into())],
+            cpu_milli: 2000,
+            memory_bytes: 1 << 30,
+            max_pods: 2,
+            pressure: None,
+        }
+    }
+
+    const TOLERATE: &str = "  tolerations: [{key: dedicated, operator: Exists}]\n";
+
+    fn with(extra: &str, cpu: &str) -> Pod {
+        pod(&format!(
+            "metadata: {{name: p}}\nspec:\n{TOLERATE}{extra}  containers:\n  - name: c\n    image: i\n    resources: {{requests: {{cpu: {cpu}}}}}\n"
+        ))
+    }
+
+    #[test]
+    fn selectors_affinity_and_taints_refuse_with_the_kubelets_reasons() {
+        let n = node();
+        assert!(admit(&with("", "100m"), "u", &[], &n).is_ok());
+        let sel = with("  nodeSelector: {zone: b}\n", "100m");
+        assert_eq!(
+            admit(&sel, "u", &[], &n).map_err(|k| k.reason),
+            Err("NodeAffinity".into())
+        );
+        let aff = with(
+            "  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: NotIn, values: [a]}]}, {matchExpressions: [{key: zone, operator: In, values: [a, c]}]}]}}}\n",
+            "100m",
+        );
+        assert!(admit(&aff, "u", &[], &n).is_ok(), "the second term matches");
+        let untolerated =
+            pod("metadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: i}\n");
+        let refused = admit(&untolerated, "u", &[], &n).expect_err("taint");
+        assert_eq!(refused.reason, "TaintToleration");
+        assert!(
+            refused.message.contains("{dedicated: db}"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn resources_and_pod_count_are_summed_over_the_admitted_pods() {
+        let n = node();
+        let big = with("", "1500m");
+        let refused = admit(&with("", "600m"), "u", &[&big], &n).expect_err("cpu");
+        assert_eq!(refused.reason, "OutOfcpu");
+        assert_eq!(
+            refused.message,
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 600, used: 1500, capacity: 2000"
+        );
+        let small = with("", "10m");
+        assert_eq!(
+            admit(&small, "u", &[&small, &small], &n).map_err(|k| k.reason),
+            Err("OutOfpods".into())
+        );
+    }
+}
