@@ -9,14 +9,20 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use xtask::run::{Session, SessionOpts};
+use xtask::cluster::{Cluster, ClusterOpts};
+use xtask::run::{ClusterJoin, Session, SessionOpts};
 
 const T: Duration = Duration::from_secs(90);
 const NODE_NAME: &str = "xtask-run-e2e";
 
 /// A session as `cargo xtask run` starts one, on its own ports (tests run in parallel); `None`
 /// after a skip.
-fn start(manifests: &Path, log: &Path) -> Result<Option<(Session, u16)>> {
+fn start(
+    manifests: &Path,
+    log: &Path,
+    node_name: &str,
+    cluster: Option<ClusterJoin>,
+) -> Result<Option<(Session, u16)>> {
     let Some(bin) = xtask::testing::nodelet_bin_or_skip()? else {
         return Ok(None);
     };
@@ -34,7 +40,7 @@ fn start(manifests: &Path, log: &Path) -> Result<Option<(Session, u16)>> {
     let session = Session::start(SessionOpts {
         bin,
         manifests: manifests.to_owned(),
-        node_name: NODE_NAME.to_owned(),
+        node_name: node_name.to_owned(),
         args: vec![
             format!("--port={port}"),
             format!("--healthz-port={}", free_port()?),
@@ -42,6 +48,7 @@ fn start(manifests: &Path, log: &Path) -> Result<Option<(Session, u16)>> {
         ],
         agent_log: Some(log.to_owned()),
         env: xtask::EnvOpts::default(),
+        cluster,
     })?;
     Ok(Some((session, port)))
 }
@@ -99,7 +106,7 @@ fn hierarchies() -> Vec<PathBuf> {
 fn example_pods_run_and_ctrl_c_leaves_nothing_behind() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let log = tmp.path().join("agent.log");
-    let Some((session, _)) = start(&examples(), &log)? else {
+    let Some((session, _)) = start(&examples(), &log, NODE_NAME, None)? else {
         return Ok(());
     };
     // Both example pods run: hello on the host network, web on the CNI bridge.
@@ -280,7 +287,7 @@ fn example_setup_serves_nothing_without_a_client_certificate() -> Result<()> {
     let log = tmp.path().join("agent.log");
     let manifests = tmp.path().join("manifests");
     std::fs::create_dir_all(&manifests)?;
-    let Some((session, port)) = start(&manifests, &log)? else {
+    let Some((session, port)) = start(&manifests, &log, NODE_NAME, None)? else {
         return Ok(());
     };
     let url = format!("https://127.0.0.1:{port}/pods");
@@ -326,4 +333,59 @@ fn example_setup_serves_nothing_without_a_client_certificate() -> Result<()> {
     assert!(!text.contains("port=\"read-only\""), "{text}");
     session.stop()?;
     Ok(())
+}
+
+/// `cargo xtask run --cluster`: the same session joined to the loopback control plane. The
+/// Node becomes Ready, a pod the scheduler binds runs beside the example pods, and Ctrl-C
+/// removes the API pod's containers as well as the static ones.
+#[test]
+fn cluster_variant_joins_the_control_plane_and_ctrl_c_removes_api_pods_too() -> Result<()> {
+    const NODE: &str = "xtask-run-cluster-e2e";
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("agent.log");
+    let Some(c) = xtask::cluster::start_or_skip(ClusterOpts {
+        node_name: NODE.to_owned(),
+        ..ClusterOpts::new(tmp.path().join("cluster"))
+    })?
+    else {
+        return Ok(());
+    };
+    let Some((session, _)) = start(&examples(), &log, NODE, Some(ClusterJoin::of(&c)))? else {
+        return Ok(());
+    };
+    with_log(node_ready(&c, NODE), &log)?;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-api\n  namespace: default\nspec:\n  \
+         automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: c\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
+         command: [\"sleep\", \"3600\"]\n";
+    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(pod))?;
+    with_log(
+        wait_for("the API pod Running", T, || {
+            let p = c.kubectl(&["get", "pod", "from-api", "-o", "jsonpath={.status.phase}"])?;
+            Ok((p == "Running").then_some(()))
+        }),
+        &log,
+    )?;
+    let removed = session.stop()?;
+    let mut names: Vec<&str> = removed.pods.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["from-api", &format!("hello-{NODE}"), &format!("web-{NODE}")]
+    );
+    c.stop()
+}
+
+/// Waits for the Node's Ready condition to be True.
+fn node_ready(c: &Cluster, node: &str) -> Result<()> {
+    wait_for("the Node Ready", T, || {
+        let ready = c.kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        Ok(ready.is_ok_and(|r| r == "True").then_some(()))
+    })
 }

@@ -64,6 +64,11 @@ pub fn version(socket: &Path) -> Result<String> {
     })
 }
 
+/// Tries at removing one sandbox, [`REMOVE_RETRY`] apart.
+const REMOVE_ATTEMPTS: u32 = 20;
+/// Pause between tries at removing a sandbox.
+const REMOVE_RETRY: Duration = Duration::from_millis(500);
+
 /// What [`remove_all_sandboxes`] removed.
 #[derive(Debug, Default)]
 pub struct Removed {
@@ -110,28 +115,41 @@ pub fn remove_all_sandboxes(socket: &Path) -> Result<Removed> {
             {
                 removed.cgroup_parents.push(parent);
             }
-            let stop = timed(
-                "StopPodSandbox",
-                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                }),
-            )
-            .await;
-            let remove = timed(
-                "RemovePodSandbox",
-                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                }),
-            )
-            .await;
-            for r in [stop.map(drop), remove.map(drop)] {
-                if let Err(e) = r
-                    && e.downcast_ref::<tonic::Status>().map(tonic::Status::code)
-                        != Some(tonic::Code::NotFound)
-                {
-                    errors.push(format!("sandbox {id}: {e:#}"));
+            // A container the agent was starting when it stopped is still in containerd's
+            // "starting" state for a moment, and RemovePodSandbox refuses it until then: try
+            // again for a while before calling it an error.
+            let mut attempt = 0;
+            let failed = loop {
+                let stop = timed(
+                    "StopPodSandbox",
+                    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    }),
+                )
+                .await;
+                let remove = timed(
+                    "RemovePodSandbox",
+                    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    }),
+                )
+                .await;
+                let failed: Vec<String> = [stop.map(drop), remove.map(drop)]
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .filter(|e| {
+                        e.downcast_ref::<tonic::Status>().map(tonic::Status::code)
+                            != Some(tonic::Code::NotFound)
+                    })
+                    .map(|e| format!("sandbox {id}: {e:#}"))
+                    .collect();
+                attempt += 1;
+                if failed.is_empty() || attempt >= REMOVE_ATTEMPTS {
+                    break failed;
                 }
-            }
+                tokio::time::sleep(REMOVE_RETRY).await;
+            };
+            errors.extend(failed);
         }
         removed.sandboxes = list.items.len();
         if errors.is_empty() {

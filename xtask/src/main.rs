@@ -40,6 +40,10 @@ enum Cmd {
         /// Static pod manifests; default: examples/static-pods of the workspace.
         #[arg(long)]
         manifests: Option<PathBuf>,
+        /// Also start the loopback control plane (as `cluster up`, state in
+        /// $NODELET_CLUSTER_DIR or target/nodelet-cluster) and join nodelet to it.
+        #[arg(long)]
+        cluster: bool,
         /// Extra agent arguments (after `--`), e.g. `-- --config my.yaml --v=4`; they come
         /// after xtask's own, so a repeated flag takes their value.
         #[arg(last = true)]
@@ -52,9 +56,10 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Benchmarks (not tests): `bench telemetry` prints eBPF vs cgroupfs polling costs.
+    /// Benchmarks (not tests): `bench telemetry` prints eBPF vs cgroupfs polling costs;
+    /// `bench pods` pod start (static and API pods) against the CRI floor, and agent cost.
     Bench {
-        /// What to measure: `telemetry`.
+        /// What to measure: `telemetry` or `pods`.
         what: String,
         /// Container counts, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "50,100,250")]
@@ -112,7 +117,11 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Setup => setup().map(|_| ExitCode::SUCCESS),
         Cmd::Containerd { keep } => containerd(keep),
-        Cmd::Run { manifests, args } => run_agent(manifests, &args),
+        Cmd::Run {
+            manifests,
+            cluster,
+            args,
+        } => run_agent(manifests, cluster, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
         Cmd::Cluster {
@@ -129,8 +138,11 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             rounds,
             marks,
         } => {
+            if what == "pods" {
+                return bench_pods();
+            }
             if what != "telemetry" {
-                bail!("unknown benchmark {what:?} (known: telemetry)");
+                bail!("unknown benchmark {what:?} (known: telemetry, pods)");
             }
             setup()?;
             bench::telemetry(&bench::TelemetryBench {
@@ -146,6 +158,28 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             .map(|_| ExitCode::SUCCESS)
         }
     }
+}
+
+/// `cargo xtask bench pods`: the release agent through the pod start benchmarks of the test
+/// crate (static pods, then API pods on the loopback control plane).
+fn bench_pods() -> Result<ExitCode> {
+    let images = setup()?;
+    let bin = build_agent(true)?;
+    xtask::k8s::control_plane(xtask::k8s::RELEASE, xtask::k8s::ETCD_VERSION)?;
+    let mut c = cargo();
+    c.args([
+        "bench",
+        "-p",
+        "nodelet-tests",
+        "--bench",
+        "pod_start",
+        "--bench",
+        "api_pod_start",
+    ])
+    .env(xtask::BIN_VAR, &bin)
+    .env(xtask::IMAGES_DIR_VAR, &images.dir);
+    let st = status_of(&mut c)?;
+    Ok(exit_code(st))
 }
 
 fn setup() -> Result<xtask::Images> {
@@ -268,7 +302,7 @@ fn hostname() -> Result<String> {
     Ok(h.trim().to_lowercase())
 }
 
-fn run_agent(manifests: Option<PathBuf>, extra: &[String]) -> Result<ExitCode> {
+fn run_agent(manifests: Option<PathBuf>, cluster: bool, extra: &[String]) -> Result<ExitCode> {
     let mut signals = Signals::install()?;
     let manifests = match manifests {
         Some(m) => {
@@ -281,18 +315,42 @@ fn run_agent(manifests: Option<PathBuf>, extra: &[String]) -> Result<ExitCode> {
     }
     setup()?;
     let bin = build_agent(false)?;
+    let node_name = hostname()?;
+    // Started before the session and stopped after it (dropped last), so the agent never
+    // runs against a control plane that is not there yet.
+    let control_plane = if cluster {
+        Some(start_run_cluster(&node_name)?)
+    } else {
+        None
+    };
     let mut session = Session::start(SessionOpts {
         bin,
         manifests: manifests.clone(),
-        node_name: hostname()?,
+        node_name,
         args: extra.to_vec(),
         agent_log: None,
         env: EnvOpts {
             base_dir: Some(PathBuf::from("/tmp")),
             ..EnvOpts::default()
         },
+        cluster: control_plane.as_ref().map(xtask::run::ClusterJoin::of),
     })?;
     print_run(&session, &manifests);
+    if let Some(c) = &control_plane {
+        eprintln!(
+            "xtask: nodelet joins Kubernetes {} at {} as node {} (state and logs in {}); \
+             Ctrl-C also stops the control plane, whose state stays for the next run",
+            c.release(),
+            c.server(),
+            c.node_name(),
+            c.dir().display()
+        );
+        println!(
+            "{} --kubeconfig {} get nodes,pods -A -o wide",
+            c.kubectl_path().display(),
+            c.admin_kubeconfig().display()
+        );
+    }
     let mut forwarded = 0;
     let status = loop {
         if let Some(st) = session.try_wait_agent()? {
@@ -315,7 +373,27 @@ fn run_agent(manifests: Option<PathBuf>, extra: &[String]) -> Result<ExitCode> {
     eprintln!("xtask: nodelet exited ({status}); removing its pods");
     let removed = session.finish()?;
     eprintln!("xtask: {removed}; containerd stopped");
+    if let Some(c) = control_plane {
+        c.stop()?;
+        eprintln!("xtask: control plane stopped");
+    }
     Ok(exit_code(status))
+}
+
+/// The control plane for `cargo xtask run --cluster`: built (cached by version) and started
+/// in the default cluster dir, owned by this process.
+fn start_run_cluster(node_name: &str) -> Result<xtask::cluster::Cluster> {
+    use xtask::{cluster, k8s};
+    if let Some(why) = k8s::go_unavailable()
+        && cluster::unavailable(k8s::RELEASE, k8s::ETCD_VERSION).is_some()
+    {
+        bail!("--cluster needs the control plane, which cannot be built here: {why}");
+    }
+    k8s::control_plane(k8s::RELEASE, k8s::ETCD_VERSION)?;
+    cluster::Cluster::start(cluster::ClusterOpts {
+        node_name: node_name.to_owned(),
+        ..cluster::ClusterOpts::new(cluster::default_dir())
+    })
 }
 
 /// Where things are in a `cargo xtask run`, for its user.

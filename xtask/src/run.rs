@@ -57,6 +57,29 @@ pub struct SessionOpts {
     pub agent_log: Option<PathBuf>,
     /// The Env to start; its `cgroup_parent` is the session's cgroup root.
     pub env: EnvOpts,
+    /// Join this loopback control plane (`cargo xtask run --cluster`); `None`: standalone.
+    pub cluster: Option<ClusterJoin>,
+}
+
+/// What the agent needs to join a [`crate::cluster::Cluster`] from a session.
+#[derive(Debug, Clone)]
+pub struct ClusterJoin {
+    /// The node's kubeconfig (client certificate CN=system:node:<node>).
+    pub kubeconfig: PathBuf,
+    /// The cluster CA: the API server's kubelet client certificate chains to it, so with the
+    /// session's own CA it makes the agent's client CA bundle (`kubectl logs/exec` go
+    /// apiserver -> agent).
+    pub ca: PathBuf,
+}
+
+impl ClusterJoin {
+    /// The join for `c`'s node.
+    pub fn of(c: &crate::cluster::Cluster) -> ClusterJoin {
+        ClusterJoin {
+            kubeconfig: c.node_kubeconfig(),
+            ca: c.ca_path(),
+        }
+    }
 }
 
 /// The client certificate a session makes for its user, and the CA the agent checks it against.
@@ -177,6 +200,19 @@ fn render_config(logs_dir: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// Concatenates the PEM files `cas` into `out`.
+fn ca_bundle(cas: &[&Path], out: &Path) -> Result<PathBuf> {
+    let mut pem = String::new();
+    for ca in cas {
+        let text =
+            fs::read_to_string(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        pem.push_str(text.trim_end());
+        pem.push('\n');
+    }
+    fs::write(out, pem).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out.to_owned())
+}
+
 /// A client CA and one client certificate (CN=xtask-run, clientAuth) in `dir`, by openssl.
 fn make_client_cert(dir: &Path) -> Result<ClientCert> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -283,10 +319,21 @@ impl Session {
             fs::write(&path, render_config(&self.logs_dir)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let c = make_client_cert(&env.dir().join("client-pki"))?;
+            let ca_file = match &opts.cluster {
+                Some(join) => {
+                    ca_bundle(&[&c.ca, &join.ca], &env.dir().join("client-ca-bundle.crt"))?
+                }
+                None => c.ca.clone(),
+            };
             cmd.arg(format!("--config={}", path.display()))
-                .arg(format!("--client-ca-file={}", c.ca.display()));
+                .arg(format!("--client-ca-file={}", ca_file.display()));
             config = Some(path);
             client = Some(c);
+        }
+        if let Some(join) = &opts.cluster {
+            // Loopback only: the API server reaches the agent where its API listens.
+            cmd.arg(format!("--kubeconfig={}", join.kubeconfig.display()))
+                .arg("--node-ip=127.0.0.1");
         }
         cmd.args(&opts.args).stdin(Stdio::null());
         if let Some(log) = &opts.agent_log {
