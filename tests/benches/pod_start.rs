@@ -6,11 +6,11 @@
 //! (RunPodSandbox, CreateContainer, StartContainer) issued directly, one pod after another and
 //! all at once.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use nodelet_tests::bench::{Idle, agent_pid, floor, idle_cost, pct};
 use nodelet_tests::*;
-use proto::runtime::v1 as cri;
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 const SEQUENTIAL: usize = 15;
 const BURST: usize = 30;
@@ -27,8 +27,8 @@ fn main() -> Result<()> {
         Ok(node.agent_log().contains("relisting every").then_some(()))
     })?;
 
-    let floor_seq = floor(&node, SEQUENTIAL, false)?;
-    let floor_burst = floor(&node, BURST, true)?;
+    let floor_seq = floor(&node, SEQUENTIAL, false, "seq")?;
+    let floor_burst = floor(&node, BURST, true, "burst")?;
     let agent_seq = agent_sequential(&node)?;
     let (agent_burst, idle) = agent_burst_and_idle(&node)?;
 
@@ -56,132 +56,6 @@ fn main() -> Result<()> {
     println!("| RSS, MiB | {:.1} |", idle.rss_mib);
     println!("| CRI calls per second (relist) | 2 |");
     Ok(())
-}
-
-fn pct(v: &[f64], p: usize) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p as f64 / 100.0) * (s.len() - 1) as f64).round() as usize;
-    s[i.min(s.len() - 1)]
-}
-
-/// RunPodSandbox + CreateContainer + StartContainer issued directly; ms per pod (sequential)
-/// or ms until the last pod started (burst, all at once).
-fn floor(node: &Node, n: usize, burst: bool) -> Result<Vec<f64>> {
-    let client = node.block_on(proto::Client::connect(node.env.socket()))?;
-    let logs = node.logs.join("floor");
-    std::fs::create_dir_all(&logs)?;
-    let one = |i: usize| {
-        let client = client.clone();
-        let logs = logs.clone();
-        let cgroup = format!("{}/floor/pod{i}", node.cgroup_root);
-        async move {
-            let t0 = Instant::now();
-            let cfg = cri::PodSandboxConfig {
-                metadata: Some(cri::PodSandboxMetadata {
-                    name: format!("floor-{i}-{burst}"),
-                    uid: format!("floor-{i}-{burst}"),
-                    namespace: "bench".into(),
-                    attempt: 0,
-                }),
-                log_directory: logs.to_string_lossy().into_owned(),
-                linux: Some(cri::LinuxPodSandboxConfig {
-                    cgroup_parent: cgroup,
-                    security_context: Some(cri::LinuxSandboxSecurityContext {
-                        namespace_options: Some(cri::NamespaceOption {
-                            network: cri::NamespaceMode::Node as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let sb = client
-                .runtime()
-                .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(cfg.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await?
-                .into_inner()
-                .pod_sandbox_id;
-            let c = client
-                .runtime()
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sb.clone(),
-                    config: Some(cri::ContainerConfig {
-                        metadata: Some(cri::ContainerMetadata {
-                            name: "c".into(),
-                            attempt: 0,
-                        }),
-                        image: Some(cri::ImageSpec {
-                            image: "busybox:1.35".into(),
-                            ..Default::default()
-                        }),
-                        command: vec![
-                            "sh".into(),
-                            "-c".into(),
-                            "trap 'exit 0' TERM; sleep 3600 & wait".into(),
-                        ],
-                        log_path: format!("c-{i}-{burst}.log"),
-                        ..Default::default()
-                    }),
-                    sandbox_config: Some(cfg),
-                })
-                .await?
-                .into_inner()
-                .container_id;
-            client
-                .runtime()
-                .start_container(cri::StartContainerRequest { container_id: c })
-                .await?;
-            Ok::<(f64, String), anyhow::Error>((t0.elapsed().as_secs_f64() * 1000.0, sb))
-        }
-    };
-    let mut out = Vec::new();
-    let mut sandboxes = Vec::new();
-    if burst {
-        let t0 = Instant::now();
-        let results = node.block_on(async {
-            let mut set = tokio::task::JoinSet::new();
-            for i in 0..n {
-                set.spawn(one(i));
-            }
-            let mut r = Vec::new();
-            while let Some(x) = set.join_next().await {
-                r.push(x.context("join")??);
-            }
-            Ok::<_, anyhow::Error>(r)
-        })?;
-        out.push(t0.elapsed().as_secs_f64() * 1000.0);
-        sandboxes.extend(results.into_iter().map(|(_, s)| s));
-    } else {
-        for i in 0..n {
-            let (ms, sb) = node.block_on(one(i))?;
-            out.push(ms);
-            sandboxes.push(sb);
-        }
-    }
-    node.block_on(async {
-        for sb in sandboxes {
-            let rt = client.runtime();
-            let mut rt2 = rt.clone();
-            let _ = rt2
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: sb.clone(),
-                })
-                .await;
-            let _ = rt2
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb })
-                .await;
-        }
-    });
-    Ok(out)
 }
 
 fn manifest(name: &str) -> String {
@@ -259,44 +133,6 @@ fn agent_sequential(node: &Node) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-struct Idle {
-    cpu_ms_per_s: f64,
-    rss_mib: f64,
-}
-
-fn agent_pid(node: &Node) -> Result<u32> {
-    let needle = node.config.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("nodelet") && cmd.contains(&needle) {
-            return Ok(pid);
-        }
-    }
-    bail!("agent process not found")
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime), counted after the ")".
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")
-}
-
 fn agent_burst_and_idle(node: &Node) -> Result<(f64, Idle)> {
     let names: Vec<String> = (0..BURST).map(|i| format!("burst{i}")).collect();
     // Write all manifests, then measure from the first write to the last start.
@@ -317,15 +153,7 @@ fn agent_burst_and_idle(node: &Node) -> Result<(f64, Idle)> {
     let burst_ms = ms_between(t0, last);
 
     std::thread::sleep(Duration::from_secs(3));
-    let pid = agent_pid(node)?;
-    let hz = 100.0; // USER_HZ on Linux
-    let c0 = cpu_ticks(pid)?;
-    std::thread::sleep(IDLE_WINDOW);
-    let c1 = cpu_ticks(pid)?;
-    let idle = Idle {
-        cpu_ms_per_s: (c1 - c0) as f64 / hz * 1000.0 / IDLE_WINDOW.as_secs_f64(),
-        rss_mib: rss_kib(pid)? as f64 / 1024.0,
-    };
+    let idle = idle_cost(agent_pid(node)?, IDLE_WINDOW)?;
     for n in &names {
         node.remove_manifest(&format!("{n}.yaml"))?;
     }

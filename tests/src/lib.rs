@@ -5,6 +5,8 @@
 //! Prerequisites missing (not root, no containerd, binary not built): the test prints why and
 //! passes, unless `NODELET_REQUIRE_ALL=1`, where it fails.
 
+pub mod bench;
+
 use anyhow::{Context, Result, bail};
 use proto::runtime::v1 as cri;
 use std::path::{Path, PathBuf};
