@@ -15,6 +15,8 @@ use xtask::containerd::{Env, EnvOpts};
 
 pub use xtask::testing::skip;
 
+pub mod cluster;
+
 /// Node name every test agent uses (`--hostname-override`).
 pub const NODE: &str = "e2e-node";
 /// Label carrying the container name.
