@@ -22,6 +22,7 @@ mod pod;
 mod pod_workers;
 #[cfg(test)]
 mod proptest_kit;
+mod recorder;
 mod server;
 mod stats;
 mod status;
@@ -126,13 +127,21 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         },
         None => None,
     };
-    let ctx = node_context(&opts, api_client.clone());
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Kubernetes Events (cluster mode; logged only when standalone), the kubelet's BirthCry first.
+    let recorder = recorder::start(
+        api_client.clone(),
+        opts.node_name.clone(),
+        &mut tasks,
+        cancel.child_token(),
+    );
+    recorder.node(recorder::reasons::starting());
+    let ctx = node_context(&opts, api_client.clone(), recorder.clone());
     let host_ip = ctx.host_ip.clone();
     let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
     let cpu_capacity_milli = ctx.cpu_capacity_milli;
     let runtime = RuntimeManager::new(cri.clone(), ctx);
-    let cancel = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
@@ -211,6 +220,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
                 runtime_health: runtime_health.clone(),
                 pleg_health: health_rx.clone(),
                 pressure: pressure_rx,
+                recorder: recorder.clone(),
             },
             &mut tasks,
             cancel.child_token(),
@@ -453,7 +463,11 @@ async fn shutdown_signal() {
     }
 }
 
-fn node_context(o: &Options, api_client: Option<kube::Client>) -> NodeContext {
+fn node_context(
+    o: &Options,
+    api_client: Option<kube::Client>,
+    recorder: recorder::Recorder,
+) -> NodeContext {
     let host_dns = std::fs::read_to_string(&o.resolv_conf)
         .map(|t| kuberuntime::sandbox::parse_resolv_conf(&t))
         .unwrap_or_else(|e| {
@@ -513,5 +527,6 @@ fn node_context(o: &Options, api_client: Option<kube::Client>) -> NodeContext {
         // ConfigMaps, Secrets and tokens through the node authorizer, with the node's client.
         volumes: volumemanager::VolumeManager::new(api_client, o.root_dir.clone())
             .with_node_allocatable(cpus * 1000, memory_capacity),
+        recorder,
     }
 }

@@ -32,6 +32,7 @@ use crate::instrument::{DEF_BUCKETS, HistogramVec};
 use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
 use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
+use crate::recorder::reasons::{failed_kill_pod, verdict};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -205,6 +206,11 @@ impl Dispatcher {
         self.verdicts.insert(req.uid.clone(), req.clone());
         match self.workers.get(&req.uid) {
             Some(w) => {
+                // Evictions of running pods; refusals were recorded at admission.
+                let pod = w.input.borrow().pod_ref.clone();
+                self.runtime
+                    .recorder()
+                    .pod(&pod, verdict(&req.reason, &req.message));
                 w.input.send_modify(|inp| {
                     inp.terminate = true;
                     inp.verdict = Some(req);
@@ -294,6 +300,8 @@ impl Dispatcher {
                     admission::admit(&pod.pod, uid, &admitted, &self.settings.admission)
                 {
                     info!(pod = %pod.pod_ref, reason = %req.reason, message = %req.message, "pod refused by node admission");
+                    let refusal = verdict(&req.reason, &req.message);
+                    self.runtime.recorder().pod(&pod.pod_ref, refusal);
                     self.verdicts.insert(uid.clone(), req.clone());
                     self.refused.push(req);
                     continue;
@@ -487,7 +495,10 @@ async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &Cance
     loop {
         match runtime.terminate_pod(&input.pod_ref, grace).await {
             Ok(()) => return,
-            Err(e) => warn!(pod = %target, error = %e, "terminating pod failed; retrying"),
+            Err(e) => {
+                warn!(pod = %target, error = %e, "terminating pod failed; retrying");
+                runtime.recorder().pod(&input.pod_ref, failed_kill_pod(&e));
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

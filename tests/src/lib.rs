@@ -17,6 +17,8 @@ use xtask::containerd::{Env, EnvOpts};
 
 pub use xtask::testing::skip;
 
+pub mod cluster;
+
 /// Node name every test agent uses (`--hostname-override`).
 pub const NODE: &str = "e2e-node";
 /// Label carrying the container name.

@@ -81,6 +81,7 @@ fn node_context(scratch: &Path, driver: &str) -> NodeContext {
         memory_capacity: 16 << 30,
         cpu_capacity_milli: 8000,
         volumes: crate::volumemanager::VolumeManager::new(None, scratch.join("root")),
+        recorder: crate::recorder::Recorder::logging_only(),
     }
 }
 

@@ -265,6 +265,7 @@ mod tests {
             memory_capacity: 1 << 30,
             cpu_capacity_milli: 2000,
             volumes: crate::volumemanager::VolumeManager::new(None, root),
+            recorder: crate::recorder::Recorder::logging_only(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod state;
 
 use crate::cm::ContainerManager;
 use crate::pod::{DesiredPod, PodRef, QosClass};
+use crate::recorder::{field_path, reasons as ev};
 use backoff::Backoff;
 pub use client::{Cri, CriError};
 use k8s_openapi::api::core::v1::Container;
@@ -51,6 +52,8 @@ pub struct NodeContext {
     pub cpu_capacity_milli: i64,
     /// configMap, secret, projected and downwardAPI volumes; env objects.
     pub volumes: crate::volumemanager::VolumeManager,
+    /// Kubernetes Events about the pods (Pulling, Created, Started, Killing, BackOff...).
+    pub recorder: crate::recorder::Recorder,
 }
 
 /// Why a sync did not complete; the worker logs it with the pod and retries.
@@ -151,6 +154,11 @@ impl RuntimeManager {
         }
     }
 
+    /// The event recorder (the pod workers record verdicts and kill failures with it).
+    pub fn recorder(&self) -> &crate::recorder::Recorder {
+        &self.ctx.recorder
+    }
+
     /// Brings the runtime in line with the pod spec once, from `state` (the runtime cache's
     /// view, newer than this worker's last sync).
     pub async fn sync_pod(
@@ -164,12 +172,17 @@ impl RuntimeManager {
         let plan = actions::compute(&spec, state);
         debug!(pod = %target, ?plan, "sync");
 
+        let (rec, pod_ref) = (&self.ctx.recorder, &p.pod_ref);
+        if plan.kill_pod && plan.create_sandbox.is_some() && !state.sandboxes.is_empty() {
+            rec.pod(pod_ref, ev::sandbox_changed());
+        }
         if plan.kill_pod {
-            self.kill_pod(state, &target, crate::pod::grace_period_seconds(&p.pod))
-                .await?;
+            let grace = crate::pod::grace_period_seconds(&p.pod);
+            self.kill_pod(state, pod_ref, Some(&spec), grace).await?;
         }
         for (id, name, reason) in &plan.containers_to_kill {
             pod_event!(Normal, target, "Killing", container = %name, "stopping container: {reason}");
+            rec.container(pod_ref, field_path(Some(&spec), name), ev::killing(name));
             self.cri
                 .stop_container(id, crate::pod::grace_period_seconds(&p.pod), &target)
                 .await?;
@@ -191,6 +204,7 @@ impl RuntimeManager {
                 "FailedMount",
                 "Unable to attach or mount volumes: {e}"
             );
+            rec.pod(pod_ref, ev::failed_mount(&e));
             let inits = spec
                 .init_containers
                 .iter()
@@ -217,7 +231,8 @@ impl RuntimeManager {
                         source,
                     }
                 })?;
-                let id = self.cri.run_pod_sandbox(cfg, &target).await?;
+                let created = self.cri.run_pod_sandbox(cfg, &target).await;
+                let id = created.inspect_err(|e| rec.pod(pod_ref, ev::failed_create_sandbox(e)))?;
                 pod_event!(Normal, target, "SandboxCreated", sandbox = %id, attempt, "pod sandbox created");
                 if let Some(s) = self.cri.pod_sandbox_status(&id, &target).await? {
                     pod_ip = s.network.map(|n| n.ip).unwrap_or_default();
@@ -320,6 +335,7 @@ impl RuntimeManager {
                 pod_event!(Warning, target, "BackOff", container = %c.name,
                     "CrashLoopBackOff: back-off {delay:?} restarting failed container {} (exit code {}, {}); next try in {left:.1?}",
                     c.name, prev.exit_code, if prev.reason.is_empty() { "Error" } else { &prev.reason });
+                self.container_event(p, c, ev::crash_back_off(&c.name, &p.pod_ref));
                 return Ok(Some(left));
             }
             b.containers.next(&key, finished, now);
@@ -332,6 +348,7 @@ impl RuntimeManager {
         {
             Ok(Ok(r)) => r,
             Ok(Err(left)) => {
+                self.container_event(p, c, ev::error("ImagePullBackOff"));
                 b.wait(
                     &c.name,
                     "ImagePullBackOff",
@@ -344,6 +361,7 @@ impl RuntimeManager {
                     SyncError::NeverPull { .. } => "ErrImageNeverPull",
                     _ => "ErrImagePull",
                 };
+                self.container_event(p, c, ev::error(reason));
                 b.wait(&c.name, reason, e.to_string());
                 return Err(e);
             }
@@ -363,7 +381,10 @@ impl RuntimeManager {
                 pod_ip: pod_ip.to_string(),
             },
         )
-        .inspect_err(|e| b.wait(&c.name, "CreateContainerConfigError", e.to_string()))?;
+        .inspect_err(|e| {
+            self.container_event(p, c, ev::error(e));
+            b.wait(&c.name, "CreateContainerConfigError", e.to_string())
+        })?;
         let id = self
             .cri
             .create_container(
@@ -373,16 +394,30 @@ impl RuntimeManager {
                 &format!("container {} of {target}", c.name),
             )
             .await
-            .inspect_err(|e| b.wait(&c.name, "CreateContainerError", e.to_string()))?;
+            .inspect_err(|e| {
+                self.container_event(p, c, ev::error(e));
+                b.wait(&c.name, "CreateContainerError", e.to_string())
+            })?;
         pod_event!(Normal, target, "Created", container = %c.name, id = %id, restart_count, "created container {}", c.name);
+        self.container_event(p, c, ev::created());
         if let Err(e) = self.cri.start_container(&id, target).await {
             pod_event!(Warning, target, "Failed", container = %c.name, "Error: {e}");
+            // Runtime errors name the container by ID; users know it by name (and a per-ID
+            // message would defeat the correlator's dedup).
+            self.container_event(p, c, ev::error(e.to_string().replace(id.as_str(), &c.name)));
             b.wait(&c.name, "RunContainerError", e.to_string());
             return Err(e.into());
         }
         b.waiting.remove(&c.name);
         pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
+        self.container_event(p, c, ev::started());
         Ok(None)
+    }
+
+    /// Records an event about container `c` of `p` (recordContainerEvent).
+    fn container_event(&self, p: &DesiredPod, c: &Container, m: ev::Message) {
+        let path = field_path(p.pod.spec.as_ref(), &c.name);
+        self.ctx.recorder.container(&p.pod_ref, path, m);
     }
 
     /// EnsureImageExists: honours imagePullPolicy (default Always for `:latest` or untagged
@@ -407,6 +442,7 @@ impl RuntimeManager {
             self.cri.image_status(image).await?
         };
         if let Some(img) = present {
+            self.container_event(p, c, ev::already_present(image));
             return Ok(Ok(if img.id.is_empty() {
                 image.to_string()
             } else {
@@ -415,6 +451,7 @@ impl RuntimeManager {
         }
         if policy == "Never" {
             pod_event!(Warning, target, "ErrImageNeverPull", container = %c.name, image, "image is not present with pull policy of Never");
+            self.container_event(p, c, ev::never_pull(image));
             return Err(SyncError::NeverPull {
                 image: image.into(),
             });
@@ -424,9 +461,11 @@ impl RuntimeManager {
         if let Some(left) = b.images.remaining_since_update(&key, now) {
             pod_event!(Normal, target, "BackOff", container = %c.name, image,
                 "ImagePullBackOff: back-off pulling image {image:?}; next try in {left:.1?}");
+            self.container_event(p, c, ev::pull_back_off(image));
             return Ok(Err(left));
         }
         pod_event!(Normal, target, "Pulling", container = %c.name, image, "pulling image {image:?}");
+        self.container_event(p, c, ev::pulling(image));
         let started = std::time::Instant::now();
         match self
             .cri
@@ -437,11 +476,13 @@ impl RuntimeManager {
                 b.images.reset(&key);
                 pod_event!(Normal, target, "Pulled", container = %c.name, image,
                     "successfully pulled image {image:?} in {:.3?}", started.elapsed());
+                self.container_event(p, c, ev::pulled(image, started.elapsed()));
                 Ok(Ok(if r.is_empty() { image.to_string() } else { r }))
             }
             Err(source) => {
                 b.images.next(&key, now, now);
                 pod_event!(Warning, target, "Failed", container = %c.name, image, "failed to pull image {image:?}: {source}");
+                self.container_event(p, c, ev::pull_failed(image, &source));
                 Err(SyncError::Pull {
                     image: image.into(),
                     source,
@@ -477,9 +518,11 @@ impl RuntimeManager {
     async fn kill_pod(
         &self,
         state: &PodRuntimeState,
-        target: &str,
+        pod: &PodRef,
+        spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
         grace: i64,
     ) -> Result<(), SyncError> {
+        let target = &pod.to_string();
         let mut set = tokio::task::JoinSet::new();
         for c in state
             .containers
@@ -487,6 +530,8 @@ impl RuntimeManager {
             .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
         {
             pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
+            let path = field_path(spec, &c.name);
+            self.ctx.recorder.container(pod, path, ev::killing(&c.name));
             let (cri, id, target) = (self.cri.clone(), c.id.clone(), target.to_string());
             set.spawn(async move { cri.stop_container(&id, grace, &target).await });
         }
@@ -520,7 +565,7 @@ impl RuntimeManager {
                 .unwrap_or(30)
                 .max(2)
         });
-        self.kill_pod(&state, target, grace).await?;
+        self.kill_pod(&state, pod, None, grace).await?;
         for c in &state.containers {
             self.cri.remove_container(&c.id, target).await?;
         }

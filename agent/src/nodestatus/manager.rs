@@ -59,6 +59,8 @@ pub(super) async fn run(s: Settings, inputs: Inputs, cancel: CancellationToken) 
         runtime_name: None,
         last_ready: None,
         failing: Failing::default(),
+        recorder: inputs.recorder.clone(),
+        condition_events: Default::default(),
     };
     tokio::join!(m.status_loop(inputs, cancel), lease);
 }
@@ -108,6 +110,9 @@ struct Manager {
     /// Ready (status, message) last posted, for the log.
     last_ready: Option<(String, String)>,
     failing: Failing,
+    recorder: crate::recorder::Recorder,
+    /// Conditions last posted, for the kubelet's node condition events.
+    condition_events: crate::recorder::NodeConditionEvents,
 }
 
 /// Resolves when `rx` changes; never once its sender is gone (the last value stays).
@@ -294,6 +299,7 @@ impl Manager {
     }
 
     fn note_ready(&mut self, node: &Node) {
+        self.condition_events.observe(&self.recorder, node);
         let Some((status, _, message)) = setters::ready_of(node) else {
             return;
         };

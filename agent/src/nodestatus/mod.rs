@@ -111,6 +111,8 @@ pub struct Inputs {
     pub pleg_health: watch::Receiver<Option<Instant>>,
     /// Pressure flags.
     pub pressure: watch::Receiver<NodeConditionsInput>,
+    /// Node events (NodeReady, NodeHasSufficientMemory...).
+    pub recorder: crate::recorder::Recorder,
 }
 
 /// Errors of node status calls; each names the call and the object, or the kubeconfig.

@@ -167,6 +167,7 @@ fn node_context(root: &Path, vm: VolumeManager) -> crate::kuberuntime::NodeConte
         memory_capacity: 1 << 30,
         cpu_capacity_milli: 2000,
         volumes: vm,
+        recorder: crate::recorder::Recorder::logging_only(),
     }
 }
 

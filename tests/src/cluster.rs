@@ -1,0 +1,100 @@
+//! Cluster-mode test kit: a [`Node`] joined to a real loopback control plane
+//! (`xtask::cluster`), and the kubectl helpers the cluster tests share.
+
+use crate::{NODE, Node, NodeOpts, free_port};
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::time::Duration;
+use xtask::cluster::{self, Cluster, ClusterOpts};
+
+/// A node agent registered with a control plane; dropping it stops both.
+pub struct ClusterNode {
+    /// The control plane. Declared first: it stops before the node's containerd goes.
+    pub cluster: Cluster,
+    /// The agent and its containerd.
+    pub node: Node,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts containerd, the control plane and the agent with the node's kubeconfig, and waits
+/// for the Node to be Ready and the default ServiceAccount to exist; `Ok(None)` after a printed
+/// skip when a component is missing. `prefix` names the temp dir.
+pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNode>> {
+    let port = free_port()?;
+    let Some(mut node) = Node::start(NodeOpts {
+        // Memory only: a build machine's disk is often past the kubelet's default nodefs
+        // threshold, and the DiskPressure taint would keep the scheduler away.
+        extra_config: format!(
+            "port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\nevictionHard:\n  memory.available: 100Mi\n"
+        ),
+        ..Default::default()
+    })?
+    else {
+        return Ok(None);
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let opts = ClusterOpts {
+        node_name: NODE.to_owned(),
+        ..ClusterOpts::new(dir.path())
+    };
+    let Some(cluster) = cluster::start_or_skip(opts)? else {
+        return Ok(None);
+    };
+    node.stop_agent(libc::SIGTERM)?;
+    let kubeconfig = format!("--kubeconfig={}", cluster.node_kubeconfig().display());
+    node.start_agent(&[&kubeconfig])?;
+    node.wait("the Node to be Ready", timeout, || {
+        let Ok(n) = kubectl_json(&cluster, &["get", "node", NODE]) else {
+            return Ok(None);
+        };
+        Ok(condition(&n, "Ready")
+            .is_some_and(|r| r["status"] == "True")
+            .then_some(()))
+    })?;
+    // The ServiceAccount admission plugin needs the namespace's default account.
+    node.wait("the default ServiceAccount", timeout, || {
+        Ok(cluster.kubectl(&["get", "serviceaccount", "default"]).ok())
+    })?;
+    Ok(Some(ClusterNode {
+        cluster,
+        node,
+        _dir: dir,
+    }))
+}
+
+/// `kubectl <args> -o json`, parsed.
+pub fn kubectl_json(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let out = c.kubectl(&a)?;
+    serde_json::from_str(&out).with_context(|| format!("kubectl {args:?} printed no JSON"))
+}
+
+/// `kubectl apply -f -` of `yaml` as the admin.
+pub fn kubectl_apply(c: &Cluster, yaml: &str) -> Result<()> {
+    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(yaml))?;
+    Ok(())
+}
+
+/// The object's status condition of `type_`.
+pub fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// A busybox pod in `default` bound by the scheduler, without a service-account token,
+/// running `script` in container `c` from `image`.
+pub fn pod_yaml(name: &str, image: &str, policy: &str, grace: u32, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
+         automountServiceAccountToken: false\n  restartPolicy: {policy}\n  \
+         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: c\n    \
+         image: {image}\n    imagePullPolicy: IfNotPresent\n    \
+         command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
