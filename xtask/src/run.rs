@@ -331,9 +331,7 @@ impl Session {
             client = Some(c);
         }
         if let Some(join) = &opts.cluster {
-            // Loopback only: the API server reaches the agent where its API listens.
-            cmd.arg(format!("--kubeconfig={}", join.kubeconfig.display()))
-                .arg("--node-ip=127.0.0.1");
+            cmd.arg(format!("--kubeconfig={}", join.kubeconfig.display()));
         }
         cmd.args(&opts.args).stdin(Stdio::null());
         if let Some(log) = &opts.agent_log {
