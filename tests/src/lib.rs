@@ -92,12 +92,20 @@ impl Node {
             std::fs::create_dir_all(d)?;
         }
         let config = dir.path().join("kubelet-config.yaml");
+        // Disk thresholds off unless a test sets its own: the kubelet's defaults
+        // (nodefs.available 10%, imagefs.available 15%) would evict test pods whenever a
+        // shared build machine's disk runs low, which says nothing about the agent.
+        let eviction = if opts.extra_config.contains("evictionHard") {
+            ""
+        } else {
+            "evictionHard:\n  memory.available: 100Mi\n"
+        };
         std::fs::write(
             &config,
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  staticPodPath: {}\npodLogsDir: {}\ncgroupRoot: {cgroup_root}\n\
-                 fileCheckFrequency: 5s\n{}",
+                 fileCheckFrequency: 5s\n{eviction}{}",
                 manifests.display(),
                 logs.display(),
                 opts.extra_config
