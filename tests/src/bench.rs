@@ -153,8 +153,8 @@ pub fn agent_pid(node: &Node) -> Result<u32> {
     bail!("agent process not found")
 }
 
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+/// utime + stime of `pid`, in clock ticks (USER_HZ, 100 a second on Linux).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -13,7 +13,41 @@ pub struct ClusterNode {
     pub cluster: Cluster,
     /// The agent and its containerd.
     pub node: Node,
+    opts: ClusterOpts,
     _dir: tempfile::TempDir,
+}
+
+impl ClusterNode {
+    /// The agent's flag for the node's kubeconfig (to restart it as a cluster member).
+    pub fn kubeconfig_flag(&self) -> String {
+        format!("--kubeconfig={}", self.cluster.node_kubeconfig().display())
+    }
+
+    /// A control-plane outage: stops every component (etcd too), runs `during` on the node
+    /// while they are down, then starts them again on the same state and returns the node
+    /// with its new control plane.
+    pub fn outage<T>(self, during: impl FnOnce(&mut Node) -> Result<T>) -> Result<(Self, T)> {
+        let ClusterNode {
+            cluster,
+            mut node,
+            opts,
+            _dir,
+        } = self;
+        cluster
+            .stop()
+            .context("stopping the control plane for the outage")?;
+        let out = during(&mut node)?;
+        let cluster = Cluster::start(opts.clone()).context("starting the control plane again")?;
+        Ok((
+            ClusterNode {
+                cluster,
+                node,
+                opts,
+                _dir,
+            },
+            out,
+        ))
+    }
 }
 
 /// Starts containerd, the control plane and the agent with the node's kubeconfig, and waits
@@ -36,7 +70,7 @@ pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNo
         node_name: NODE.to_owned(),
         ..ClusterOpts::new(dir.path())
     };
-    let Some(cluster) = cluster::start_or_skip(opts)? else {
+    let Some(cluster) = cluster::start_or_skip(opts.clone())? else {
         return Ok(None);
     };
     node.stop_agent(libc::SIGTERM)?;
@@ -57,6 +91,7 @@ pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNo
     Ok(Some(ClusterNode {
         cluster,
         node,
+        opts,
         _dir: dir,
     }))
 }
