@@ -376,6 +376,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 xtask::k8s::RELEASE,
                 cp.apiserver.display()
             );
+            let ms = xtask::k8s::build_metrics_server(xtask::k8s::METRICS_SERVER_VERSION)?;
+            eprintln!("xtask: metrics-server ready ({})", ms.display());
         }
         Some(why) if xtask::require_all() => {
             bail!(
