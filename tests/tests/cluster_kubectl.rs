@@ -33,13 +33,18 @@ use xtask::metrics_server::MetricsServer;
 const T: Duration = Duration::from_secs(120);
 
 /// The pod: `c` counts a line a second, `srv` answers on 8080 with its hostname (the pod's
-/// name), `once` prints one line and fails, so it restarts.
+/// name).
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talk\n  namespace: default\n\
 spec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
 - name: c\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
 command: [sh, -c, 'i=0; while true; do echo line-$i; i=$((i+1)); sleep 1; done']\n  \
 - name: srv\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
-command: [nc, -ll, -p, '8080', -e, hostname]\n  \
+command: [nc, -ll, -p, '8080', -e, hostname]\n";
+
+/// A pod whose container prints one line and fails, so it restarts (for `logs --previous`). A
+/// pod of its own: metrics-server leaves out a pod while one of its containers restarts.
+const CRASH: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\n  namespace: default\n\
+spec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
 - name: once\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
 command: [sh, -c, 'echo attempt-$(date +%s%N); sleep 1; exit 1']\n";
 
@@ -215,7 +220,9 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     node.wait("the default ServiceAccount", T, || {
         Ok(c.kubectl(&["get", "serviceaccount", "default"]).ok())
     })?;
-    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(POD))?;
+    for pod in [POD, CRASH] {
+        c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(pod))?;
+    }
     let started = Instant::now();
     node.wait("talk's containers c and srv running", T, || {
         let p = get_json(&c, &["get", "pod", "talk"])?;
@@ -315,14 +322,24 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     ensure!(answer.trim() == "talk", "port-forward answered {answer:?}");
     drop(pf);
 
+    // kubectl sends WebSockets; what reached nodelet is what the apiserver says it did with them
+    // (translated to SPDY unless the Node declares ExtendWebSocketsToKubelet).
+    let metrics = c.kubectl(&["get", "--raw", "/metrics"])?;
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_websocket_streaming_requests_total{"))
+    {
+        eprintln!("cluster_kubectl: {l}");
+    }
+
     // logs --previous once `once` has restarted.
     node.wait("container once restarted", T, || {
-        let p = get_json(&c, &["get", "pod", "talk"])?;
+        let p = get_json(&c, &["get", "pod", "crash"])?;
         Ok(container_status(&p, "once")
             .is_some_and(|s| s["restartCount"].as_u64() >= Some(1))
             .then_some(()))
     })?;
-    let out = kubectl_out(&c, &["logs", "talk", "-c", "once", "--previous"])?;
+    let out = kubectl_out(&c, &["logs", "crash", "-c", "once", "--previous"])?;
     ensure!(
         out.status.success() && text(&out.stdout).starts_with("attempt-"),
         "kubectl logs --previous: {:?} {} {}",
@@ -392,13 +409,17 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     // top: metrics-server scraped nodelet; the aggregator serves its API.
     ms.wait_available(&c, T)?;
     let top_started = Instant::now();
+    // `NAME CPU(cores) [CPU(%)] MEMORY(bytes) …`: millicores and MiB for `name`.
     let numbers = |out: &str, name: &str| {
         out.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.first() == Some(&name)
-                && f.len() >= 3
-                && f[1].trim_end_matches('m').parse::<u64>().is_ok()
-                && f[2].trim_end_matches("Mi").parse::<u64>().is_ok()
+            let unit = |suffix: &str| {
+                f.iter().any(|v| {
+                    v.strip_suffix(suffix)
+                        .is_some_and(|n| n.parse::<u64>().is_ok())
+                })
+            };
+            f.first() == Some(&name) && unit("m") && unit("Mi")
         })
     };
     let top_node = node.wait("kubectl top node", T, || {
@@ -417,7 +438,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
         top_started.elapsed().as_secs_f64()
     );
 
-    c.kubectl(&["delete", "pod", "talk", "--wait=false"])?;
+    c.kubectl(&["delete", "pod", "talk", "crash", "--wait=false"])?;
     let log = node.agent_log();
     ensure!(!log.contains("panicked"), "the agent panicked:\n{log}");
     ms.stop()?;

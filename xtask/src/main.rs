@@ -448,6 +448,7 @@ fn cluster(
             let b = k8s::control_plane(k8s::RELEASE, k8s::ETCD_VERSION)?;
             let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
             let extra = k8s::build(k8s::RELEASE, &packages)?;
+            let ms = k8s::build_metrics_server(k8s::METRICS_SERVER_VERSION)?;
             for p in [
                 &b.etcd,
                 &b.apiserver,
@@ -457,6 +458,7 @@ fn cluster(
             ]
             .into_iter()
             .chain(&extra)
+            .chain([&ms])
             {
                 println!("{}", p.display());
             }

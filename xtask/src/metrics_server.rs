@@ -36,8 +36,9 @@ use crate::process::{self, Daemon};
 pub const USER: &str = "system:metrics-server";
 /// The APIService `kubectl top` reads.
 pub const API_SERVICE: &str = "v1beta1.metrics.k8s.io";
-/// How often it scrapes (its minimum is 10 s; upstream's default is 60 s, too slow for tests).
-const RESOLUTION: &str = "10s";
+/// How often it scrapes: what upstream's manifests set (it must exceed the 10 s kubelet request
+/// timeout).
+const RESOLUTION: &str = "15s";
 
 /// A running metrics-server; stopped on drop.
 #[derive(Debug)]
