@@ -941,6 +941,9 @@ fn command(c: Component, bins: &ControlPlaneBins, l: &Layout, p: Ports) -> Comma
                 "kubelet-client-key",
                 l.key("apiserver-kubelet-client"),
             ))
+            // kubeadm's order. The default puts Hostname first, and a node's hostname (a test
+            // node's `--hostname-override`) need not resolve: logs and exec would fail there.
+            .arg("--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname")
             .arg(format!("--service-account-issuer={SA_ISSUER}"))
             .arg(flag("service-account-key-file", l.pki.join("sa.pub")))
             .arg(flag("service-account-signing-key-file", l.key("sa")))
@@ -1443,6 +1446,32 @@ impl Cluster {
         (self.layout.crt(n), self.layout.key(n))
     }
 
+    /// A kubeconfig for user `user` (in `group`, if any: rcgen writes one O) with a client
+    /// certificate the cluster CA signs: `<dir>/user-<user>.kubeconfig`, made once. Such a user has no RBAC unless a
+    /// binding names it (a test's "nobody", metrics-server's own identity).
+    pub fn user_kubeconfig(&self, user: &str, group: Option<&str>) -> Result<PathBuf> {
+        let name = user_stem(user);
+        let path = self.layout.kubeconfig(&name);
+        if path.is_file() {
+            return Ok(path);
+        }
+        self.user_cert(user, group)?;
+        let ca_pem = fs::read(self.layout.ca())
+            .with_context(|| format!("cannot read {}", self.layout.ca().display()))?;
+        let text = render_kubeconfig(&self.server(), &ca_pem, user, &self.cert_creds(&name))?;
+        write_file(&path, text.as_bytes(), 0o600)?;
+        Ok(path)
+    }
+
+    /// The client certificate and key (`pki/user-<user>.{crt,key}`) of user `user` (in
+    /// `group`, if any), signed by the cluster CA; made once.
+    pub fn user_cert(&self, user: &str, group: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+        let name = user_stem(user);
+        let ca = Ca::load_or_create(&self.layout, "ca", CA_NAME)?;
+        ca.ensure(&self.layout, &name, &CertSpec::client(user, group))?;
+        Ok((self.layout.crt(&name), self.layout.key(&name)))
+    }
+
     /// The kubectl binary of the same release.
     pub fn kubectl_path(&self) -> &Path {
         &self.bins.kubectl
@@ -1557,6 +1586,21 @@ impl Drop for Cluster {
             eprintln!("xtask: {e:#}");
         }
     }
+}
+
+/// `user-<user>` with what a file name should not hold (`:`) replaced by `_`.
+fn user_stem(user: &str) -> String {
+    let stem: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("user-{stem}")
 }
 
 /// Why a cluster cannot be started here, if it cannot: no Go and the binaries not cached.

@@ -45,6 +45,7 @@ pub mod containerd;
 mod cri;
 pub mod images;
 pub mod k8s;
+pub mod metrics_server;
 pub mod packages;
 pub mod process;
 pub mod registry;

@@ -454,6 +454,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 xtask::k8s::RELEASE,
                 cp.apiserver.display()
             );
+            let ms = xtask::k8s::build_metrics_server(xtask::k8s::METRICS_SERVER_VERSION)?;
+            eprintln!("xtask: metrics-server ready ({})", ms.display());
         }
         Some(why) if xtask::require_all() => {
             bail!(
@@ -524,6 +526,7 @@ fn cluster(
             let b = k8s::control_plane(k8s::RELEASE, k8s::ETCD_VERSION)?;
             let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
             let extra = k8s::build(k8s::RELEASE, &packages)?;
+            let ms = k8s::build_metrics_server(k8s::METRICS_SERVER_VERSION)?;
             for p in [
                 &b.etcd,
                 &b.apiserver,
@@ -533,6 +536,7 @@ fn cluster(
             ]
             .into_iter()
             .chain(&extra)
+            .chain([&ms])
             {
                 println!("{}", p.display());
             }

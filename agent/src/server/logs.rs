@@ -10,6 +10,7 @@ use super::names;
 use super::stats::parse_rfc3339;
 use axum::body::Body;
 use axum::body::Bytes;
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -142,14 +143,72 @@ impl CriDecoder {
     }
 }
 
-/// The log file of a container: the newest attempt, or the one before with `previous`.
+/// Which attempt's log file a request reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The newest file: the instance that runs or ran last.
+    Newest,
+    /// The file before the newest: `previous` while the newest belongs to a current instance.
+    BeforeNewest,
+}
+
+/// The attempt `previous` (or not) names for `container` of `pod`, as the kubelet's
+/// validateContainerLogStatus picks a container ID, by attempt instead (files are named by
+/// attempt): `previous` is the last terminated instance, which is the newest file while the
+/// container waits to be restarted (CrashLoopBackOff) and the one before it once a new
+/// instance exists. Without a terminated instance `previous` is a 400, as there.
+pub fn attempt(pod: &Pod, container: &str, previous: bool) -> Result<Attempt, ApiError> {
+    if !previous {
+        return Ok(Attempt::Newest);
+    }
+    let Some(st) = pod.status.as_ref().and_then(|s| {
+        [
+            &s.container_statuses,
+            &s.init_container_statuses,
+            &s.ephemeral_container_statuses,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|c| c.name == container)
+    }) else {
+        // No status yet: the files alone decide.
+        return Ok(Attempt::BeforeNewest);
+    };
+    if st
+        .last_state
+        .as_ref()
+        .and_then(|l| l.terminated.as_ref())
+        .is_none()
+    {
+        return Err(no_previous(container, pod_name(pod)));
+    }
+    let current_exists = st.state.as_ref().is_some_and(|s| s.waiting.is_none());
+    Ok(if current_exists {
+        Attempt::BeforeNewest
+    } else {
+        Attempt::Newest
+    })
+}
+
+fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn no_previous(container: &str, pod: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "previous terminated container {container:?} in pod {pod:?} not found"
+    ))
+}
+
+/// The log file of a container: the newest attempt, or the one before (see [`attempt`]).
 pub fn log_file(
     pod_logs_dir: &Path,
     ns: &str,
     pod: &str,
     uid: &str,
     container: &str,
-    previous: bool,
+    which: Attempt,
 ) -> Result<PathBuf, ApiError> {
     for n in [ns, pod, container] {
         names::check(n)?;
@@ -171,16 +230,13 @@ pub fn log_file(
         .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
         .collect();
     attempts.sort_unstable();
-    let pick = if previous {
-        attempts.iter().rev().nth(1)
-    } else {
-        attempts.last()
+    let pick = match which {
+        Attempt::BeforeNewest => attempts.iter().rev().nth(1),
+        Attempt::Newest => attempts.last(),
     };
     match pick {
         Some(n) => Ok(dir.join(format!("{n}.log"))),
-        None if previous => Err(ApiError::BadRequest(format!(
-            "previous terminated container {container:?} in pod {pod:?} not found"
-        ))),
+        None if which == Attempt::BeforeNewest => Err(no_previous(container, pod)),
         None => Err(ApiError::NotFound(format!(
             "container {container:?} in pod {pod:?} has no logs"
         ))),
@@ -333,7 +389,7 @@ mod tests {
         let cdir = dir.join("ns_p_u1/c");
         std::fs::create_dir_all(&cdir).expect("mkdir");
         std::fs::write(cdir.join("0.log"), "2026-01-01T00:00:00Z stdout F a\n2026-01-01T00:00:01Z stdout F b\n2026-01-01T00:00:02Z stdout F c\n").expect("write");
-        let f = log_file(&dir, "ns", "p", "u1", "c", false).expect("found");
+        let f = log_file(&dir, "ns", "p", "u1", "c", Attempt::Newest).expect("found");
         let o = LogOptions {
             tail_lines: Some(2),
             limit_bytes: Some(3),
@@ -341,14 +397,44 @@ mod tests {
         };
         let (out, _, _) = read_existing(&f, &o).await.expect("read");
         assert_eq!(out, b"b\nc");
-        assert!(log_file(&dir, "ns", "p", "u1", "..", false).is_err());
-        assert!(log_file(&dir, "..", "p", "u1", "c", false).is_err());
-        assert!(log_file(&dir, "ns", "p", "../u1", "c", false).is_err());
+        assert!(log_file(&dir, "ns", "p", "u1", "..", Attempt::Newest).is_err());
+        assert!(log_file(&dir, "..", "p", "u1", "c", Attempt::Newest).is_err());
+        assert!(log_file(&dir, "ns", "p", "../u1", "c", Attempt::Newest).is_err());
         assert!(matches!(
-            log_file(&dir, "ns", "p", "u1", "c", true),
+            log_file(&dir, "ns", "p", "u1", "c", Attempt::BeforeNewest),
             Err(ApiError::BadRequest(_))
         ));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn previous_is_the_last_terminated_instance() {
+        let pod = |state: serde_json::Value, last: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "status": {"containerStatuses": [{
+                    "name": "c", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
+                    "state": state, "lastState": last,
+                }]},
+            }))
+            .expect("a pod")
+        };
+        let term = serde_json::json!({"terminated": {"exitCode": 1, "containerID": "x://1"}});
+        let waiting = serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        let running = serde_json::json!({"running": {}});
+        // In back-off the newest file is the terminated instance's.
+        let p = pod(waiting, term.clone());
+        assert_eq!(attempt(&p, "c", true).ok(), Some(Attempt::Newest));
+        assert_eq!(attempt(&p, "c", false).ok(), Some(Attempt::Newest));
+        // Restarted: the one before the running instance.
+        let p = pod(running.clone(), term);
+        assert_eq!(attempt(&p, "c", true).ok(), Some(Attempt::BeforeNewest));
+        // Never terminated: no previous, as the kubelet says.
+        let p = pod(running, serde_json::json!({}));
+        assert!(matches!(
+            attempt(&p, "c", true),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -282,7 +282,8 @@ async fn container_logs(
         )));
     }
     let uid = p.metadata.uid.clone().unwrap_or_default();
-    let path = logs::log_file(&v.pod_logs_dir, &ns, &pod, &uid, &container, opts.previous)?;
+    let which = logs::attempt(&p, &container, opts.previous)?;
+    let path = logs::log_file(&v.pod_logs_dir, &ns, &pod, &uid, &container, which)?;
     let (first, offset, dec) = logs::read_existing(&path, &opts).await?;
     let ct = [(header::CONTENT_TYPE, "text/plain")];
     if !opts.follow || opts.previous {
