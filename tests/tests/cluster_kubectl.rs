@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail, ensure};
 use nodelet_tests::{NODE, Node, NodeOpts, free_port};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -47,15 +47,6 @@ const CRASH: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\n  name
 spec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
 - name: once\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
 command: [sh, -c, 'echo attempt-$(date +%s%N); sleep 1; exit 1']\n";
-
-/// The address this host sends from towards the default route (what nodelet takes as the
-/// InternalIP when the node name does not resolve): no packet is sent.
-fn host_ip() -> Result<IpAddr> {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-    s.connect((Ipv4Addr::new(203, 0, 113, 1), 9))
-        .context("no default route")?;
-    Ok(s.local_addr()?.ip())
-}
 
 fn kubectl_cmd(c: &Cluster, kubeconfig: &Path) -> Command {
     let mut cmd = Command::new(c.kubectl_path());
@@ -184,7 +175,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     let Some(c) = cluster::start_or_skip(opts)? else {
         return Ok(());
     };
-    let ip = host_ip()?;
+    let ip = xtask::host_ip()?;
     let port = free_port()?;
     // The kubelet's cluster set-up (kubeadm's KubeletConfiguration): client certificates of the
     // cluster CA, bearer tokens by TokenReview, everything authorized by SubjectAccessReview;

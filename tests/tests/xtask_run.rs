@@ -357,7 +357,7 @@ fn cluster_variant_joins_the_control_plane_and_ctrl_c_removes_api_pods_too() -> 
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-api\n  namespace: default\nspec:\n  \
          automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 1\n  \
          containers:\n  - name: c\n    image: busybox:1.35\n    imagePullPolicy: IfNotPresent\n    \
-         command: [\"sleep\", \"3600\"]\n";
+         command: [\"sh\", \"-c\", \"echo hello-from-api; sleep 3600\"]\n";
     c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(pod))?;
     with_log(
         wait_for("the API pod Running", T, || {
@@ -366,6 +366,16 @@ fn cluster_variant_joins_the_control_plane_and_ctrl_c_removes_api_pods_too() -> 
         }),
         &log,
     )?;
+    // kubectl logs goes API server -> agent, with the cluster's kubelet-client certificate.
+    let logs = with_log(
+        wait_for("kubectl logs through the API server", T, || {
+            Ok(c.kubectl(&["logs", "from-api"])
+                .ok()
+                .filter(|l| l.contains("hello-from-api")))
+        }),
+        &log,
+    )?;
+    assert_eq!(logs.trim(), "hello-from-api");
     let removed = session.stop()?;
     let mut names: Vec<&str> = removed.pods.iter().map(|p| p.name.as_str()).collect();
     names.sort();

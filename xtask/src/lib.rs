@@ -104,3 +104,15 @@ pub fn nodelet_bin() -> PathBuf {
 pub fn require_all() -> bool {
     std::env::var(REQUIRE_ALL_VAR).is_ok_and(|v| v == "1")
 }
+
+/// The address this host sends from towards the default route: what nodelet (as the kubelet)
+/// reports as the InternalIP when the node name does not resolve, and so where the API server
+/// calls it. No packet is sent.
+pub fn host_ip() -> anyhow::Result<std::net::IpAddr> {
+    use anyhow::Context;
+    use std::net::{Ipv4Addr, UdpSocket};
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    s.connect((Ipv4Addr::new(203, 0, 113, 1), 9))
+        .context("no default route")?;
+    Ok(s.local_addr()?.ip())
+}

@@ -338,12 +338,14 @@ fn run_agent(manifests: Option<PathBuf>, cluster: bool, extra: &[String]) -> Res
     print_run(&session, &manifests);
     if let Some(c) = &control_plane {
         eprintln!(
-            "xtask: nodelet joins Kubernetes {} at {} as node {} (state and logs in {}); \
+            "xtask: nodelet joins Kubernetes {} at {} as node {} (state and logs in {}); its \
+             API listens on {}:10250, where the API server calls it for kubectl logs/exec; \
              Ctrl-C also stops the control plane, whose state stays for the next run",
             c.release(),
             c.server(),
             c.node_name(),
-            c.dir().display()
+            c.dir().display(),
+            xtask::host_ip().map_or_else(|e| format!("({e})"), |ip| ip.to_string())
         );
         println!(
             "{} --kubeconfig {} get nodes,pods -A -o wide",

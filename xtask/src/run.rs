@@ -331,7 +331,13 @@ impl Session {
             client = Some(c);
         }
         if let Some(join) = &opts.cluster {
-            cmd.arg(format!("--kubeconfig={}", join.kubeconfig.display()));
+            // The API server calls the agent (kubectl logs/exec) at the node's InternalIP, and
+            // the kubelet refuses a loopback one: serve there instead of on loopback. Clients
+            // still need a certificate of the session's CA or the cluster's.
+            let ip = crate::host_ip().context("--cluster needs the host's address")?;
+            cmd.arg(format!("--kubeconfig={}", join.kubeconfig.display()))
+                .arg(format!("--node-ip={ip}"))
+                .arg(format!("--address={ip}"));
         }
         cmd.args(&opts.args).stdin(Stdio::null());
         if let Some(log) = &opts.agent_log {
