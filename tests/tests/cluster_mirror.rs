@@ -78,7 +78,9 @@ fn wait_mirror(
 fn running_container(node: &Node) -> Result<Option<(String, u32)>> {
     let cs = node.pod_containers(STATIC)?;
     let mut running_ones = cs.iter().filter(|c| c.state == running());
-    let first = running_ones.next().map(|c| (c.id.clone(), restart_count(c)));
+    let first = running_ones
+        .next()
+        .map(|c| (c.id.clone(), restart_count(c)));
     ensure!(
         running_ones.next().is_none(),
         "more than one running container for {STATIC}: {cs:?}"
@@ -167,20 +169,21 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
     // 2. The static pod's status on its mirror pod.
     let status_ok = |p: &Value| {
         p["status"]["phase"] == "Running"
-            && p["status"]["containerStatuses"].as_array().is_some_and(|cs| {
-                cs.len() == 1
-                    && cs[0]["name"] == "c"
-                    && cs[0]["state"]["running"].is_object()
-                    && cs[0]["containerID"]
-                        .as_str()
-                        .is_some_and(|id| id.starts_with("containerd://"))
-            })
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.len() == 1
+                        && cs[0]["name"] == "c"
+                        && cs[0]["state"]["running"].is_object()
+                        && cs[0]["containerID"]
+                            .as_str()
+                            .is_some_and(|id| id.starts_with("containerd://"))
+                })
     };
     let running_mirror = wait_mirror(&c, &node, "the mirror pod Running", status_ok)?;
-    let (container, restarts) = node
-        .wait("the static pod's container running", T, || {
-            running_container(&node)
-        })?;
+    let (container, restarts) = node.wait("the static pod's container running", T, || {
+        running_container(&node)
+    })?;
     ensure!(
         running_mirror["status"]["containerStatuses"][0]["containerID"]
             == format!("containerd://{container}").as_str(),
@@ -192,7 +195,10 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
     let old_uid = uid(&running_mirror).to_owned();
     let t0 = Instant::now();
     c.kubectl(&["delete", "pod", &mirror_name(), "--timeout=120s"])?;
-    println!("kubectl delete of the mirror pod returned after {:?}", t0.elapsed());
+    println!(
+        "kubectl delete of the mirror pod returned after {:?}",
+        t0.elapsed()
+    );
     let again = wait_mirror(&c, &node, "a new mirror pod after kubectl delete", |p| {
         uid(p) != old_uid && !p["metadata"]["deletionTimestamp"].is_string()
     })?;
@@ -234,11 +240,11 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
     let t0 = Instant::now();
     node.wait("the mirror pod gone", T, || {
         let out = c.kubectl(&["get", "pods", "-o", "name"])?;
-        Ok((!out
-            .lines()
-            .any(|l| l == format!("pod/{}", mirror_name())))
-        .then_some(()))
+        Ok((!out.lines().any(|l| l == format!("pod/{}", mirror_name()))).then_some(()))
     })?;
-    println!("the mirror pod gone after the manifest's removal: {:?}", t0.elapsed());
+    println!(
+        "the mirror pod gone after the manifest's removal: {:?}",
+        t0.elapsed()
+    );
     Ok(())
 }

@@ -347,7 +347,9 @@ mod tests {
         assert_eq!(mirror(&p, "n1").map(|(_, m)| m.node_owner_uid), Some(None));
         p.metadata.owner_references = Some(vec![owner("n1", true)]);
         assert_eq!(
-            mirror(&p, "n1").and_then(|(_, m)| m.node_owner_uid).as_deref(),
+            mirror(&p, "n1")
+                .and_then(|(_, m)| m.node_owner_uid)
+                .as_deref(),
             Some("node-uid")
         );
 

@@ -135,9 +135,7 @@ impl Manager {
             return true;
         }
         // Creates (and owner checks) need the Node as it is now.
-        let creating = actions
-            .iter()
-            .any(|a| matches!(a, Action::Create { .. }));
+        let creating = actions.iter().any(|a| matches!(a, Action::Create { .. }));
         let mut node_deleting = false;
         if creating || self.node_uid.is_none() {
             match self.node().await {
@@ -166,19 +164,17 @@ impl Manager {
         let mut blocked: HashSet<Key> = HashSet::new();
         for a in actions {
             match a {
-                Action::Delete { key, uid, why } => {
-                    match self.delete(&key, &uid).await {
-                        Ok(()) => {
-                            info!(pod = %format_key(&key), uid = %uid, reason = %why, "mirror pod deleted");
-                            self.deleted.insert(uid);
-                        }
-                        Err(e) => {
-                            warn!(error = %error_chain(&e), reason = %why, "mirror pod not deleted; will retry");
-                            blocked.insert(key);
-                            ok = false;
-                        }
+                Action::Delete { key, uid, why } => match self.delete(&key, &uid).await {
+                    Ok(()) => {
+                        info!(pod = %format_key(&key), uid = %uid, reason = %why, "mirror pod deleted");
+                        self.deleted.insert(uid);
                     }
-                }
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), reason = %why, "mirror pod not deleted; will retry");
+                        blocked.insert(key);
+                        ok = false;
+                    }
+                },
                 Action::Create { key, static_uid } => {
                     if blocked.contains(&key) {
                         continue;

@@ -335,7 +335,10 @@ mod tests {
         let ann = m.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(ann.get(MIRROR_ANNOTATION), Some(&p.pod_ref.uid));
         assert_eq!(ann.get(CONFIG_HASH_ANNOTATION), Some(&p.pod_ref.uid));
-        assert_eq!(ann.get(CONFIG_SEEN_ANNOTATION).map(String::as_str), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            ann.get(CONFIG_SEEN_ANNOTATION).map(String::as_str),
+            Some("2026-01-01T00:00:00Z")
+        );
         assert_eq!(
             ann.get("kubernetes.io/config.source").map(String::as_str),
             Some("file")
@@ -346,7 +349,12 @@ mod tests {
         assert_eq!(owners.len(), 1);
         let o = &owners[0];
         assert_eq!(
-            (o.api_version.as_str(), o.kind.as_str(), o.name.as_str(), o.uid.as_str()),
+            (
+                o.api_version.as_str(),
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.uid.as_str()
+            ),
             ("v1", "Node", "n1", "node-uid")
         );
         assert_eq!(o.controller, Some(true));
