@@ -62,7 +62,7 @@ fn wait_mirror(
             let log = node.agent_log();
             let ours: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("mirror") || l.contains("status::sync"))
+                .filter(|l| l.contains("mirror::") || l.contains("status::sync"))
                 .collect();
             format!(
                 "the mirror pod as the API shows it: {}\nagent lines about mirror pods and status:\n{}",
@@ -246,5 +246,8 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         "the mirror pod gone after the manifest's removal: {:?}",
         t0.elapsed()
     );
+    let log = node.agent_log();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("mirror::")).collect();
+    println!("agent lines about mirror pods:\n{}", ours.join("\n"));
     Ok(())
 }

@@ -43,6 +43,17 @@ pub struct MirrorPod {
     pub node_owner_uid: Option<String>,
 }
 
+/// A static pod's config hash (kubelet getPodHash: the config.hash annotation, which the file
+/// source sets to the UID), the value its mirror pod's `kubernetes.io/config.mirror` carries.
+pub fn config_hash(d: &DesiredPod) -> &str {
+    d.pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::manifest::CONFIG_HASH_ANNOTATION))
+        .map_or(d.pod_ref.uid.as_str(), String::as_str)
+}
+
 /// This node's mirror pods by (namespace, name), as the watch last saw them.
 pub type MirrorSet = Arc<BTreeMap<(String, String), MirrorPod>>;
 

@@ -21,8 +21,7 @@ pub mod manager;
 pub use manager::start;
 
 use crate::config::DesiredPods;
-use crate::config::apiserver::{MIRROR_ANNOTATION, MirrorPod};
-use crate::config::manifest::CONFIG_HASH_ANNOTATION;
+use crate::config::apiserver::{MIRROR_ANNOTATION, MirrorPod, config_hash};
 use crate::pod::DesiredPod;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -83,17 +82,6 @@ pub enum Action {
     },
 }
 
-/// The static pod's config hash (kubelet getPodHash: the config.hash annotation; our file
-/// source always sets it to the UID).
-pub fn static_hash(d: &DesiredPod) -> &str {
-    d.pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
-        .map_or(d.pod_ref.uid.as_str(), String::as_str)
-}
-
 /// What to do so that every static pod of `desired` has exactly one current mirror pod owned
 /// by the Node with UID `node_uid`. Mirror pods whose UID is in `deleted` (deleted by us, the
 /// watch not caught up yet) count as absent.
@@ -108,7 +96,7 @@ pub fn plan(
     for (uid, d) in desired.iter().filter(|(_, d)| !d.is_api()) {
         let key = (d.pod_ref.namespace.clone(), d.pod_ref.name.clone());
         statics.insert(key.clone());
-        let hash = static_hash(d);
+        let hash = config_hash(d);
         if let Some(m) = mirrors.get(&key).filter(|m| !deleted.contains(&m.uid)) {
             let why = if m.deleting {
                 Why::Deleting
@@ -152,7 +140,7 @@ pub fn plan(
 /// No UID, resourceVersion or status: the API server assigns them.
 pub fn mirror_pod(d: &DesiredPod, node_name: &str, node_uid: &str, seen: &str) -> Pod {
     let mut pod = d.pod.clone();
-    let hash = static_hash(d).to_owned();
+    let hash = config_hash(d).to_owned();
     let m = &mut pod.metadata;
     m.uid = None;
     m.resource_version = None;
@@ -181,7 +169,7 @@ pub fn mirror_pod(d: &DesiredPod, node_name: &str, node_uid: &str, seen: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::manifest::apply_defaults;
+    use crate::config::manifest::{CONFIG_HASH_ANNOTATION, apply_defaults};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use kube::api::ObjectMeta;
     use std::path::Path;
@@ -220,7 +208,7 @@ mod tests {
         let key = (d.pod_ref.namespace.clone(), d.pod_ref.name.clone());
         let m = MirrorPod {
             uid: uid.into(),
-            hash: static_hash(d).into(),
+            hash: config_hash(d).into(),
             deleting: false,
             node_owner_uid: Some("node".into()),
         };

@@ -77,14 +77,7 @@ pub fn start(
 fn mirror_uid<'a>(d: &crate::pod::DesiredPod, mirrors: &'a MirrorSet) -> Option<&'a str> {
     let key = (d.pod_ref.namespace.clone(), d.pod_ref.name.clone());
     let m = mirrors.get(&key)?;
-    let hash = d
-        .pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::config::manifest::CONFIG_HASH_ANNOTATION))
-        .unwrap_or(&d.pod_ref.uid);
-    (!m.deleting && &m.hash == hash).then_some(m.uid.as_str())
+    (!m.deleting && m.hash == crate::config::apiserver::config_hash(d)).then_some(m.uid.as_str())
 }
 
 struct Writer {
@@ -250,5 +243,63 @@ impl Writer {
                 pod: pod.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::apiserver::MirrorPod;
+    use crate::config::manifest::apply_defaults;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_static_pods_status_goes_to_its_current_mirror_pod_only() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = apply_defaults(pod, std::path::Path::new("/m/web.yaml"), "n1");
+        let key = ("default".to_string(), "web-n1".to_string());
+        let current = MirrorPod {
+            uid: "m1".into(),
+            hash: d.pod_ref.uid.clone(),
+            deleting: false,
+            node_owner_uid: None,
+        };
+        let set = |m: MirrorPod| -> MirrorSet { Arc::new(BTreeMap::from([(key.clone(), m)])) };
+        assert_eq!(mirror_uid(&d, &set(current.clone())), Some("m1"));
+        let outdated = MirrorPod {
+            hash: "old".into(),
+            ..current.clone()
+        };
+        assert_eq!(
+            mirror_uid(&d, &set(outdated)),
+            None,
+            "an older version's mirror"
+        );
+        let deleting = MirrorPod {
+            deleting: true,
+            ..current
+        };
+        assert_eq!(
+            mirror_uid(&d, &set(deleting)),
+            None,
+            "a mirror on its way out"
+        );
+        assert_eq!(mirror_uid(&d, &MirrorSet::default()), None, "no mirror yet");
     }
 }
