@@ -23,6 +23,8 @@ use xtask::cluster::{self, Cluster, ClusterOpts};
 const T: Duration = Duration::from_secs(120);
 /// The static pod's name in the manifest; the agent (and so the API) names it `<name>-<node>`.
 const STATIC: &str = "mirrored";
+/// A static pod whose manifest goes while the agent is stopped.
+const ORPHAN: &str = "orphaned";
 
 fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
     let mut a = args.to_vec();
@@ -74,6 +76,32 @@ fn wait_mirror(
     Ok(got)
 }
 
+/// The API server stopped with SIGSTOP until dropped (SIGCONT), so a failing test never
+/// leaves it frozen.
+struct Frozen(i32);
+
+impl Frozen {
+    fn new(c: &Cluster) -> Result<Frozen> {
+        let pid = c
+            .pid(cluster::Component::ApiServer)
+            .context("the API server's pid")?;
+        let pid = i32::try_from(pid)?;
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        ensure!(
+            unsafe { libc::kill(pid, libc::SIGSTOP) } == 0,
+            "SIGSTOP kube-apiserver"
+        );
+        Ok(Frozen(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 /// The static pod's running container: (id, restart count).
 fn running_container(node: &Node) -> Result<Option<(String, u32)>> {
     let cs = node.pod_containers(STATIC)?;
@@ -116,6 +144,8 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
     node.stop_agent(libc::SIGTERM)?;
     let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
     node.start_agent(&[&kubeconfig])?;
+    // A second static pod, removed while the agent is down: its mirror pod is an orphan.
+    node.write_manifest("orphan.yaml", &host_pod(ORPHAN, "Always", "sleep 3600"))?;
     node.write_manifest(
         "mirrored.yaml",
         &host_pod(STATIC, "Always", "echo v1; sleep 3600"),
@@ -235,7 +265,89 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         uid(p) == uid(&edited) && status_ok(p)
     })?;
 
-    // 5. The manifest removed: the mirror pod goes.
+    // 5. The API server frozen (SIGSTOP: connections hang) while the manifest changes: the
+    //    static pod is replaced all the same, the mirror pod manager backs off, and once the
+    //    API server runs again the mirror pod follows.
+    let edited_hash = annotation(&edited, "kubernetes.io/config.mirror")
+        .unwrap_or_default()
+        .to_owned();
+    let offset = node.agent_log().len();
+    let frozen = Frozen::new(&c)?;
+    node.write_manifest(
+        "mirrored.yaml",
+        &host_pod(STATIC, "Always", "echo v3; sleep 3600"),
+    )?;
+    let t0 = Instant::now();
+    node.wait(
+        "a mirror pod call failing while the API server is frozen",
+        T,
+        || {
+            let log = node.agent_log();
+            let since = log.get(offset..).unwrap_or_default();
+            Ok(since
+                .lines()
+                .any(|l| l.contains("mirror::manager") && l.contains("will retry"))
+                .then_some(()))
+        },
+    )?;
+    drop(frozen);
+    let current = wait_mirror(&c, &node, "the mirror pod replaced after the thaw", |p| {
+        annotation(p, "kubernetes.io/config.mirror").is_some_and(|h| h != edited_hash)
+    })?;
+    let since = node
+        .agent_log()
+        .get(offset..)
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "API server frozen for {:?}; failed mirror pod calls logged meanwhile: {}",
+        t0.elapsed(),
+        since
+            .lines()
+            .filter(|l| l.contains("mirror::manager") && l.contains("will retry"))
+            .count()
+    );
+    wait_mirror(&c, &node, "the thawed mirror pod Running", |p| {
+        uid(p) == uid(&current) && status_ok(p)
+    })?;
+
+    // 6. An agent restart leaves a current mirror pod alone and removes the orphan of a
+    //    manifest removed meanwhile.
+    node.wait("the orphan-to-be's mirror pod", T, || {
+        Ok(get_json(&c, &["get", "pod", &format!("{ORPHAN}-{NODE}")]).ok())
+    })?;
+    node.stop_agent(libc::SIGTERM)?;
+    node.remove_manifest("orphan.yaml")?;
+    let offset = node.agent_log().len();
+    node.start_agent(&[&kubeconfig])?;
+    let t0 = Instant::now();
+    node.wait(
+        "the orphaned mirror pod deleted after the restart",
+        T,
+        || {
+            let out = c.kubectl(&["get", "pods", "-o", "name"])?;
+            Ok((!out.lines().any(|l| l == format!("pod/{ORPHAN}-{NODE}"))).then_some(()))
+        },
+    )?;
+    println!(
+        "the orphaned mirror pod gone after the restart: {:?}",
+        t0.elapsed()
+    );
+    // The pass that deleted the orphan saw every source, so it judged the other mirror too.
+    let kept = mirror(&c).context("the current mirror pod after the restart")?;
+    let after = node
+        .agent_log()
+        .get(offset..)
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        uid(&kept) == uid(&current) && !after.contains("mirror pod created"),
+        "the restart kept the current mirror pod {} (now {}); agent lines since the restart:\n{after}",
+        uid(&current),
+        uid(&kept)
+    );
+
+    // 7. The manifest removed: the mirror pod goes.
     node.remove_manifest("mirrored.yaml")?;
     let t0 = Instant::now();
     node.wait("the mirror pod gone", T, || {

@@ -111,10 +111,13 @@ impl Manager {
                 retry = FIRST_RETRY;
                 None
             };
+            // While backing off, changes wait for the retry (which reads the latest of both):
+            // a flapping watch or config cannot turn a failing API server into a busy loop.
+            let waiting = retry_at.is_none();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = config.changed() => if r.is_err() { return },
-                r = mirrors.changed() => if r.is_err() { return },
+                r = config.changed(), if waiting => if r.is_err() { return },
+                r = mirrors.changed(), if waiting => if r.is_err() { return },
                 _ = sleep_until(retry_at) => {}
             }
         }
