@@ -15,6 +15,7 @@ mod eviction;
 mod instrument;
 mod kuberuntime;
 mod metrics;
+mod mirror;
 mod nodestatus;
 mod options;
 mod pleg;
@@ -162,12 +163,16 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         }
         None => info!("no static pod path (--pod-manifest-path / staticPodPath)"),
     }
+    // The API source's watch also sees this node's mirror pods: the mirror pod manager and
+    // the status writer read them from here.
+    let (mirrors_tx, mirrors_rx) = watch::channel(None);
     if let Some(client) = api_client.clone() {
         let (tx, rx) = watch::channel(None);
         tasks.spawn(config::apiserver::run(
             client,
             opts.node_name.clone(),
             tx,
+            mirrors_tx,
             cancel.child_token(),
         ));
         sources.push(rx);
@@ -187,9 +192,18 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     if let Some(client) = api_client.clone() {
+        mirror::start(
+            client.clone(),
+            opts.node_name.clone(),
+            config_rx.clone(),
+            mirrors_rx.clone(),
+            &mut tasks,
+            cancel.child_token(),
+        );
         status::sync::start(
             client,
             config_rx.clone(),
+            mirrors_rx.clone(),
             status_store.clone(),
             cache.clone(),
             &mut tasks,

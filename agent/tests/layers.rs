@@ -30,6 +30,8 @@ const LAYERS: &[(&str, u8)] = &[
     // eBPF writes the stats store; the pod workers act.
     ("ebpf", 5),
     ("pod_workers", 5),
+    // Mirror pods: the static pods' API copies (cluster mode), from the desired set.
+    ("mirror", 5),
     // Node status reads runtime and PLEG health (cluster mode).
     ("nodestatus", 5),
     // Eviction reads stats and status and hands the pod workers a kill function (main wires it).

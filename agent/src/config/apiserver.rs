@@ -8,7 +8,9 @@
 //! during an outage the last set stays, so running pods keep running.
 //!
 //! Mirror pods (the API's copies of this node's static pods) are not pods to run: they are
-//! left out, as the kubelet's pod manager keeps them apart.
+//! left out of the desired set, as the kubelet's pod manager keeps them apart, and published
+//! on a second channel ([`MirrorSet`]) for the mirror pod manager and the status writer, so one
+//! watch serves both.
 
 use super::SourceSet;
 use crate::pod::{DesiredPod, PodHandle, PodRef, PodSource};
@@ -26,6 +28,34 @@ use tracing::{debug, info, warn};
 
 /// Annotation that marks a mirror pod (kubetypes.ConfigMirrorAnnotationKey).
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// A mirror pod as the API server holds it: what the mirror pod manager compares with the
+/// static pod it copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorPod {
+    /// The mirror pod's own UID (deletes and status patches carry it as a precondition).
+    pub uid: String,
+    /// `kubernetes.io/config.mirror`: the config hash of the static pod it was made from.
+    pub hash: String,
+    /// The API server was asked to delete it (deletionTimestamp set).
+    pub deleting: bool,
+    /// UID in its controller owner reference to a Node named as this node, if it has one.
+    pub node_owner_uid: Option<String>,
+}
+
+/// A static pod's config hash (kubelet getPodHash: the config.hash annotation, which the file
+/// source sets to the UID), the value its mirror pod's `kubernetes.io/config.mirror` carries.
+pub fn config_hash(d: &DesiredPod) -> &str {
+    d.pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::manifest::CONFIG_HASH_ANNOTATION))
+        .map_or(d.pod_ref.uid.as_str(), String::as_str)
+}
+
+/// This node's mirror pods by (namespace, name), as the watch last saw them.
+pub type MirrorSet = Arc<BTreeMap<(String, String), MirrorPod>>;
 
 /// Watch errors are logged at most this often during an outage (each retry would log).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -100,6 +130,54 @@ pub fn desired(pod: Pod) -> Option<DesiredPod> {
     })
 }
 
+/// A pod from the API as a mirror pod of node `node_name`, or `None` when it is not one (or
+/// has no identity).
+pub fn mirror(pod: &Pod, node_name: &str) -> Option<((String, String), MirrorPod)> {
+    let m = &pod.metadata;
+    let hash = m.annotations.as_ref()?.get(MIRROR_ANNOTATION)?.clone();
+    let key = (
+        m.namespace.clone().filter(|s| !s.is_empty())?,
+        m.name.clone().filter(|s| !s.is_empty())?,
+    );
+    let node_owner_uid = m.owner_references.iter().flatten().find_map(|o| {
+        (o.api_version == "v1"
+            && o.kind == "Node"
+            && o.name == node_name
+            && o.controller == Some(true))
+        .then(|| o.uid.clone())
+    });
+    let mp = MirrorPod {
+        uid: m.uid.clone().filter(|s| !s.is_empty())?,
+        hash,
+        deleting: m.deletion_timestamp.is_some(),
+        node_owner_uid,
+    };
+    Some((key, mp))
+}
+
+/// Records `pod` in `mirrors` when it is a mirror pod; forgets a mirror of the same UID when
+/// it no longer is one. Returns whether the set changed.
+fn upsert_mirror(
+    mirrors: &mut BTreeMap<(String, String), MirrorPod>,
+    pod: &Pod,
+    node_name: &str,
+) -> bool {
+    match mirror(pod, node_name) {
+        Some((key, mp)) => mirrors.insert(key, mp.clone()) != Some(mp),
+        None => remove_mirror(mirrors, pod),
+    }
+}
+
+/// Forgets the mirror pod with `pod`'s UID; whether there was one.
+fn remove_mirror(mirrors: &mut BTreeMap<(String, String), MirrorPod>, pod: &Pod) -> bool {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
+        return false;
+    };
+    let before = mirrors.len();
+    mirrors.retain(|_, m| m.uid != uid);
+    mirrors.len() != before
+}
+
 /// Whether `new` asks anything different of the node than `old`: a status written back (by
 /// this agent) or a new resourceVersion alone does not, so it wakes no worker.
 fn same_for_the_node(old: &DesiredPod, new: &DesiredPod) -> bool {
@@ -124,12 +202,13 @@ fn upsert(pods: &mut BTreeMap<String, PodHandle>, pod: Pod) -> bool {
     true
 }
 
-/// Runs the source until cancelled, publishing the node's API pods on `tx` after the initial
-/// list and on every change.
+/// Runs the source until cancelled, publishing the node's API pods on `tx` and its mirror
+/// pods on `mirrors_tx`, each after the initial list and on every change.
 pub async fn run(
     client: kube::Client,
     node_name: String,
     tx: watch::Sender<Option<SourceSet>>,
+    mirrors_tx: watch::Sender<Option<MirrorSet>>,
     cancel: CancellationToken,
 ) {
     let api: kube::Api<Pod> = kube::Api::all(client);
@@ -137,6 +216,8 @@ pub async fn run(
     let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     let mut pods: BTreeMap<String, PodHandle> = BTreeMap::new();
     let mut relist: Option<BTreeMap<String, PodHandle>> = None;
+    let mut mirrors: BTreeMap<(String, String), MirrorPod> = BTreeMap::new();
+    let mut mirrors_relist: Option<BTreeMap<(String, String), MirrorPod>> = None;
     let mut last_error_log: Option<Instant> = None;
     let mut failing = false;
     info!(node = %node_name, "watching the API server for this node's pods");
@@ -145,7 +226,8 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             ev = stream.next() => ev,
         };
-        let changed = match ev {
+        // (desired pods changed, mirror pods changed)
+        let (changed, mirrors_changed) = match ev {
             None => return,
             Some(Err(e)) => {
                 if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
@@ -153,7 +235,7 @@ pub async fn run(
                     last_error_log = Some(Instant::now());
                 }
                 failing = true;
-                false
+                (false, false)
             }
             Some(Ok(ev)) => {
                 if failing {
@@ -164,9 +246,15 @@ pub async fn run(
                 match ev {
                     Event::Init => {
                         relist = Some(BTreeMap::new());
-                        false
+                        mirrors_relist = Some(BTreeMap::new());
+                        (false, false)
                     }
                     Event::InitApply(p) => {
+                        if let Some(next) = mirrors_relist.as_mut()
+                            && let Some((key, mp)) = mirror(&p, &node_name)
+                        {
+                            next.insert(key, mp);
+                        }
                         // Reuse unchanged handles so a relist wakes only changed pods.
                         if let Some(next) = relist.as_mut()
                             && let Some(d) = desired(p)
@@ -175,29 +263,43 @@ pub async fn run(
                             let keep = pods.get(&uid).filter(|old| same_for_the_node(old, &d));
                             next.insert(uid, keep.cloned().unwrap_or_else(|| Arc::new(d)));
                         }
-                        false
+                        (false, false)
                     }
                     Event::InitDone => {
                         if let Some(next) = relist.take() {
                             pods = next;
                         }
+                        if let Some(next) = mirrors_relist.take() {
+                            mirrors = next;
+                        }
                         debug!(
                             pods = pods.len(),
+                            mirror_pods = mirrors.len(),
                             "initial list of this node's pods complete"
                         );
-                        true
+                        (true, true)
                     }
-                    Event::Apply(p) => upsert(&mut pods, p),
-                    Event::Delete(p) => p
-                        .metadata
-                        .uid
-                        .as_ref()
-                        .is_some_and(|uid| pods.remove(uid).is_some()),
+                    Event::Apply(p) => {
+                        let m = upsert_mirror(&mut mirrors, &p, &node_name);
+                        (upsert(&mut pods, p), m)
+                    }
+                    Event::Delete(p) => {
+                        let m = remove_mirror(&mut mirrors, &p);
+                        let d = p
+                            .metadata
+                            .uid
+                            .as_ref()
+                            .is_some_and(|uid| pods.remove(uid).is_some());
+                        (d, m)
+                    }
                 }
             }
         };
         if changed {
             tx.send_replace(Some(Arc::new(pods.clone())));
+        }
+        if mirrors_changed {
+            mirrors_tx.send_replace(Some(Arc::new(mirrors.clone())));
         }
     }
 }
@@ -233,6 +335,40 @@ mod tests {
         assert!(desired(api_pod("u", &[])).is_some());
         assert!(desired(api_pod("u", &[(MIRROR_ANNOTATION, "h")])).is_none());
         assert!(desired(api_pod("", &[])).is_none());
+    }
+
+    #[test]
+    fn mirror_pods_are_recognised_with_their_hash_and_node_owner() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        assert!(mirror(&api_pod("u", &[]), "n1").is_none());
+        let mut p = api_pod("m1", &[(MIRROR_ANNOTATION, "h1")]);
+        let (key, m) = mirror(&p, "n1").expect("a mirror pod");
+        assert_eq!(key, ("default".to_string(), "web".to_string()));
+        assert_eq!((m.uid.as_str(), m.hash.as_str()), ("m1", "h1"));
+        assert!(!m.deleting && m.node_owner_uid.is_none());
+        let owner = |name: &str, controller| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: name.into(),
+            uid: "node-uid".into(),
+            controller: Some(controller),
+            ..Default::default()
+        };
+        p.metadata.owner_references = Some(vec![owner("other", true), owner("n1", false)]);
+        assert_eq!(mirror(&p, "n1").map(|(_, m)| m.node_owner_uid), Some(None));
+        p.metadata.owner_references = Some(vec![owner("n1", true)]);
+        assert_eq!(
+            mirror(&p, "n1")
+                .and_then(|(_, m)| m.node_owner_uid)
+                .as_deref(),
+            Some("node-uid")
+        );
+
+        let mut set = BTreeMap::new();
+        assert!(upsert_mirror(&mut set, &p, "n1"));
+        assert!(!upsert_mirror(&mut set, &p, "n1"), "unchanged");
+        assert!(remove_mirror(&mut set, &p));
+        assert!(set.is_empty());
     }
 
     #[test]

@@ -12,10 +12,14 @@
 //!   deletionTimestamp and the runtime cache, relisted, shows nothing of it (the kubelet's
 //!   canBeDeleted after its containers and sandbox are gone).
 //!
-//! Static pods are not written here (their API copies are mirror pods).
+//! Static pods' statuses go to their mirror pods (the kubelet's TranslatePodUID): to the
+//! mirror pod of the same name whose hash is the static pod's, with that mirror pod's UID as
+//! the precondition; a static pod without a current mirror pod waits for the mirror pod
+//! manager (`mirror`) to make one, whose appearance on the watch wakes this writer.
 
 use super::StatusStore;
 use crate::config::PodSet;
+use crate::config::apiserver::MirrorSet;
 use crate::errors::error_chain;
 use crate::pleg::cache::CacheReader;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -54,6 +58,7 @@ enum WriteError {
 pub fn start(
     client: kube::Client,
     config: watch::Receiver<Option<PodSet>>,
+    mirrors: watch::Receiver<Option<MirrorSet>>,
     store: StatusStore,
     cache: CacheReader,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -64,12 +69,21 @@ pub fn start(
         sent: HashMap::new(),
         deleted: HashSet::new(),
     };
-    tasks.spawn(w.run(config, store, cache, cancel));
+    tasks.spawn(w.run(config, mirrors, store, cache, cancel));
+}
+
+/// The UID of static pod `d`'s mirror pod, when the API server holds one that copies this
+/// version of it and is not being deleted (kubelet IsMirrorPodOf).
+fn mirror_uid<'a>(d: &crate::pod::DesiredPod, mirrors: &'a MirrorSet) -> Option<&'a str> {
+    let key = (d.pod_ref.namespace.clone(), d.pod_ref.name.clone());
+    let m = mirrors.get(&key)?;
+    (!m.deleting && m.hash == crate::config::apiserver::config_hash(d)).then_some(m.uid.as_str())
 }
 
 struct Writer {
     client: kube::Client,
-    /// The last status the API server accepted, by UID.
+    /// The last status the API server accepted, by the UID of the API object written (the
+    /// mirror pod's for a static pod, so a new mirror pod gets the status at once).
     sent: HashMap<String, PodStatus>,
     /// UIDs whose final delete the API server accepted.
     deleted: HashSet<String>,
@@ -79,18 +93,21 @@ impl Writer {
     async fn run(
         mut self,
         mut config: watch::Receiver<Option<PodSet>>,
+        mut mirrors: watch::Receiver<Option<MirrorSet>>,
         mut store: StatusStore,
         mut cache: CacheReader,
         cancel: CancellationToken,
     ) {
         let mut resync_at = Instant::now() + RESYNC;
         let mut retry = FIRST_RETRY;
+        let mut mirrors_open = true;
         loop {
             let desired = config.borrow_and_update().clone();
+            let mirror_pods = mirrors.borrow_and_update().clone().unwrap_or_default();
             let statuses = store.pods_and_update();
             let snap = cache.snapshot();
             let (failed, deleting) = match &desired {
-                Some(d) => self.sync(d, &statuses, &snap).await,
+                Some(d) => self.sync(d, &mirror_pods, &statuses, &snap).await,
                 None => (false, false),
             };
             let retry_at = if failed {
@@ -104,6 +121,8 @@ impl Writer {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = config.changed() => if r.is_err() { return },
+                // A sender gone (no API source) keeps the last set; stop waiting on it.
+                r = mirrors.changed(), if mirrors_open => if r.is_err() { mirrors_open = false },
                 ok = store.changed() => if !ok { return },
                 // The runtime matters only while a deleted pod waits for its containers to go.
                 _ = cache.changed(), if deleting => {}
@@ -122,19 +141,29 @@ impl Writer {
     async fn sync(
         &mut self,
         desired: &PodSet,
+        mirrors: &MirrorSet,
         statuses: &super::PodStatuses,
         snap: &crate::pleg::cache::CacheSnapshot,
     ) -> (bool, bool) {
         let mut failed = false;
         let mut waiting = false;
-        for (uid, d) in desired.iter().filter(|(_, d)| d.is_api()) {
+        let mut written = HashSet::new();
+        for (uid, d) in desired.iter() {
+            // The API object that shows this pod: itself, or a static pod's current mirror.
+            let target = if d.is_api() {
+                Some(uid.as_str())
+            } else {
+                mirror_uid(d, mirrors)
+            };
+            let Some(target) = target else { continue };
+            written.insert(target.to_owned());
             if let Some(pod) = statuses.get(uid)
                 && let Some(status) = pod.status.as_ref()
-                && self.sent.get(uid) != Some(status)
+                && self.sent.get(target) != Some(status)
             {
-                match self.patch(pod, uid, status).await {
+                match self.patch(pod, target, status).await {
                     Ok(()) => {
-                        self.sent.insert(uid.clone(), status.clone());
+                        self.sent.insert(target.to_owned(), status.clone());
                     }
                     Err(e) => {
                         warn!(error = %error_chain(&e), "status not written; will retry");
@@ -142,7 +171,7 @@ impl Writer {
                     }
                 }
             }
-            if d.deleting() && !self.deleted.contains(uid) {
+            if d.is_api() && d.deleting() && !self.deleted.contains(uid) {
                 let gone = snap.updated.is_some() && !snap.pods.contains_key(uid);
                 if !gone {
                     waiting = true;
@@ -160,7 +189,7 @@ impl Writer {
                 }
             }
         }
-        self.sent.retain(|uid, _| desired.contains_key(uid));
+        self.sent.retain(|uid, _| written.contains(uid));
         self.deleted.retain(|uid| desired.contains_key(uid));
         (failed, waiting)
     }
@@ -214,5 +243,63 @@ impl Writer {
                 pod: pod.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::apiserver::MirrorPod;
+    use crate::config::manifest::apply_defaults;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_static_pods_status_goes_to_its_current_mirror_pod_only() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = apply_defaults(pod, std::path::Path::new("/m/web.yaml"), "n1");
+        let key = ("default".to_string(), "web-n1".to_string());
+        let current = MirrorPod {
+            uid: "m1".into(),
+            hash: d.pod_ref.uid.clone(),
+            deleting: false,
+            node_owner_uid: None,
+        };
+        let set = |m: MirrorPod| -> MirrorSet { Arc::new(BTreeMap::from([(key.clone(), m)])) };
+        assert_eq!(mirror_uid(&d, &set(current.clone())), Some("m1"));
+        let outdated = MirrorPod {
+            hash: "old".into(),
+            ..current.clone()
+        };
+        assert_eq!(
+            mirror_uid(&d, &set(outdated)),
+            None,
+            "an older version's mirror"
+        );
+        let deleting = MirrorPod {
+            deleting: true,
+            ..current
+        };
+        assert_eq!(
+            mirror_uid(&d, &set(deleting)),
+            None,
+            "a mirror on its way out"
+        );
+        assert_eq!(mirror_uid(&d, &MirrorSet::default()), None, "no mirror yet");
     }
 }
