@@ -350,6 +350,11 @@ fn cluster_variant_joins_the_control_plane_and_ctrl_c_removes_api_pods_too() -> 
     else {
         return Ok(());
     };
+    assert_eq!(
+        xtask::run::ensure_namespaces(&c, &examples())?,
+        ["demo"],
+        "the example pods' namespaces"
+    );
     let Some((session, _)) = start(&examples(), &log, NODE, Some(ClusterJoin::of(&c)))? else {
         return Ok(());
     };
@@ -376,6 +381,23 @@ fn cluster_variant_joins_the_control_plane_and_ctrl_c_removes_api_pods_too() -> 
         &log,
     )?;
     assert_eq!(logs.trim(), "hello-from-api");
+    // The static pods have their mirror pods, in their own namespaces.
+    with_log(
+        wait_for("the example pods' mirror pods", T, || {
+            let web = c.kubectl(&[
+                "get",
+                "pod",
+                "-n",
+                "demo",
+                &format!("web-{NODE}"),
+                "-o",
+                "name",
+            ]);
+            let hello = c.kubectl(&["get", "pod", &format!("hello-{NODE}"), "-o", "name"]);
+            Ok((web.is_ok() && hello.is_ok()).then_some(()))
+        }),
+        &log,
+    )?;
     let removed = session.stop()?;
     let mut names: Vec<&str> = removed.pods.iter().map(|p| p.name.as_str()).collect();
     names.sort();

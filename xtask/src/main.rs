@@ -319,7 +319,11 @@ fn run_agent(manifests: Option<PathBuf>, cluster: bool, extra: &[String]) -> Res
     // Started before the session and stopped after it (dropped last), so the agent never
     // runs against a control plane that is not there yet.
     let control_plane = if cluster {
-        Some(start_run_cluster(&node_name)?)
+        let c = start_run_cluster(&node_name)?;
+        if manifests.is_dir() {
+            xtask::run::ensure_namespaces(&c, &manifests)?;
+        }
+        Some(c)
     } else {
         None
     };
