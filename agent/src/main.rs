@@ -6,6 +6,7 @@
 //! pods running, as the kubelet does; the next start adopts them.
 
 mod admission;
+mod certificate;
 mod cm;
 mod config;
 mod ebpf;
@@ -113,6 +114,22 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // pod source, the volume manager and the status manager's writes. A kubeconfig that cannot
     // be used is an error the agent keeps naming while it serves everything else (static pods,
     // its API, which then refuses what needs the API server), as an unreachable API server is.
+    // TLS bootstrapping first, so that every API client below starts with a valid certificate.
+    let certs = opts.kubeconfig.clone().map(|k| {
+        let c = &opts.certificates;
+        certificate::Settings::new(
+            opts.node_name.clone(),
+            k,
+            c.bootstrap_kubeconfig.clone(),
+            c.cert_dir.clone(),
+            c.rotate,
+        )
+    });
+    if let Some(c) = &certs
+        && let Err(e) = certificate::bootstrap(c).await
+    {
+        error!(error = %errors::error_chain(&e), "TLS bootstrapping failed: the node does not join the cluster");
+    }
     let api_client = match &opts.kubeconfig {
         Some(path) => match config::apiserver::client(path, None).await {
             Ok(c) => Some(c),
@@ -133,6 +150,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(c) = certs {
+        certificate::start_rotation(c, &mut tasks, cancel.child_token());
+    }
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
