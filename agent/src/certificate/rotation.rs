@@ -165,7 +165,9 @@ mod tests {
         let na = nb + life;
         // The fraction of the lifetime at which `jitter` renews (to a microsecond).
         let at = |j| {
-            let d = deadline(nb, na, j).duration_since(nb).expect("after notBefore");
+            let d = deadline(nb, na, j)
+                .duration_since(nb)
+                .expect("after notBefore");
             (d.as_secs_f64() / life.as_secs_f64() * 1e6).round() / 1e6
         };
         assert_eq!(at(0.0), 0.7);
