@@ -12,7 +12,8 @@
 //! - with `--rotate-certificates` and the test-only `NODELET_TEST_CERT_ROTATE_AFTER_SECONDS`
 //!   (the deadline, normally 70-90 % of the lifetime), a second CSR, from system:node:<NODE>,
 //!   is issued, `kubelet-client-current.pem` points at a new file, the agent's API clients
-//!   switch to it without a restart, and the Lease is still renewed afterwards.
+//!   switch to it without a restart, the Lease is still renewed afterwards and a pod bound to
+//!   the node through the API runs and reports Running.
 //!
 //! Only what the API and the files show is judged; no timing is asserted (printed for
 //! information). Skips when the control plane or containerd cannot be had, fails instead under
@@ -263,6 +264,18 @@ fn a_node_bootstraps_its_client_certificate_reuses_it_and_rotates_it() -> Result
     let after = lease_renew_time(&c);
     node.wait("the lease renewed after the rotation", T, || {
         Ok(lease_renew_time(&c).filter(|t| Some(t) != after.as_ref()))
+    })?;
+    // The pod watch and the status writes run on the rotated credentials too.
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: after-rotation\n  namespace: default\n\
+         spec:\n  nodeName: {NODE}\n  hostNetwork: true\n  automountServiceAccountToken: false\n  \
+         terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
+         imagePullPolicy: IfNotPresent\n    command: [\"sleep\", \"3600\"]\n"
+    );
+    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(&pod))?;
+    node.wait("the API's pod Running after the rotation", T, || {
+        let p = get_json(&c, &["get", "pod", "after-rotation"])?;
+        Ok((p["status"]["phase"] == "Running").then_some(()))
     })?;
     let again = node.wait("the Node still Ready", T, || Ok(node_ready(&c)))?;
     ensure!(again["metadata"]["uid"] == uid, "the Node was recreated");

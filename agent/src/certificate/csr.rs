@@ -194,4 +194,49 @@ mod tests {
         );
         assert_eq!(obj.metadata.generate_name.as_deref(), Some("node-csr-"));
     }
+
+    #[test]
+    fn pending_issued_and_denied_csrs_are_told_apart() {
+        use k8s_openapi::api::certificates::v1::{
+            CertificateSigningRequestCondition as Cond, CertificateSigningRequestStatus as St,
+        };
+        let mut csr = object("csr-", "x");
+        assert!(outcome(&csr, "csr-a").is_none(), "no status: pending");
+        let approved = Cond {
+            type_: "Approved".into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        csr.status = Some(St {
+            conditions: Some(vec![approved.clone()]),
+            certificate: None,
+        });
+        assert!(
+            outcome(&csr, "csr-a").is_none(),
+            "approved, not issued: pending"
+        );
+        csr.status = Some(St {
+            conditions: Some(vec![approved]),
+            certificate: Some(ByteString(b"PEM".to_vec())),
+        });
+        assert_eq!(
+            outcome(&csr, "csr-a").expect("done").expect("issued"),
+            "PEM"
+        );
+        csr.status = Some(St {
+            conditions: Some(vec![Cond {
+                type_: "Denied".into(),
+                status: "True".into(),
+                reason: Some("NotMine".into()),
+                message: Some("no".into()),
+                ..Default::default()
+            }]),
+            certificate: None,
+        });
+        let e = outcome(&csr, "csr-a").expect("done").expect_err("denied");
+        assert_eq!(
+            e.to_string(),
+            "CertificateSigningRequest csr-a is Denied: NotMine: no"
+        );
+    }
 }

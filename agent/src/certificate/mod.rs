@@ -226,7 +226,7 @@ const CSR_WAIT: Duration = Duration::from_secs(15 * 60);
 pub async fn bootstrap(s: &Settings) -> Result<Bootstrapped, CertError> {
     let kubeconfig = s.kubeconfig.clone();
     let valid = blocking(&kubeconfig, move |p| store::kubeconfig_cert_valid(&p)).await?;
-    match (valid, &s.bootstrap_kubeconfig) {
+    let boot = match (valid, &s.bootstrap_kubeconfig) {
         (Ok(()), _) => {
             info!(kubeconfig = %s.kubeconfig.display(), "kubeconfig holds a valid client certificate; no bootstrap needed");
             return Ok(Bootstrapped::Existing);
@@ -234,10 +234,8 @@ pub async fn bootstrap(s: &Settings) -> Result<Bootstrapped, CertError> {
         (Err(_), None) => return Ok(Bootstrapped::NotRequested),
         (Err(why), Some(b)) => {
             info!(kubeconfig = %s.kubeconfig.display(), reason = %why, bootstrap_kubeconfig = %b.display(), "requesting a client certificate with the bootstrap kubeconfig");
+            b.clone()
         }
-    }
-    let Some(boot) = s.bootstrap_kubeconfig.clone() else {
-        return Ok(Bootstrapped::NotRequested);
     };
     let bkc = blocking(&boot, |p| {
         kube::config::Kubeconfig::read_from(&p).map_err(|source| CertError::Kubeconfig {
