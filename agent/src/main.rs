@@ -150,9 +150,6 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(c) = certs {
-        certificate::start_rotation(c, &mut tasks, cancel.child_token());
-    }
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
     let workers_events = bus.subscribe(pod_workers::SUBSCRIBER);
@@ -237,6 +234,10 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     // --- end node status ---
+    // Client certificate rotation (rotateCertificates); the API clients follow the new file.
+    if let Some(c) = certs {
+        certificate::start_rotation(c, &mut tasks, cancel.child_token());
+    }
 
     // Telemetry: eBPF (or the cgroupfs fallback) writes the stats store; the stats mapper
     // resolves cgroups to pods from the runtime cache and kernel records to bus events.
