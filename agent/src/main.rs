@@ -6,6 +6,7 @@
 //! pods running, as the kubelet does; the next start adopts them.
 
 mod admission;
+mod certificate;
 mod cm;
 mod config;
 mod ebpf;
@@ -111,6 +112,22 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
+    // TLS bootstrapping first, so that every API client below starts with a valid certificate.
+    let certs = opts.kubeconfig.clone().map(|k| {
+        let c = &opts.certificates;
+        certificate::Settings::new(
+            opts.node_name.clone(),
+            k,
+            c.bootstrap_kubeconfig.clone(),
+            c.cert_dir.clone(),
+            c.rotate,
+        )
+    });
+    if let Some(c) = &certs
+        && let Err(e) = certificate::bootstrap(c).await
+    {
+        error!(error = %errors::error_chain(&e), "TLS bootstrapping failed: the node does not join the cluster");
+    }
     // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
     // pod source, the volume manager and the status manager's writes. A kubeconfig that cannot
     // be used is an error the agent keeps naming while it serves everything else (static pods,
@@ -241,6 +258,10 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     // --- end node status ---
+    // Client certificate rotation (rotateCertificates); the API clients follow the new file.
+    if let Some(c) = certs {
+        certificate::start_rotation(c, &mut tasks, cancel.child_token());
+    }
 
     // Telemetry: eBPF (or the cgroupfs fallback) writes the stats store; the stats mapper
     // resolves cgroups to pods from the runtime cache and kernel records to bus events.

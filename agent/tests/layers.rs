@@ -13,6 +13,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("pod", 0),
     ("instrument", 0),
     ("errors", 0),
+    // TLS bootstrapping and the rotating API clients every API user builds on.
+    ("certificate", 0),
     // Node facts and the bus and desired-pod sources.
     ("cm", 1),
     ("events", 1),

@@ -140,6 +140,11 @@ impl Node {
 
     /// Starts the agent with the node's config plus `extra` flags (appending to its log).
     pub fn start_agent(&mut self, extra: &[&str]) -> Result<()> {
+        self.start_agent_env(extra, &[])
+    }
+
+    /// [`Node::start_agent`] with `env` added to the node's agent environment for this run.
+    pub fn start_agent_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -154,7 +159,8 @@ impl Node {
             .arg(format!("--hostname-override={NODE}"))
             .arg("--v=4")
             .args(extra)
-            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
+            .envs(self.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

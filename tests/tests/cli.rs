@@ -29,7 +29,7 @@ fn kubelet_unit_file_flags_start_the_agent() -> Result<()> {
         "/opt/cni/bin",
         "--cni-conf-dir=/etc/cni/net.d",
         "--cgroup-driver=cgroupfs",
-        "--rotate-certificates=false",
+        "--rotate-server-certificates=false",
     ])?;
     node.write_manifest("p.yaml", &host_pod("p", "Always", "sleep 3600"))?;
     node.wait(
@@ -54,7 +54,7 @@ fn kubelet_unit_file_flags_start_the_agent() -> Result<()> {
             "no deprecation warning for {removed}"
         );
     }
-    assert!(log.contains("flag --rotate-certificates is not implemented yet; ignored"));
+    assert!(log.contains("flag --rotate-server-certificates is not implemented yet; ignored"));
     Ok(())
 }
 

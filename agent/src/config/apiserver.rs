@@ -84,8 +84,15 @@ pub enum ClientError {
 }
 
 /// A client from the kubeconfig at `path`. With `timeout`, every connect, read and write
-/// gives up after it (heartbeats); without, kube's defaults suit long watches.
+/// gives up after it (heartbeats); without, kube's defaults suit long watches. A rotated
+/// client certificate is picked up without a restart (`certificate::reloading_client`).
 pub async fn client(path: &Path, timeout: Option<Duration>) -> Result<kube::Client, ClientError> {
+    let p = path.to_owned();
+    crate::certificate::reloading_client(path, move || build(p.clone(), timeout)).await
+}
+
+async fn build(path: PathBuf, timeout: Option<Duration>) -> Result<kube::Client, ClientError> {
+    let path = path.as_path();
     let kc =
         kube::config::Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
             path: path.to_owned(),

@@ -38,6 +38,16 @@ impl Source<'_> {
 /// Checks `o`, resolved from `flags` and the file `file_label` names.
 pub(super) fn check(o: &Options, flags: &Flags, file_label: &str) -> Result<(), OptionsError> {
     let src = Source { file_label };
+    // TLS bootstrapping writes the kubeconfig it obtains to --kubeconfig; without one it has
+    // nowhere to put it (the kubelet fails the same way, later).
+    if let (Some(b), None) = (&o.certificates.bootstrap_kubeconfig, &o.kubeconfig) {
+        return Err(src.err(
+            true,
+            ("--bootstrap-kubeconfig", "--bootstrap-kubeconfig"),
+            b.display(),
+            "needs --kubeconfig, the file the bootstrapped kubeconfig is written to",
+        ));
+    }
     for (d, given, names) in [
         (
             o.file_check_frequency,

@@ -28,6 +28,12 @@ pub struct Flags {
     /// Bootstrap kubeconfig (TLS bootstrapping); cluster mode only.
     #[arg(long)]
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Directory of the client certificates from TLS bootstrapping (default <root-dir>/pki).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Renew the client certificate before it expires (config: rotateCertificates).
+    #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub rotate_certificates: Option<bool>,
     /// CRI runtime endpoint, e.g. unix:///run/containerd/containerd.sock.
     #[arg(long)]
     pub container_runtime_endpoint: Option<String>,
@@ -230,8 +236,6 @@ const REMOVED: &[(&str, Arity, &str)] = &[
 const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("tls-cipher-suites", Arity::Value),
     ("tls-min-version", Arity::Value),
-    ("cert-dir", Arity::Value),
-    ("rotate-certificates", Arity::Bool),
     ("rotate-server-certificates", Arity::Bool),
     ("cluster-dns", Arity::Value),
     ("cluster-domain", Arity::Value),
@@ -495,11 +499,11 @@ mod tests {
     #[test]
     fn not_implemented_flags_are_reported() {
         let p = prescan(argv(
-            "--rotate-certificates=false --kube-reserved-cgroup /kube --v=1",
+            "--rotate-server-certificates=false --kube-reserved-cgroup /kube --v=1",
         ));
         assert_eq!(
             p.not_implemented,
-            ["rotate-certificates", "kube-reserved-cgroup"]
+            ["rotate-server-certificates", "kube-reserved-cgroup"]
         );
         assert_eq!(p.args, argv("--v=1"));
     }

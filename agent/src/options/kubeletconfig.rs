@@ -215,6 +215,8 @@ pub struct KubeletConfigFile {
     pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
     /// Merge the default hard thresholds into a given evictionHard.
     pub merge_default_eviction_settings: Option<bool>,
+    /// Renew the client certificate before it expires (TLS bootstrapping).
+    pub rotate_certificates: Option<bool>,
     /// Resources reserved for Kubernetes daemons.
     pub kube_reserved: Option<BTreeMap<String, String>>,
     /// Resources reserved for the OS.
@@ -267,6 +269,7 @@ const IMPLEMENTED: &[&str] = &[
     "kubeReserved",
     "systemReserved",
     "enforceNodeAllocatable",
+    "rotateCertificates",
 ];
 
 /// Every top-level field of KubeletConfiguration v1beta1

@@ -143,6 +143,8 @@ pub struct Options {
     pub max_container_restart_period: Duration,
     /// Kubeconfig; `None` means standalone.
     pub kubeconfig: Option<PathBuf>,
+    /// TLS bootstrapping and client certificate rotation.
+    pub certificates: CertificateOptions,
     /// Register the node with the API server.
     pub register_node: bool,
     /// Node registration and heartbeat settings (cluster mode).
@@ -175,6 +177,18 @@ pub struct NodeStatusOptions {
     pub labels: BTreeMap<String, String>,
     /// Taints set at registration (`--register-with-taints` / registerWithTaints).
     pub taints: Vec<Taint>,
+}
+
+/// TLS bootstrapping (`--bootstrap-kubeconfig`, `--cert-dir`) and client certificate rotation
+/// (`--rotate-certificates` / rotateCertificates), as the kubelet's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateOptions {
+    /// Kubeconfig used to request a client certificate when `--kubeconfig` has no valid one.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the client certificates go (kubelet default `<root-dir>/pki`).
+    pub cert_dir: PathBuf,
+    /// Renew the client certificate before it expires (kubelet default false).
+    pub rotate: bool,
 }
 
 /// Default CRI endpoint: containerd's, as kubeadm and most distributions configure.
@@ -319,12 +333,6 @@ impl Options {
         if flags.vmodule.is_some() {
             notices.push("flag --vmodule is accepted; --v applies to every module".into());
         }
-        if flags.bootstrap_kubeconfig.is_some() {
-            notices.push(
-                "flag --bootstrap-kubeconfig (TLS bootstrapping) is not implemented yet; ignored"
-                    .into(),
-            );
-        }
         if flags.fail_swap_on.is_some() {
             notices.push("flag --fail-swap-on is not implemented yet; ignored".into());
         }
@@ -345,6 +353,21 @@ impl Options {
         let server = server_options(&flags, &file, &file_label)?;
         let eviction = eviction::resolve(&flags, &file, &file_label)?;
 
+        let root_dir = flags
+            .root_dir
+            .clone()
+            .unwrap_or_else(|| "/var/lib/kubelet".into());
+        let certificates = CertificateOptions {
+            bootstrap_kubeconfig: flags.bootstrap_kubeconfig.clone(),
+            cert_dir: flags
+                .cert_dir
+                .clone()
+                .unwrap_or_else(|| root_dir.join("pki")),
+            rotate: flags
+                .rotate_certificates
+                .or(file.rotate_certificates)
+                .unwrap_or(false),
+        };
         let opts = Options {
             server,
             eviction,
@@ -374,10 +397,7 @@ impl Options {
                 .pod_logs_dir
                 .clone()
                 .unwrap_or_else(|| "/var/log/pods".into()),
-            root_dir: flags
-                .root_dir
-                .clone()
-                .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            root_dir,
             resolv_conf: file
                 .resolv_conf
                 .clone()
@@ -386,6 +406,7 @@ impl Options {
             cluster_dns: file.cluster_dns.clone().unwrap_or_default(),
             max_container_restart_period,
             kubeconfig: flags.kubeconfig.clone(),
+            certificates,
             register_node: flags.register_node.or(file.register_node).unwrap_or(true),
             node_status,
             verbosity: flags

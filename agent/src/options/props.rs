@@ -67,7 +67,7 @@ fn flag_names() -> Vec<String> {
             "logtostderr",
             "allow-privileged",
             "eviction-hard",
-            "rotate-certificates",
+            "rotate-server-certificates",
             "cluster-dns",
             "no-such-flag",
             "help",

@@ -52,7 +52,7 @@ fn flags_override_the_file() {
     let file = ConfigFile::new("opt");
     file.write(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-         staticPodPath: /from/file\nfileCheckFrequency: 5s\nrotateCertificates: true\n",
+         staticPodPath: /from/file\nfileCheckFrequency: 5s\nserverTLSBootstrap: true\n",
     );
     let o = Options::from_args(args(&format!(
         "--config={} --pod-manifest-path=/from/flag --hostname-override=NodeA",
@@ -62,7 +62,7 @@ fn flags_override_the_file() {
     assert_eq!(o.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
     assert_eq!(o.file_check_frequency, Duration::from_secs(5));
     assert_eq!(o.node_name, "nodea");
-    assert!(o.notices.iter().any(|n| n.contains("rotateCertificates")));
+    assert!(o.notices.iter().any(|n| n.contains("serverTLSBootstrap")));
 }
 
 #[test]
@@ -299,4 +299,46 @@ fn bad_node_status_settings_name_the_flag_or_field() {
             "{body}: {msg}"
         );
     }
+}
+
+#[test]
+fn certificate_options_default_as_the_kubelets_and_flags_win() {
+    let o = Options::from_args(args("--root-dir=/r")).expect("defaults");
+    assert_eq!(o.certificates.cert_dir, Path::new("/r/pki"));
+    assert!(!o.certificates.rotate);
+    assert_eq!(o.certificates.bootstrap_kubeconfig, None);
+
+    let file = ConfigFile::new("certs");
+    file.write(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         rotateCertificates: true\n",
+    );
+    let o = Options::from_args(args(&format!(
+        "--config={} --kubeconfig=/k --bootstrap-kubeconfig=/b --cert-dir=/c",
+        file.path.display()
+    )))
+    .expect("resolves");
+    assert!(o.certificates.rotate);
+    assert!(!o.notices.iter().any(|n| n.contains("rotateCertificates")));
+    assert_eq!(o.certificates.cert_dir, Path::new("/c"));
+    assert_eq!(
+        o.certificates.bootstrap_kubeconfig.as_deref(),
+        Some(Path::new("/b"))
+    );
+    let o = Options::from_args(args(&format!(
+        "--config={} --rotate-certificates=false",
+        file.path.display()
+    )))
+    .expect("resolves");
+    assert!(!o.certificates.rotate);
+}
+
+#[test]
+fn a_bootstrap_kubeconfig_needs_a_kubeconfig() {
+    let e = Options::from_args(args("--bootstrap-kubeconfig=/b")).expect_err("rejected");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--bootstrap-kubeconfig") && msg.contains("--kubeconfig"),
+        "{msg}"
+    );
 }

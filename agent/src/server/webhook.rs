@@ -418,7 +418,14 @@ impl Reviewer {
     }
 }
 
+/// The reviews' client; follows a rotated client certificate (`certificate::reloading_client`).
 async fn build_client(path: &Path) -> Result<kube::Client, WebhookError> {
+    let p = path.to_owned();
+    crate::certificate::reloading_client(path, move || build_once(p.clone())).await
+}
+
+async fn build_once(path: PathBuf) -> Result<kube::Client, WebhookError> {
+    let path = path.as_path();
     let kc =
         kube::config::Kubeconfig::read_from(path).map_err(|source| WebhookError::Kubeconfig {
             path: path.to_owned(),
