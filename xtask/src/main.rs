@@ -472,7 +472,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         Some(why) => eprintln!("xtask: no control plane ({why}); cluster tests will skip"),
     }
     let mut c = cargo();
-    c.args(["test", "--workspace"])
+    // Every test binary runs even after one fails: one CI run shows every failure.
+    c.args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .env(xtask::BIN_VAR, &bin)
         .env(xtask::IMAGES_DIR_VAR, &images.dir);
