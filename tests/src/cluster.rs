@@ -18,6 +18,32 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// Starts the agent as a cluster member: the node's kubeconfig, then `extra` flags.
+    pub fn join(&mut self, extra: &[&str]) -> Result<()> {
+        let flag = self.kubeconfig_flag();
+        let mut args = vec![flag.as_str()];
+        args.extend_from_slice(extra);
+        self.node.start_agent(&args)
+    }
+
+    /// Waits for the Node to be Ready and for the default ServiceAccount (the ServiceAccount
+    /// admission plugin needs it before pods can be created).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let (cluster, node) = (&self.cluster, &self.node);
+        node.wait("the Node to be Ready", timeout, || {
+            let Ok(n) = kubectl_json(cluster, &["get", "node", NODE]) else {
+                return Ok(None);
+            };
+            Ok(condition(&n, "Ready")
+                .is_some_and(|r| r["status"] == "True")
+                .then_some(()))
+        })?;
+        node.wait("the default ServiceAccount", timeout, || {
+            Ok(cluster.kubectl(&["get", "serviceaccount", "default"]).ok())
+        })?;
+        Ok(())
+    }
+
     /// The agent's flag for the node's kubeconfig (to restart it as a cluster member).
     pub fn kubeconfig_flag(&self) -> String {
         format!("--kubeconfig={}", self.cluster.node_kubeconfig().display())
@@ -50,18 +76,15 @@ impl ClusterNode {
     }
 }
 
-/// Starts containerd, the control plane and the agent with the node's kubeconfig, and waits
-/// for the Node to be Ready and the default ServiceAccount to exist; `Ok(None)` after a printed
-/// skip when a component is missing. `prefix` names the temp dir.
-pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNode>> {
-    let port = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
-        extra_config: format!("port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\n"),
-        ..Default::default()
-    })?
-    else {
+/// Starts containerd with the agent's `opts` (the agent is stopped again: it has not joined)
+/// and a control plane for [`NODE`] whose state lives in a temp dir named by `prefix`;
+/// `Ok(None)` after a printed skip when a component is missing. [`ClusterNode::join`] then
+/// starts the agent as a cluster member.
+pub fn node_and_cluster(prefix: &str, opts: NodeOpts) -> Result<Option<ClusterNode>> {
+    let Some(mut node) = Node::start(opts)? else {
         return Ok(None);
     };
+    node.stop_agent(libc::SIGTERM)?;
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -73,27 +96,37 @@ pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNo
     let Some(cluster) = cluster::start_or_skip(opts.clone())? else {
         return Ok(None);
     };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", cluster.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig])?;
-    node.wait("the Node to be Ready", timeout, || {
-        let Ok(n) = kubectl_json(&cluster, &["get", "node", NODE]) else {
-            return Ok(None);
-        };
-        Ok(condition(&n, "Ready")
-            .is_some_and(|r| r["status"] == "True")
-            .then_some(()))
-    })?;
-    // The ServiceAccount admission plugin needs the namespace's default account.
-    node.wait("the default ServiceAccount", timeout, || {
-        Ok(cluster.kubectl(&["get", "serviceaccount", "default"]).ok())
-    })?;
     Ok(Some(ClusterNode {
         cluster,
         node,
         opts,
         _dir: dir,
     }))
+}
+
+/// The KubeletConfiguration lines of a cluster node on loopback: its API on a free port of
+/// 127.0.0.1, no healthz port (tests run side by side).
+pub fn loopback_config() -> Result<String> {
+    let port = free_port()?;
+    Ok(format!(
+        "port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\n"
+    ))
+}
+
+/// Starts containerd, the control plane and the agent with the node's kubeconfig, and waits
+/// for the Node to be Ready and the default ServiceAccount to exist; `Ok(None)` after a printed
+/// skip when a component is missing. `prefix` names the temp dir.
+pub fn start_or_skip(prefix: &str, timeout: Duration) -> Result<Option<ClusterNode>> {
+    let opts = NodeOpts {
+        extra_config: loopback_config()?,
+        ..Default::default()
+    };
+    let Some(mut cn) = node_and_cluster(prefix, opts)? else {
+        return Ok(None);
+    };
+    cn.join(&[])?;
+    cn.wait_ready(timeout)?;
+    Ok(Some(cn))
 }
 
 /// `kubectl <args> -o json`, parsed.

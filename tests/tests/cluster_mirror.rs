@@ -14,10 +14,11 @@
 //! cannot be had, fails instead under `NODELET_REQUIRE_ALL=1`.
 
 use anyhow::{Context, Result, ensure};
-use nodelet_tests::{NODE, Node, NodeOpts, free_port, host_pod, restart_count, running};
+use nodelet_tests::cluster::{self, kubectl_json};
+use nodelet_tests::{NODE, Node, NodeOpts, host_pod, restart_count, running};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use xtask::cluster::{self, Cluster, ClusterOpts};
+use xtask::cluster::Cluster;
 
 /// Ceiling for "it happened" waits.
 const T: Duration = Duration::from_secs(120);
@@ -26,20 +27,13 @@ const STATIC: &str = "mirrored";
 /// A static pod whose manifest goes while the agent is stopped.
 const ORPHAN: &str = "orphaned";
 
-fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = c.kubectl(&a)?;
-    serde_json::from_str(&out).with_context(|| format!("kubectl {args:?} printed no JSON"))
-}
-
 fn mirror_name() -> String {
     format!("{STATIC}-{NODE}")
 }
 
 /// The mirror pod as the API shows it, when there is one.
 fn mirror(c: &Cluster) -> Option<Value> {
-    get_json(c, &["get", "pod", &mirror_name()]).ok()
+    kubectl_json(c, &["get", "pod", &mirror_name()]).ok()
 }
 
 fn annotation<'a>(p: &'a Value, key: &str) -> Option<&'a str> {
@@ -83,7 +77,7 @@ struct Frozen(i32);
 impl Frozen {
     fn new(c: &Cluster) -> Result<Frozen> {
         let pid = c
-            .pid(cluster::Component::ApiServer)
+            .pid(xtask::cluster::Component::ApiServer)
             .context("the API server's pid")?;
         let pid = i32::try_from(pid)?;
         // SAFETY: kill(2) with a pid we own and a valid signal number.
@@ -118,32 +112,16 @@ fn running_container(node: &Node) -> Result<Option<(String, u32)>> {
 
 #[test]
 fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
-    let port = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
-        // Memory only: a build machine's disk is often past the kubelet's default nodefs
-        // threshold, and DiskPressure does not matter here.
-        extra_config: format!(
-            "port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\nevictionHard:\n  memory.available: 100Mi\n"
-        ),
+    let opts = NodeOpts {
+        extra_config: cluster::loopback_config()?,
         ..Default::default()
-    })?
-    else {
+    };
+    let Some(mut cn) = cluster::node_and_cluster("nodelet-cluster-mirror-", opts)? else {
         return Ok(());
     };
-    let dir = tempfile::Builder::new()
-        .prefix("nodelet-cluster-mirror-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let opts = ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    };
-    let Some(c) = cluster::start_or_skip(opts)? else {
-        return Ok(());
-    };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig])?;
+    cn.join(&[])?;
+    let kubeconfig = cn.kubeconfig_flag();
+    let (c, node) = (&cn.cluster, &mut cn.node);
     // A second static pod, removed while the agent is down: its mirror pod is an orphan.
     node.write_manifest("orphan.yaml", &host_pod(ORPHAN, "Always", "sleep 3600"))?;
     node.write_manifest(
@@ -154,12 +132,12 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
     // 1. The mirror pod: annotations and owner.
     let node_uid = node
         .wait("the Node registered", T, || {
-            Ok(get_json(&c, &["get", "node", NODE])
+            Ok(kubectl_json(c, &["get", "node", NODE])
                 .ok()
                 .and_then(|n| n["metadata"]["uid"].as_str().map(str::to_owned)))
         })
         .context("the agent registers its Node")?;
-    let first = wait_mirror(&c, &node, "the mirror pod created", |_| true)?;
+    let first = wait_mirror(c, node, "the mirror pod created", |_| true)?;
     let hash = annotation(&first, "kubernetes.io/config.hash")
         .context("config.hash annotation")?
         .to_owned();
@@ -210,9 +188,9 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
                             .is_some_and(|id| id.starts_with("containerd://"))
                 })
     };
-    let running_mirror = wait_mirror(&c, &node, "the mirror pod Running", status_ok)?;
+    let running_mirror = wait_mirror(c, node, "the mirror pod Running", status_ok)?;
     let (container, restarts) = node.wait("the static pod's container running", T, || {
-        running_container(&node)
+        running_container(node)
     })?;
     ensure!(
         running_mirror["status"]["containerStatuses"][0]["containerID"]
@@ -229,7 +207,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         "kubectl delete of the mirror pod returned after {:?}",
         t0.elapsed()
     );
-    let again = wait_mirror(&c, &node, "a new mirror pod after kubectl delete", |p| {
+    let again = wait_mirror(c, node, "a new mirror pod after kubectl delete", |p| {
         uid(p) != old_uid && !p["metadata"]["deletionTimestamp"].is_string()
     })?;
     ensure!(
@@ -237,11 +215,11 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         "same static pod, same hash: {}",
         again["metadata"]
     );
-    wait_mirror(&c, &node, "the new mirror pod Running", |p| {
+    wait_mirror(c, node, "the new mirror pod Running", |p| {
         uid(p) == uid(&again) && status_ok(p)
     })?;
     ensure!(
-        running_container(&node)? == Some((container.clone(), restarts)),
+        running_container(node)? == Some((container.clone(), restarts)),
         "deleting the mirror pod leaves the static pod's container {container} running, not restarted: {:?}",
         node.pod_containers(STATIC)?
     );
@@ -251,7 +229,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         "mirrored.yaml",
         &host_pod(STATIC, "Always", "echo v2; sleep 3600"),
     )?;
-    let edited = wait_mirror(&c, &node, "the mirror pod replaced after the edit", |p| {
+    let edited = wait_mirror(c, node, "the mirror pod replaced after the edit", |p| {
         annotation(p, "kubernetes.io/config.mirror").is_some_and(|h| h != hash)
             && uid(p) != uid(&again)
     })?;
@@ -261,7 +239,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         "the new mirror copies the new static pod: {}",
         edited["metadata"]
     );
-    wait_mirror(&c, &node, "the replaced mirror pod Running", |p| {
+    wait_mirror(c, node, "the replaced mirror pod Running", |p| {
         uid(p) == uid(&edited) && status_ok(p)
     })?;
 
@@ -272,7 +250,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         .unwrap_or_default()
         .to_owned();
     let offset = node.agent_log().len();
-    let frozen = Frozen::new(&c)?;
+    let frozen = Frozen::new(c)?;
     node.write_manifest(
         "mirrored.yaml",
         &host_pod(STATIC, "Always", "echo v3; sleep 3600"),
@@ -291,7 +269,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         },
     )?;
     drop(frozen);
-    let current = wait_mirror(&c, &node, "the mirror pod replaced after the thaw", |p| {
+    let current = wait_mirror(c, node, "the mirror pod replaced after the thaw", |p| {
         annotation(p, "kubernetes.io/config.mirror").is_some_and(|h| h != edited_hash)
     })?;
     let since = node
@@ -307,14 +285,14 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
             .filter(|l| l.contains("mirror::manager") && l.contains("will retry"))
             .count()
     );
-    wait_mirror(&c, &node, "the thawed mirror pod Running", |p| {
+    wait_mirror(c, node, "the thawed mirror pod Running", |p| {
         uid(p) == uid(&current) && status_ok(p)
     })?;
 
     // 6. An agent restart leaves a current mirror pod alone and removes the orphan of a
     //    manifest removed meanwhile.
     node.wait("the orphan-to-be's mirror pod", T, || {
-        Ok(get_json(&c, &["get", "pod", &format!("{ORPHAN}-{NODE}")]).ok())
+        Ok(kubectl_json(c, &["get", "pod", &format!("{ORPHAN}-{NODE}")]).ok())
     })?;
     node.stop_agent(libc::SIGTERM)?;
     node.remove_manifest("orphan.yaml")?;
@@ -334,7 +312,7 @@ fn static_pods_get_mirror_pods_that_follow_them() -> Result<()> {
         t0.elapsed()
     );
     // The pass that deleted the orphan saw every source, so it judged the other mirror too.
-    let kept = mirror(&c).context("the current mirror pod after the restart")?;
+    let kept = mirror(c).context("the current mirror pod after the restart")?;
     let after = node
         .agent_log()
         .get(offset..)

@@ -16,25 +16,14 @@
 //! had, fails instead under `NODELET_REQUIRE_ALL=1`.
 
 use anyhow::{Context, Result, ensure};
-use nodelet_tests::{NODE, Node, NodeOpts, free_port};
+use nodelet_tests::cluster::{self, condition, kubectl_apply, kubectl_json};
+use nodelet_tests::{NODE, Node};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use xtask::cluster::{self, Cluster, ClusterOpts};
+use xtask::cluster::Cluster;
 
 /// Ceiling for "it happened" waits.
 const T: Duration = Duration::from_secs(120);
-
-fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = c.kubectl(&a)?;
-    serde_json::from_str(&out).with_context(|| format!("kubectl {args:?} printed no JSON"))
-}
-
-fn apply(c: &Cluster, yaml: &str) -> Result<()> {
-    c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(yaml))?;
-    Ok(())
-}
 
 /// A busybox pod bound to the node by the scheduler. No service-account token is mounted:
 /// these pods test the pod lifecycle, the token volume has a test of its own.
@@ -49,14 +38,7 @@ fn pod_yaml(name: &str, policy: &str, grace: u32, script: &str) -> String {
 }
 
 fn pod_json(c: &Cluster, name: &str) -> Result<Value> {
-    get_json(c, &["get", "pod", name])
-}
-
-fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
-    v["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
+    kubectl_json(c, &["get", "pod", name])
 }
 
 /// Waits for the pod's phase.
@@ -76,7 +58,7 @@ fn wait_phase(c: &Cluster, node: &Node, name: &str, phase: &str) -> Result<Value
         format!(
             "pod {name} as the API shows it: {}\nnode taints: {}\nagent lines about sources, status and the pod:\n{}",
             pod_json(c, name).map_or_else(|e| e.to_string(), |p| p["status"].to_string()),
-            get_json(c, &["get", "node", NODE])
+            kubectl_json(c, &["get", "node", NODE])
                 .map_or_else(|e| e.to_string(), |n| n["spec"]["taints"].to_string()),
             ours.join("\n")
         )
@@ -108,39 +90,12 @@ fn running_containers(node: &Node, pod: &str) -> Result<usize> {
 
 #[test]
 fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
-    let port = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
-        extra_config: format!("port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\n"),
-        ..Default::default()
-    })?
-    else {
+    let Some(mut cn) = cluster::start_or_skip("nodelet-cluster-pods-", T)? else {
         return Ok(());
     };
-    let dir = tempfile::Builder::new()
-        .prefix("nodelet-cluster-pods-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let opts = ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    };
-    let Some(c) = cluster::start_or_skip(opts)? else {
-        return Ok(());
-    };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig])?;
-    node.wait("the Node to be Ready", T, || {
-        let Ok(n) = get_json(&c, &["get", "node", NODE]) else {
-            return Ok(None);
-        };
-        Ok((condition(&n, "Ready").is_some_and(|r| r["status"] == "True")).then_some(()))
-    })?;
-    // The ServiceAccount admission plugin needs the namespace's default account.
-    node.wait("the default ServiceAccount", T, || {
-        Ok(c.kubectl(&["get", "serviceaccount", "default"]).ok())
-    })?;
-    let internal_ip = get_json(&c, &["get", "node", NODE])?["status"]["addresses"]
+    let kubeconfig = cn.kubeconfig_flag();
+    let (c, node) = (&cn.cluster, &mut cn.node);
+    let internal_ip = kubectl_json(c, &["get", "node", NODE])?["status"]["addresses"]
         .as_array()
         .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
         .map(|a| a["address"].clone())
@@ -148,14 +103,14 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
 
     // A pod through the scheduler: Running with the kubelet's status.
     let created = Instant::now();
-    apply(
-        &c,
+    kubectl_apply(
+        c,
         &pod_yaml("web", "Always", 30, "trap 'exit 0' TERM; sleep 3600 & wait"),
     )?;
-    let p = wait_phase(&c, &node, "web", "Running")?;
+    let p = wait_phase(c, node, "web", "Running")?;
     let p = node
         .wait("web Ready", T, || {
-            let p = pod_json(&c, "web")?;
+            let p = pod_json(c, "web")?;
             Ok(condition(&p, "Ready")
                 .is_some_and(|r| r["status"] == "True")
                 .then_some(p))
@@ -211,13 +166,13 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
         cs["image"]
     );
     ensure!(
-        running_containers(&node, "web")? == 1,
+        running_containers(node, "web")? == 1,
         "web runs once in the runtime"
     );
 
     // A Deployment: scheduler and controller-manager place its replicas here.
-    apply(
-        &c,
+    kubectl_apply(
+        c,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dep\n  namespace: default\n\
          spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: dep}\n  template:\n    \
          metadata:\n      labels: {app: dep}\n    spec:\n      \
@@ -226,13 +181,13 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
          imagePullPolicy: IfNotPresent\n        command: [\"sleep\", \"3600\"]\n",
     )?;
     node.wait("the Deployment's 2 replicas available", T, || {
-        let d = get_json(&c, &["get", "deployment", "dep"])?;
+        let d = kubectl_json(c, &["get", "deployment", "dep"])?;
         Ok((d["status"]["availableReplicas"] == 2).then_some(()))
     })?;
 
     // A pod that finishes: Succeeded, never restarted.
-    apply(&c, &pod_yaml("job", "Never", 2, "echo done"))?;
-    let done = wait_phase(&c, &node, "job", "Succeeded")?;
+    kubectl_apply(c, &pod_yaml("job", "Never", 2, "echo done"))?;
+    let done = wait_phase(c, node, "job", "Succeeded")?;
     let term = &done["status"]["containerStatuses"][0]["state"]["terminated"];
     ensure!(
         term["exitCode"] == 0 && term["reason"] == "Completed",
@@ -253,15 +208,15 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
         } else {
             ""
         };
-        apply(
-            &c,
+        kubectl_apply(
+            c,
             &format!(
                 "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
                  nodeName: {NODE}\n  automountServiceAccountToken: false\n{selector}  containers:\n  \
                  - name: c\n    image: busybox:1.35\n    command: [sleep, \"3600\"]\n{extra}"
             ),
         )?;
-        let p = wait_phase(&c, &node, name, "Failed")?;
+        let p = wait_phase(c, node, name, "Failed")?;
         ensure!(
             p["status"]["reason"] == reason
                 && p["status"]["message"]
@@ -270,54 +225,54 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
             "{name}: {}",
             p["status"]
         );
-        ensure!(running_containers(&node, name)? == 0, "{name} was started");
+        ensure!(running_containers(node, name)? == 0, "{name} was started");
     }
 
     // Restart the agent: everything is adopted, nothing started twice.
     node.stop_agent(libc::SIGTERM)?;
     node.start_agent(&[&kubeconfig])?;
     std::thread::sleep(Duration::from_secs(5));
-    wait_phase(&c, &node, "web", "Running")?;
+    wait_phase(c, node, "web", "Running")?;
     ensure!(
-        running_containers(&node, "web")? == 1,
+        running_containers(node, "web")? == 1,
         "web was started twice after the restart"
     );
-    let again = pod_json(&c, "web")?;
+    let again = pod_json(c, "web")?;
     ensure!(
         again["status"]["containerStatuses"][0]["restartCount"] == 0,
         "web restarted: {}",
         again["status"]["containerStatuses"][0]
     );
     ensure!(
-        pod_json(&c, "job")?["status"]["phase"] == "Succeeded",
+        pod_json(c, "job")?["status"]["phase"] == "Succeeded",
         "job regressed"
     );
 
     // Graceful delete: the container gets TERM (and exits 0 at once), then the object goes.
     let asked = Instant::now();
     c.kubectl(&["delete", "pod", "web", "--wait=false"])?;
-    wait_gone(&c, &node, "web")?;
+    wait_gone(c, node, "web")?;
     eprintln!(
         "cluster_pods: kubectl delete -> object gone in {:.1} s (information, not a limit)",
         asked.elapsed().as_secs_f64()
     );
     node.wait("web's containers stopped", T, || {
-        Ok((running_containers(&node, "web")? == 0).then_some(()))
+        Ok((running_containers(node, "web")? == 0).then_some(()))
     })?;
 
     // Force delete: the object goes at once, the agent kills what runs.
-    apply(
-        &c,
+    kubectl_apply(
+        c,
         &pod_yaml("stubborn", "Always", 300, "trap '' TERM; sleep 3600"),
     )?;
-    wait_phase(&c, &node, "stubborn", "Running")?;
+    wait_phase(c, node, "stubborn", "Running")?;
     c.kubectl(&["delete", "pod", "stubborn", "--grace-period=0", "--force"])?;
     node.wait("stubborn's containers killed", T, || {
-        Ok((running_containers(&node, "stubborn")? == 0).then_some(()))
+        Ok((running_containers(node, "stubborn")? == 0).then_some(()))
     })?;
 
     c.kubectl(&["delete", "deployment", "dep", "--wait=false"])?;
     let log = node.agent_log();
     ensure!(!log.contains("panicked"), "the agent panicked:\n{log}");
-    c.stop()
+    Ok(())
 }

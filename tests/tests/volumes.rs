@@ -11,10 +11,10 @@
 //! Judged from the container log files and the agent log; no timing asserted. Skips without
 //! containerd, the agent binary or the control plane; fails instead under NODELET_REQUIRE_ALL=1.
 
-use anyhow::{Context, Result, ensure};
-use nodelet_tests::{NODE, Node, NodeOpts, POD_NAME_LABEL, free_port};
+use anyhow::{Result, ensure};
+use nodelet_tests::cluster;
+use nodelet_tests::{NODE, Node, NodeOpts, POD_NAME_LABEL};
 use std::time::{Duration, Instant};
-use xtask::cluster::{self, ClusterOpts};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -98,28 +98,15 @@ fn api_pod_log(node: &Node, name: &str) -> Option<String> {
 
 #[test]
 fn api_pods_read_configmap_secret_downward_and_token_volumes_and_env() -> Result<()> {
-    let port = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
-        extra_config: format!("port: {port}\nhealthzPort: 0\naddress: 127.0.0.1\n"),
+    let opts = NodeOpts {
+        extra_config: cluster::loopback_config()?,
         ..Default::default()
-    })?
-    else {
+    };
+    let Some(mut cn) = cluster::node_and_cluster("nodelet-volumes-", opts)? else {
         return Ok(());
     };
-    let dir = tempfile::Builder::new()
-        .prefix("nodelet-volumes-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let Some(c) = cluster::start_or_skip(ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    })?
-    else {
-        return Ok(());
-    };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig])?;
+    cn.join(&[])?;
+    let (c, node) = (&cn.cluster, &mut cn.node);
     let started = Instant::now();
     c.kubectl_in(
         &c.admin_kubeconfig(),
@@ -128,7 +115,7 @@ fn api_pods_read_configmap_secret_downward_and_token_volumes_and_env() -> Result
     )?;
 
     let log = node.wait("pod reader to print its volumes and env", T, || {
-        Ok(api_pod_log(&node, "reader").filter(|l| l.contains("done")))
+        Ok(api_pod_log(node, "reader").filter(|l| l.contains("done")))
     })?;
     eprintln!(
         "volumes: pod created -> files read in the container in {:.1} s (information, not a limit)",
@@ -171,7 +158,7 @@ fn api_pods_read_configmap_secret_downward_and_token_volumes_and_env() -> Result
         .filter(|c| c.labels.get(POD_NAME_LABEL).map(String::as_str) == Some("stuck"))
         .collect();
     ensure!(
-        stuck.is_empty() && api_pod_log(&node, "stuck").is_none(),
+        stuck.is_empty() && api_pod_log(node, "stuck").is_none(),
         "pod stuck started a container without its volume"
     );
     let agent_log = node.agent_log();
@@ -179,7 +166,7 @@ fn api_pods_read_configmap_secret_downward_and_token_volumes_and_env() -> Result
         !agent_log.contains("panicked"),
         "the agent panicked:\n{agent_log}"
     );
-    c.stop()
+    Ok(())
 }
 
 /// Needs no control plane: a static pod's downwardAPI volume is written by the volume manager
