@@ -195,7 +195,7 @@ fn volumes_and_env_from_the_real_api_server() {
             .expect("config");
         let client = kube::Client::try_from(config).expect("client");
         let vm = VolumeManager::new(Some(client), root.clone())
-            .with_object_ttl(Duration::ZERO)
+            .with_object_ttl(Duration::from_secs(3600))
             .with_node_allocatable(2000, 1 << 30);
         let p = desired(&c, "vol");
         prepare_until_ok(&vm, &p).await;
@@ -311,7 +311,19 @@ fn volumes_and_env_from_the_real_api_server() {
             r#"[{"op":"remove","path":"/data/user"}]"#,
         ])
         .expect("patch secret");
-        vm.prepare(&p).await.expect("refresh");
+        // Only the watches can bring the update: the TTL cache would wait an hour.
+        let patched = Instant::now();
+        loop {
+            vm.prepare(&p).await.expect("refresh");
+            if read(&cfg, "dir/a.txt") == "one" && std::fs::symlink_metadata(sec.join("user")).is_err() {
+                break;
+            }
+            assert!(
+                patched.elapsed() < Duration::from_secs(60),
+                "the ConfigMap and Secret updates did not arrive by watch"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         assert_eq!(read(&cfg, "dir/a.txt"), "one");
         assert!(
             std::fs::symlink_metadata(sec.join("user")).is_err(),

@@ -16,6 +16,7 @@ pub mod objects;
 pub mod projection;
 mod refs;
 pub mod tmpfs;
+mod watch;
 
 use crate::pod::{DesiredPod, PodRef};
 use atomic_writer::Payload;

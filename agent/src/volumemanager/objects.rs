@@ -2,11 +2,13 @@
 //! server with the node's own credentials, so the node authorizer lets through only what a pod
 //! bound here references: one namespaced GET per object, never a list.
 //!
-//! Strategy: the kubelet's TTL cache (`configMapAndSecretChangeDetectionStrategy: Cache`,
-//! pkg/kubelet/util/manager/cache_based_manager.go), not its default Watch: an object is
-//! fetched again when its entry is older than [`OBJECT_TTL`], and always when a pod is seen
-//! for the first time or with a new resourceVersion (RegisterPod). Entries no registered pod
-//! references are dropped. Tokens follow pkg/kubelet/token/token_manager.go: reused until
+//! Strategy: the kubelet's default, `configMapAndSecretChangeDetectionStrategy: Watch`: every
+//! object a registered pod references is watched ([`super::watch`]) and the cache holds what
+//! the watch last said. Until a watch has answered (and outside a tokio runtime, in unit
+//! tests) the TTL cache stands in (the kubelet's Cache strategy,
+//! pkg/kubelet/util/manager/cache_based_manager.go): one GET when a pod is seen for the first
+//! time or with a new resourceVersion (RegisterPod) or when the entry is older than
+//! [`OBJECT_TTL`]. Entries and watches no registered pod references are dropped. Tokens follow pkg/kubelet/token/token_manager.go: reused until
 //! 80% of their lifetime or 24 h have passed, then requested again; an old token is kept
 //! while a refresh fails and it has not expired.
 
@@ -117,6 +119,8 @@ pub enum FetchError {
 struct Entry {
     at: Instant,
     answer: Answer,
+    /// Written by the object's watch: current without a TTL.
+    watched: bool,
 }
 
 /// What identifies one token (token_manager.go keyFunc).
@@ -150,6 +154,8 @@ struct State {
     /// Pod UID -> (resourceVersion seen, objects it references).
     pods: HashMap<String, (Option<String>, HashSet<ObjKey>)>,
     tokens: HashMap<TokenKey, Token>,
+    /// The running watch of each referenced object.
+    watches: HashMap<ObjKey, tokio::task::AbortHandle>,
 }
 
 /// The shared cache; cheap to clone. Its lock is never held across an API call.
@@ -197,9 +203,40 @@ impl Objects {
             None => true,
             Some((seen, _)) => version.is_some() && seen.as_deref() != version,
         };
+        if let Some(client) = &self.client {
+            for k in &keys {
+                if !st.watches.contains_key(k)
+                    && let Some(h) = super::watch::start(client.clone(), k.clone(), self.store())
+                {
+                    st.watches.insert(k.clone(), h);
+                }
+            }
+        }
         st.pods
             .insert(uid.to_owned(), (version.map(str::to_owned), keys));
         fresh
+    }
+
+    /// What a watch calls with each answer: the entry, while the object is still watched.
+    /// Holds the state weakly, so a watch never keeps a dropped cache alive.
+    fn store(&self) -> super::watch::Store {
+        let state = Arc::downgrade(&self.state);
+        Arc::new(move |key: &ObjKey, answer: Answer| {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.watches.contains_key(key) {
+                st.objects.insert(
+                    key.clone(),
+                    Entry {
+                        at: Instant::now(),
+                        answer,
+                        watched: true,
+                    },
+                );
+            }
+        })
     }
 
     /// Forgets a pod: its tokens and the objects no other pod references.
@@ -208,6 +245,13 @@ impl Objects {
         st.pods.remove(uid);
         let used: HashSet<ObjKey> = st.pods.values().flat_map(|(_, k)| k.clone()).collect();
         st.objects.retain(|k, _| used.contains(k));
+        st.watches.retain(|k, h| {
+            let keep = used.contains(k);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
         st.tokens.retain(|k, _| k.pod_uid != uid);
     }
 
@@ -216,10 +260,17 @@ impl Objects {
         self.lock().objects.get(key).map(|e| e.answer.clone())
     }
 
-    /// The object, from the cache when younger than the TTL and `!fresh`, else from the
-    /// API server. A failed refresh falls back to the last good answer (the API server may be
-    /// down; the pod keeps what it had), and is an error only without one.
+    /// The object: what its watch last said; else from the cache when younger than the TTL
+    /// and `!fresh`, else from the API server. A failed refresh falls back to the last good
+    /// answer (the API server may be down; the pod keeps what it had), and is an error only
+    /// without one.
     pub async fn get(&self, key: &ObjKey, fresh: bool) -> Result<Option<Object>, FetchError> {
+        if let Some(e) = self.lock().objects.get(key)
+            && e.watched
+            && let Ok(v) = &e.answer
+        {
+            return Ok(v.clone());
+        }
         if !fresh
             && let Some(e) = self.lock().objects.get(key)
             && e.at.elapsed() < self.ttl
@@ -239,13 +290,17 @@ impl Objects {
         let mut st = self.lock();
         match fetched {
             Ok(v) => {
-                st.objects.insert(
-                    key.clone(),
-                    Entry {
-                        at: Instant::now(),
-                        answer: Ok(v.clone()),
-                    },
-                );
+                // A watch that answered meanwhile knows better than this GET.
+                if !st.objects.get(key).is_some_and(|e| e.watched) {
+                    st.objects.insert(
+                        key.clone(),
+                        Entry {
+                            at: Instant::now(),
+                            answer: Ok(v.clone()),
+                            watched: false,
+                        },
+                    );
+                }
                 Ok(v)
             }
             Err(e) => {
@@ -259,6 +314,7 @@ impl Objects {
                     Entry {
                         at: Instant::now(),
                         answer: Err(e.to_string()),
+                        watched: false,
                     },
                 );
                 Err(e)
@@ -453,6 +509,7 @@ mod tests {
                 Entry {
                     at: Instant::now(),
                     answer: Ok(None),
+                    watched: false,
                 },
             );
         }
