@@ -236,6 +236,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         bus.clone(),
         health_tx,
         pleg_stats.clone(),
+        runtime.changes(),
         cancel.child_token(),
     ));
     let runtime_health = kuberuntime::health::start(cri.clone(), &mut tasks, cancel.child_token());

@@ -132,6 +132,10 @@ impl PodBackoffs {
 pub struct RuntimeManager {
     cri: Cri,
     ctx: Arc<NodeContext>,
+    /// Poked after this manager started a container: PLEG relists at once instead of at its
+    /// next period, so a started pod's status does not wait up to a second (containerd 1.6 has
+    /// no event stream to tell PLEG instead).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// Logs a pod event the way the kubelet records one (reason + message); in cluster mode these
@@ -151,7 +155,13 @@ impl RuntimeManager {
         Self {
             cri,
             ctx: Arc::new(ctx),
+            changed: Arc::default(),
         }
+    }
+
+    /// What this manager pokes after it changed the runtime (for PLEG to relist on).
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// The event recorder (the pod workers record verdicts and kill failures with it).
@@ -409,6 +419,7 @@ impl RuntimeManager {
             return Err(e.into());
         }
         b.waiting.remove(&c.name);
+        self.changed.notify_one();
         pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
         self.container_event(p, c, ev::started());
         Ok(None)

@@ -121,6 +121,16 @@ pub fn render_agent(
         Kind::Counter,
     );
     e.sample(&[], m.pleg.oom_relists.load(Ordering::Relaxed) as f64, None);
+    e.family(
+        "nodelet_pleg_hinted_relists_total",
+        "Relists right after the agent started a container, so a started pod's status need not wait for the next period.",
+        Kind::Counter,
+    );
+    e.sample(
+        &[],
+        m.pleg.hinted_relists.load(Ordering::Relaxed) as f64,
+        None,
+    );
     let lagged = m.bus.lagged();
     e.family(
         "kubelet_pleg_discard_events",

@@ -60,6 +60,9 @@ pub struct PlegStats {
     pub inspect_failures: AtomicU64,
     /// OOM kills on the bus that triggered a relist (`nodelet_pleg_oom_relists_total`).
     pub oom_relists: AtomicU64,
+    /// Relists the runtime manager asked for after starting a container
+    /// (`nodelet_pleg_hinted_relists_total`).
+    pub hinted_relists: AtomicU64,
 }
 
 impl Default for PlegStats {
@@ -71,6 +74,7 @@ impl Default for PlegStats {
             last_seen_unix_ns: AtomicU64::new(0),
             inspect_failures: AtomicU64::new(0),
             oom_relists: AtomicU64::new(0),
+            hinted_relists: AtomicU64::new(0),
         }
     }
 }
@@ -156,13 +160,15 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<PodLifecycleEvent> {
     out
 }
 
-/// Runs PLEG until cancelled. `healthy` receives the time of every successful relist.
+/// Runs PLEG until cancelled. `healthy` receives the time of every successful relist;
+/// `changed` is poked by the runtime manager after it started a container (relist now).
 pub async fn run(
     cri: Cri,
     cache: RuntimeCache,
     bus: Bus,
     healthy: watch::Sender<Option<Instant>>,
     stats: Arc<PlegStats>,
+    changed: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let mut pleg = Relister {
@@ -231,6 +237,11 @@ pub async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next.into()) => break,
+                // Pokes while a relist runs are kept as one permit: one relist follows them all.
+                _ = changed.notified() => {
+                    pleg.stats.hinted_relists.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
                 got = oom.recv() => match got {
                     Some(Received::Event(ev)) if matches!(*ev, NodeEvent::Oom(_)) => {
                         pleg.stats.oom_relists.fetch_add(1, Ordering::Relaxed);
