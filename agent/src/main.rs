@@ -128,13 +128,14 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     {
         error!(error = %errors::error_chain(&e), "TLS bootstrapping failed: the node does not join the cluster");
     }
-    // Cluster mode: one API client (kube's default timeouts, fit for long watches) for the
-    // pod source, the volume manager and the status manager's writes. A kubeconfig that cannot
+    // Cluster mode: one API client (kube's default timeouts, fit for long watches; held to
+    // kubeAPIQPS/kubeAPIBurst) for the pod source, the volume manager and the status
+    // manager's writes. A kubeconfig that cannot
     // be used is an error the agent keeps naming while it serves everything else (static pods,
     // its API, which then refuses what needs the API server), as an unreachable API server is.
     let api_client = match &opts.kubeconfig {
         Some(path) => match config::apiserver::client(path, None).await {
-            Ok(c) => Some(c),
+            Ok(c) => Some(config::throttle::throttled(c, opts.api_rate)),
             Err(e) => {
                 error!(
                     error = %errors::error_chain(&e),

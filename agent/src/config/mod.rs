@@ -8,6 +8,7 @@ pub mod manifest;
 #[cfg(test)]
 mod manifest_props;
 pub mod mux;
+pub mod throttle;
 
 use crate::pod::PodHandle;
 use std::collections::BTreeMap;

@@ -92,6 +92,12 @@ pub struct Flags {
     /// Maximum number of pods (config: maxPods).
     #[arg(long)]
     pub max_pods: Option<u32>,
+    /// Steady API request rate, per second (config: kubeAPIQPS).
+    #[arg(long)]
+    pub kube_api_qps: Option<f32>,
+    /// API requests allowed in a burst (config: kubeAPIBurst).
+    #[arg(long)]
+    pub kube_api_burst: Option<i32>,
     /// Pause image; the CRI runtime's own sandbox image setting wins, as in the kubelet >= 1.27.
     #[arg(long)]
     pub pod_infra_container_image: Option<String>,
@@ -259,8 +265,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("registry-burst", Arity::Value),
     ("event-qps", Arity::Value),
     ("event-burst", Arity::Value),
-    ("kube-api-qps", Arity::Value),
-    ("kube-api-burst", Arity::Value),
     ("kube-api-content-type", Arity::Value),
     ("make-iptables-util-chains", Arity::Bool),
     ("protect-kernel-defaults", Arity::Bool),

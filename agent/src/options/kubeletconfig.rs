@@ -199,6 +199,12 @@ pub struct KubeletConfigFile {
     pub node_lease_duration_seconds: Option<i32>,
     /// Pods this node may run (its `pods` capacity).
     pub max_pods: Option<i32>,
+    /// Steady API request rate, per second.
+    #[serde(rename = "kubeAPIQPS")]
+    pub kube_api_qps: Option<f32>,
+    /// API requests allowed in a burst.
+    #[serde(rename = "kubeAPIBurst")]
+    pub kube_api_burst: Option<i32>,
     /// Taints the node registers with.
     pub register_with_taints: Option<Vec<super::node::Taint>>,
     /// Hard eviction thresholds by signal.
@@ -258,6 +264,8 @@ const IMPLEMENTED: &[&str] = &[
     "nodeStatusReportFrequency",
     "nodeLeaseDurationSeconds",
     "maxPods",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
     "registerWithTaints",
     "evictionHard",
     "evictionSoft",

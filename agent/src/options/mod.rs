@@ -107,6 +107,8 @@ pub enum OptionsError {
 /// The resolved settings every manager reads.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The API client's rate limit (kubeAPIQPS / kubeAPIBurst; default 50 and 100).
+    pub api_rate: ApiRate,
     /// Node name (lowercased host name or `--hostname-override`).
     pub node_name: String,
     /// Node IPs from `--node-ip`.
@@ -177,6 +179,78 @@ pub struct NodeStatusOptions {
     pub labels: BTreeMap<String, String>,
     /// Taints set at registration (`--register-with-taints` / registerWithTaints).
     pub taints: Vec<Taint>,
+}
+
+/// The rate the agent's API client keeps to (client-go's token bucket): `qps` a second once a
+/// `burst` is spent. The kubelet's v1beta1 defaults are 50 and 100.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiRate {
+    /// Tokens added per second.
+    pub qps: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+impl Default for ApiRate {
+    fn default() -> Self {
+        ApiRate {
+            qps: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+/// kubeAPIQPS and kubeAPIBurst from flags or file; 0 or unset takes the default, as the
+/// kubelet's defaulting does; negative values are refused.
+fn api_rate(
+    flags: &Flags,
+    file: &kubeletconfig::KubeletConfigFile,
+    file_label: &str,
+) -> Result<ApiRate, OptionsError> {
+    let d = ApiRate::default();
+    let source = |flag: bool| {
+        if flag {
+            "flag".to_owned()
+        } else {
+            file_label.to_owned()
+        }
+    };
+    let (qps, qps_from_flag): (f32, bool) = match (flags.kube_api_qps, file.kube_api_qps) {
+        (Some(v), _) => (v, true),
+        (None, Some(v)) => (v, false),
+        (None, None) => (0.0, false),
+    };
+    if !qps.is_finite() || qps < 0.0 {
+        return Err(OptionsError::Invalid {
+            source_name: source(qps_from_flag),
+            name: if qps_from_flag {
+                "--kube-api-qps"
+            } else {
+                "kubeAPIQPS"
+            },
+            value: qps.to_string(),
+            reason: "must not be a negative number",
+        });
+    }
+    let (burst, burst_from_flag) = match (flags.kube_api_burst, file.kube_api_burst) {
+        (Some(v), _) => (v, true),
+        (None, Some(v)) => (v, false),
+        (None, None) => (0, false),
+    };
+    let burst = u32::try_from(burst).map_err(|_| OptionsError::Invalid {
+        source_name: source(burst_from_flag),
+        name: if burst_from_flag {
+            "--kube-api-burst"
+        } else {
+            "kubeAPIBurst"
+        },
+        value: burst.to_string(),
+        reason: "must not be a negative number",
+    })?;
+    Ok(ApiRate {
+        qps: if qps == 0.0 { d.qps } else { f64::from(qps) },
+        burst: if burst == 0 { d.burst } else { burst },
+    })
 }
 
 /// TLS bootstrapping (`--bootstrap-kubeconfig`, `--cert-dir`) and client certificate rotation
@@ -337,6 +411,7 @@ impl Options {
             notices.push("flag --fail-swap-on is not implemented yet; ignored".into());
         }
         let node_status = node_status_options(&flags, &file, &file_label)?;
+        let api_rate = api_rate(&flags, &file, &file_label)?;
 
         let runtime = flags
             .container_runtime_endpoint
@@ -409,6 +484,7 @@ impl Options {
             certificates,
             register_node: flags.register_node.or(file.register_node).unwrap_or(true),
             node_status,
+            api_rate,
             verbosity: flags
                 .verbosity
                 .or(file.logging.as_ref().and_then(|l| l.verbosity))

@@ -342,3 +342,32 @@ fn a_bootstrap_kubeconfig_needs_a_kubeconfig() {
         "{msg}"
     );
 }
+
+#[test]
+fn api_rate_defaults_and_comes_from_flags_and_file() {
+    let o = Options::from_args(args("")).expect("defaults");
+    assert_eq!(o.api_rate, ApiRate::default());
+    assert_eq!((o.api_rate.qps, o.api_rate.burst), (50.0, 100));
+    let file = ConfigFile::new("apirate");
+    file.write(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         kubeAPIQPS: 5\nkubeAPIBurst: 10\n",
+    );
+    let o = Options::from_args(args(&format!("--config={}", file.path.display()))).expect("file");
+    assert_eq!((o.api_rate.qps, o.api_rate.burst), (5.0, 10));
+    assert!(o.notices.is_empty(), "{:?}", o.notices);
+    let o = Options::from_args(args(&format!(
+        "--config={} --kube-api-qps=20",
+        file.path.display()
+    )))
+    .expect("flag wins");
+    assert_eq!((o.api_rate.qps, o.api_rate.burst), (20.0, 10));
+    let err = Options::from_args(args("--kube-api-burst=-1")).expect_err("negative burst");
+    assert!(err.to_string().contains("--kube-api-burst"), "{err}");
+    file.write(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nkubeAPIQPS: -3\n",
+    );
+    let err = Options::from_args(args(&format!("--config={}", file.path.display())))
+        .expect_err("negative qps");
+    assert!(err.to_string().contains("kubeAPIQPS"), "{err}");
+}
