@@ -211,26 +211,14 @@ pub fn write_kubeconfig(
     write_atomic(path, text.as_bytes())
 }
 
-/// `t` as the kubelet's file-name time, `2006-01-02-15-04-05` in UTC.
+/// `t` as the kubelet's file-name time, `2006-01-02-15-04-05` in UTC (times before 1970 as
+/// 1970's first second).
 pub fn timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::try_from(t.max(UNIX_EPOCH))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%d-%H-%M-%S")
+        .to_string()
 }
 
 #[cfg(test)]

@@ -252,25 +252,15 @@ fn new_timestamp_dir(target: &Path) -> Result<PathBuf, WriteError> {
     }
 }
 
-/// `2006_01_02_15_04_05` for a Unix time, UTC (civil-from-days, Howard Hinnant's algorithm).
+/// `2006_01_02_15_04_05` for a Unix time, UTC.
 fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}_{m:02}_{d:02}_{:02}_{:02}_{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    use k8s_openapi::jiff::Timestamp;
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .strftime("%Y_%m_%d_%H_%M_%S")
+        .to_string()
 }
 
 fn write_payload(payload: &Payload, dir: &Path, fs_group: Option<u32>) -> Result<(), WriteError> {
