@@ -29,6 +29,7 @@ mod server;
 mod stats;
 mod status;
 mod volumemanager;
+mod wait;
 
 use anyhow::Context;
 use kuberuntime::{Cri, NodeContext, RuntimeManager};

@@ -443,18 +443,18 @@ async fn worker(
             .waiting(&uid, backoffs.waiting.clone())
             .await;
         let next = match result {
-            Ok(SyncOutcome::Synced) => jitter(settings.sync_frequency),
+            Ok(SyncOutcome::Synced) => crate::wait::jitter(settings.sync_frequency, 0.5),
             Ok(SyncOutcome::RequeueAfter(d)) => d,
             Ok(SyncOutcome::Finished) => {
                 if !finished_logged {
                     info!(pod = %pod.pod_ref, "pod has completed; it stays until its manifest is removed");
                     finished_logged = true;
                 }
-                jitter(settings.sync_frequency)
+                crate::wait::jitter(settings.sync_frequency, 0.5)
             }
             Err(e) => {
                 error!(pod = %pod.pod_ref, error = %e, "sync failed; will retry");
-                jitter(ERROR_REQUEUE)
+                crate::wait::jitter(ERROR_REQUEUE, 0.5)
             }
         };
         if dirty {
@@ -502,16 +502,7 @@ async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &Cance
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(jitter(ERROR_REQUEUE)) => {}
+            _ = tokio::time::sleep(crate::wait::jitter(ERROR_REQUEUE, 0.5)) => {}
         }
     }
-}
-
-/// `d` stretched by up to 50% (wait.Jitter(d, 0.5)), so pods do not resync in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pod", 0),
     ("instrument", 0),
     ("errors", 0),
+    ("wait", 0),
     // TLS bootstrapping and the rotating API clients every API user builds on.
     ("certificate", 0),
     // Node facts and the bus and desired-pod sources.

@@ -100,7 +100,7 @@ impl Manager {
             };
             let retry_at = if failed {
                 failing = true;
-                let at = Instant::now() + jitter(retry);
+                let at = Instant::now() + crate::wait::jitter(retry, 0.5);
                 retry = (retry * 2).min(MAX_RETRY);
                 Some(at)
             } else {
@@ -291,13 +291,4 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// `d` plus up to half of it, so nodes retrying after an outage do not call in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }

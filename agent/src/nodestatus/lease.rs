@@ -6,7 +6,8 @@
 //! Node is deleted; a Lease is not created before the Node exists.
 
 use super::client::{ApiClient, LEASE_NAMESPACE};
-use super::{Backoff, Failing, NodeStatusError, jitter};
+use super::{Backoff, Failing, NodeStatusError};
+use crate::wait::jitter;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;

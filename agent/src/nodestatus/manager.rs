@@ -4,9 +4,7 @@
 use super::client::ApiClient;
 use super::machine::{self, MachineInfo};
 use super::setters::{self, Facts};
-use super::{
-    Backoff, Failing, Inputs, NodeConditionsInput, NodeStatusError, Settings, chain, jitter,
-};
+use super::{Backoff, Failing, Inputs, NodeConditionsInput, NodeStatusError, Settings, chain};
 use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use k8s_openapi::jiff::Timestamp;
 use std::net::IpAddr;
@@ -132,7 +130,8 @@ impl Manager {
             }
             self.sync().await;
             let posted = self.summary();
-            let period = tokio::time::sleep(jitter(self.s.node.update_frequency, 0.04));
+            let period =
+                tokio::time::sleep(crate::wait::jitter(self.s.node.update_frequency, 0.04));
             tokio::pin!(period);
             loop {
                 tokio::select! {
@@ -291,7 +290,7 @@ impl Manager {
     fn schedule_report(&mut self, changed: bool) {
         let period = self.s.node.report_frequency;
         let at = if changed || self.next_report.is_none() {
-            period.mul_f64(0.5 + super::unit_random())
+            period.mul_f64(0.5 + crate::wait::unit_random())
         } else {
             period
         };

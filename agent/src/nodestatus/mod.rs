@@ -233,24 +233,6 @@ pub fn start(
     tasks.spawn(manager::run(settings, inputs, cancel));
 }
 
-/// A random number in [0, 1), from std's per-process random hash keys (no rand crate for one
-/// jitter).
-fn unit_random() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// `d` stretched by up to `factor` (wait.Jitter), so nodes do not call in lockstep.
-fn jitter(d: Duration, factor: f64) -> Duration {
-    d + d.mul_f64(factor * unit_random())
-}
-
 /// The kubelet's retry delay: doubles from 100 ms up to 7 s.
 #[derive(Debug)]
 struct Backoff(Duration);
@@ -280,19 +262,6 @@ mod tests {
         let mut b = Backoff::new();
         let seen: Vec<u64> = (0..9).map(|_| b.next().as_millis() as u64).collect();
         assert_eq!(seen, [100, 200, 400, 800, 1600, 3200, 6400, 7000, 7000]);
-    }
-
-    #[test]
-    fn jitter_stays_within_its_factor() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_secs(10), 0.04);
-            assert!(
-                j >= Duration::from_secs(10) && j < Duration::from_millis(10_400),
-                "{j:?}"
-            );
-            let r = unit_random();
-            assert!((0.0..1.0).contains(&r));
-        }
     }
 
     #[test]

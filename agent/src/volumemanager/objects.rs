@@ -441,12 +441,9 @@ fn refresh_at(issued: SystemTime, expires: SystemTime, secs: u64, jitter: Durati
     by_age.min(by_ttl).checked_sub(jitter).unwrap_or(issued)
 }
 
+/// Up to 10 s, so pods do not refresh their tokens in lockstep.
 fn jitter() -> Duration {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    Duration::from_millis(u64::from(n % 10_000))
+    Duration::from_secs(10).mul_f64(crate::wait::unit_random())
 }
 
 impl std::fmt::Debug for Objects {
