@@ -1,4 +1,5 @@
-//! Generates the CRI `runtime.v1` messages and gRPC clients from `proto/runtime/v1/api.proto`.
+//! Generates the CRI `runtime.v1` messages and gRPC clients from `proto/runtime/v1/api.proto`,
+//! and the `grpc.health.v1` client the agent's grpc probes call.
 //!
 //! Why a build script: the Rust types must follow the `.proto` exactly (field numbers are the
 //! wire contract with containerd/CRI-O), so they are generated rather than written by hand,
@@ -12,7 +13,7 @@ use std::path::Path;
 
 /// Every `.proto` compiled, relative to the include root: listed, not globbed, so adding a
 /// file is a visible change (as containerd's rust-extensions client crate does).
-const PROTOS: &[&str] = &["runtime/v1/api.proto"];
+const PROTOS: &[&str] = &["runtime/v1/api.proto", "grpc/health/v1/health.proto"];
 const INCLUDE: &str = "proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

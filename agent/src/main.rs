@@ -22,6 +22,7 @@ mod options;
 mod pleg;
 mod pod;
 mod pod_workers;
+mod prober;
 #[cfg(test)]
 mod proptest_kit;
 mod recorder;
@@ -203,10 +204,13 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // Node-side verdicts (eviction, admission) reach the pod workers through the killer.
     let (killer, kills) = pod_workers::PodKiller::new();
     let pod_worker_stats = Arc::new(pod_workers::PodWorkerStats::default());
+    // Probe results: written by the probe workers, read by the status manager and pod workers.
+    let probe_results = prober::results::ProbeResults::new();
     let (status, status_store, status_stats) = status::start(
         host_ip.clone(),
         config_rx.clone(),
         cache.clone(),
+        probe_results.clone(),
         &mut tasks,
         cancel.child_token(),
     );
@@ -349,6 +353,17 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         opts.root_dir.clone(),
         feeds,
     );
+    let prober_stats = prober::start(
+        prober::Inputs {
+            config: config_rx.clone(),
+            statuses: status_store.receiver(),
+            runtime: runtime.clone(),
+            results: probe_results.clone(),
+            recorder: recorder.clone(),
+        },
+        &mut tasks,
+        cancel.child_token(),
+    );
     let view = server::NodeView::new(
         &opts,
         status_store,
@@ -361,6 +376,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             pod_workers: pod_worker_stats.clone(),
             bus: bus.clone(),
             eviction: eviction.as_ref().map(|h| h.stats.clone()),
+            probes: prober_stats,
         },
         health_rx.clone(),
         runtime_health,
@@ -382,6 +398,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
                 memory_capacity,
                 eviction.as_ref(),
             ),
+            probes: probe_results,
         },
         config_rx,
         workers_events,

@@ -29,9 +29,12 @@ use crate::admission::{self, NodeFacts};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::instrument::{DEF_BUCKETS, HistogramVec};
-use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome};
+use crate::kuberuntime::state::{ContainerState, PodRuntimeState};
+use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome, Unhealthy};
 use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
+use crate::prober::ProbeType;
+use crate::prober::results::{ProbeResult, ProbeResults};
 use crate::recorder::reasons::{failed_kill_pod, verdict};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
@@ -109,6 +112,8 @@ pub struct WorkerSettings {
     pub stats: Arc<PodWorkerStats>,
     /// What a new pod is admitted against.
     pub admission: NodeFacts,
+    /// Probe results: a failed liveness or startup probe restarts its container.
+    pub probes: ProbeResults,
 }
 
 /// The bus subscriber name of the pod workers (its lag count is the kubelet's
@@ -127,6 +132,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
+    let mut probe_updates = settings.probes.subscribe();
     let mut d = Dispatcher {
         workers: HashMap::new(),
         finished: HashMap::new(),
@@ -156,6 +162,17 @@ pub async fn run(
                 None => break,
             },
             Some(req) = kills.recv() => d.on_kill(req).await,
+            r = probe_updates.recv() => match r {
+                // Liveness and startup failures are acted on by the pod's sync (the kubelet's
+                // syncLoop handleProbeSync); readiness only changes the status.
+                Ok(u) => if u.probe_type != ProbeType::Readiness && u.result == ProbeResult::Failure
+                    && let Some(w) = d.workers.get(&u.pod_uid)
+                {
+                    w.input.send_modify(|_| {});
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => d.wake_all(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             Some(uid) = done_rx.recv() => {
                 // Termination removed everything; the cache shows the pod again only if a
                 // relist after this point finds something of it.
@@ -421,8 +438,9 @@ async fn worker(
             .waiting(&uid, backoffs.waiting.clone())
             .await;
         let started = Instant::now();
+        let condemned = unhealthy(&pod, &state, &settings.probes);
         let result = tokio::select! {
-            r = runtime.sync_pod(&pod, &state, &mut backoffs) => r,
+            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned) => r,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
@@ -467,6 +485,35 @@ async fn worker(
             _ = tokio::time::sleep(next) => {}
         }
     }
+}
+
+/// The running containers a failed liveness or startup probe condemns, with the kubelet's
+/// message and the probe's terminationGracePeriodSeconds.
+fn unhealthy(pod: &PodHandle, state: &PodRuntimeState, probes: &ProbeResults) -> Unhealthy {
+    let Some(spec) = pod.pod.spec.as_ref() else {
+        return Unhealthy::new();
+    };
+    let mut out = Unhealthy::new();
+    for c in &spec.containers {
+        let Some(v) = state
+            .latest(&c.name)
+            .filter(|v| v.state == ContainerState::Running)
+        else {
+            continue;
+        };
+        // The status names containers `containerd://<id>`, and the probe workers key by it.
+        let Some((t, message)) = probes.unhealthy(&format!("containerd://{}", v.id), &c.name)
+        else {
+            continue;
+        };
+        let probe = match t {
+            ProbeType::Startup => c.startup_probe.as_ref(),
+            _ => c.liveness_probe.as_ref(),
+        };
+        let grace = probe.and_then(|p| p.termination_grace_period_seconds);
+        out.insert(v.id.clone(), (message, grace));
+    }
+    out
 }
 
 /// Resolves once termination is requested; notes in `dirty` any other update seen meanwhile.

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("kuberuntime", 2),
     // PLEG: the runtime cache and pod events.
     ("pleg", 3),
+    ("prober", 3),
     // The stats model (its mapper reads the runtime cache) and the status manager.
     ("stats", 4),
     ("status", 4),

@@ -28,6 +28,18 @@ pub mod runtime {
     }
 }
 
+/// The gRPC health checking protocol (`grpc.health.v1`): the client of the agent's grpc probes.
+pub mod grpc {
+    /// `grpc.health.v1`.
+    pub mod health {
+        /// Health/Check messages and the `health_client` module.
+        #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+        }
+    }
+}
+
 use runtime::v1::image_service_client::ImageServiceClient;
 use runtime::v1::runtime_service_client::RuntimeServiceClient;
 

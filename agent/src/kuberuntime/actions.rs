@@ -21,13 +21,18 @@ pub struct PodActions {
     /// Regular containers (indexes) to start.
     pub containers_to_start: Vec<usize>,
     /// Container instances to stop and remove first: (id, name, reason).
-    pub containers_to_kill: Vec<(String, String, &'static str)>,
+    pub containers_to_kill: Vec<(String, String, String)>,
     /// The pod has finished for good (terminal phase): nothing will run again.
     pub finished: bool,
 }
 
-/// Computes the actions for `spec` given the runtime `state`.
-pub fn compute(spec: &PodSpec, state: &PodRuntimeState) -> PodActions {
+/// Computes the actions for `spec` given the runtime `state`; `unhealthy` names running
+/// containers a failed liveness or startup probe condemns (runtime ID -> message).
+pub fn compute(
+    spec: &PodSpec,
+    state: &PodRuntimeState,
+    unhealthy: &super::Unhealthy,
+) -> PodActions {
     let policy = RestartPolicy::of(spec);
     let inits = spec.init_containers.as_deref().unwrap_or(&[]);
     let mut a = PodActions::default();
@@ -104,7 +109,7 @@ pub fn compute(spec: &PodSpec, state: &PodRuntimeState) -> PodActions {
                         a.containers_to_kill.push((
                             v.id.clone(),
                             v.name.clone(),
-                            "init container in unknown state",
+                            "init container in unknown state".to_owned(),
                         ));
                         if policy == RestartPolicy::Never {
                             a.kill_pod = true;
@@ -129,9 +134,23 @@ pub fn compute(spec: &PodSpec, state: &PodRuntimeState) -> PodActions {
                         a.containers_to_kill.push((
                             v.id.clone(),
                             v.name.clone(),
-                            "container definition changed",
+                            "container definition changed".to_owned(),
                         ));
                         a.containers_to_start.push(i);
+                    } else if let Some((message, _)) = unhealthy.get(&v.id) {
+                        // computePodActions: a failed liveness or startup probe kills the
+                        // container; it starts again unless the pod never restarts.
+                        if policy == RestartPolicy::Never {
+                            a.containers_to_kill.push((
+                                v.id.clone(),
+                                v.name.clone(),
+                                message.clone(),
+                            ));
+                        } else {
+                            let m = format!("{message}, will be restarted");
+                            a.containers_to_kill.push((v.id.clone(), v.name.clone(), m));
+                            a.containers_to_start.push(i);
+                        }
                     } else {
                         keep += 1;
                     }
@@ -140,7 +159,7 @@ pub fn compute(spec: &PodSpec, state: &PodRuntimeState) -> PodActions {
                     a.containers_to_kill.push((
                         v.id.clone(),
                         v.name.clone(),
-                        "container never started",
+                        "container never started".to_owned(),
                     ));
                     a.containers_to_start.push(i);
                 }
@@ -217,7 +236,7 @@ mod tests {
     #[test]
     fn new_pod_gets_a_sandbox_and_all_containers() {
         let s = spec("Always", &[], &["a", "b"]);
-        let a = compute(&s, &PodRuntimeState::default());
+        let a = compute(&s, &PodRuntimeState::default(), &Default::default());
         assert_eq!(a.create_sandbox, Some(0));
         assert_eq!(a.containers_to_start, [0, 1]);
         assert!(!a.kill_pod);
@@ -231,7 +250,7 @@ mod tests {
             containers: vec![ctr("a", ContainerState::Running, 0, &s)],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st);
+        let a = compute(&s, &st, &Default::default());
         assert_eq!(
             a,
             PodActions {
@@ -255,7 +274,7 @@ mod tests {
                 containers: vec![ctr("a", ContainerState::Exited, exit, &s)],
                 pod_ip: String::new(),
             };
-            let a = compute(&s, &st);
+            let a = compute(&s, &st, &Default::default());
             assert_eq!(
                 !a.containers_to_start.is_empty(),
                 restart,
@@ -273,11 +292,11 @@ mod tests {
             containers: vec![ctr("a", ContainerState::Exited, 0, &s)],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st);
+        let a = compute(&s, &st, &Default::default());
         assert_eq!(a.create_sandbox, Some(1));
         assert!(a.kill_pod);
         let never = spec("Never", &[], &["a"]);
-        let a = compute(&never, &st);
+        let a = compute(&never, &st, &Default::default());
         assert_eq!(a.create_sandbox, None);
         assert!(a.finished);
     }
@@ -290,16 +309,19 @@ mod tests {
             containers: vec![],
             pod_ip: String::new(),
         };
-        assert_eq!(compute(&s, &st).init_to_start, Some(0));
+        assert_eq!(compute(&s, &st, &Default::default()).init_to_start, Some(0));
         st.containers
             .push(ctr("i1", ContainerState::Running, 0, &s));
-        let a = compute(&s, &st);
+        let a = compute(&s, &st, &Default::default());
         assert_eq!((a.init_to_start, a.containers_to_start.len()), (None, 0));
         st.containers[0] = ctr("i1", ContainerState::Exited, 0, &s);
-        assert_eq!(compute(&s, &st).init_to_start, Some(1));
+        assert_eq!(compute(&s, &st, &Default::default()).init_to_start, Some(1));
         st.containers
             .insert(0, ctr("i2", ContainerState::Exited, 0, &s));
-        assert_eq!(compute(&s, &st).containers_to_start, [0]);
+        assert_eq!(
+            compute(&s, &st, &Default::default()).containers_to_start,
+            [0]
+        );
     }
 
     #[test]
@@ -311,7 +333,7 @@ mod tests {
                 containers: vec![ctr("i1", ContainerState::Exited, 3, &s)],
                 pod_ip: String::new(),
             };
-            let a = compute(&s, &st);
+            let a = compute(&s, &st, &Default::default());
             assert_eq!(a.finished, finished, "{policy}");
             assert_eq!(a.init_to_start.is_some(), !finished, "{policy}");
         }
@@ -327,8 +349,38 @@ mod tests {
             containers: vec![c],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st);
+        let a = compute(&s, &st, &Default::default());
         assert_eq!(a.containers_to_kill.len(), 1);
         assert_eq!(a.containers_to_start, [0]);
+    }
+
+    #[test]
+    fn failed_liveness_kills_and_restarts_unless_never() {
+        let s = spec("Always", &[], &["a"]);
+        let st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            containers: vec![ctr("a", ContainerState::Running, 0, &s)],
+            ..Default::default()
+        };
+        let id = st.containers[0].id.clone();
+        let bad: super::super::Unhealthy = [(
+            id.clone(),
+            ("Container a failed liveness probe".to_owned(), None),
+        )]
+        .into();
+        let a = compute(&s, &st, &bad);
+        assert_eq!(
+            a.containers_to_kill,
+            [(
+                id.clone(),
+                "a".to_owned(),
+                "Container a failed liveness probe, will be restarted".to_owned()
+            )]
+        );
+        assert_eq!(a.containers_to_start, [0]);
+        let never = spec("Never", &[], &["a"]);
+        let a = compute(&never, &st, &bad);
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert!(a.containers_to_start.is_empty());
     }
 }

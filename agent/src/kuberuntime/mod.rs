@@ -127,6 +127,24 @@ impl PodBackoffs {
     }
 }
 
+/// What a command run in a container did (the kubelet's RunInContainer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// It exited; stdout then stderr, as the kubelet appends them.
+    Exited {
+        /// Exit code.
+        code: i32,
+        /// Combined output.
+        output: Vec<u8>,
+    },
+    /// It ran past its timeout.
+    TimedOut,
+}
+
+/// Containers the pod worker wants stopped for the agent's own reasons: runtime container ID ->
+/// (message, grace period override). A failed liveness or startup probe puts them here.
+pub type Unhealthy = HashMap<String, (String, Option<i64>)>;
+
 /// Runs pods on the CRI runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeManager {
@@ -169,6 +187,34 @@ impl RuntimeManager {
         &self.ctx.recorder
     }
 
+    /// Runs `cmd` in a running container with a timeout (exec probes; ExecSync).
+    pub async fn run_in_container(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+        target: &str,
+    ) -> Result<ExecOutcome, CriError> {
+        match self.cri.exec_sync(container_id, cmd, timeout, target).await {
+            Ok(r) => {
+                let mut output = r.stdout;
+                output.extend_from_slice(&r.stderr);
+                Ok(ExecOutcome::Exited {
+                    code: r.exit_code,
+                    output,
+                })
+            }
+            Err(CriError::Timeout { .. }) => Ok(ExecOutcome::TimedOut),
+            Err(CriError::Call { source, .. })
+                if source.code() == tonic::Code::DeadlineExceeded
+                    || source.message().contains("timeout") =>
+            {
+                Ok(ExecOutcome::TimedOut)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Brings the runtime in line with the pod spec once, from `state` (the runtime cache's
     /// view, newer than this worker's last sync).
     pub async fn sync_pod(
@@ -176,10 +222,11 @@ impl RuntimeManager {
         p: &DesiredPod,
         state: &PodRuntimeState,
         b: &mut PodBackoffs,
+        unhealthy: &Unhealthy,
     ) -> Result<SyncOutcome, SyncError> {
         let target = p.pod_ref.to_string();
         let spec = p.pod.spec.clone().unwrap_or_default();
-        let plan = actions::compute(&spec, state);
+        let plan = actions::compute(&spec, state, unhealthy);
         debug!(pod = %target, ?plan, "sync");
 
         let (rec, pod_ref) = (&self.ctx.recorder, &p.pod_ref);
@@ -192,11 +239,19 @@ impl RuntimeManager {
         }
         for (id, name, reason) in &plan.containers_to_kill {
             pod_event!(Normal, target, "Killing", container = %name, "stopping container: {reason}");
-            rec.container(pod_ref, field_path(Some(&spec), name), ev::killing(name));
-            self.cri
-                .stop_container(id, crate::pod::grace_period_seconds(&p.pod), &target)
-                .await?;
-            self.cri.remove_container(id, &target).await?;
+            // A probe's verdict carries the kubelet's message and the probe-level grace.
+            let (message, grace) = match unhealthy.get(id) {
+                Some((_, g)) => (ev::killing_because(reason), *g),
+                None => (ev::killing(name), None),
+            };
+            rec.container(pod_ref, field_path(Some(&spec), name), message);
+            let grace = grace.unwrap_or_else(|| crate::pod::grace_period_seconds(&p.pod));
+            self.cri.stop_container(id, grace, &target).await?;
+            // A container killed for a probe stays as the exited instance (restartCount,
+            // lastState, logs --previous), as the kubelet's killContainer leaves it.
+            if !unhealthy.contains_key(id) {
+                self.cri.remove_container(id, &target).await?;
+            }
         }
         if plan.finished {
             if plan.kill_pod {

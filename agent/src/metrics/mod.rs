@@ -10,6 +10,7 @@
 
 pub mod cadvisor;
 pub mod expo;
+pub mod probes;
 pub mod process;
 pub mod resource;
 
@@ -40,6 +41,8 @@ pub struct AgentSources {
     pub bus: Bus,
     /// The eviction manager's counts (`None` when it does not run).
     pub eviction: Option<Arc<crate::eviction::EvictionStats>>,
+    /// The probe workers' counts and durations (`/metrics/probes`).
+    pub probes: Arc<crate::prober::ProberStats>,
 }
 
 fn encode_histogram(e: &mut Encoder, labels: &[(&str, &str)], h: &HistogramRead) {

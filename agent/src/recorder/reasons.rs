@@ -38,6 +38,10 @@ pub const FAILED_MOUNT: &str = "FailedMount";
 pub const SANDBOX_CHANGED: &str = "SandboxChanged";
 /// RunPodSandbox failed.
 pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+/// A probe failed or could not be run.
+pub const CONTAINER_UNHEALTHY: &str = "Unhealthy";
+/// A probe passed with a warning (a redirect to another host).
+pub const CONTAINER_PROBE_WARNING: &str = "ProbeWarning";
 
 /// An event's type, reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +126,36 @@ pub fn started() -> Message {
 pub fn killing(container: &str) -> Message {
     let message = format!("Stopping container {container}");
     m(Normal, KILLING_CONTAINER, message)
+}
+
+/// A container is stopped for a reason of the agent's (a failed liveness or startup probe):
+/// the kubelet's killContainer message, e.g. "Container c failed liveness probe, will be restarted".
+pub fn killing_because(message: &str) -> Message {
+    m(Normal, KILLING_CONTAINER, message.to_owned())
+}
+
+/// A probe failed (prober.go): "Liveness probe failed: <output>".
+pub fn unhealthy(probe_type: &str, output: &str) -> Message {
+    m(
+        Warning,
+        CONTAINER_UNHEALTHY,
+        format!("{probe_type} probe failed: {output}"),
+    )
+}
+
+/// A probe could not be run (prober.go); the previous result stands.
+pub fn probe_errored(probe_type: &str, error: &str) -> Message {
+    let message = format!("{probe_type} probe errored and resulted in unknown state: {error}");
+    m(Warning, CONTAINER_UNHEALTHY, message)
+}
+
+/// A probe passed with a warning (prober.go): "Readiness probe warning: <output>".
+pub fn probe_warning(probe_type: &str, output: &str) -> Message {
+    m(
+        Warning,
+        CONTAINER_PROBE_WARNING,
+        format!("{probe_type} probe warning: {output}"),
+    )
 }
 
 /// A crashed container waits on its back-off (the pod named as format.Pod does).

@@ -21,6 +21,8 @@ pub struct StatusContext {
     pub host_ip: String,
     /// When the agent first saw the pod (`status.startTime`).
     pub start_time: Option<SystemTime>,
+    /// Probe results: `ready` and `started` of the containers (none: running means both).
+    pub probes: Option<crate::prober::results::ProbeResults>,
 }
 
 /// metav1.Time: whole seconds on the wire (RFC 3339 without fraction), as the API server keeps
@@ -58,11 +60,14 @@ pub fn pod_status(
         .iter()
         .map(|c| container_status(c, rt, waiting, true))
         .collect();
-    let statuses: Vec<ContainerStatus> = spec
+    let mut statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
         .map(|c| container_status(c, rt, waiting, false))
         .collect();
+    if let Some(probes) = &ctx.probes {
+        probes.update_pod_status(&spec, &mut statuses);
+    }
     let initialized = init_statuses.iter().all(|s| {
         s.state
             .as_ref()
@@ -411,6 +416,7 @@ mod tests {
     fn running_pod_is_ready_with_ips() {
         let p = pod("Always");
         let ctx = StatusContext {
+            probes: None,
             host_ip: "192.0.2.1".into(),
             start_time: Some(SystemTime::UNIX_EPOCH),
         };

@@ -7,11 +7,12 @@ use crate::instrument::Histogram;
 use crate::kuberuntime::state::PodRuntimeState;
 use crate::pleg::cache::CacheReader;
 use crate::pod::PodHandle;
+use crate::prober::results::ProbeResults;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -134,6 +135,7 @@ pub fn start(
     host_ip: String,
     config: watch::Receiver<Option<PodSet>>,
     cache: CacheReader,
+    probes: ProbeResults,
     tasks: &mut tokio::task::JoinSet<()>,
     cancel: CancellationToken,
 ) -> (StatusHandle, StatusStore, Arc<StatusStats>) {
@@ -146,6 +148,7 @@ pub fn start(
         early_verdicts: BTreeMap::new(),
         out,
         stats: stats.clone(),
+        probes,
     };
     tasks.spawn(m.run(config, cache, rx, cancel));
     (StatusHandle { tx }, StatusStore { rx: store_rx }, stats)
@@ -159,6 +162,8 @@ struct Manager {
     early_verdicts: BTreeMap<String, (String, String)>,
     out: watch::Sender<PodStatuses>,
     stats: Arc<StatusStats>,
+    /// Probe results (`ready`, `started`); a change rebuilds the pod's status.
+    probes: ProbeResults,
 }
 
 impl Manager {
@@ -170,6 +175,7 @@ impl Manager {
         cancel: CancellationToken,
     ) {
         let mut cache_open = true;
+        let mut probe_updates = self.probes.subscribe();
         loop {
             let set = config.borrow_and_update().clone();
             if let Some(set) = set {
@@ -184,6 +190,20 @@ impl Manager {
                 u = updates.recv() => match u {
                     Some(u) => self.on_update(u),
                     None => return,
+                },
+                r = probe_updates.recv() => match r {
+                    Ok(u) => {
+                        if let Some(e) = self.entries.get_mut(&u.pod_uid) {
+                            e.version += 1;
+                        }
+                    }
+                    // Missed some: rebuild every pod.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        for e in self.entries.values_mut() {
+                            e.version += 1;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
         }
@@ -314,6 +334,7 @@ impl Manager {
                 continue;
             }
             let ctx = StatusContext {
+                probes: Some(self.probes.clone()),
                 host_ip: self.host_ip.clone(),
                 start_time: Some(e.first_seen),
             };

@@ -53,6 +53,11 @@ impl StatusStore {
         self.rx.changed().await.is_ok()
     }
 
+    /// The underlying receiver (the probe workers watch it for container starts).
+    pub fn receiver(&self) -> watch::Receiver<PodStatuses> {
+        self.rx.clone()
+    }
+
     /// One pod by namespace and name.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
         self.rx
