@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod probes;
+
 /// Annotation carrying the pod's config hash (kubetypes.ConfigHashAnnotationKey).
 pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 /// Annotation naming the config source (kubetypes.ConfigSourceAnnotationKey).
@@ -606,6 +608,7 @@ fn validate_container(c: &Container, at: &str, wide: &mut PodWide<'_>, errs: &mu
     validate_env(c, at, errs);
     validate_ports(c, at, wide, errs);
     validate_mounts(c, at, wide, errs);
+    probes::validate(c, at, at.starts_with("spec.initContainers"), errs);
     if let Some(sc) = c.security_context.as_ref() {
         check_id(
             format!("{at}.securityContext.runAsUser"),
