@@ -144,6 +144,18 @@ fn failing_exec_liveness_probe_restarts_the_container() -> Result<()> {
     );
     assert!(probe_total(ro, "live", "Liveness", "failed")? >= 2);
     assert!(probe_total(ro, "live", "Liveness", "successful")? >= 1);
+    let text = get(ro, "/metrics/probes")?;
+    assert!(
+        text.contains("prober_probe_duration_seconds_bucket{"),
+        "{text}"
+    );
+    if nodelet_tests::have("promtool") {
+        nodelet_tests::promtool_check("/metrics/probes", &text, nodelet_tests::LINT_ALLOWED)?;
+    } else if std::env::var_os("NODELET_REQUIRE_ALL").is_some() {
+        anyhow::bail!("promtool is missing (apt-get install prometheus)");
+    } else {
+        eprintln!("skipping the promtool check: promtool is missing");
+    }
     Ok(())
 }
 
