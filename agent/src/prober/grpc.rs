@@ -71,3 +71,38 @@ pub async fn check(host: &str, port: u16, service: String, timeout: Duration) ->
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_fails_naming_the_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        let Outcome::Failure(why) =
+            check("127.0.0.1", port, String::new(), Duration::from_secs(5)).await
+        else {
+            panic!("a closed port passed");
+        };
+        let want = format!("error: failed to connect service at \"127.0.0.1:{port}\"");
+        assert!(why.starts_with(&want), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_health_service_is_not_healthy() {
+        // Any HTTP/1 server: the gRPC call cannot succeed, and the probe must say it failed.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        let out = check("127.0.0.1", port, "svc".into(), Duration::from_secs(5)).await;
+        assert!(matches!(out, Outcome::Failure(_)), "{out:?}");
+    }
+}
