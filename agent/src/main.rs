@@ -361,6 +361,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             pod_workers: pod_worker_stats.clone(),
             bus: bus.clone(),
             eviction: eviction.as_ref().map(|h| h.stats.clone()),
+            // The prober records here once it runs; /metrics/probes serves the families now.
+            probes: Arc::default(),
         },
         health_rx.clone(),
         runtime_health,

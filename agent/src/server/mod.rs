@@ -256,6 +256,10 @@ async fn metrics_resource(State(v): State<View>, headers: HeaderMap) -> Response
     exposition(&headers, |f| metrics::resource::render(f, &s))
 }
 
+async fn metrics_probes(State(v): State<View>, headers: HeaderMap) -> Response {
+    exposition(&headers, |f| metrics::probes::render(&v.metrics.probes, f))
+}
+
 async fn container_logs(
     State(v): State<View>,
     Path(ContainerPath { ns, pod, container }): Path<ContainerPath>,
@@ -361,6 +365,7 @@ pub fn read_only_routes(view: View) -> Router {
         .route("/metrics", get(metrics_agent))
         .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/metrics/resource", get(metrics_resource))
+        .route("/metrics/probes", get(metrics_probes))
         .fallback(not_found)
         .with_state(view)
 }
@@ -605,6 +610,7 @@ mod tests {
                 status: Arc::default(),
                 bus: crate::events::Bus::new(),
                 eviction: None,
+                probes: Arc::default(),
             },
             tokio::sync::watch::channel(None).1,
             tokio::sync::watch::channel(None).1,
