@@ -52,6 +52,23 @@ const SKIPPED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Series the kubelet has and nodelet does not export yet: printed as known gaps, not
+/// failures, so that the rest stays guarded. Remove a row when its family lands.
+const NOT_YET: &[(&str, &str)] = &[
+    (
+        "kubelet_cgroup_manager_duration_seconds",
+        "NOT YET: cm/ does not time its cgroup create/update/destroy operations",
+    ),
+    (
+        "storage_operation_duration_seconds",
+        "NOT YET: volumemanager does not time its mount/unmount operations",
+    ),
+    (
+        "volume_manager_total_volumes",
+        "NOT YET: volumemanager does not export its desired/actual world sizes",
+    ),
+];
+
 /// The vector selectors of a PromQL expression (`name{matchers}` or `{matchers}`), in order:
 /// range brackets, strings, comments, numbers, function names and the label lists of
 /// `by`/`without`/`on`/`ignoring`/`group_left`/`group_right` are skipped.
@@ -160,6 +177,7 @@ fn metric_name(selector: &str) -> &str {
 fn skip_reason(name: &str, derived: &BTreeMap<String, String>) -> Option<String> {
     SKIPPED
         .iter()
+        .chain(NOT_YET)
         .find(|(p, _)| name.starts_with(p))
         .map(|(_, r)| (*r).to_owned())
         .or_else(|| derived.get(name).cloned())
@@ -343,6 +361,7 @@ fn kube_prometheus_rules_and_kubelet_dashboard_find_their_series() -> Result<()>
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+    check_pressure(&node, &pki, port)?;
     println!("skipped series:");
     for (name, why) in &skipped {
         println!("  {name}: {why}");
@@ -378,5 +397,108 @@ fn kube_prometheus_rules_and_kubelet_dashboard_find_their_series() -> Result<()>
     for path in KUBELET_PATHS {
         promtool_check(path, &pki.get(port, path)?, LINT_ALLOWED)?;
     }
+    Ok(())
+}
+
+/// PSI (issue 12): where the kernel has pressure files (the cgroup2 hierarchy, also on a
+/// hybrid host), the throttled container's Summary `psi` and cAdvisor's
+/// `container_pressure_*` are there, non-negative, `full` within `some`, and within what the
+/// cgroup's own file says a moment later.
+fn check_pressure(node: &Node, pki: &Pki, port: u16) -> Result<()> {
+    let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cpu.pressure").exists());
+    let Some(v2) = v2 else {
+        println!("no cgroup2 pressure files on this kernel: PSI not checked");
+        return Ok(());
+    };
+    let doc = node.wait("PSI of the throttled container in the summary", T, || {
+        let s: serde_json::Value = serde_json::from_str(&pki.get(port, "/stats/summary")?)?;
+        let pod = s["pods"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["podRef"]["name"] == format!("lim-{NODE}").as_str())
+            })
+            .cloned();
+        Ok(pod.filter(|p| p["containers"][0]["cpu"]["psi"].is_object()))
+    })?;
+    let c = &doc["containers"][0];
+    for (what, psi) in [
+        ("container cpu", &c["cpu"]["psi"]),
+        ("container memory", &c["memory"]["psi"]),
+        ("container io", &c["io"]["psi"]),
+        ("pod cpu", &doc["cpu"]["psi"]),
+        ("pod memory", &doc["memory"]["psi"]),
+        ("pod io", &doc["io"]["psi"]),
+    ] {
+        for kind in ["some", "full"] {
+            for avg in ["avg10", "avg60", "avg300"] {
+                let a = psi[kind][avg]
+                    .as_f64()
+                    .with_context(|| format!("{what} {kind} {avg}: {psi}"))?;
+                anyhow::ensure!((0.0..=100.0).contains(&a), "{what} {kind} {avg} = {a}");
+            }
+        }
+        let (some, full) = (psi["some"]["total"].as_u64(), psi["full"]["total"].as_u64());
+        anyhow::ensure!(some.is_some() && full <= some, "{what}: {psi}");
+    }
+    // The throttled busy loop waits for CPU: some pressure, and the file has at least as much.
+    let waited = c["cpu"]["psi"]["some"]["total"]
+        .as_u64()
+        .context("cpu some total")?;
+    anyhow::ensure!(
+        waited > 0,
+        "a CPU-throttled loop shows CPU pressure: {}",
+        c["cpu"]
+    );
+    let cad = pki.get(port, "/metrics/cadvisor")?;
+    let line = cad
+        .lines()
+        .find(|l| {
+            l.starts_with("container_pressure_cpu_waiting_seconds_total{")
+                && l.contains("container=\"c\"")
+                && l.contains(&format!("pod=\"lim-{NODE}\""))
+        })
+        .with_context(|| format!("container_pressure_cpu_waiting_seconds_total of lim:\n{cad}"))?;
+    let id = line
+        .split("id=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("id label")?;
+    let secs: f64 = line
+        .split("} ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .context("value")?
+        .parse()?;
+    let file = std::fs::read_to_string(v2.join(id.trim_start_matches('/')).join("cpu.pressure"))?;
+    let now_us: f64 = file
+        .lines()
+        .find(|l| l.starts_with("some"))
+        .and_then(|l| l.split("total=").nth(1))
+        .context("some total in cpu.pressure")?
+        .trim()
+        .parse()?;
+    anyhow::ensure!(
+        secs > 0.0 && secs <= now_us / 1e6,
+        "cAdvisor {secs} s vs the file's {} s now",
+        now_us / 1e6
+    );
+    for f in [
+        "container_pressure_cpu_stalled_seconds_total",
+        "container_pressure_memory_waiting_seconds_total",
+        "container_pressure_memory_stalled_seconds_total",
+        "container_pressure_io_waiting_seconds_total",
+        "container_pressure_io_stalled_seconds_total",
+    ] {
+        anyhow::ensure!(cad.contains(&format!("# TYPE {f} counter")), "{f} missing");
+    }
+    println!(
+        "PSI: container waited {secs:.3} s for CPU ({} under {})",
+        id,
+        v2.display()
+    );
     Ok(())
 }
