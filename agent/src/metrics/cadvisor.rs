@@ -272,6 +272,7 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
         }
     }
     render_network(&mut e, &series);
+    render_pressure(&mut e, &series);
     type Gauge = (&'static str, &'static str, fn(&Usage) -> f64);
     let gauges: [Gauge; 4] = [
         (
@@ -440,6 +441,61 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
     e.finish()
 }
 
+fn pressure(u: &Usage) -> Option<crate::stats::psi::Pressure> {
+    u.details?.pressure
+}
+
+/// µs (the kernel's PSI totals) as seconds, cAdvisor's asMicrosecondsToSeconds.
+fn us(v: u64) -> Option<f64> {
+    Some(v as f64 / 1e6)
+}
+
+/// cAdvisor's PSI families (PressureMetrics, which the kubelet enables with KubeletPSI):
+/// `waiting` is the kernel's `some` total, `stalled` its `full` total.
+fn render_pressure(e: &mut Encoder, series: &[Series]) {
+    let families: [(&str, &str, Kind, Value); 6] = [
+        (
+            "container_pressure_cpu_stalled_seconds_total",
+            "Total time duration no tasks in the container could make progress due to CPU congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.cpu?.full.total_us),
+        ),
+        (
+            "container_pressure_cpu_waiting_seconds_total",
+            "Total time duration tasks in the container have waited due to CPU congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.cpu?.some.total_us),
+        ),
+        (
+            "container_pressure_memory_stalled_seconds_total",
+            "Total time duration no tasks in the container could make progress due to memory congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.memory?.full.total_us),
+        ),
+        (
+            "container_pressure_memory_waiting_seconds_total",
+            "Total time duration tasks in the container have waited due to memory congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.memory?.some.total_us),
+        ),
+        (
+            "container_pressure_io_stalled_seconds_total",
+            "Total time duration no tasks in the container could make progress due to IO congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.io?.full.total_us),
+        ),
+        (
+            "container_pressure_io_waiting_seconds_total",
+            "Total time duration tasks in the container have waited due to IO congestion.",
+            Kind::Counter,
+            |u| us(pressure(u)?.io?.some.total_us),
+        ),
+    ];
+    for f in families {
+        family(e, series, f, true);
+    }
+}
+
 /// cAdvisor's network families, one series per interface of the pod's namespace (on the
 /// pod-level series; dashboards sum them by namespace and pod).
 fn render_network(e: &mut Encoder, series: &[Series]) {
@@ -590,6 +646,7 @@ mod tests {
                 ..Default::default()
             }),
             created: None,
+            pressure: None,
         };
         s.pods[0].containers[0].usage.details = Some(d(20_000));
         s.pods[0].containers[0].usage.details_at = at;

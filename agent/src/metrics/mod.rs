@@ -49,6 +49,44 @@ fn encode_histogram(e: &mut Encoder, labels: &[(&str, &str)], h: &HistogramRead)
     e.histogram(labels, &h.buckets, h.sum, h.count);
 }
 
+/// `kubernetes_build_info` as component-base writes it (KubeVersionMismatch reads it): the
+/// release whose kubelet this agent stands in for; Go-only fields name the Rust build.
+fn build_info(e: &mut Encoder) {
+    let v = crate::nodestatus::setters::KUBELET_VERSION;
+    let (major, minor) = v
+        .trim_start_matches('v')
+        .split_once('.')
+        .map(|(ma, rest)| (ma, rest.split('.').next().unwrap_or("")))
+        .unwrap_or(("", ""));
+    // GOOS/GOARCH spelling, as the kubelet reports it.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let platform = format!("{}/{arch}", std::env::consts::OS);
+    e.family(
+        "kubernetes_build_info",
+        "A metric with a constant '1' value labeled by major, minor, git version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, and platform on which it is running.",
+        Kind::Gauge,
+    );
+    e.sample(
+        &[
+            ("build_date", ""),
+            ("compiler", "rustc"),
+            ("git_commit", ""),
+            ("git_tree_state", ""),
+            ("git_version", v),
+            ("go_version", ""),
+            ("major", major),
+            ("minor", minor),
+            ("platform", &platform),
+        ],
+        1.0,
+        None,
+    );
+}
+
 /// Renders `/metrics`: the agent's own metrics from the recorder and the status store.
 pub fn render_agent(
     m: &AgentSources,
@@ -58,6 +96,7 @@ pub fn render_agent(
     telemetry: Option<TelemetryHealth>,
 ) -> String {
     let mut e = Encoder::new(format, 16 * 1024);
+    build_info(&mut e);
     e.family(
         "kubelet_node_name",
         "The node's name. The count is always 1.",

@@ -103,7 +103,50 @@ fn cpu_json(u: &Usage) -> Value {
     if let Some(n) = u.cpu_usage_nano_cores {
         v["usageNanoCores"] = json!(n);
     }
+    if let Some(p) = pressure(u).and_then(|p| p.cpu) {
+        v["psi"] = psi_json(&p);
+    }
     v
+}
+
+fn pressure(u: &Usage) -> Option<crate::stats::psi::Pressure> {
+    u.details?.pressure
+}
+
+/// statsapi.PSIStats: averages in percent, the total as the kernel writes it (µs; the kubelet
+/// passes cAdvisor's value through although the type's comment says nanoseconds).
+fn psi_json(p: &crate::stats::psi::Psi) -> Value {
+    let data = |d: &crate::stats::psi::PsiData| {
+        json!({
+            "total": d.total_us,
+            "avg10": f64::from(d.avg10) / 100.0,
+            "avg60": f64::from(d.avg60) / 100.0,
+            "avg300": f64::from(d.avg300) / 100.0,
+        })
+    };
+    json!({ "full": data(&p.full), "some": data(&p.some) })
+}
+
+/// The `io` stats (only PSI in statsapi.IOStats) of node, pods and containers, added after
+/// the rest so the document's other builders stay as they are.
+fn add_io_pressure(doc: &mut Value, s: &StatsSnapshot) {
+    let io = |u: &Usage| {
+        let p = pressure(u)?.io?;
+        Some(json!({ "time": rfc3339(u.details_at.or(u.timestamp)), "psi": psi_json(&p) }))
+    };
+    if let Some(v) = io(&s.node.usage) {
+        doc["node"]["io"] = v;
+    }
+    for (i, p) in s.pods.iter().enumerate() {
+        if let Some(v) = p.usage.as_ref().and_then(io) {
+            doc["pods"][i]["io"] = v;
+        }
+        for (j, c) in p.containers.iter().enumerate() {
+            if let Some(v) = io(&c.usage) {
+                doc["pods"][i]["containers"][j]["io"] = v;
+            }
+        }
+    }
 }
 
 fn memory_json(u: &Usage, available: Option<u64>) -> Value {
@@ -115,6 +158,9 @@ fn memory_json(u: &Usage, available: Option<u64>) -> Value {
         "pageFaults": u.page_faults,
         "majorPageFaults": u.major_page_faults,
     });
+    if let Some(p) = pressure(u).and_then(|p| p.memory) {
+        v["psi"] = psi_json(&p);
+    }
     if let Some(a) = available.or_else(|| {
         u.memory_limit_bytes
             .map(|l| l.saturating_sub(u.memory_working_set_bytes))
@@ -242,7 +288,9 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
             pod
         })
         .collect();
-    json!({ "node": node, "pods": pods })
+    let mut doc = json!({ "node": node, "pods": pods });
+    add_io_pressure(&mut doc, s);
+    doc
 }
 
 #[cfg(test)]

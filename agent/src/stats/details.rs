@@ -115,6 +115,8 @@ pub struct CgroupDetails {
     pub processes: Option<ProcessDetails>,
     /// When the cgroup directory was created (its mtime bounds it), for system containers.
     pub created: Option<SystemTime>,
+    /// Pressure stall information, where the kernel exposes pressure files.
+    pub pressure: Option<super::psi::Pressure>,
 }
 
 /// One sweep's details.
@@ -365,6 +367,8 @@ pub fn sweep(layout: &CgroupLayout, paths: &[(String, bool)], previous: u64) -> 
             memory: read_memory(layout, path),
             processes: with_procs.then(|| read_processes(layout, path)).flatten(),
             created: created(layout, path),
+            // Three small files: ~30 µs a cgroup on this sweep, instead of on every scrape.
+            pressure: super::psi::read(layout.v2.as_deref(), path),
         };
         if c.cpu.is_none() && c.memory.is_none() {
             // Gone between listing and reading: normal churn.

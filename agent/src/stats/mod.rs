@@ -23,6 +23,7 @@ pub mod details;
 mod details_bench;
 pub mod network;
 pub mod pods;
+pub mod psi;
 pub mod runtime_fs;
 pub mod summary;
 pub mod system;

@@ -211,6 +211,18 @@ pub(crate) mod tests {
     pub(crate) fn stub(n: usize) -> StatsSnapshot {
         use crate::stats::details::{CgroupDetails, CpuDetails, MemoryDetails, ProcessDetails};
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let psi = crate::stats::psi::Psi {
+            some: crate::stats::psi::PsiData {
+                total_us: 123_456,
+                avg10: 150,
+                avg60: 75,
+                avg300: 10,
+            },
+            full: crate::stats::psi::PsiData {
+                total_us: 23_456,
+                ..Default::default()
+            },
+        };
         let details = CgroupDetails {
             cpu: Some(CpuDetails {
                 usage_ns: Some(1_000_000),
@@ -239,6 +251,11 @@ pub(crate) mod tests {
                 sockets: 1,
             }),
             created: Some(t),
+            pressure: Some(crate::stats::psi::Pressure {
+                cpu: Some(psi),
+                memory: Some(psi),
+                io: Some(psi),
+            }),
         };
         let usage = |i: usize| Usage {
             timestamp: Some(t),

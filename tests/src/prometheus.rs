@@ -1,0 +1,191 @@
+//! A real Prometheus (Debian's `prometheus` 2.42) scraping an agent's secure port as
+//! kube-prometheus scrapes the kubelet: https with a client certificate, every endpoint under
+//! job `kubelet` with a `metrics_path` label (kube-prometheus's ServiceMonitor relabels
+//! `__metrics_path__` into it), and a test CA whose client certificate the agent trusts.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A test CA and one client certificate it signed (CN prometheus, O system:masters).
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// Writes `ca.pem`, `client.crt` and `client.key` into a new temp dir.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nodelet-pki-").tempdir()?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "prometheus e2e ca");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate()?;
+        let ca = ca.self_signed(&ca_key)?;
+        let mut client = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "prometheus");
+        client
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
+        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = client.signed_by(&key, &ca, &ca_key)?;
+        let pki = Pki { dir };
+        std::fs::write(pki.path("ca.pem"), ca.pem())?;
+        std::fs::write(pki.path("client.crt"), cert.pem())?;
+        std::fs::write(pki.path("client.key"), key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    /// A file of this PKI.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// KubeletConfiguration lines: secure port only, x509 client auth, AlwaysAllow.
+    pub fn server_config(&self, port: u16) -> String {
+        format!(
+            "port: {port}\nreadOnlyPort: 0\nhealthzPort: 0\naddress: 127.0.0.1\n\
+             authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: false\n  \
+             x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
+            self.path("ca.pem").display()
+        )
+    }
+
+    /// GET `path` on the agent's secure port with the client certificate (curl).
+    pub fn get(&self, port: u16, path: &str) -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sfk", "--max-time", "20", "--cert"])
+            .arg(self.path("client.crt"))
+            .arg("--key")
+            .arg(self.path("client.key"))
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()?;
+        if !out.status.success() {
+            bail!("GET {path}: {:?}", out.status);
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
+/// The endpoints kube-prometheus's kubelet ServiceMonitor scrapes, plus /metrics/resource
+/// (metrics-server's).
+pub const KUBELET_PATHS: &[&str] = &[
+    "/metrics",
+    "/metrics/cadvisor",
+    "/metrics/probes",
+    "/metrics/resource",
+];
+
+/// A running Prometheus; dropping it kills the process and removes its data.
+pub struct Prometheus {
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `agent_port` every second over mTLS with `pki`'s client
+    /// certificate, one job per path of [`KUBELET_PATHS`] relabelled to job `kubelet`, with
+    /// `rule_files` loaded.
+    pub fn start(pki: &Pki, agent_port: u16, rule_files: &[&Path]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nodelet-prom-").tempdir()?;
+        let port = crate::free_port()?;
+        let mut cfg = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 2s\n",
+        );
+        cfg.push_str("rule_files:\n");
+        for f in rule_files {
+            cfg.push_str(&format!("- {}\n", f.display()));
+        }
+        cfg.push_str("scrape_configs:\n");
+        for path in KUBELET_PATHS {
+            // As kube-prometheus: honor_labels (cAdvisor's own container/pod labels), no
+            // exposition timestamps for cAdvisor, insecure_skip_verify for the self-signed
+            // serving certificate.
+            let name = format!("kubelet{}", path.replace('/', "-"));
+            cfg.push_str(&format!(
+                "- job_name: {name}\n  scheme: https\n  metrics_path: {path}\n  honor_labels: true\n  \
+                 honor_timestamps: {}\n  tls_config:\n    insecure_skip_verify: true\n    \
+                 cert_file: {}\n    key_file: {}\n  static_configs:\n  - targets: ['127.0.0.1:{agent_port}']\n  \
+                 relabel_configs:\n  - source_labels: [__metrics_path__]\n    target_label: metrics_path\n  \
+                 - target_label: job\n    replacement: kubelet\n",
+                *path != "/metrics/cadvisor",
+                pki.path("client.crt").display(),
+                pki.path("client.key").display(),
+            ));
+        }
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, &cfg)?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start prometheus")?;
+        let p = Prometheus { port, child, dir };
+        crate::wait_for("prometheus ready", Duration::from_secs(30), || {
+            Ok(p.api("/-/ready", &[]).is_ok().then_some(()))
+        })
+        .with_context(|| p.log())?;
+        Ok(p)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    fn api(&self, path: &str, form: &[(&str, &str)]) -> Result<String> {
+        let mut c = Command::new("curl");
+        c.args(["-sf", "--max-time", "20"]);
+        for (k, v) in form {
+            c.arg("--data-urlencode").arg(format!("{k}={v}"));
+        }
+        let out = c
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()?;
+        if !out.status.success() {
+            bail!("prometheus {path}: {:?}", out.status);
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `/api/v1/<what>` decoded, its `data` field.
+    pub fn get(&self, what: &str, form: &[(&str, &str)]) -> Result<Value> {
+        let v: Value = serde_json::from_str(&self.api(&format!("/api/v1/{what}"), form)?)?;
+        if v["status"] != "success" {
+            bail!("prometheus {what} {form:?}: {v}");
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// An instant query's result vector (empty when nothing matched).
+    pub fn query(&self, promql: &str) -> Result<Vec<Value>> {
+        let d = self.get("query", &[("query", promql)])?;
+        Ok(d["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
