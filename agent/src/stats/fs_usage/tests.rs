@@ -67,9 +67,9 @@ fn a_walk_finds_logs_and_volumes_per_pod_and_sums_only_local_ephemeral_ones() {
             },
         },
     );
-    let u = FsUsageReader::fixed(snap)
-        .pod_disk_usage(uid)
-        .expect("known pod");
+    let reader = FsUsageReader::fixed(snap);
+    let u = reader.pod_disk_usage(uid).expect("known pod");
+    assert_eq!(reader.pods_disk_usage().get(uid), Some(&u));
     assert_eq!(u.rootfs_bytes, 5000);
     assert!(u.volumes_bytes >= 1 << 20 && u.volumes_bytes < (1 << 20) + 64 * 1024);
     assert!(u.logs_bytes >= 110 * 1024);
