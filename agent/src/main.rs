@@ -283,6 +283,19 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
+    // Filesystem use (rootfs, logs, volumes) and block I/O per cgroup, on a slow timer; the
+    // eviction manager's nodefs ranking reads `fs_usage.pod_disk_usage(uid)`.
+    let fs_usage = stats::fs_usage::start(
+        Some(cri.clone()),
+        (telemetry.mode != ebpf::settings::Mode::Off).then(|| pod_stats.clone()),
+        stats::cgroupfs::CgroupLayout::detect().ok(),
+        stats::fs_usage::Settings {
+            root_dir: opts.root_dir.clone(),
+            pod_logs_dir: opts.pod_logs_dir.clone(),
+        },
+        &mut tasks,
+        cancel.child_token(),
+    );
     // --- eviction (issue 12): signals, node pressure, evictions through the pod workers ---
     let pods_root = cm::ContainerManager::new(&opts).pods_root();
     let capacity = i64::try_from(memory_capacity).unwrap_or(i64::MAX);
@@ -338,6 +351,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     ));
+    feeds.fs = Some(fs_usage);
     let machine = nodestatus::machine::MachineInfo::read();
     let stats = stats::pods::provider::ServerStats::new(
         Some(pod_stats),

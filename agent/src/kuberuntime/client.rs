@@ -478,6 +478,20 @@ impl Cri {
         .await
     }
 
+    /// `ListContainerStats` of every container: the stats task reads each writable layer's
+    /// use from it (containerd refreshes it every 10 s).
+    pub async fn list_container_stats(&self) -> Result<Vec<cri::ContainerStats>, CriError> {
+        let mut c = self.rt.clone();
+        self.run(
+            "ListContainerStats",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.list_container_stats(cri::ListContainerStatsRequest::default()),
+        )
+        .await
+        .map(|r| r.stats)
+    }
+
     /// `PullImage`: no deadline, as in the kubelet; pulls end when done or cancelled.
     pub async fn pull_image(
         &self,

@@ -9,6 +9,8 @@ use crate::stats::network::Interface;
 use crate::stats::summary::{StatsSnapshot, Usage};
 use std::time::SystemTime;
 
+mod fs;
+
 struct Series<'a> {
     container: &'a str,
     id: &'a str,
@@ -273,6 +275,7 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
     }
     render_network(&mut e, &series);
     render_pressure(&mut e, &series);
+    fs::render(&mut e, &series, s);
     type Gauge = (&'static str, &'static str, fn(&Usage) -> f64);
     let gauges: [Gauge; 4] = [
         (

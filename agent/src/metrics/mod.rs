@@ -219,6 +219,7 @@ pub fn render_agent(
     }
 
     render_eviction(&mut e, m.eviction.as_deref());
+    render_volume_stats(&mut e);
     if let Some(t) = telemetry {
         render_telemetry(&mut e, &t);
     }
@@ -227,6 +228,42 @@ pub fn render_agent(
         process::render(&mut e, &p);
     }
     e.finish()
+}
+
+/// The kubelet's volume stats families (pkg/kubelet/metrics/collectors/volume_stats.go,
+/// labels namespace and persistentvolumeclaim). The kubelet fills them only for volumes backed
+/// by a PersistentVolumeClaim; nodelet mounts none (emptyDir, hostPath and API-backed volumes
+/// only), so each family is announced with HELP and TYPE and has no sample. The use of the
+/// volumes nodelet does have is in the Summary API's pod `volume` list.
+fn render_volume_stats(e: &mut Encoder) {
+    for (name, help) in [
+        (
+            "kubelet_volume_stats_available_bytes",
+            "Number of available bytes in the volume",
+        ),
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "Capacity in bytes of the volume",
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "Maximum number of inodes in the volume",
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "Number of free inodes in the volume",
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "Number of used inodes in the volume",
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "Number of used bytes in the volume",
+        ),
+    ] {
+        e.family(name, help, Kind::Gauge);
+    }
 }
 
 /// The eviction manager's families (pkg/kubelet/metrics Evictions, EvictionStatsAge).

@@ -265,12 +265,18 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
                 .containers
                 .iter()
                 .map(|c| {
-                    json!({
+                    let mut v = json!({
                         "name": c.name,
                         "startTime": rfc3339(c.start_time),
                         "cpu": cpu_json(&c.usage),
                         "memory": memory_json(&c.usage, None),
-                    })
+                    });
+                    for (key, u) in [("rootfs", &c.rootfs), ("logs", &c.logs)] {
+                        if let Some(u) = u {
+                            v[key] = fs_json(u.time, &u.fs, u.inodes_used);
+                        }
+                    }
+                    v
                 })
                 .collect();
             let mut pod = json!({
@@ -278,6 +284,22 @@ pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
                 "startTime": rfc3339(p.start_time),
                 "containers": containers,
             });
+            if !p.volumes.is_empty() {
+                // VolumeStats: FsStats inline plus `name`; no `pvcRef` (no PVC-backed volumes).
+                let vols: Vec<Value> = p
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let mut j = fs_json(v.fs.time, &v.fs.fs, v.fs.inodes_used);
+                        j["name"] = json!(v.name);
+                        j
+                    })
+                    .collect();
+                pod["volume"] = json!(vols);
+            }
+            if let Some(e) = &p.ephemeral_storage {
+                pod["ephemeral-storage"] = fs_json(e.time, &e.fs, e.inodes_used);
+            }
             if let Some(u) = &p.usage {
                 pod["cpu"] = cpu_json(u);
                 pod["memory"] = memory_json(u, None);
@@ -309,6 +331,41 @@ mod tests {
         assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 8192);
         assert_eq!(p["containers"][0]["cpu"]["usageNanoCores"], 5000);
         assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 1_000_001);
+    }
+
+    #[test]
+    fn filesystem_stats_use_the_kubelet_field_names() {
+        let v = summary("n1", &stub(1));
+        let p = &v["pods"][0];
+        let keys = |x: &Value| {
+            let mut k: Vec<String> = x
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        let fs_keys = [
+            "availableBytes",
+            "capacityBytes",
+            "inodes",
+            "inodesFree",
+            "inodesUsed",
+            "time",
+            "usedBytes",
+        ];
+        for x in [
+            &p["containers"][0]["rootfs"],
+            &p["containers"][0]["logs"],
+            &p["ephemeral-storage"],
+        ] {
+            assert_eq!(keys(x), fs_keys, "{x}");
+        }
+        let vol = &p["volume"][0];
+        assert_eq!(vol["name"], "cache");
+        assert_eq!(vol["usedBytes"], 1 << 20);
+        assert!(vol.get("pvcRef").is_none(), "no PVC behind an emptyDir");
+        assert_eq!(p["containers"][0]["rootfs"]["inodesUsed"], 3);
     }
 
     /// Every `time`/`startTime` in a document, with its JSON path.

@@ -21,6 +21,7 @@ pub mod cgroupfs;
 pub mod details;
 #[cfg(test)]
 mod details_bench;
+pub mod fs_usage;
 pub mod network;
 pub mod pods;
 pub mod psi;

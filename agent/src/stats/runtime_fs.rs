@@ -39,6 +39,7 @@ fn usage(u: &cri::FilesystemUsage) -> RuntimeFsUsage {
             .map(|ns| UNIX_EPOCH + Duration::from_nanos(ns)),
         fs,
         inodes_used: u.inodes_used.as_ref().map(|v| v.value),
+        device: String::new(),
     }
 }
 

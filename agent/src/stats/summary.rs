@@ -43,6 +43,10 @@ pub struct Usage {
     pub details_at: Option<SystemTime>,
     /// Interfaces of the cgroup's network namespace (pods and the node), read with the details.
     pub network: Option<std::sync::Arc<[crate::stats::network::Interface]>>,
+    /// Block I/O per device (blkio / io.stat), read on the filesystem task's timer.
+    pub io: Option<std::sync::Arc<[crate::stats::fs_usage::blkio::DeviceIo]>>,
+    /// When the block I/O was read.
+    pub io_at: Option<SystemTime>,
 }
 
 /// One container of a pod.
@@ -62,6 +66,19 @@ pub struct ContainerStats {
     pub running: bool,
     /// Usage.
     pub usage: Usage,
+    /// Writable layer (CRI `writable_layer`), on the container filesystem.
+    pub rootfs: Option<RuntimeFsUsage>,
+    /// The container's log files, on the node filesystem.
+    pub logs: Option<RuntimeFsUsage>,
+}
+
+/// One volume of a pod (the Summary API's VolumeStats without `pvcRef`: we have no PVCs).
+#[derive(Debug, Clone, Default)]
+pub struct VolumeStats {
+    /// Volume name in the pod spec.
+    pub name: String,
+    /// Use by the volume, capacity of the filesystem holding it.
+    pub fs: RuntimeFsUsage,
 }
 
 /// One pod.
@@ -81,6 +98,12 @@ pub struct PodStats {
     pub usage: Option<Usage>,
     /// Containers.
     pub containers: Vec<ContainerStats>,
+    /// Volumes under the pod's volumes dir (emptyDir, configMap, secret, projected,
+    /// downwardAPI).
+    pub volumes: Vec<VolumeStats>,
+    /// Local ephemeral storage: container rootfs and logs, pod logs, local volumes
+    /// (kubelet stats helper.go calcEphemeralStorage).
+    pub ephemeral_storage: Option<RuntimeFsUsage>,
 }
 
 /// Filesystem numbers (node root fs).
@@ -150,6 +173,8 @@ pub struct RuntimeFsUsage {
     pub fs: FsStats,
     /// Inodes the runtime's data uses.
     pub inodes_used: Option<u64>,
+    /// The block device holding it (`/dev/vda`), cAdvisor's `device` label; may be empty.
+    pub device: String,
 }
 
 /// The Summary API's `node.runtime`.
@@ -270,6 +295,39 @@ pub(crate) mod tests {
             details_at: Some(t),
             ..Default::default()
         };
+        let fs = |used: u64| RuntimeFsUsage {
+            time: Some(t),
+            fs: FsStats {
+                available_bytes: 1 << 34,
+                capacity_bytes: 1 << 35,
+                used_bytes: used,
+                inodes_free: 1 << 20,
+                inodes: 1 << 21,
+            },
+            inodes_used: Some(3),
+            device: "/dev/vda".into(),
+        };
+        let io: std::sync::Arc<[crate::stats::fs_usage::blkio::DeviceIo]> =
+            vec![crate::stats::fs_usage::blkio::DeviceIo {
+                major: 254,
+                minor: 0,
+                device: "/dev/vda".into(),
+                bytes: [
+                    Some(4096),
+                    Some(8192),
+                    Some(12288),
+                    Some(0),
+                    Some(0),
+                    Some(12288),
+                ],
+                ios: [Some(1), Some(2), Some(3), Some(0), Some(0), Some(3)],
+            }]
+            .into();
+        let usage = |i: usize| Usage {
+            io: Some(io.clone()),
+            io_at: Some(t),
+            ..usage(i)
+        };
         let pod_usage = |i: usize| Usage {
             network: Some(
                 vec![crate::stats::network::Interface {
@@ -308,7 +366,14 @@ pub(crate) mod tests {
                         start_time: Some(t),
                         running: true,
                         usage: usage(i),
+                        rootfs: Some(fs(8192)),
+                        logs: Some(fs(4096)),
                     }],
+                    volumes: vec![VolumeStats {
+                        name: "cache".into(),
+                        fs: fs(1 << 20),
+                    }],
+                    ephemeral_storage: Some(fs(8192 + 4096 + (1 << 20))),
                 })
                 .collect(),
             container_scrape_error: false,

@@ -15,6 +15,8 @@ pub struct Feeds {
     pub details: Option<watch::Receiver<Arc<Details>>>,
     /// The runtime's filesystems ([`crate::stats::runtime_fs`]).
     pub runtime_fs: Option<watch::Receiver<Option<api::RuntimeFs>>>,
+    /// Filesystem use and block I/O ([`crate::stats::fs_usage`]).
+    pub fs: Option<crate::stats::fs_usage::FsUsageReader>,
 }
 
 /// [`StatsSource`] over a [`PodStatsView`]; node capacity and static facts come from `node`.
@@ -113,6 +115,8 @@ fn usage(
         details: details.0.copied(),
         details_at: details.1,
         network: None,
+        io: None,
+        io_at: None,
     }
 }
 
@@ -235,6 +239,7 @@ impl StatsSource for ServerStats {
                         ..usage(at, p.cpu, p.memory, p.oom_kills, det(&p.cgroup))
                     }),
                     containers: Vec::new(),
+                    ..Default::default()
                 },
             );
         }
@@ -256,10 +261,14 @@ impl StatsSource for ServerStats {
                 start_time: c.created_at,
                 running: c.running,
                 usage: u,
+                ..Default::default()
             });
         }
         let mut pods: Vec<api::PodStats> = pods.into_values().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        if let Some(fs) = &self.feeds.fs {
+            crate::stats::fs_usage::merge::apply(&fs.snapshot(), &mut pods, node.fs.as_ref());
+        }
         let source = view.source();
         StatsSnapshot {
             node,
