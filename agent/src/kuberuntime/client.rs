@@ -478,6 +478,56 @@ impl Cri {
         .await
     }
 
+    /// `ListImages`: every image the runtime holds.
+    pub async fn list_images(&self) -> Result<Vec<cri::Image>, CriError> {
+        let mut c = self.img.clone();
+        self.run(
+            "ListImages",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.list_images(cri::ListImagesRequest::default()),
+        )
+        .await
+        .map(|r| r.images)
+    }
+
+    /// `RemoveImage` by id or reference; NotFound counts as success.
+    pub async fn remove_image(&self, image: &str) -> Result<(), CriError> {
+        let mut c = self.img.clone();
+        let req = cri::RemoveImageRequest {
+            image: Some(image_spec(image)),
+        };
+        ok_if_gone(
+            self.run(
+                "RemoveImage",
+                || format!("image {image}"),
+                Some(self.timeout),
+                c.remove_image(req),
+            )
+            .await,
+        )
+    }
+
+    /// `ContainerStats` of one container (its writable layer's use among them).
+    pub async fn container_stats(
+        &self,
+        id: &str,
+        target: &str,
+    ) -> Result<Option<cri::ContainerStats>, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::ContainerStatsRequest {
+            container_id: id.to_string(),
+        };
+        self.run(
+            "ContainerStats",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.container_stats(req),
+        )
+        .await
+        .map(|r| r.stats)
+    }
+
     /// `PullImage`: no deadline, as in the kubelet; pulls end when done or cancelled.
     pub async fn pull_image(
         &self,
