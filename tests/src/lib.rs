@@ -39,6 +39,9 @@ pub struct NodeOpts {
     pub extra_config: String,
     /// Extra environment variables for the agent process.
     pub env: Vec<(String, String)>,
+    /// Where containerd's and the agent's directories go (default: the system temp dir),
+    /// e.g. a small filesystem a disk-pressure test fills.
+    pub base_dir: Option<PathBuf>,
 }
 
 /// One agent, its containerd and its directories. Dropping it stops both and removes all.
@@ -79,12 +82,16 @@ impl Node {
         let Some(env) = xtask::testing::start_env_or_skip(EnvOpts {
             cgroup_parent: Some(cgroup_root.clone()),
             insecure_registries: opts.insecure_registries.clone(),
+            base_dir: opts.base_dir.clone(),
             ..Default::default()
         })?
         else {
             return Ok(None);
         };
-        let dir = tempfile::Builder::new().prefix("nodelet-e2e-").tempdir()?;
+        let dir = match &opts.base_dir {
+            Some(b) => tempfile::Builder::new().prefix("nodelet-e2e-").tempdir_in(b)?,
+            None => tempfile::Builder::new().prefix("nodelet-e2e-").tempdir()?,
+        };
         let manifests = dir.path().join("manifests");
         let logs = dir.path().join("pod-logs");
         let root = dir.path().join("root");

@@ -563,6 +563,25 @@ impl Cri {
         .await
     }
 
+    /// The runtime's sandbox (pause) image, from verbose `Status` (containerd's
+    /// `config.sandboxImage`); `None` when the runtime does not say.
+    pub async fn sandbox_image(&self) -> Result<Option<String>, CriError> {
+        let mut c = self.rt.clone();
+        let r = self
+            .run(
+                "Status",
+                || "runtime".into(),
+                Some(self.timeout),
+                c.status(cri::StatusRequest { verbose: true }),
+            )
+            .await?;
+        Ok(r.info
+            .get("config")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|v| v.get("sandboxImage")?.as_str().map(str::to_owned))
+            .filter(|s| !s.is_empty()))
+    }
+
     /// `ExecSync`: runs `cmd` in a container and returns its output; the deadline is `timeout`
     /// (zero: none) plus the request timeout, as in the kubelet's remote runtime.
     pub async fn exec_sync(

@@ -397,6 +397,13 @@ impl NodeGc {
                 in_use.insert(spec.image.clone());
             }
         }
+        // The sandbox image is never collected even when the runtime does not pin it
+        // (containerd 1.6 does not): every pod start needs it.
+        if let Ok(Some(pause)) = self.cri.sandbox_image().await {
+            in_use.insert(pause.clone());
+            in_use.insert(format!("docker.io/library/{pause}"));
+            in_use.insert(format!("docker.io/{pause}"));
+        }
         // A container may name its image by tag or digest: map those to the image id.
         let mut used_ids = HashSet::new();
         for i in &images {
