@@ -89,7 +89,9 @@ impl Node {
             return Ok(None);
         };
         let dir = match &opts.base_dir {
-            Some(b) => tempfile::Builder::new().prefix("nodelet-e2e-").tempdir_in(b)?,
+            Some(b) => tempfile::Builder::new()
+                .prefix("nodelet-e2e-")
+                .tempdir_in(b)?,
             None => tempfile::Builder::new().prefix("nodelet-e2e-").tempdir()?,
         };
         let manifests = dir.path().join("manifests");
@@ -107,12 +109,19 @@ impl Node {
         } else {
             "evictionHard:\n  memory.available: 100Mi\n"
         };
+        // Periodic image GC off for the same reason (it starts at 85% disk use, and the
+        // harness's images cannot be pulled back once removed).
+        let image_gc = if opts.extra_config.contains("imageGCHighThresholdPercent") {
+            ""
+        } else {
+            "imageGCHighThresholdPercent: 100\n"
+        };
         std::fs::write(
             &config,
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  staticPodPath: {}\npodLogsDir: {}\ncgroupRoot: {cgroup_root}\n\
-                 fileCheckFrequency: 5s\n{eviction}{}",
+                 fileCheckFrequency: 5s\n{eviction}{image_gc}{}",
                 manifests.display(),
                 logs.display(),
                 opts.extra_config

@@ -46,7 +46,10 @@ impl LoopFs {
         sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount)?;
-        sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mount))?;
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mount))?;
         Ok(Self { mount, _dir: dir })
     }
 }
@@ -102,10 +105,16 @@ fn listed(port: u16, name: &str) -> Result<Option<Value>> {
 fn import_extra_image(node: &Node, work: &Path) -> Result<()> {
     let layout = work.join("extra-layout");
     let blob = work.join("blob");
-    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&blob, data)?;
-    sh(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
-    sh(Command::new("umoci").args(["new", "--image"]).arg(format!("{}:gc", layout.display())))?;
+    sh(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout))?;
+    sh(Command::new("umoci")
+        .args(["new", "--image"])
+        .arg(format!("{}:gc", layout.display())))?;
     sh(Command::new("umoci")
         .args(["insert", "--rootless", "--image"])
         .arg(format!("{}:gc", layout.display()))
@@ -151,7 +160,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
     let free = free_bytes(&fs.mount)?;
     let threshold_mi = free / MI - MARGIN_MI;
     let ro = free_port()?;
-    let Some(node) = Node::start(NodeOpts {
+    let Some(mut node) = Node::start(NodeOpts {
         extra_config: format!(
             "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n\
              evictionHard:\n  memory.available: 100Mi\n  nodefs.available: {threshold_mi}Mi\n\
@@ -170,7 +179,10 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
         free / MI
     );
     // A finished pod: its dead container stays (MaxPerPodContainer 1) until pressure.
-    node.write_manifest("done.yaml", &nodelet_tests::host_pod("done", "Never", "true"))?;
+    node.write_manifest(
+        "done.yaml",
+        &nodelet_tests::host_pod("done", "Never", "true"),
+    )?;
     node.wait("the finished pod to succeed", T, || {
         Ok(listed(ro, "done")?.filter(|p| p["status"]["phase"] == "Succeeded"))
     })?;
@@ -181,6 +193,10 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
     let work = tempfile::tempdir()?;
     import_extra_image(&node, work.path())?;
     anyhow::ensure!(images(&node)?.contains(EXTRA_IMAGE), "{}", images(&node)?);
+    // The image manager detects images at start and every 5 minutes; a restart makes it see
+    // the new one now, so imageMinimumGCAge (1s here) has passed once pressure comes.
+    node.stop_agent(libc::SIGTERM)?;
+    node.start_agent(&[])?;
     node.write_manifest(
         "keeper.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: keeper\nspec:\n  hostNetwork: true\n  \
@@ -215,7 +231,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
     let log = node.agent_log();
     let at = |needle: &str| log.find(needle);
     let reclaimed = at("deleted all unused containers").context("no container reclaim logged")?;
-    let images_done = at("deleted unused images").context("no image reclaim logged")?;
+    let images_done = at("image GC: removing image").context("no image removal logged")?;
     let evicted = at("evicting pod").context("no eviction logged")?;
     assert!(
         reclaimed < evicted && images_done < evicted,
@@ -226,9 +242,15 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
         "the finished pod's dead container was removed"
     );
     let left = images(&node)?;
-    assert!(!left.contains(EXTRA_IMAGE), "the unused image was removed:\n{left}");
+    assert!(
+        !left.contains(EXTRA_IMAGE),
+        "the unused image was removed:\n{left}"
+    );
     let pause = &node.env.images().pause.name;
-    assert!(left.contains(pause.as_str()), "the sandbox image stays:\n{left}");
+    assert!(
+        left.contains(pause.as_str()),
+        "the sandbox image stays:\n{left}"
+    );
     assert!(left.contains("busybox"), "the image in use stays:\n{left}");
     let keeper = listed(ro, "keeper")?.context("the keeper vanished")?;
     assert_eq!(keeper["status"]["phase"], "Running", "{keeper:#}");

@@ -2,12 +2,12 @@
 //! and the 10 s housekeeping tick; each wake runs the kubelet's `synchronize` chain.
 
 use super::helpers::{self, Candidate, Condition, Observations};
-use super::{disk, reclaim, signals};
-use crate::kuberuntime::Cri;
-use crate::kuberuntime::gc::{NodeGc, PodStateFn};
 use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
+use super::{disk, reclaim, signals};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
+use crate::kuberuntime::Cri;
+use crate::kuberuntime::gc::{NodeGc, PodStateFn};
 use crate::options::eviction::{Signal, Threshold};
 use crate::pod::KillRequest;
 use crate::stats::cgroupfs;
@@ -350,10 +350,8 @@ impl Manager {
             &self.obs,
         );
         if resource == "ephemeral-storage" {
-            message += &disk::container_message(
-                victim.pod,
-                disk_usage.get(&victim.pod.pod_ref.uid),
-            );
+            message +=
+                &disk::container_message(victim.pod, disk_usage.get(&victim.pod.pod_ref.uid));
         }
         let pod = victim.pod.pod_ref.clone();
         let order = KillRequest {

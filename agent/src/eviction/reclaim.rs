@@ -77,20 +77,25 @@ pub async fn reclaim(gc: &NodeGc, state: &PodStateFn, signal: Signal, dedicated:
                 removed = n,
                 "eviction manager: deleted all unused containers"
             ),
-            Err(e) => info!(error = %e, "eviction manager: unexpected error when attempting to reduce resource pressure"),
+            Err(e) => {
+                info!(error = %e, "eviction manager: unexpected error when attempting to reduce resource pressure")
+            }
         }
     }
     if images {
         match gc.delete_unused_images().await {
             Ok(freed) => info!(freed, "eviction manager: deleted unused images"),
-            Err(e) => info!(error = %e, "eviction manager: unexpected error when attempting to reduce resource pressure"),
+            Err(e) => {
+                info!(error = %e, "eviction manager: unexpected error when attempting to reduce resource pressure")
+            }
         }
     }
     containers || images
 }
 
 /// Spawns the periodic container and image GC loops (the first pass runs at once, so image
-/// records start with the agent, as the kubelet's image manager detects at start).
+/// records start with the agent, as the kubelet's image manager detects at start; with image
+/// GC disabled the loop still detects images, as the kubelet's image manager does).
 pub fn start_periodic(
     gc: Arc<NodeGc>,
     state: PodStateFn,
@@ -112,9 +117,9 @@ pub fn start_periodic(
             }
         }
     });
-    if !gc.image_policy().periodic_enabled() {
+    let enabled = gc.image_policy().periodic_enabled();
+    if !enabled {
         info!("imageGCHighThresholdPercent is 100 and imageMaximumGCAge is 0: image GC disabled");
-        return;
     }
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(IMAGE_GC_PERIOD);
@@ -123,6 +128,12 @@ pub fn start_periodic(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !enabled {
+                if let Err(e) = gc.detect_images().await {
+                    debug!(error = %e, "image detection failed");
+                }
+                continue;
             }
             let mount = match gc.image_fs_mountpoint().await {
                 Ok(Some(m)) => m,

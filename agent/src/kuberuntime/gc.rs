@@ -85,7 +85,8 @@ pub fn containers_to_remove(
     state: &dyn Fn(&str) -> PodGcState,
     evict_non_deleted: bool,
 ) -> Vec<String> {
-    let newest = now_ns.saturating_sub(i64::try_from(policy.min_age.as_nanos()).unwrap_or(i64::MAX));
+    let newest =
+        now_ns.saturating_sub(i64::try_from(policy.min_age.as_nanos()).unwrap_or(i64::MAX));
     let mut units: BTreeMap<(String, String), Vec<&GcContainer>> = BTreeMap::new();
     for c in containers
         .iter()
@@ -329,8 +330,13 @@ impl NodeGc {
     ) -> Result<usize, CriError> {
         let listed = self.cri.list_containers(None).await?;
         let all: Vec<GcContainer> = listed.iter().map(GcContainer::of).collect();
-        let remove =
-            containers_to_remove(&all, &self.containers, now_ns(), &**state, evict_non_deleted);
+        let remove = containers_to_remove(
+            &all,
+            &self.containers,
+            now_ns(),
+            &**state,
+            evict_non_deleted,
+        );
         let mut removed = HashSet::new();
         for id in &remove {
             let target = "container GC";
@@ -431,6 +437,12 @@ impl NodeGc {
             }
         }
         Ok(used_ids)
+    }
+
+    /// The image manager's own periodic detection (realImageGCManager.Start): records first
+    /// sightings even when periodic GC is off, so the minimum age counts from the start.
+    pub async fn detect_images(&self) -> Result<(), CriError> {
+        self.detect(SystemTime::now()).await.map(drop)
     }
 
     async fn order(&self, now: SystemTime) -> Result<Vec<(String, ImageRecord)>, CriError> {

@@ -209,7 +209,10 @@ mod tests {
                     --maximum-dead-containers=10 --minimum-container-ttl-duration=5s")
         .expect("flags");
         assert_eq!(
-            (g.image.high_threshold_percent, g.image.low_threshold_percent),
+            (
+                g.image.high_threshold_percent,
+                g.image.low_threshold_percent
+            ),
             (60, 50)
         );
         assert_eq!(g.image.min_age.as_secs(), 1);
@@ -240,7 +243,10 @@ mod tests {
         )
         .expect("write");
         let e = gc(&format!("--config={}", f.display())).expect_err("max <= min");
-        assert!(e.contains("imageMaximumGCAge") && e.contains("config.yaml"), "{e}");
+        assert!(
+            e.contains("imageMaximumGCAge") && e.contains("config.yaml"),
+            "{e}"
+        );
         std::fs::write(
             &f,
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\

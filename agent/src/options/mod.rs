@@ -5,8 +5,8 @@
 mod check;
 pub mod duration;
 pub mod eviction;
-pub mod gc;
 pub mod flags;
+pub mod gc;
 pub mod kubeletconfig;
 pub mod node;
 

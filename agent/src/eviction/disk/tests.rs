@@ -8,9 +8,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
 
 fn pod(name: &str, request: Option<&str>, priority: i32) -> DesiredPod {
-    let requests = request.map(|v| {
-        BTreeMap::from([("ephemeral-storage".to_string(), Quantity(v.into()))])
-    });
+    let requests =
+        request.map(|v| BTreeMap::from([("ephemeral-storage".to_string(), Quantity(v.into()))]));
     DesiredPod {
         pod_ref: PodRef {
             namespace: "ns".into(),
@@ -81,7 +80,10 @@ fn rank(pods: &[DesiredPod], usage: &[(&str, PodDisk)], m: Measure, inodes: bool
 
 #[test]
 fn pods_over_their_request_go_before_bigger_pods_within_it() {
-    let pods = [pod("within", Some("500Mi"), 0), pod("over", Some("10Mi"), 0)];
+    let pods = [
+        pod("within", Some("500Mi"), 0),
+        pod("over", Some("10Mi"), 0),
+    ];
     let usage = [
         ("within", disk(100 * MI, 0, 300 * MI)),
         ("over", disk(10 * MI, 0, 20 * MI)),

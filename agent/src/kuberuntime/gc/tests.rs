@@ -119,7 +119,10 @@ fn sandboxes_keep_the_newest_of_live_pods_and_never_active_ones() {
             PodGcState::Active
         }
     };
-    assert_eq!(sorted(sandboxes_to_remove(&all, &state, false)), ["g1", "p1"]);
+    assert_eq!(
+        sorted(sandboxes_to_remove(&all, &state, false)),
+        ["g1", "p1"]
+    );
 }
 
 fn rec(detected: u64, used: u64, size: u64, pinned: bool) -> ImageRecord {
@@ -173,5 +176,9 @@ fn image_gc_triggers_at_the_high_threshold_and_frees_to_the_low_one() {
     // 10 free: 90% used: free down to 80% used, 20 free, 10 more bytes.
     assert_eq!(amount_to_free(100, 10, 85, 80), Some(10));
     assert_eq!(amount_to_free(0, 0, 85, 80), None);
-    assert_eq!(amount_to_free(100, 15, 85, 80), Some(5), "85% is at the threshold");
+    assert_eq!(
+        amount_to_free(100, 15, 85, 80),
+        Some(5),
+        "85% is at the threshold"
+    );
 }
