@@ -307,6 +307,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             bus: eviction_events,
             kill: kill_func(killer.clone()),
             marks: marks.clone(),
+            cri: cri.clone(),
         };
         eviction::start(settings, inputs, &mut tasks, cancel.child_token())
     });

@@ -40,6 +40,9 @@ pub struct NodeOpts {
     pub extra_config: String,
     /// Extra environment variables for the agent process.
     pub env: Vec<(String, String)>,
+    /// Where containerd's and the agent's directories go (default: the system temp dir),
+    /// e.g. a small filesystem a disk-pressure test fills.
+    pub base_dir: Option<PathBuf>,
 }
 
 /// One agent, its containerd and its directories. Dropping it stops both and removes all.
@@ -80,12 +83,18 @@ impl Node {
         let Some(env) = xtask::testing::start_env_or_skip(EnvOpts {
             cgroup_parent: Some(cgroup_root.clone()),
             insecure_registries: opts.insecure_registries.clone(),
+            base_dir: opts.base_dir.clone(),
             ..Default::default()
         })?
         else {
             return Ok(None);
         };
-        let dir = tempfile::Builder::new().prefix("nodelet-e2e-").tempdir()?;
+        let dir = match &opts.base_dir {
+            Some(b) => tempfile::Builder::new()
+                .prefix("nodelet-e2e-")
+                .tempdir_in(b)?,
+            None => tempfile::Builder::new().prefix("nodelet-e2e-").tempdir()?,
+        };
         let manifests = dir.path().join("manifests");
         let logs = dir.path().join("pod-logs");
         let root = dir.path().join("root");
@@ -101,12 +110,19 @@ impl Node {
         } else {
             "evictionHard:\n  memory.available: 100Mi\n"
         };
+        // Periodic image GC off for the same reason (it starts at 85% disk use, and the
+        // harness's images cannot be pulled back once removed).
+        let image_gc = if opts.extra_config.contains("imageGCHighThresholdPercent") {
+            ""
+        } else {
+            "imageGCHighThresholdPercent: 100\n"
+        };
         std::fs::write(
             &config,
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  staticPodPath: {}\npodLogsDir: {}\ncgroupRoot: {cgroup_root}\n\
-                 fileCheckFrequency: 5s\n{eviction}{}",
+                 fileCheckFrequency: 5s\n{eviction}{image_gc}{}",
                 manifests.display(),
                 logs.display(),
                 opts.extra_config

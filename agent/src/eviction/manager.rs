@@ -2,10 +2,12 @@
 //! and the 10 s housekeeping tick; each wake runs the kubelet's `synchronize` chain.
 
 use super::helpers::{self, Candidate, Condition, Observations};
-use super::signals;
 use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
+use super::{disk, reclaim, signals};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
+use crate::kuberuntime::Cri;
+use crate::kuberuntime::gc::{NodeGc, PodStateFn};
 use crate::options::eviction::{Signal, Threshold};
 use crate::pod::KillRequest;
 use crate::stats::cgroupfs;
@@ -13,6 +15,7 @@ use crate::stats::pods::PodStatsView;
 use crate::stats::pods::mapper::MarkRequest;
 use crate::status::StatusStore;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -41,6 +44,8 @@ pub struct Inputs {
     pub kill: KillPodFunc,
     /// Where container memory marks are requested (eBPF only).
     pub marks: Option<mpsc::Sender<MarkRequest>>,
+    /// The runtime: node GC, the image filesystem, pods' writable layers.
+    pub cri: Cri,
 }
 
 /// Starts the manager; its outputs are in the returned [`Handle`].
@@ -51,7 +56,17 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Handle {
     let (tx, rx) = watch::channel(NodePressure::default());
-    let stats = Arc::new(EvictionStats::default());
+    let gc = Arc::new(NodeGc::new(
+        inputs.cri.clone(),
+        settings.gc.container,
+        settings.gc.image,
+    ));
+    let stats = Arc::new(EvictionStats {
+        gc: gc.stats.clone(),
+        ..Default::default()
+    });
+    let pod_state = reclaim::pod_state_fn(inputs.config.clone(), inputs.status.clone());
+    reclaim::start_periodic(gc.clone(), pod_state.clone(), tasks, cancel.child_token());
     for t in &settings.options.thresholds {
         debug!(signal = t.signal.as_str(), value = ?t.value, grace = ?t.grace_period, "eviction threshold");
     }
@@ -74,6 +89,9 @@ pub fn start(
         thresholds_met: Vec::new(),
         evicted: HashSet::new(),
         armed: HashMap::new(),
+        gc,
+        pod_state,
+        image_fs: None,
     };
     tasks.spawn(m.run(cancel));
     Handle {
@@ -100,6 +118,12 @@ struct Manager {
     evicted: HashSet<String>,
     /// Container cgroup -> the high mark last requested.
     armed: HashMap<String, u64>,
+    /// Dead containers and unused images.
+    gc: Arc<NodeGc>,
+    /// Which pods are gone, for the GC.
+    pod_state: PodStateFn,
+    /// The image filesystem and whether it is dedicated (detected on the first fs pass).
+    image_fs: Option<(PathBuf, bool)>,
 }
 
 impl Manager {
@@ -149,7 +173,13 @@ impl Manager {
             signals::observe_memory(s, &mut self.obs);
         }
         if fs {
+            if self.image_fs.is_none() {
+                self.image_fs = reclaim::image_fs(&self.gc, &s.root_dir).await;
+            }
             signals::observe_fs(s, &mut self.obs);
+            if let Some((mount, _)) = &self.image_fs {
+                signals::observe_image_fs(mount, &mut self.obs);
+            }
             signals::observe_pids(&mut self.obs);
         }
         let thresholds = &self.settings.options.thresholds;
@@ -225,18 +255,20 @@ impl Manager {
             return;
         };
         let resource = helpers::resource_of(to_reclaim.signal);
-        if matches!(helpers::Condition::of(to_reclaim.signal), Condition::Disk) {
-            debug!(
-                signal = to_reclaim.signal.as_str(),
-                "eviction manager: disk pressure; pods' disk usage is not measured, so no pod is evicted for it"
-            );
-            return;
-        }
         info!(
             resource,
             signal = to_reclaim.signal.as_str(),
             "eviction manager: attempting to reclaim"
         );
+        let dedicated = self.image_fs.as_ref().is_some_and(|(_, d)| *d);
+        let disk_measure = disk::measure_for(to_reclaim.signal, dedicated);
+        if disk_measure.is_some() && self.reclaim_node_level(to_reclaim.signal, dedicated).await {
+            info!(
+                resource,
+                "eviction manager: able to reduce resource pressure without evicting pods"
+            );
+            return;
+        }
         let Some(pods) = self.inputs.config.borrow().clone() else {
             return;
         };
@@ -265,7 +297,17 @@ impl Manager {
             );
             return;
         }
-        if to_reclaim.signal == Signal::PidAvailable {
+        let mut disk_usage = HashMap::new();
+        if let Some(m) = disk_measure {
+            info!(resource, "eviction manager: must evict pod(s) to reclaim");
+            let pods: Vec<_> = candidates.iter().map(|c| c.pod).collect();
+            let dirs = disk::Dirs {
+                root_dir: self.settings.sources.root_dir.clone(),
+                pod_logs_dir: self.settings.pod_logs_dir.clone(),
+            };
+            disk_usage = disk::measure(&self.inputs.cri, &dirs, &pods).await;
+            disk::rank_disk_pressure(&mut candidates, &disk_usage, m, resource == "inodes");
+        } else if to_reclaim.signal == Signal::PidAvailable {
             helpers::rank_pid_pressure(&mut candidates);
         } else {
             helpers::rank_memory_pressure(&mut candidates);
@@ -300,13 +342,17 @@ impl Manager {
                 .and_then(|s| s.termination_grace_period_seconds)
                 .map_or(max, |g| g.min(max))
         };
-        let message = helpers::eviction_message(
+        let mut message = helpers::eviction_message(
             resource,
             victim.pod,
             victim.usage.as_ref(),
             &thresholds,
             &self.obs,
         );
+        if resource == "ephemeral-storage" {
+            message +=
+                &disk::container_message(victim.pod, disk_usage.get(&victim.pod.pod_ref.uid));
+        }
         let pod = victim.pod.pod_ref.clone();
         let order = KillRequest {
             uid: pod.uid.clone(),
@@ -330,6 +376,22 @@ impl Manager {
             _ = kill => {}
         }
         self.wait_for_cleanup(&pod.uid, cancel).await;
+    }
+
+    /// reclaimNodeLevelResources: runs the signal's node-level reclaim, observes the
+    /// filesystems again and tells whether every threshold (with its minimum reclaim) is now
+    /// clear, in which case no pod is evicted.
+    async fn reclaim_node_level(&mut self, signal: Signal, dedicated: bool) -> bool {
+        if !reclaim::reclaim(&self.gc, &self.pod_state, signal, dedicated).await {
+            return false;
+        }
+        signals::observe_fs(&self.settings.sources, &mut self.obs);
+        if let Some((mount, _)) = &self.image_fs {
+            signals::observe_image_fs(mount, &mut self.obs);
+        }
+        let still = helpers::thresholds_met(&self.settings.options.thresholds, &self.obs, true);
+        debug!(thresholds = ?still.iter().map(|t| t.signal.as_str()).collect::<Vec<_>>(), "eviction manager: thresholds after resource reclaim");
+        still.is_empty()
     }
 
     /// waitForPodsCleanup: the next pass waits until the evicted pod has stopped (its status

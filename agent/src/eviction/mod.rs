@@ -16,13 +16,20 @@
 //! (which pods are active), the bus (memory marks), the telemetry's mark requests, and
 //! whoever reads [`Handle::pressure`] (node status; pod admission via [`admit`]).
 //!
-//! Deviations, on purpose: disk-pressure evictions are not done (pods' disk usage is not
-//! measured yet; DiskPressure is still reported), and the kubelet never evicts static pods
+//! Disk signals (nodefs/imagefs available and inodesFree; imagefs from the runtime's
+//! ImageFsInfo, shared or dedicated as the kubelet tells them apart) first reclaim dead
+//! containers and unused images ([`reclaim`], which also runs the periodic container and image
+//! GC), then evict by the kubelet's disk ranking, with pods' disk use measured at decision time.
+//!
+//! Deviations, on purpose: per-pod ephemeral-storage limits and emptyDir sizeLimit
+//! (localStorageEviction) are not enforced yet, and the kubelet never evicts static pods
 //! (kubelettypes.IsCriticalPod): on a node without an API server every pod is static, so
 //! `NODELET_EVICT_STATIC_PODS=1` makes static pods evictable like API pods of their priority.
 
+pub mod disk;
 mod helpers;
 mod manager;
+pub mod reclaim;
 pub mod signals;
 
 pub use helpers::{Condition, REASON};
@@ -154,6 +161,8 @@ pub struct EvictionStats {
     pub stats_age: HistogramVec,
     /// Memory-mark crossing (kernel time) to eviction decision, seconds (nodelet's own).
     pub mark_to_decision: HistogramVec,
+    /// The node GC's counters (`kubelet_image_garbage_collected_total`).
+    pub gc: Arc<crate::kuberuntime::gc::GcStats>,
 }
 
 impl Default for EvictionStats {
@@ -162,6 +171,7 @@ impl Default for EvictionStats {
             evictions: CounterVec::default(),
             stats_age: HistogramVec::new(DEF_BUCKETS),
             mark_to_decision: HistogramVec::new(DEF_BUCKETS),
+            gc: Arc::default(),
         }
     }
 }
@@ -175,6 +185,10 @@ pub struct Settings {
     pub sources: signals::Sources,
     /// `NODELET_EVICT_STATIC_PODS=1`.
     pub static_pods_evictable: bool,
+    /// Image and container GC policies.
+    pub gc: crate::options::gc::GcOptions,
+    /// Where pods' logs are (podLogsDir).
+    pub pod_logs_dir: std::path::PathBuf,
 }
 
 impl Settings {
@@ -197,6 +211,8 @@ impl Settings {
                 root_dir: o.root_dir.clone(),
             },
             static_pods_evictable: std::env::var(STATIC_PODS_VAR).is_ok_and(|v| v == "1"),
+            gc: o.gc,
+            pod_logs_dir: o.pod_logs_dir.clone(),
         })
     }
 }

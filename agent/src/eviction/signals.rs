@@ -58,28 +58,11 @@ pub fn observe_memory(s: &Sources, obs: &mut Observations) {
     }
 }
 
-/// statvfs of `path`: (available bytes, capacity bytes, free inodes, inodes).
-pub fn statvfs(path: &Path) -> std::io::Result<(i64, i64, i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: statvfs(3) writes only into the zeroed struct we own; `c` is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as i64;
-    Ok((
-        st.f_bavail as i64 * frsize,
-        st.f_blocks as i64 * frsize,
-        st.f_ffree as i64,
-        st.f_files as i64,
-    ))
-}
+/// statvfs of `path` (kept in `kuberuntime::gc`, which the image GC shares).
+pub use crate::kuberuntime::gc::statvfs;
 
-/// nodefs.available and nodefs.inodesFree from the root directory's filesystem. imagefs is
-/// not observed: its mount point comes from the runtime's ImageFsInfo, which the CRI client
-/// does not expose yet (the kubelet, too, skips a signal it cannot observe).
+/// nodefs.available and nodefs.inodesFree from the root directory's filesystem (imagefs is
+/// [`observe_image_fs`], once the runtime has named its mount point).
 pub fn observe_fs(s: &Sources, obs: &mut Observations) {
     let time = SystemTime::now();
     if let Ok((avail, cap, ifree, inodes)) = statvfs(&s.root_dir) {
@@ -93,6 +76,30 @@ pub fn observe_fs(s: &Sources, obs: &mut Observations) {
         );
         obs.insert(
             Signal::NodeFsInodesFree,
+            Observation {
+                available: ifree,
+                capacity: inodes,
+                time,
+            },
+        );
+    }
+}
+
+/// imagefs.available and imagefs.inodesFree from the image filesystem's mount point (the
+/// same numbers as nodefs when they share a filesystem, as in the kubelet).
+pub fn observe_image_fs(mount: &Path, obs: &mut Observations) {
+    let time = SystemTime::now();
+    if let Ok((avail, cap, ifree, inodes)) = statvfs(mount) {
+        obs.insert(
+            Signal::ImageFsAvailable,
+            Observation {
+                available: avail,
+                capacity: cap,
+                time,
+            },
+        );
+        obs.insert(
+            Signal::ImageFsInodesFree,
             Observation {
                 available: ifree,
                 capacity: inodes,

@@ -492,6 +492,56 @@ impl Cri {
         .map(|r| r.stats)
     }
 
+    /// `ListImages`: every image the runtime holds.
+    pub async fn list_images(&self) -> Result<Vec<cri::Image>, CriError> {
+        let mut c = self.img.clone();
+        self.run(
+            "ListImages",
+            || "runtime".into(),
+            Some(self.timeout),
+            c.list_images(cri::ListImagesRequest::default()),
+        )
+        .await
+        .map(|r| r.images)
+    }
+
+    /// `RemoveImage` by id or reference; NotFound counts as success.
+    pub async fn remove_image(&self, image: &str) -> Result<(), CriError> {
+        let mut c = self.img.clone();
+        let req = cri::RemoveImageRequest {
+            image: Some(image_spec(image)),
+        };
+        ok_if_gone(
+            self.run(
+                "RemoveImage",
+                || format!("image {image}"),
+                Some(self.timeout),
+                c.remove_image(req),
+            )
+            .await,
+        )
+    }
+
+    /// `ContainerStats` of one container (its writable layer's use among them).
+    pub async fn container_stats(
+        &self,
+        id: &str,
+        target: &str,
+    ) -> Result<Option<cri::ContainerStats>, CriError> {
+        let mut c = self.rt.clone();
+        let req = cri::ContainerStatsRequest {
+            container_id: id.to_string(),
+        };
+        self.run(
+            "ContainerStats",
+            || format!("container {id} of {target}"),
+            Some(self.timeout),
+            c.container_stats(req),
+        )
+        .await
+        .map(|r| r.stats)
+    }
+
     /// `PullImage`: no deadline, as in the kubelet; pulls end when done or cancelled.
     pub async fn pull_image(
         &self,
@@ -525,6 +575,25 @@ impl Cri {
             c.status(cri::StatusRequest { verbose: false }),
         )
         .await
+    }
+
+    /// The runtime's sandbox (pause) image, from verbose `Status` (containerd's
+    /// `config.sandboxImage`); `None` when the runtime does not say.
+    pub async fn sandbox_image(&self) -> Result<Option<String>, CriError> {
+        let mut c = self.rt.clone();
+        let r = self
+            .run(
+                "Status",
+                || "runtime".into(),
+                Some(self.timeout),
+                c.status(cri::StatusRequest { verbose: true }),
+            )
+            .await?;
+        Ok(r.info
+            .get("config")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|v| v.get("sandboxImage")?.as_str().map(str::to_owned))
+            .filter(|s| !s.is_empty()))
     }
 
     /// `ExecSync`: runs `cmd` in a container and returns its output; the deadline is `timeout`

@@ -293,6 +293,14 @@ fn render_eviction(e: &mut Encoder, s: Option<&crate::eviction::EvictionStats>) 
     for (signal, h) in s.mark_to_decision.read() {
         encode_histogram(e, &[("eviction_signal", signal)], &h);
     }
+    e.family(
+        "kubelet_image_garbage_collected_total",
+        "Total number of images garbage collected by the kubelet, whether through disk usage or image age.",
+        Kind::Counter,
+    );
+    for (reason, n) in s.gc.images_collected.read() {
+        e.sample(&[("reason", &reason)], n as f64, None);
+    }
 }
 
 /// nodelet's own telemetry families: which source feeds the stats, and the eBPF pipeline's

@@ -98,6 +98,24 @@ pub struct Flags {
     /// API requests allowed in a burst (config: kubeAPIBurst).
     #[arg(long)]
     pub kube_api_burst: Option<i32>,
+    /// Disk usage percent that starts image GC (config: imageGCHighThresholdPercent).
+    #[arg(long, allow_hyphen_values = true)]
+    pub image_gc_high_threshold: Option<i32>,
+    /// Disk usage percent image GC frees down to (config: imageGCLowThresholdPercent).
+    #[arg(long, allow_hyphen_values = true)]
+    pub image_gc_low_threshold: Option<i32>,
+    /// Minimum age of an unused image before GC (config: imageMinimumGCAge).
+    #[arg(long)]
+    pub minimum_image_ttl_duration: Option<String>,
+    /// Minimum age of a dead container before GC (deprecated in the kubelet, still read).
+    #[arg(long)]
+    pub minimum_container_ttl_duration: Option<String>,
+    /// Dead instances kept per container (deprecated in the kubelet, still read).
+    #[arg(long, allow_hyphen_values = true)]
+    pub maximum_dead_containers_per_container: Option<i32>,
+    /// Dead containers kept on the node, negative: no limit (deprecated, still read).
+    #[arg(long, allow_hyphen_values = true)]
+    pub maximum_dead_containers: Option<i32>,
     /// Pause image; the CRI runtime's own sandbox image setting wins, as in the kubelet >= 1.27.
     #[arg(long)]
     pub pod_infra_container_image: Option<String>,
@@ -256,8 +274,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("provider-id", Arity::Value),
     ("cloud-provider", Arity::Value),
     ("cloud-config", Arity::Value),
-    ("image-gc-high-threshold", Arity::Value),
-    ("image-gc-low-threshold", Arity::Value),
     ("image-credential-provider-config", Arity::Value),
     ("image-credential-provider-bin-dir", Arity::Value),
     ("serialize-image-pulls", Arity::Bool),
@@ -304,16 +320,12 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("max-open-files", Arity::Value),
     ("experimental-mounter-path", Arity::Value),
     ("experimental-allocatable-ignore-eviction", Arity::Bool),
-    ("minimum-container-ttl-duration", Arity::Value),
-    ("maximum-dead-containers", Arity::Value),
-    ("maximum-dead-containers-per-container", Arity::Value),
     ("config-dir", Arity::Value),
     ("contention-profiling", Arity::Bool),
     ("cpu-cfs-quota", Arity::Bool),
     ("cpu-cfs-quota-period", Arity::Value),
     ("cpu-manager-policy-options", Arity::Value),
     ("cpu-manager-reconcile-period", Arity::Value),
-    ("minimum-image-ttl-duration", Arity::Value),
     ("qos-reserved", Arity::Value),
     ("reserved-memory", Arity::Value),
     ("topology-manager-scope", Arity::Value),

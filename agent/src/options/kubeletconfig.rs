@@ -223,6 +223,18 @@ pub struct KubeletConfigFile {
     pub merge_default_eviction_settings: Option<bool>,
     /// Renew the client certificate before it expires (TLS bootstrapping).
     pub rotate_certificates: Option<bool>,
+    /// Disk usage percent that starts image GC.
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: Option<i32>,
+    /// Disk usage percent image GC frees down to.
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: Option<i32>,
+    /// Minimum age of an unused image before GC (Go duration).
+    #[serde(rename = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: Option<String>,
+    /// Maximum time an image may stay unused (Go duration; 0: no limit).
+    #[serde(rename = "imageMaximumGCAge")]
+    pub image_maximum_gc_age: Option<String>,
     /// Resources reserved for Kubernetes daemons.
     pub kube_reserved: Option<BTreeMap<String, String>>,
     /// Resources reserved for the OS.
@@ -278,6 +290,10 @@ const IMPLEMENTED: &[&str] = &[
     "systemReserved",
     "enforceNodeAllocatable",
     "rotateCertificates",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
 ];
 
 /// Every top-level field of KubeletConfiguration v1beta1

@@ -6,6 +6,7 @@ mod check;
 pub mod duration;
 pub mod eviction;
 pub mod flags;
+pub mod gc;
 pub mod kubeletconfig;
 pub mod node;
 
@@ -157,6 +158,8 @@ pub struct Options {
     pub server: ServerOptions,
     /// Eviction thresholds and node allocatable reservations.
     pub eviction: eviction::EvictionOptions,
+    /// Image and container garbage collection policies.
+    pub gc: gc::GcOptions,
     /// Notes for the log once logging is up: ignored fields, deprecated flags.
     pub notices: Vec<String>,
 }
@@ -427,6 +430,7 @@ impl Options {
 
         let server = server_options(&flags, &file, &file_label)?;
         let eviction = eviction::resolve(&flags, &file, &file_label)?;
+        let gc = gc::resolve(&flags, &file, &file_label)?;
 
         let root_dir = flags
             .root_dir
@@ -446,6 +450,7 @@ impl Options {
         let opts = Options {
             server,
             eviction,
+            gc,
             node_name: node_name(flags.hostname_override.as_deref()),
             node_ips,
             static_pod_path: flags
@@ -498,7 +503,7 @@ impl Options {
 
 /// A duration from its flag, else its config-file field, else `default`; an error names the
 /// flag or the field (and file) the bad value came from.
-fn duration_option(
+pub(crate) fn duration_option(
     flag: &Option<String>,
     field: &Option<String>,
     (flag_name, field_name): (&'static str, &'static str),
