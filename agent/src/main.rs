@@ -458,7 +458,9 @@ async fn update_qos_cgroups(
         let cm = cm.clone();
         match tokio::task::spawn_blocking(move || cm.update_burstable_shares(milli)).await {
             Ok(Ok(())) => last = Some(milli),
-            Ok(Err(e)) => warn!(error = %errors::error_chain(&e), "cannot update the burstable cgroup"),
+            Ok(Err(e)) => {
+                warn!(error = %errors::error_chain(&e), "cannot update the burstable cgroup")
+            }
             Err(e) => warn!(error = %e, "burstable cgroup update task failed"),
         }
     }

@@ -91,7 +91,10 @@ pub fn reservation(o: &EvictionOptions, capacity: Amounts) -> Amounts {
 
 /// The allocatable the node reports: capacity less [`reservation`]; an error names the first
 /// resource reserved beyond capacity (the kubelet refuses to start then).
-pub fn allocatable(o: &EvictionOptions, capacity: Amounts) -> Result<Amounts, NodeAllocatableError> {
+pub fn allocatable(
+    o: &EvictionOptions,
+    capacity: Amounts,
+) -> Result<Amounts, NodeAllocatableError> {
     let r = reservation(o, capacity);
     let check = |resource, reserved: i64, capacity: i64| {
         if reserved > capacity && reserved > 0 {
@@ -172,7 +175,10 @@ pub fn pid_capacity() -> i64 {
     .unwrap_or(0)
 }
 
-fn cg_err(cgroup: &str, what: &'static str) -> impl FnOnce(cgroups_rs::fs::error::Error) -> NodeAllocatableError {
+fn cg_err(
+    cgroup: &str,
+    what: &'static str,
+) -> impl FnOnce(cgroups_rs::fs::error::Error) -> NodeAllocatableError {
     let cgroup = cgroup.to_owned();
     move |source| NodeAllocatableError::Cgroup {
         cgroup,
@@ -200,7 +206,9 @@ impl ContainerManager {
             return Ok(());
         }
         if self.driver == CgroupDriver::Systemd {
-            info!("systemd cgroup driver: kubepods.slice is left to systemd, node allocatable is not enforced by nodelet");
+            info!(
+                "systemd cgroup driver: kubepods.slice is left to systemd, node allocatable is not enforced by nodelet"
+            );
             return Ok(());
         }
         let v2 = hierarchies::is_cgroup2_unified_mode();

@@ -804,7 +804,10 @@ mod tests {
             a["memory"].0,
             binary_si(8_141_716 * 1024 - (1 << 30) - (512 << 20) - (100 << 20))
         );
-        let storage: u64 = (20 << 30) - (1 << 30) - (20u64 << 30) / 10;
+        // 10 % is the kubelet's float32 0.1, a hair above a tenth: 32 bytes more are reserved.
+        let tenth = ((20u64 << 30) as f64 * f64::from(0.1f32)) as u64;
+        assert_eq!(tenth, (20u64 << 30) / 10 + 32);
+        let storage: u64 = (20 << 30) - (1 << 30) - tenth;
         assert_eq!(a["ephemeral-storage"].0, storage.to_string());
     }
 
