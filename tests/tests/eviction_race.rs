@@ -102,14 +102,18 @@ fn pressure_lines(log: &str, status: &str) -> usize {
 }
 
 /// A BestEffort pod whose shell adds `rate/10` MiB every 0.1 s (each chunk held by a `tail`
-/// that is never read from), after a 2 s pause so that the agent has mapped its cgroup.
+/// that is never read from), after a 2 s pause so that the agent has mapped its cgroup. It
+/// stops growing on SIGTERM, as a program that honours its graceful stop does: a hard eviction
+/// kills with the kubelet's 1 s grace period (immediateEvictionGracePeriodSeconds), and a shell
+/// as PID 1 ignores SIGTERM, so without the trap it would grow `rate` x 1 s more after the
+/// decision, past a 100 MiB threshold at 100 MiB/s whatever the agent does (seen here).
 fn ramp_manifest(name: &str, rate_mi: i64) -> String {
     let chunk = rate_mi * MI / 10;
     let n = RAMP_TOTAL_MI * MI / chunk;
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
          restartPolicy: Never\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: c\n    \
-         image: busybox:1.35\n    command: [\"sh\", \"-c\", \"sleep 2; i=0; while [ $i -lt {n} ]; do \
+         image: busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 2; i=0; while [ $i -lt {n} ]; do \
          head -c {chunk} /dev/zero | tail -c {chunk} | sleep 3600 & sleep {STEP_S}; i=$((i+1)); done; \
          sleep 3600\"]\n"
     )
