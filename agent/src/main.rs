@@ -176,9 +176,27 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         .context("kubeReserved / systemReserved / evictionHard")?;
     let pods_limits = cm::node::pods_cgroup_limits(&opts.eviction, capacity);
     if let Err(e) = ctx.cm.enforce_node_allocatable(pods_limits) {
-        // The kubelet retries the limit every minute; a limit below what pods use now (EBUSY on
-        // v1) is the usual cause, and pods keep running meanwhile.
-        error!(error = %errors::error_chain(&e), "node allocatable is not enforced");
+        // A limit below what adopted pods use now (EBUSY on v1) is the usual cause; pods keep
+        // running, and the limit is retried every minute as the kubelet does.
+        error!(error = %errors::error_chain(&e), "node allocatable is not enforced; retrying every minute");
+        let cm = ctx.cm.clone();
+        let cancel = cancel.child_token();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+                let cm = cm.clone();
+                match tokio::task::spawn_blocking(move || cm.enforce_node_allocatable(pods_limits))
+                    .await
+                {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => warn!(error = %errors::error_chain(&e), "node allocatable is still not enforced"),
+                    Err(e) => warn!(error = %e, "node allocatable task failed"),
+                }
+            }
+        });
     }
     let qos_cm = ctx.cm.clone();
     let runtime = RuntimeManager::new(cri.clone(), ctx);
