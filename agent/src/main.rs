@@ -162,6 +162,44 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let host_ip = ctx.host_ip.clone();
     let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
     let cpu_capacity_milli = ctx.cpu_capacity_milli;
+    // Node allocatable (issue 12): reservations checked against capacity, kubepods and its QoS
+    // children created and limited before any pod starts.
+    let capacity = cm::node::Amounts {
+        cpu_milli: cpu_capacity_milli,
+        memory: i64::try_from(memory_capacity).unwrap_or(i64::MAX),
+        ephemeral_storage: nodestatus::machine::filesystem_capacity(&opts.root_dir)
+            .ok()
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(0),
+        pid: cm::node::pid_capacity(),
+    };
+    let allocatable = cm::node::allocatable(&opts.eviction, capacity)
+        .context("kubeReserved / systemReserved / evictionHard")?;
+    let pods_limits = cm::node::pods_cgroup_limits(&opts.eviction, capacity);
+    if let Err(e) = ctx.cm.enforce_node_allocatable(pods_limits) {
+        // A limit below what adopted pods use now (EBUSY on v1) is the usual cause; pods keep
+        // running, and the limit is retried every minute as the kubelet does.
+        error!(error = %errors::error_chain(&e), "node allocatable is not enforced; retrying every minute");
+        let cm = ctx.cm.clone();
+        let cancel = cancel.child_token();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+                let cm = cm.clone();
+                match tokio::task::spawn_blocking(move || cm.enforce_node_allocatable(pods_limits))
+                    .await
+                {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => warn!(error = %errors::error_chain(&e), "node allocatable is still not enforced"),
+                    Err(e) => warn!(error = %e, "node allocatable task failed"),
+                }
+            }
+        });
+    }
+    let qos_cm = ctx.cm.clone();
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
@@ -198,6 +236,11 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         sources.push(rx);
     }
     let (config_tx, config_rx) = watch::channel(None);
+    tasks.spawn(update_qos_cgroups(
+        qos_cm,
+        config_rx.clone(),
+        cancel.child_token(),
+    ));
     tasks.spawn(config::mux::run(sources, config_tx, cancel.child_token()));
 
     let (cache_writer, cache) = pleg::cache::cache();
@@ -409,8 +452,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             stats: pod_worker_stats,
             admission: admission_facts(
                 &opts,
-                cpu_capacity_milli,
-                memory_capacity,
+                allocatable.cpu_milli,
+                u64::try_from(allocatable.memory).unwrap_or(0),
                 eviction.as_ref(),
             ),
             probes: probe_results,
@@ -434,9 +477,48 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps the burstable cgroup's cpu shares at the sum of the burstable pods' CPU requests, on
+/// every change of the desired pods and every minute (the kubelet's UpdateQOSCgroups).
+async fn update_qos_cgroups(
+    cm: cm::ContainerManager,
+    mut pods: watch::Receiver<Option<config::PodSet>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = pods.changed() => if r.is_err() { return },
+            _ = tick.tick() => last = None,
+        }
+        let milli: i64 = pods
+            .borrow()
+            .as_ref()
+            .map(|set| {
+                set.values()
+                    .filter(|p| pod::qos_class(&p.pod) == pod::QosClass::Burstable)
+                    .map(|p| admission::pod_requests(&p.pod).0)
+                    .sum()
+            })
+            .unwrap_or(0);
+        if last == Some(milli) {
+            continue;
+        }
+        let cm = cm.clone();
+        match tokio::task::spawn_blocking(move || cm.update_burstable_shares(milli)).await {
+            Ok(Ok(())) => last = Some(milli),
+            Ok(Err(e)) => {
+                warn!(error = %errors::error_chain(&e), "cannot update the burstable cgroup")
+            }
+            Err(e) => warn!(error = %e, "burstable cgroup update task failed"),
+        }
+    }
+}
+
 /// What node admission checks a new pod against: the node's labels and registered taints,
-/// its CPU and memory capacity (allocatable is not enforced yet), maxPods, and the eviction
-/// manager's pressure.
+/// its CPU and memory allocatable (capacity less reservations and hard eviction thresholds),
+/// maxPods, and the eviction manager's pressure.
 fn admission_facts(
     opts: &Options,
     cpu_milli: i64,

@@ -1,8 +1,10 @@
 //! Container manager: pod cgroup naming under the QoS tiers, and removal of a pod's cgroup once
 //! its sandbox is gone (kubelet pkg/kubelet/cm: pod_container_manager_linux.go,
 //! cgroup_manager_linux.go). The runtime creates container cgroups below the parent we name, but
-//! never removes the pod-level cgroup: the agent must (see ../shared/NOTES.md).
+//! never removes the pod-level cgroup: the agent must (see ../shared/NOTES.md). [`node`] creates
+//! and limits `kubepods` and its QoS children (node allocatable).
 
+pub mod node;
 pub mod path;
 
 use crate::options::{CgroupDriver, Options};

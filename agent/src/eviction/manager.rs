@@ -139,12 +139,16 @@ impl Manager {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 ev = self.inputs.bus.recv(), if bus_open => match ev {
-                    Some(Received::Event(e)) => {
-                        if let NodeEvent::MemoryMark(m) = &*e {
+                    Some(Received::Event(e)) => match &*e {
+                        NodeEvent::MemoryMark(m) => {
                             memory = true;
                             mark_ts = Some(m.kernel_ts_ns);
                         }
-                    }
+                        // A container that just started has no mark yet: arm it now rather
+                        // than at the next tick, or a fast ramp could cross unseen.
+                        NodeEvent::Pod(_) => memory = true,
+                        _ => {}
+                    },
                     Some(Received::Lagged(_)) => memory = true,
                     None => bus_open = false,
                 },

@@ -8,7 +8,13 @@
 //! kernel pushes (the bus's [`NodeEvent::MemoryMark`]) and on a 1 s tick, and the manager
 //! places those marks itself: every container gets a mark a share of the node's remaining
 //! slack above its current usage, so no pod can grow the node past a memory threshold without
-//! the kernel telling us first. Filesystem and pid signals use the kubelet's 10 s period.
+//! the kernel telling us first. The slack is the smallest over memory.available (the root
+//! memcg) and allocatableMemory.available (the `kubepods` cgroup, limited by `cm::node`), so the
+//! container marks split the kubepods headroom too: kubepods cannot reach its threshold
+//! without one of its containers crossing its mark. (A mark on kubepods itself would never
+//! fire: the kernel's memcg events are charged to the leaf cgroup, not its parents.) Marks are
+//! re-armed on every pass and on every pod lifecycle event, so a new container is covered
+//! from its start. Filesystem and pid signals use the kubelet's 10 s period.
 //! Memory is read from the root and pods cgroups at decision time, not from the last sweep.
 //!
 //! Owns: thresholds' first-observed times, conditions' last-observed times, the pods it ordered

@@ -5,6 +5,7 @@ use super::client::ApiClient;
 use super::machine::{self, MachineInfo};
 use super::setters::{self, Facts};
 use super::{Backoff, Failing, Inputs, NodeConditionsInput, NodeStatusError, Settings, chain};
+use crate::options::eviction::EvictionOptions;
 use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use k8s_openapi::jiff::Timestamp;
 use std::net::IpAddr;
@@ -174,7 +175,7 @@ impl Manager {
                 &self.s.node_name,
                 &self.s.node.labels,
                 &self.s.node.taints,
-                &facts.view(&self.machine),
+                &facts.view(&self.machine, &self.s.reservations),
             );
             info!(node = %self.s.node_name, "attempting to register node");
             match self.try_register(&initial).await {
@@ -239,7 +240,7 @@ impl Manager {
             };
             let mut node = base.clone();
             let labels_fixed = setters::ensure_os_arch_labels(&mut node);
-            setters::set_node_status(&mut node, &facts.view(&self.machine));
+            setters::set_node_status(&mut node, &facts.view(&self.machine, &self.s.reservations));
             let changed =
                 labels_fixed || setters::status_changed(base.status.as_ref(), node.status.as_ref());
             let due = self.next_report.is_none_or(|t| Instant::now() >= t);
@@ -380,8 +381,9 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn view<'a>(&self, machine: &'a MachineInfo) -> Facts<'a> {
+    fn view<'a>(&self, machine: &'a MachineInfo, reservations: &'a EvictionOptions) -> Facts<'a> {
         Facts {
+            reservations,
             now: Timestamp::now(),
             machine,
             ephemeral_storage: self.ephemeral_storage,

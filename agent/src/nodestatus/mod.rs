@@ -72,6 +72,8 @@ pub struct Settings {
     pub kubelet_port: u16,
     /// Frequencies, lease duration, maxPods, labels and taints.
     pub node: NodeStatusOptions,
+    /// kubeReserved, systemReserved and the hard eviction thresholds: allocatable lacks them.
+    pub reservations: crate::options::eviction::EvictionOptions,
 }
 
 impl Settings {
@@ -85,6 +87,7 @@ impl Settings {
             root_dir: o.root_dir.clone(),
             kubelet_port: o.server.port,
             node: o.node_status.clone(),
+            reservations: o.eviction.clone(),
         })
     }
 

@@ -7,6 +7,7 @@ use super::NodeConditionsInput;
 use super::machine::{MachineInfo, binary_si};
 use crate::kuberuntime::health::RuntimeHealth;
 use crate::options::Taint;
+use crate::options::eviction::EvictionOptions;
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
     NodeSystemInfo,
@@ -64,8 +65,10 @@ pub struct Facts<'a> {
     pub max_pods: u32,
     /// Why the node is not ready (empty: ready), see [`ready_errors`].
     pub ready_errors: Vec<String>,
-    /// Pressure flags (from the eviction manager, later).
+    /// Pressure flags (from the eviction manager).
     pub pressure: NodeConditionsInput,
+    /// What allocatable lacks: kubeReserved, systemReserved, hard eviction thresholds.
+    pub reservations: &'a EvictionOptions,
 }
 
 /// The labels the kubelet puts on its node (initialNode): hostname, os, arch and their beta
@@ -245,19 +248,36 @@ fn set_machine_info(status: &mut NodeStatus, f: &Facts<'_>) {
             q(binary_si(*bytes)),
         );
     }
-    // Allocatable = capacity less reservations. None are configured yet (kube-reserved,
-    // system-reserved and eviction thresholds are not implemented); huge pages always come
-    // out of memory.
-    // TODO(#12): subtract the hard eviction thresholds once the eviction manager enforces them.
+    // Allocatable = capacity less kubeReserved, systemReserved and the hard eviction
+    // thresholds (GetNodeAllocatableReservation); huge pages also come out of memory.
+    let to_i64 = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+    let cap = crate::cm::node::Amounts {
+        cpu_milli: to_i64(m.cpus).saturating_mul(1000),
+        memory: m.memory_bytes.map_or(0, to_i64),
+        ephemeral_storage: f.ephemeral_storage.map_or(0, to_i64),
+        pid: 0,
+    };
+    let r = crate::cm::node::reservation(f.reservations, cap);
     let mut allocatable = capacity.clone();
-    let huge: i64 = m
-        .hugepages
-        .iter()
-        .map(|(_, b)| i64::try_from(*b).unwrap_or(i64::MAX))
-        .sum();
-    if let Some(mem) = m.memory_bytes.and_then(|b| i64::try_from(b).ok()) {
-        let left = u64::try_from((mem - huge).max(0)).unwrap_or(0);
+    let huge: i64 = m.hugepages.iter().map(|(_, b)| to_i64(*b)).sum();
+    if let Some(mem) = m.memory_bytes.map(to_i64) {
+        let left = u64::try_from((mem - huge - r.memory).max(0)).unwrap_or(0);
         allocatable.insert("memory".into(), q(binary_si(left)));
+    }
+    if r.cpu_milli > 0 {
+        let left = (cap.cpu_milli - r.cpu_milli).max(0);
+        let text = if left % 1000 == 0 {
+            (left / 1000).to_string()
+        } else {
+            format!("{left}m")
+        };
+        allocatable.insert("cpu".into(), q(text));
+    }
+    if let Some(storage) = f.ephemeral_storage.map(to_i64)
+        && r.ephemeral_storage > 0
+    {
+        let left = u64::try_from((storage - r.ephemeral_storage).max(0)).unwrap_or(0);
+        allocatable.insert("ephemeral-storage".into(), q(left.to_string()));
     }
     status.allocatable = Some(allocatable);
     let info = status.node_info.get_or_insert_with(NodeSystemInfo::default);
@@ -623,6 +643,27 @@ pub fn ready_of(node: &Node) -> Option<(&str, &str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::eviction::Reserved;
+
+    /// No reservation, no eviction threshold: allocatable is capacity less huge pages.
+    static NO_RESERVATIONS: EvictionOptions = EvictionOptions {
+        thresholds: Vec::new(),
+        pressure_transition_period: Duration::ZERO,
+        max_pod_grace_period_seconds: 0,
+        kube_reserved: Reserved {
+            cpu_milli: 0,
+            memory: 0,
+            ephemeral_storage: 0,
+            pid: 0,
+        },
+        system_reserved: Reserved {
+            cpu_milli: 0,
+            memory: 0,
+            ephemeral_storage: 0,
+            pid: 0,
+        },
+        enforce_node_allocatable: Vec::new(),
+    };
 
     fn machine() -> MachineInfo {
         MachineInfo {
@@ -657,6 +698,7 @@ mod tests {
             max_pods: 110,
             ready_errors: errs.iter().map(|s| (*s).to_owned()).collect(),
             pressure: NodeConditionsInput::default(),
+            reservations: &NO_RESERVATIONS,
         }
     }
 
@@ -738,6 +780,35 @@ mod tests {
         assert_eq!(s.capacity.expect("cap")["hugepages-2Mi"].0, "512Mi");
         let mem = s.allocatable.expect("alloc")["memory"].0.clone();
         assert_eq!(mem, binary_si(8_141_716 * 1024 - (512 << 20)));
+    }
+
+    #[test]
+    fn allocatable_lacks_reserved_and_hard_eviction_thresholds() {
+        let m = machine();
+        let o = crate::options::Options::from_args(
+            [
+                "nodelet",
+                "--kube-reserved=cpu=500m,memory=1Gi",
+                "--system-reserved=memory=512Mi,ephemeral-storage=1Gi",
+                "--eviction-hard=memory.available<100Mi,nodefs.available<10%",
+            ]
+            .map(String::from),
+        )
+        .expect("valid flags");
+        let mut f = facts(&m, 1, &[]);
+        f.reservations = &o.eviction;
+        let n = initial_node("n1", &BTreeMap::new(), &[], &f);
+        let a = n.status.expect("status").allocatable.expect("alloc");
+        assert_eq!(a["cpu"].0, "1500m");
+        assert_eq!(
+            a["memory"].0,
+            binary_si(8_141_716 * 1024 - (1 << 30) - (512 << 20) - (100 << 20))
+        );
+        // 10 % is the kubelet's float32 0.1, a hair above a tenth: 32 bytes more are reserved.
+        let tenth = ((20u64 << 30) as f64 * f64::from(0.1f32)) as u64;
+        assert_eq!(tenth, (20u64 << 30) / 10 + 32);
+        let storage: u64 = (20 << 30) - (1 << 30) - tenth;
+        assert_eq!(a["ephemeral-storage"].0, storage.to_string());
     }
 
     #[test]

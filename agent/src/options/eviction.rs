@@ -192,8 +192,6 @@ pub struct EvictionOptions {
 }
 
 impl EvictionOptions {
-    /// Whether the pods cgroup is limited to allocatable (node allocatable enforcement, next).
-    #[allow(dead_code)]
     /// Whether the pods cgroup is limited to allocatable (`pods` in enforceNodeAllocatable).
     pub fn enforce_pods(&self) -> bool {
         self.enforce_node_allocatable.iter().any(|k| k == "pods")
