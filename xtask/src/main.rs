@@ -94,6 +94,28 @@ enum Cmd {
         #[arg(last = true)]
         packages: Vec<String>,
     },
+    /// The upstream [NodeConformance] e2e tests of the pinned release against the Go kubelet
+    /// and/or nodelet on a loopback control plane; prints a table of both.
+    Conformance {
+        /// `go`, `nodelet` or `both` (Go kubelet first).
+        #[arg(long, default_value = "both")]
+        kubelet: String,
+        /// Extra ginkgo focus regex (ANDed with the NodeConformance label).
+        #[arg(long)]
+        focus: Option<String>,
+        /// Extra ginkgo skip regex (ORed with the harness's own skips).
+        #[arg(long)]
+        skip: Option<String>,
+        /// Parallel ginkgo processes (1: e2e.test alone).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Suite timeout per kubelet, minutes.
+        #[arg(long, default_value_t = 180)]
+        timeout_min: u64,
+        /// Output dir: reports, logs, cluster state; default <target>/nodelet-conformance.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Build the release agent, install it and its systemd unit.
     Install {
         /// Installation prefix; the binary goes to PREFIX/bin/nodelet.
@@ -124,6 +146,14 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         } => run_agent(manifests, cluster, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
+        Cmd::Conformance {
+            kubelet,
+            focus,
+            skip,
+            parallel,
+            timeout_min,
+            out,
+        } => conformance(&kubelet, focus, skip, parallel, timeout_min, out),
         Cmd::Cluster {
             action,
             dir,
@@ -480,6 +510,42 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     // NODELET_REQUIRE_ALL is inherited as it is.
     let st = status_of(&mut c)?;
     Ok(exit_code(st))
+}
+
+fn conformance(
+    kubelet: &str,
+    focus: Option<String>,
+    skip: Option<String>,
+    parallel: usize,
+    timeout_min: u64,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    use xtask::conformance::{self, ConformanceOpts};
+    use xtask::kubelet::Kind;
+    let kubelets = match kubelet {
+        "go" => vec![Kind::Go],
+        "nodelet" => vec![Kind::Nodelet],
+        "both" => vec![Kind::Go, Kind::Nodelet],
+        other => bail!("unknown --kubelet {other:?} (known: go, nodelet, both)"),
+    };
+    let images = setup()?;
+    let nodelet = if kubelets.contains(&Kind::Nodelet) {
+        build_agent(false)?
+    } else {
+        xtask::nodelet_bin()
+    };
+    let results = conformance::run(&ConformanceOpts {
+        kubelets,
+        focus,
+        skip,
+        out: out.unwrap_or_else(|| xtask::target_dir().join("nodelet-conformance")),
+        nodelet,
+        images_dir: images.dir,
+        timeout: Duration::from_secs(timeout_min * 60),
+        parallel: parallel.max(1),
+    })?;
+    print!("{}", conformance::table(&results));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn install(prefix: &Path) -> Result<ExitCode> {
