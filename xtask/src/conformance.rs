@@ -136,25 +136,28 @@ pub fn skip_regex(extra: Option<&str>) -> String {
     parts.join("|")
 }
 
-/// Why the suite cannot run here, if it cannot: `e2e.test` or the Go kubelet not built and no
-/// Go to build them.
+/// Why the suite cannot run here, if it cannot: `e2e.test` or the test images' binaries not
+/// built and no Go to build them.
 pub fn unavailable(release: &str) -> Option<String> {
-    let built = ["test/e2e", "cmd/kubelet"]
+    let built = ["test/e2e", "test/images/agnhost", "test/images/nonewprivs"]
         .iter()
         .all(|p| k8s::cached(release, p).is_some());
     if built {
         return None;
     }
-    k8s::go_unavailable().map(|why| {
-        format!("e2e.test and the Go kubelet of {release} are not built and cannot be: {why}")
-    })
+    k8s::go_unavailable()
+        .map(|why| format!("e2e.test and agnhost of {release} are not built and cannot be: {why}"))
 }
 
 /// Runs the suite against every kubelet of `opts` and returns their results.
 pub fn run(opts: &ConformanceOpts) -> Result<Vec<RunResult>> {
     let release = k8s::RELEASE;
-    let built = k8s::build(release, &["test/e2e", "cmd/kubelet"])?;
-    let (e2e, go_kubelet) = (built[0].clone(), built[1].clone());
+    let e2e = k8s::build(release, &["test/e2e"])?.remove(0);
+    let go_kubelet = if opts.kubelets.contains(&Kind::Go) {
+        k8s::build(release, &["cmd/kubelet"])?.remove(0)
+    } else {
+        PathBuf::new()
+    };
     let ginkgo = if opts.parallel > 1 {
         Some(k8s::build_ginkgo(release)?)
     } else {
@@ -294,10 +297,8 @@ fn run_e2e(s: &RunSpec<'_>, cluster: &Cluster, report: &Path, log: &Path) -> Res
                 .arg(format!("--timeout={}s", o.timeout.as_secs()))
                 .arg(s.e2e)
                 .arg("--");
-            // ginkgo's own flags go before the binary; the rest after `--`.
-            for a in &args {
-                c.arg(a.replace("--ginkgo.timeout", "--ginkgo.timeout"));
-            }
+            // ginkgo's own flags go before the binary; e2e.test's after `--`.
+            c.args(&args);
             c
         }
         None => {
@@ -371,7 +372,11 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 
 /// The first non-empty line of `s`, at most 160 characters.
 fn first_line(s: &str) -> String {
-    let l = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let l = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     l.chars().take(160).collect()
 }
 
@@ -411,13 +416,13 @@ pub fn parse_junit(xml: &str) -> BTreeMap<String, Outcome> {
         }
         let o = match status.as_str() {
             "passed" => Outcome::Passed,
-            "failed" | "panicked" | "interrupted" | "timedout" | "aborted" => Outcome::Failed(
-                first_line(
+            "failed" | "panicked" | "interrupted" | "timedout" | "aborted" => {
+                Outcome::Failed(first_line(
                     &body_message(body, "<failure")
                         .or_else(|| body_message(body, "<error"))
                         .unwrap_or_else(|| status.clone()),
-                ),
-            ),
+                ))
+            }
             "skipped" => {
                 let why = body_message(body, "<skipped").unwrap_or_default();
                 // Filtered out before running: not part of this run.
@@ -447,7 +452,10 @@ pub fn table(results: &[RunResult]) -> String {
     names.sort();
     names.dedup();
     let mut s = String::new();
-    let head: Vec<String> = results.iter().map(|r| format!("{:<8}", r.kind.name())).collect();
+    let head: Vec<String> = results
+        .iter()
+        .map(|r| format!("{:<8}", r.kind.name()))
+        .collect();
     let _ = writeln!(s, "{} test", head.join(" "));
     for n in &names {
         let cells: Vec<String> = results

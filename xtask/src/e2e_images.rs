@@ -77,10 +77,7 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    let bins = k8s::build(
-        release,
-        &["test/images/agnhost", "test/images/nonewprivs"],
-    )?;
+    let bins = k8s::build(release, &["test/images/agnhost", "test/images/nonewprivs"])?;
     let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let agnhost = read(&bins[0])?;
     let nnp = read(&bins[1])?;

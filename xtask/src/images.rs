@@ -31,7 +31,8 @@ const BUSYBOX_BIN: &str = "/bin/busybox";
 /// Bumped whenever the image contents written here change, to invalidate stamps.
 pub(crate) const GENERATOR: &str = "nodelet-xtask-images-v1";
 const PAUSE_C: &str = include_str!("pause.c");
-pub(crate) const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

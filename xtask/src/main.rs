@@ -492,6 +492,13 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             );
             let ms = xtask::k8s::build_metrics_server(xtask::k8s::METRICS_SERVER_VERSION)?;
             eprintln!("xtask: metrics-server ready ({})", ms.display());
+            // tests/tests/conformance_subset.rs: e2e.test (cold: about 3 min of the two cores)
+            // and the test images' binaries.
+            let e2e = xtask::k8s::build(
+                xtask::k8s::RELEASE,
+                &["test/e2e", "test/images/agnhost", "test/images/nonewprivs"],
+            )?;
+            eprintln!("xtask: e2e.test ready ({})", e2e[0].display());
         }
         Some(why) if xtask::require_all() => {
             bail!(
