@@ -17,9 +17,11 @@ use xtask::kubelet::Kind;
 /// The subset: upstream test names (regex, ANDed with the NodeConformance label).
 const FOCUS: &str = concat!(
     r"\[sig-storage\] (Downward API volume should provide (podname only|container's (cpu|memory) (limit|request))",
-    r"|EmptyDir volumes should support \((root|non-root),0(644|666|777),(default|tmpfs)\)",
-    r"|ConfigMap should be consumable from pods in volume \[NodeConformance\]",
-    r"|Secrets should be consumable from pods in volume \[NodeConformance\])",
+    r"|Projected downwardAPI should provide podname only",
+    r"|EmptyDir volumes should support \(root,0(644|666|777),default\)",
+    r"|ConfigMap should be consumable from pods in volume (with mappings )?\[Conformance\]",
+    r"|Secrets should be consumable from pods in volume (with mappings )?\[Conformance\]",
+    r"|HostPath should support r/w)",
 );
 
 #[test]

@@ -438,11 +438,31 @@ pub fn parse_junit(xml: &str) -> BTreeMap<String, Outcome> {
     out
 }
 
-/// The `message` attribute of the first `open` element in `body`.
+/// The `message` attribute of the first `open` element in `body`, or its text when the
+/// attribute is empty (e2e.test puts the failure in the text).
 fn body_message(body: &str, open: &str) -> Option<String> {
     let i = body.find(open)?;
     let end = body[i..].find('>')? + i;
-    attr(&body[i..end], "message")
+    let msg = attr(&body[i..end], "message").unwrap_or_default();
+    if !msg.is_empty() || body[..end].ends_with('/') {
+        return Some(msg);
+    }
+    let text = &body[end + 1..];
+    let stop = text.find('<').unwrap_or(text.len());
+    Some(unescape(&text[..stop]))
+}
+
+/// The results of an earlier run in `out` (`<out>/<kubelet>/report`), without running again.
+pub fn load(out: &Path, kind: Kind) -> Result<RunResult> {
+    let junit = find_junit(&out.join(kind.name()).join("report"))?;
+    let text =
+        fs::read_to_string(&junit).with_context(|| format!("cannot read {}", junit.display()))?;
+    Ok(RunResult {
+        kind,
+        tests: parse_junit(&text),
+        elapsed: Duration::ZERO,
+        exit: format!("from {}", junit.display()),
+    })
 }
 
 /// The table: one row per test that ran against any kubelet, one column per kubelet, then the
@@ -496,7 +516,7 @@ mod tests {
 <testsuites tests="3"><testsuite name="Kubernetes e2e suite">
 <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="1"></testcase>
 <testcase name="[It] [sig-node] Pods should get a host IP [NodeConformance] [Conformance]" classname="Kubernetes e2e suite" status="passed" time="5"></testcase>
-<testcase name="[It] [sig-node] Probing container should be restarted [NodeConformance]" classname="Kubernetes e2e suite" status="failed" time="9"><failure message="[FAILED] pod never restarted&#xA;Expected &lt;int&gt;: 0" type="failed">long</failure><system-err>x</system-err></testcase>
+<testcase name="[It] [sig-node] Probing container should be restarted [NodeConformance]" classname="Kubernetes e2e suite" status="failed" time="9"><failure message="" type="failed">[FAILED] pod never restarted&#xA;Expected &lt;int&gt;: 0</failure><system-err>x</system-err></testcase>
 <testcase name="[It] [sig-apps] Job should run [Slow]" classname="Kubernetes e2e suite" status="skipped" time="0"><skipped message="skipped"></skipped></testcase>
 <testcase name="[It] [sig-node] Sysctls should work [NodeConformance]" classname="Kubernetes e2e suite" status="skipped" time="0"><skipped message="skipped - Only supported for node OS distro [gci ubuntu]"></skipped></testcase>
 </testsuite></testsuites>"#;

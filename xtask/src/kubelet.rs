@@ -15,6 +15,9 @@
 //! - `failSwapOn: false`: a machine with swap would stop the Go kubelet at start.
 //! - `evictionHard` at 1 % for disk: the shared disk sits near the default 10 %/15 % marks, and
 //!   DiskPressure would taint the node and fail every test for reasons of the machine.
+//! - Image GC off (`imageGCHighThresholdPercent: 100`): on the shared disk (over 85 % used
+//!   while other sessions build) the Go kubelet's GC removed the sandbox image, which cannot
+//!   be pulled here, and every later pod failed in RunPodSandbox.
 //! - `healthzPort: 0`, `readOnlyPort: 0`, a free `port`: several kubelets run side by side.
 //! - The CNI bridge is the host's gateway ([`EnvOpts::pod_gateway`]) so probes reach pods.
 
@@ -129,7 +132,9 @@ pub fn render_config(p: &ConfigParams<'_>) -> String {
          containerRuntimeEndpoint: {endpoint}\n\
          podLogsDir: {logs}\n\
          evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
-         imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
+         imagefs.available: 1%\n  nodefs.inodesFree: 1%\n\
+         imageGCHighThresholdPercent: 100\n\
+         imageGCLowThresholdPercent: 99\n",
         address = q(p.address),
         port = p.port,
         ca = q(&p.client_ca.to_string_lossy()),

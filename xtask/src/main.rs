@@ -115,6 +115,9 @@ enum Cmd {
         /// Output dir: reports, logs, cluster state; default <target>/nodelet-conformance.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the table of the reports already in the output dir; run nothing.
+        #[arg(long)]
+        from_reports: bool,
     },
     /// Build the release agent, install it and its systemd unit.
     Install {
@@ -153,7 +156,13 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             parallel,
             timeout_min,
             out,
-        } => conformance(&kubelet, focus, skip, parallel, timeout_min, out),
+            from_reports,
+        } => {
+            if from_reports {
+                return conformance_reports(&kubelet, out);
+            }
+            conformance(&kubelet, focus, skip, parallel, timeout_min, out)
+        }
         Cmd::Cluster {
             action,
             dir,
@@ -519,6 +528,26 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     Ok(exit_code(st))
 }
 
+fn kubelet_kinds(kubelet: &str) -> Result<Vec<xtask::kubelet::Kind>> {
+    use xtask::kubelet::Kind;
+    Ok(match kubelet {
+        "go" => vec![Kind::Go],
+        "nodelet" => vec![Kind::Nodelet],
+        "both" => vec![Kind::Go, Kind::Nodelet],
+        other => bail!("unknown --kubelet {other:?} (known: go, nodelet, both)"),
+    })
+}
+
+fn conformance_reports(kubelet: &str, out: Option<PathBuf>) -> Result<ExitCode> {
+    let out = out.unwrap_or_else(|| xtask::target_dir().join("nodelet-conformance"));
+    let results = kubelet_kinds(kubelet)?
+        .into_iter()
+        .map(|k| xtask::conformance::load(&out, k))
+        .collect::<Result<Vec<_>>>()?;
+    print!("{}", xtask::conformance::table(&results));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn conformance(
     kubelet: &str,
     focus: Option<String>,
@@ -529,12 +558,7 @@ fn conformance(
 ) -> Result<ExitCode> {
     use xtask::conformance::{self, ConformanceOpts};
     use xtask::kubelet::Kind;
-    let kubelets = match kubelet {
-        "go" => vec![Kind::Go],
-        "nodelet" => vec![Kind::Nodelet],
-        "both" => vec![Kind::Go, Kind::Nodelet],
-        other => bail!("unknown --kubelet {other:?} (known: go, nodelet, both)"),
-    };
+    let kubelets = kubelet_kinds(kubelet)?;
     let images = setup()?;
     let nodelet = if kubelets.contains(&Kind::Nodelet) {
         build_agent(false)?
