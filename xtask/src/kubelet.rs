@@ -35,6 +35,8 @@ use anyhow::{Context, Result, bail};
 use crate::cluster::Cluster;
 use crate::containerd::{Env, EnvOpts};
 
+/// Where the Go kubelet links container logs (`kubelet.ContainerLogsDir`).
+const CONTAINER_LOG_LINKS: &str = "/var/log/containers";
 /// How long a kubelet may take to exit after SIGTERM.
 const GRACE: Duration = Duration::from_secs(20);
 
@@ -173,6 +175,20 @@ fn make_cgroup(path: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The Go kubelet links each container's log into `/var/log/containers` (a fixed path) and
+/// unlinks it only when it removes the container itself; the Env removes containers over CRI,
+/// so the links into `dir` are removed here.
+fn remove_log_links(dir: &Path) {
+    let Ok(entries) = fs::read_dir(CONTAINER_LOG_LINKS) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if fs::read_link(e.path()).is_ok_and(|t| t.starts_with(dir)) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// A free TCP port on all addresses (the kubelet serves on the host's).
@@ -387,7 +403,9 @@ impl Kubelet {
             };
         }
         if let Some(env) = self.env.take() {
+            let dir = env.dir().to_owned();
             env.stop()?;
+            remove_log_links(&dir);
         }
         let left = crate::containerd::remove_cgroup_subtree(&self.cgroup_root);
         if !left.is_empty() {
