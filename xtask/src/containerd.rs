@@ -51,6 +51,10 @@ pub struct EnvOpts {
     pub cgroup_parent: Option<String>,
     /// Registries (`host:port`) containerd should reach over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Give the host the bridge's first address (CNI `isGateway`), so that a kubelet on the
+    /// host reaches pod IPs (httpGet/tcpSocket probes, the conformance suite); default: pods
+    /// are reachable from each other only.
+    pub pod_gateway: bool,
     /// Keep the temp dir after stop (for debugging); default: env `NODELET_KEEP_ENV` is set.
     pub keep_dir: bool,
     /// How long containerd may take to answer CRI Version.
@@ -64,6 +68,7 @@ impl Default for EnvOpts {
             images_dir: None,
             cgroup_parent: None,
             insecure_registries: Vec::new(),
+            pod_gateway: false,
             keep_dir: std::env::var_os("NODELET_KEEP_ENV").is_some(),
             startup_timeout: Duration::from_secs(20),
         }
@@ -189,9 +194,9 @@ oom_score = 0
     )
 }
 
-/// CNI conflist for slot `index`: a bridge nothing routes out of (no gateway, no masquerade),
-/// host-local addresses, and loopback.
-fn render_cni(index: u8) -> String {
+/// CNI conflist for slot `index`: a bridge nothing routes out of (no masquerade; the host on
+/// it only with `gateway`), host-local addresses, and loopback.
+fn render_cni(index: u8, gateway: bool) -> String {
     let v = json!({
         "cniVersion": "1.0.0",
         "name": network_name(index),
@@ -199,7 +204,7 @@ fn render_cni(index: u8) -> String {
             {
                 "type": "bridge",
                 "bridge": bridge_name(index),
-                "isGateway": false,
+                "isGateway": gateway,
                 "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
@@ -545,7 +550,7 @@ impl Env {
             fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         let cni = l.cni_conf_dir.join("10-nodelet.conflist");
-        fs::write(&cni, render_cni(self.slot.index))
+        fs::write(&cni, render_cni(self.slot.index, opts.pod_gateway))
             .with_context(|| format!("cannot write {}", cni.display()))?;
         for host in &opts.insecure_registries {
             self.allow_insecure_registry(host)?;
@@ -855,7 +860,7 @@ mod tests {
 
     #[test]
     fn cni_config_keeps_traffic_on_the_bridge() -> Result<()> {
-        let v: serde_json::Value = serde_json::from_str(&render_cni(7))?;
+        let v: serde_json::Value = serde_json::from_str(&render_cni(7, false))?;
         assert_eq!(v["name"], "nodelet-xtask-7");
         let bridge = &v["plugins"][0];
         assert_eq!(bridge["type"], "bridge");

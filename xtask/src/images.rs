@@ -29,9 +29,10 @@ pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 /// Where Debian's busybox-static puts the binary.
 const BUSYBOX_BIN: &str = "/bin/busybox";
 /// Bumped whenever the image contents written here change, to invalidate stamps.
-const GENERATOR: &str = "nodelet-xtask-images-v1";
+pub(crate) const GENERATOR: &str = "nodelet-xtask-images-v1";
 const PAUSE_C: &str = include_str!("pause.c");
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -81,18 +82,29 @@ pub fn build(out_dir: &Path) -> Result<Images> {
 }
 
 /// What one image is made of, before it is written.
-struct Spec {
-    stem: &'static str,
-    name: &'static str,
-    tag: &'static str,
-    layer: Vec<u8>,
-    config: serde_json::Value,
+pub(crate) struct Spec {
+    /// File stem of the archive, layout and stamp in the output dir.
+    pub(crate) stem: String,
+    /// Full reference as containerd stores it.
+    pub(crate) name: String,
+    /// Tag inside the OCI layout.
+    pub(crate) tag: String,
+    /// The single layer (an uncompressed tar).
+    pub(crate) layer: Vec<u8>,
+    /// The image config (see [`image_config`]).
+    pub(crate) config: serde_json::Value,
 }
 
-fn build_busybox(out: &Path) -> Result<Image> {
+/// Debian's busybox-static binary and its `--list` output.
+pub(crate) fn busybox_inputs() -> Result<(Vec<u8>, String)> {
     let bin = fs::read(BUSYBOX_BIN)
         .with_context(|| format!("cannot read {BUSYBOX_BIN} (apt-get install busybox-static)"))?;
     let list = run(Command::new(BUSYBOX_BIN).arg("--list"))?;
+    Ok((bin, list))
+}
+
+fn build_busybox(out: &Path) -> Result<Image> {
+    let (bin, list) = busybox_inputs()?;
     let applets = applets(&list);
     let key = hash_hex(&[GENERATOR.as_bytes(), &bin, list.as_bytes()]);
     if let Some(img) = cached(out, "busybox", BUSYBOX_IMAGE, "1.35", &key) {
@@ -104,9 +116,9 @@ fn build_busybox(out: &Path) -> Result<Image> {
         out,
         &key,
         Spec {
-            stem: "busybox",
-            name: BUSYBOX_IMAGE,
-            tag: "1.35",
+            stem: "busybox".to_owned(),
+            name: BUSYBOX_IMAGE.to_owned(),
+            tag: "1.35".to_owned(),
             layer,
             config,
         },
@@ -118,16 +130,7 @@ fn build_pause(out: &Path) -> Result<Image> {
     if let Some(img) = cached(out, "pause", PAUSE_IMAGE, "3.10", &key) {
         return Ok(img);
     }
-    let work = tempfile::tempdir_in(out).context("cannot create a build dir for pause")?;
-    let src = work.path().join("pause.c");
-    let bin_path = work.path().join("pause");
-    fs::write(&src, PAUSE_C).with_context(|| format!("cannot write {}", src.display()))?;
-    run(Command::new("gcc")
-        .args(["-static", "-O2", "-s", "-o"])
-        .arg(&bin_path)
-        .arg(&src))
-    .context("cannot compile pause.c (apt-get install gcc libc6-dev)")?;
-    let bin = fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))?;
+    let bin = pause_binary(out)?;
     let mut b = LayerBuilder::new();
     b.file("pause", 0o755, &bin)?;
     let layer = b.finish()?;
@@ -139,18 +142,32 @@ fn build_pause(out: &Path) -> Result<Image> {
         out,
         &key,
         Spec {
-            stem: "pause",
-            name: PAUSE_IMAGE,
-            tag: "3.10",
+            stem: "pause".to_owned(),
+            name: PAUSE_IMAGE.to_owned(),
+            tag: "3.10".to_owned(),
             layer,
             config,
         },
     )
 }
 
+/// pause.c compiled statically (in a temp dir under `out`).
+pub(crate) fn pause_binary(out: &Path) -> Result<Vec<u8>> {
+    let work = tempfile::tempdir_in(out).context("cannot create a build dir for pause")?;
+    let src = work.path().join("pause.c");
+    let bin_path = work.path().join("pause");
+    fs::write(&src, PAUSE_C).with_context(|| format!("cannot write {}", src.display()))?;
+    run(Command::new("gcc")
+        .args(["-static", "-O2", "-s", "-o"])
+        .arg(&bin_path)
+        .arg(&src))
+    .context("cannot compile pause.c (apt-get install gcc libc6-dev)")?;
+    fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))
+}
+
 /// Applet names from `busybox --list`, without busybox itself and without anything that could
 /// escape /bin.
-fn applets(list: &str) -> Vec<String> {
+pub(crate) fn applets(list: &str) -> Vec<String> {
     let mut v: Vec<String> = list
         .lines()
         .map(str::trim)
@@ -164,32 +181,46 @@ fn applets(list: &str) -> Vec<String> {
 
 fn busybox_layer(bin: &[u8], applets: &[String]) -> Result<Vec<u8>> {
     let mut b = LayerBuilder::new();
+    busybox_files(&mut b, bin, applets, "", "")?;
+    b.finish()
+}
+
+/// The busybox tree: `/bin` with the binary and one symlink per applet, `/etc/passwd` and
+/// `/etc/group` (with `extra_passwd` and `extra_group` lines appended), `/home`, `/root`, `/tmp`,
+/// `/var`.
+pub(crate) fn busybox_files(
+    b: &mut LayerBuilder,
+    bin: &[u8],
+    applets: &[String],
+    extra_passwd: &str,
+    extra_group: &str,
+) -> Result<()> {
     b.dir("bin", 0o755)?;
     b.file("bin/busybox", 0o755, bin)?;
     for a in applets {
         b.symlink(&format!("bin/{a}"), "busybox")?;
     }
     b.dir("etc", 0o755)?;
-    b.file("etc/group", 0o644, b"root:x:0:\nnobody:x:65534:\n")?;
-    b.file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-    )?;
+    let group = format!("root:x:0:\nnobody:x:65534:\n{extra_group}");
+    b.file("etc/group", 0o644, group.as_bytes())?;
+    let passwd = format!(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n{extra_passwd}"
+    );
+    b.file("etc/passwd", 0o644, passwd.as_bytes())?;
     b.dir("home", 0o755)?;
     b.dir("root", 0o700)?;
     b.dir("tmp", 0o1777)?;
-    b.dir("var", 0o755)?;
-    b.finish()
+    b.dir("var", 0o755)
 }
 
 /// Deterministic tar writer: owner 0:0, mtime 0.
-struct LayerBuilder {
+pub(crate) struct LayerBuilder {
     tar: tar::Builder<Vec<u8>>,
 }
 
 impl LayerBuilder {
-    fn new() -> Self {
+    /// An empty layer.
+    pub(crate) fn new() -> Self {
         let mut tar = tar::Builder::new(Vec::new());
         tar.mode(tar::HeaderMode::Deterministic);
         LayerBuilder { tar }
@@ -206,33 +237,38 @@ impl LayerBuilder {
         h
     }
 
-    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
+    /// Adds directory `path`.
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
         self.tar
             .append_data(&mut h, format!("{path}/"), io::empty())
             .with_context(|| format!("cannot add {path}/ to layer"))
     }
 
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+    /// Adds regular file `path`.
+    pub(crate) fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
         self.tar
             .append_data(&mut h, path, data)
             .with_context(|| format!("cannot add {path} to layer"))
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+    /// Adds symlink `path` -> `target`.
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.tar
             .append_link(&mut h, path, target)
             .with_context(|| format!("cannot add symlink {path} to layer"))
     }
 
-    fn finish(self) -> Result<Vec<u8>> {
+    /// The finished tar.
+    pub(crate) fn finish(self) -> Result<Vec<u8>> {
         self.tar.into_inner().context("cannot finish layer tar")
     }
 }
 
-fn image_config(config: serde_json::Value, layer: &[u8]) -> serde_json::Value {
+/// An OCI image config for this machine with `config` and the one `layer`.
+pub(crate) fn image_config(config: serde_json::Value, layer: &[u8]) -> serde_json::Value {
     json!({
         "architecture": oci_arch(),
         "os": "linux",
@@ -257,7 +293,7 @@ fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-fn hash_hex(parts: &[&[u8]]) -> String {
+pub(crate) fn hash_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -275,7 +311,7 @@ fn paths(out: &Path, stem: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// The stamp holds `key` and the manifest digest; outputs are reused when the key matches.
-fn cached(out: &Path, stem: &str, name: &str, tag: &str, key: &str) -> Option<Image> {
+pub(crate) fn cached(out: &Path, stem: &str, name: &str, tag: &str, key: &str) -> Option<Image> {
     let (archive, layout, stamp) = paths(out, stem);
     let text = fs::read_to_string(&stamp).ok()?;
     let (k, digest) = text.trim().split_once(' ')?;
@@ -291,8 +327,9 @@ fn cached(out: &Path, stem: &str, name: &str, tag: &str, key: &str) -> Option<Im
     })
 }
 
-fn write_image(out: &Path, key: &str, spec: Spec) -> Result<Image> {
-    let (archive, layout, stamp) = paths(out, spec.stem);
+/// Writes `spec` as `<stem>.oci/`, `<stem>.tar` and the stamp holding `key`.
+pub(crate) fn write_image(out: &Path, key: &str, spec: Spec) -> Result<Image> {
+    let (archive, layout, stamp) = paths(out, &spec.stem);
     let _ = fs::remove_file(&stamp);
     let tmp = out.join(format!("{}.oci.tmp", spec.stem));
     if tmp.exists() {
@@ -344,8 +381,8 @@ fn write_image(out: &Path, key: &str, spec: Spec) -> Result<Image> {
         .with_context(|| format!("cannot create {}", archive.display()))?;
     write_file(&stamp, format!("{key} {}\n", manifest.0).as_bytes())?;
     Ok(Image {
-        name: spec.name.to_owned(),
-        tag: spec.tag.to_owned(),
+        name: spec.name.clone(),
+        tag: spec.tag.clone(),
         archive,
         layout,
         manifest_digest: manifest.0,

@@ -204,6 +204,32 @@ pub fn build(release: &str, packages: &[&str]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
+/// The ginkgo CLI (for parallel e2e runs) at the version `release`'s e2e tests require,
+/// built in the release's wrapper module after `test/e2e`: `<release>/bin/ginkgo`.
+pub fn build_ginkgo(release: &str) -> Result<PathBuf> {
+    const GINKGO: &str = "github.com/onsi/ginkgo/v2/ginkgo";
+    build(release, &["test/e2e"])?;
+    let dir = cache_root().join(release);
+    let bin = dir.join("bin/ginkgo");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let _lock = lock(&dir)?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let w = Wrapper::new(&dir);
+    w.build_all(
+        &[Target {
+            package: GINKGO.to_owned(),
+            name: "ginkgo".to_owned(),
+        }],
+        "-s -w",
+        release,
+    )?;
+    Ok(bin)
+}
+
 /// Builds etcd `version` (`v3.x.y`) unless cached; returns `<cache>/etcd-<version>/bin/etcd`.
 pub fn build_etcd(version: &str) -> Result<PathBuf> {
     build_module(&Module {
@@ -412,6 +438,8 @@ struct Downloaded {
     time: Option<String>,
     /// VCS commit, when the proxy recorded one.
     commit: Option<String>,
+    /// The extracted module in the module cache.
+    dir: Option<PathBuf>,
 }
 
 /// `go mod download -json module@version`: fetches it into the module cache.
@@ -437,7 +465,16 @@ fn download(module: &str, version: &str) -> Result<Downloaded> {
         go_mod: PathBuf::from(go_mod),
         time: v["Time"].as_str().map(str::to_owned),
         commit: v["Origin"]["Hash"].as_str().map(str::to_owned),
+        dir: v["Dir"].as_str().map(PathBuf::from),
     })
+}
+
+/// The source of `k8s.io/kubernetes` at `release` in the Go module cache (downloaded if
+/// missing), for files a build needs beside the binaries (test images' certificates, …).
+pub fn module_source(release: &str) -> Result<PathBuf> {
+    download(KUBERNETES, release)?
+        .dir
+        .with_context(|| format!("go mod download named no Dir for {KUBERNETES}@{release}"))
 }
 
 /// Upstream's version stamps (hack/lib/version.sh), for component-base and client-go alike.
@@ -687,6 +724,7 @@ mod tests {
             go_mod: PathBuf::new(),
             time: Some("2026-10-27T12:01:04Z".to_owned()),
             commit: None,
+            dir: None,
         };
         let f = kube_ldflags("v1.37.2", "1", "37", &info);
         assert!(f.starts_with("-s -w "), "{f}");

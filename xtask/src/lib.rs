@@ -41,10 +41,13 @@
 use std::path::{Path, PathBuf};
 
 pub mod cluster;
+pub mod conformance;
 pub mod containerd;
 mod cri;
+pub mod e2e_images;
 pub mod images;
 pub mod k8s;
+pub mod kubelet;
 pub mod metrics_server;
 pub mod packages;
 pub mod process;

@@ -94,6 +94,31 @@ enum Cmd {
         #[arg(last = true)]
         packages: Vec<String>,
     },
+    /// The upstream [NodeConformance] e2e tests of the pinned release against the Go kubelet
+    /// and/or nodelet on a loopback control plane; prints a table of both.
+    Conformance {
+        /// `go`, `nodelet` or `both` (Go kubelet first).
+        #[arg(long, default_value = "both")]
+        kubelet: String,
+        /// Extra ginkgo focus regex (ANDed with the NodeConformance label).
+        #[arg(long)]
+        focus: Option<String>,
+        /// Extra ginkgo skip regex (ORed with the harness's own skips).
+        #[arg(long)]
+        skip: Option<String>,
+        /// Parallel ginkgo processes (1: e2e.test alone).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Suite timeout per kubelet, minutes.
+        #[arg(long, default_value_t = 180)]
+        timeout_min: u64,
+        /// Output dir: reports, logs, cluster state; default <target>/nodelet-conformance.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the table of the reports already in the output dir; run nothing.
+        #[arg(long)]
+        from_reports: bool,
+    },
     /// Build the release agent, install it and its systemd unit.
     Install {
         /// Installation prefix; the binary goes to PREFIX/bin/nodelet.
@@ -124,6 +149,20 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         } => run_agent(manifests, cluster, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
+        Cmd::Conformance {
+            kubelet,
+            focus,
+            skip,
+            parallel,
+            timeout_min,
+            out,
+            from_reports,
+        } => {
+            if from_reports {
+                return conformance_reports(&kubelet, out);
+            }
+            conformance(&kubelet, focus, skip, parallel, timeout_min, out)
+        }
         Cmd::Cluster {
             action,
             dir,
@@ -462,6 +501,13 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             );
             let ms = xtask::k8s::build_metrics_server(xtask::k8s::METRICS_SERVER_VERSION)?;
             eprintln!("xtask: metrics-server ready ({})", ms.display());
+            // tests/tests/conformance_subset.rs: e2e.test (cold: about 3 min of the two cores)
+            // and the test images' binaries.
+            let e2e = xtask::k8s::build(
+                xtask::k8s::RELEASE,
+                &["test/e2e", "test/images/agnhost", "test/images/nonewprivs"],
+            )?;
+            eprintln!("xtask: e2e.test ready ({})", e2e[0].display());
         }
         Some(why) if xtask::require_all() => {
             bail!(
@@ -480,6 +526,57 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     // NODELET_REQUIRE_ALL is inherited as it is.
     let st = status_of(&mut c)?;
     Ok(exit_code(st))
+}
+
+fn kubelet_kinds(kubelet: &str) -> Result<Vec<xtask::kubelet::Kind>> {
+    use xtask::kubelet::Kind;
+    Ok(match kubelet {
+        "go" => vec![Kind::Go],
+        "nodelet" => vec![Kind::Nodelet],
+        "both" => vec![Kind::Go, Kind::Nodelet],
+        other => bail!("unknown --kubelet {other:?} (known: go, nodelet, both)"),
+    })
+}
+
+fn conformance_reports(kubelet: &str, out: Option<PathBuf>) -> Result<ExitCode> {
+    let out = out.unwrap_or_else(|| xtask::target_dir().join("nodelet-conformance"));
+    let results = kubelet_kinds(kubelet)?
+        .into_iter()
+        .map(|k| xtask::conformance::load(&out, k))
+        .collect::<Result<Vec<_>>>()?;
+    print!("{}", xtask::conformance::table(&results));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn conformance(
+    kubelet: &str,
+    focus: Option<String>,
+    skip: Option<String>,
+    parallel: usize,
+    timeout_min: u64,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    use xtask::conformance::{self, ConformanceOpts};
+    use xtask::kubelet::Kind;
+    let kubelets = kubelet_kinds(kubelet)?;
+    let images = setup()?;
+    let nodelet = if kubelets.contains(&Kind::Nodelet) {
+        build_agent(false)?
+    } else {
+        xtask::nodelet_bin()
+    };
+    let results = conformance::run(&ConformanceOpts {
+        kubelets,
+        focus,
+        skip,
+        out: out.unwrap_or_else(|| xtask::target_dir().join("nodelet-conformance")),
+        nodelet,
+        images_dir: images.dir,
+        timeout: Duration::from_secs(timeout_min * 60),
+        parallel: parallel.max(1),
+    })?;
+    print!("{}", conformance::table(&results));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn install(prefix: &Path) -> Result<ExitCode> {

@@ -643,6 +643,33 @@ pub fn pods(socket: &Path) -> Result<Vec<RunPod>> {
     })
 }
 
+/// Creates in `c` the namespaces the static pods in `manifests` name (`namespace:` keys), so
+/// that their mirror pods and events have somewhere to go: a kubeadm cluster's admin creates
+/// them; here the run does. Returns the namespaces created or already there.
+pub fn ensure_namespaces(c: &crate::cluster::Cluster, manifests: &Path) -> Result<Vec<String>> {
+    let mut names = BTreeSet::new();
+    let entries =
+        fs::read_dir(manifests).with_context(|| format!("cannot read {}", manifests.display()))?;
+    for e in entries.flatten() {
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(ns) = line.trim_start().strip_prefix("namespace:") {
+                let ns = ns.trim().trim_matches(['"', '\'']);
+                if !ns.is_empty() && ns != "default" {
+                    names.insert(ns.to_owned());
+                }
+            }
+        }
+    }
+    for ns in &names {
+        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
+        c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(&yaml))?;
+    }
+    Ok(names.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,31 +732,4 @@ mod tests {
             assert!(s.contains(part), "{s}");
         }
     }
-}
-
-/// Creates in `c` the namespaces the static pods in `manifests` name (`namespace:` keys), so
-/// that their mirror pods and events have somewhere to go: a kubeadm cluster's admin creates
-/// them; here the run does. Returns the namespaces created or already there.
-pub fn ensure_namespaces(c: &crate::cluster::Cluster, manifests: &Path) -> Result<Vec<String>> {
-    let mut names = BTreeSet::new();
-    let entries =
-        fs::read_dir(manifests).with_context(|| format!("cannot read {}", manifests.display()))?;
-    for e in entries.flatten() {
-        let Ok(text) = fs::read_to_string(e.path()) else {
-            continue;
-        };
-        for line in text.lines() {
-            if let Some(ns) = line.trim_start().strip_prefix("namespace:") {
-                let ns = ns.trim().trim_matches(['"', '\'']);
-                if !ns.is_empty() && ns != "default" {
-                    names.insert(ns.to_owned());
-                }
-            }
-        }
-    }
-    for ns in &names {
-        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
-        c.kubectl_in(&c.admin_kubeconfig(), &["apply", "-f", "-"], Some(&yaml))?;
-    }
-    Ok(names.into_iter().collect())
 }
