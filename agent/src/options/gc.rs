@@ -101,7 +101,7 @@ pub(super) fn resolve(
     file_label: &str,
 ) -> Result<GcOptions, OptionsError> {
     let d = ImageGcPolicy::default();
-    let (high, ..) = percent(
+    let (high, high_source, high_name) = percent(
         flags.image_gc_high_threshold,
         file.image_gc_high_threshold_percent,
         ("--image-gc-high-threshold", "imageGCHighThresholdPercent"),
@@ -116,11 +116,21 @@ pub(super) fn resolve(
         file_label,
     )?;
     if low >= high {
-        return Err(OptionsError::Invalid {
-            source_name: low_source,
-            name: low_name,
-            value: low.to_string(),
-            reason: "must be less than imageGCHighThresholdPercent (--image-gc-high-threshold)",
+        // Name the value the user set: a default low is wrong only because of their high.
+        return Err(if low_source == "default" {
+            OptionsError::Invalid {
+                source_name: high_source,
+                name: high_name,
+                value: high.to_string(),
+                reason: "must be greater than imageGCLowThresholdPercent (--image-gc-low-threshold, default 80)",
+            }
+        } else {
+            OptionsError::Invalid {
+                source_name: low_source,
+                name: low_name,
+                value: low.to_string(),
+                reason: "must be less than imageGCHighThresholdPercent (--image-gc-high-threshold)",
+            }
         });
     }
     // The file's zero imageMinimumGCAge means unset: the kubelet's defaulting gives 2m.
