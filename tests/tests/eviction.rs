@@ -18,8 +18,8 @@
 
 use anyhow::{Context, Result};
 use nodelet_tests::{Node, NodeOpts, free_port};
-use serde_json::Value;
-use std::io::{Read, Write};
+use nodelet_tests::{listed_pod, read_only_get};
+
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(90);
@@ -28,31 +28,6 @@ const MI: i64 = 1 << 20;
 const MARGIN_MI: i64 = 1536;
 /// What the BestEffort pod holds (twice the margin).
 const HOG_BYTES: i64 = 3072 * MI;
-
-fn get(port: u16, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    Ok(body.to_owned())
-}
-
-fn listed(port: u16, name: &str) -> Result<Option<Value>> {
-    let v: Value = serde_json::from_str(&get(port, "/pods")?)?;
-    let full = format!("{name}-{}", nodelet_tests::NODE);
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
-}
 
 /// memory.available as the kubelet computes it: MemTotal minus the root memcg's working set.
 fn memory_available() -> Result<i64> {
@@ -125,7 +100,7 @@ fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_no
          memory: 64Mi\n",
     )?;
     node.wait("the Guaranteed pod to run", T, || {
-        Ok(listed(ro, "guaranteed")?.filter(|p| p["status"]["phase"] == "Running"))
+        Ok(listed_pod(ro, "guaranteed")?.filter(|p| p["status"]["phase"] == "Running"))
     })?;
     // tail buffers everything it reads; `sleep` never reads, so tail holds it.
     let hog = format!(
@@ -136,7 +111,7 @@ fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_no
     let written = Instant::now();
     node.write_manifest("hog.yaml", &hog)?;
     let pod = node.wait("the BestEffort pod to be evicted", T, || {
-        Ok(listed(ro, "hog")?.filter(|p| p["status"]["phase"] == "Failed"))
+        Ok(listed_pod(ro, "hog")?.filter(|p| p["status"]["phase"] == "Failed"))
     })?;
     println!(
         "evicted {:.1}s after the manifest was written",
@@ -156,7 +131,7 @@ fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_no
             && message.ends_with("request is 0, has larger consumption of memory. "),
         "{message}"
     );
-    let g = listed(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
+    let g = listed_pod(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
     assert_eq!(g["status"]["phase"], "Running", "{g:#}");
     assert!(
         node.pod_containers("guaranteed")?
@@ -179,7 +154,7 @@ fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_no
         T,
         || Ok(condition_line(&node.agent_log(), "False").then_some(())),
     )?;
-    let metrics = get(ro, "/metrics")?;
+    let metrics = read_only_get(ro, "/metrics")?;
     // Timings are printed, never asserted: which wake-up led to the decision, and how fast.
     for l in metrics.lines().filter(|l| {
         l.starts_with("nodelet_eviction_mark_to_decision_seconds_sum")
@@ -206,7 +181,7 @@ fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_no
         "stats age observed"
     );
     // Still running after the pressure is gone: one pod per decision, and only the greedy one.
-    let g = listed(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
+    let g = listed_pod(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
     assert_eq!(g["status"]["phase"], "Running", "{g:#}");
     Ok(())
 }

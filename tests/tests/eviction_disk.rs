@@ -11,8 +11,8 @@
 
 use anyhow::{Context, Result, bail};
 use nodelet_tests::{Node, NodeOpts, free_port, have};
-use serde_json::Value;
-use std::io::{Read, Write};
+use nodelet_tests::{listed_pod, read_only_get};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -74,31 +74,6 @@ fn free_bytes(p: &Path) -> Result<i64> {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .context("df output")
-}
-
-fn get(port: u16, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    Ok(body.to_owned())
-}
-
-fn listed(port: u16, name: &str) -> Result<Option<Value>> {
-    let v: Value = serde_json::from_str(&get(port, "/pods")?)?;
-    let full = format!("{name}-{}", nodelet_tests::NODE);
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
 }
 
 /// An image nobody uses, with a 4 MiB layer of its own (umoci builds the OCI layout).
@@ -184,7 +159,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
         &nodelet_tests::host_pod("done", "Never", "true"),
     )?;
     node.wait("the finished pod to succeed", T, || {
-        Ok(listed(ro, "done")?.filter(|p| p["status"]["phase"] == "Succeeded"))
+        Ok(listed_pod(ro, "done")?.filter(|p| p["status"]["phase"] == "Succeeded"))
     })?;
     anyhow::ensure!(
         !node.pod_containers("done")?.is_empty(),
@@ -205,7 +180,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
          ephemeral-storage: 50Mi\n",
     )?;
     node.wait("the keeper to run", T, || {
-        Ok(listed(ro, "keeper")?.filter(|p| p["status"]["phase"] == "Running"))
+        Ok(listed_pod(ro, "keeper")?.filter(|p| p["status"]["phase"] == "Running"))
     })?;
     node.write_manifest(
         "writer.yaml",
@@ -217,7 +192,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
         ),
     )?;
     let pod = node.wait("the writer to be evicted", T, || {
-        Ok(listed(ro, "writer")?.filter(|p| p["status"]["phase"] == "Failed"))
+        Ok(listed_pod(ro, "writer")?.filter(|p| p["status"]["phase"] == "Failed"))
     })?;
     let status = &pod["status"];
     assert_eq!(status["reason"], "Evicted", "{pod:#}");
@@ -252,7 +227,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
         "the sandbox image stays:\n{left}"
     );
     assert!(left.contains("busybox"), "the image in use stays:\n{left}");
-    let keeper = listed(ro, "keeper")?.context("the keeper vanished")?;
+    let keeper = listed_pod(ro, "keeper")?.context("the keeper vanished")?;
     assert_eq!(keeper["status"]["phase"], "Running", "{keeper:#}");
     assert!(
         log.lines().any(|l| l.contains("node condition changed")
@@ -260,7 +235,7 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
             && l.contains("status=\"True\"")),
         "DiskPressure was set"
     );
-    let metrics = get(ro, "/metrics")?;
+    let metrics = read_only_get(ro, "/metrics")?;
     let lines: Vec<&str> = metrics
         .lines()
         .filter(|l| l.contains("evictions{") || l.contains("image_garbage_collected"))

@@ -15,8 +15,8 @@
 
 use anyhow::{Context, Result};
 use nodelet_tests::{Node, NodeOpts, free_port};
-use serde_json::Value;
-use std::io::{Read, Write};
+use nodelet_tests::{listed_pod, read_only_get};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,31 +30,6 @@ const KUBE_RESERVED_MI: i64 = 256;
 const RAMP_TOTAL_MI: i64 = 1024;
 /// Chunks are added every tenth of a second.
 const STEP_S: f64 = 0.1;
-
-fn get(port: u16, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    Ok(body.to_owned())
-}
-
-fn listed(port: u16, name: &str) -> Result<Option<Value>> {
-    let v: Value = serde_json::from_str(&get(port, "/pods")?)?;
-    let full = format!("{name}-{}", nodelet_tests::NODE);
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
-}
 
 fn mem_total_ki() -> Result<i64> {
     std::fs::read_to_string("/proc/meminfo")?
@@ -177,7 +152,7 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
          memory: 64Mi\n",
     )?;
     node.wait("the Guaranteed pod to run", T, || {
-        Ok(listed(ro, "guaranteed")?.filter(|p| p["status"]["phase"] == "Running"))
+        Ok(listed_pod(ro, "guaranteed")?.filter(|p| p["status"]["phase"] == "Running"))
     })?;
 
     for rate in [100, 400] {
@@ -186,7 +161,7 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
         let written = Instant::now();
         node.write_manifest(&format!("{name}.yaml"), &ramp_manifest(&name, rate))?;
         let pod = node.wait(&format!("the {rate} MiB/s pod to be evicted"), T, || {
-            Ok(listed(ro, &name)?.filter(|p| p["status"]["phase"] == "Failed"))
+            Ok(listed_pod(ro, &name)?.filter(|p| p["status"]["phase"] == "Failed"))
         })?;
         println!(
             "{rate} MiB/s: evicted {:.1}s after the manifest was written; kubepods peak {} MiB of {} MiB",
@@ -212,7 +187,7 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
             "the kernel OOM killer fired before the eviction:\n{}",
             ooms.join("\n")
         );
-        let g = listed(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
+        let g = listed_pod(ro, "guaranteed")?.context("the Guaranteed pod vanished")?;
         assert_eq!(g["status"]["phase"], "Running", "{g:#}");
         assert_eq!(
             g["status"]["containerStatuses"][0]["restartCount"], 0,
@@ -225,10 +200,10 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
             Ok((pressure_lines(&node.agent_log(), "False") > cleared).then_some(()))
         })?;
         node.wait("the evicted pod to be gone", T, || {
-            Ok(listed(ro, &name)?.is_none().then_some(()))
+            Ok(listed_pod(ro, &name)?.is_none().then_some(()))
         })?;
     }
-    let metrics = get(ro, "/metrics")?;
+    let metrics = read_only_get(ro, "/metrics")?;
     for l in metrics.lines().filter(|l| {
         l.starts_with("kubelet_evictions{")
             || l.starts_with("nodelet_eviction_mark_to_decision_seconds_sum")

@@ -5,26 +5,11 @@
 
 use anyhow::{Context, Result};
 use nodelet_tests::{Node, NodeOpts, free_port};
+use nodelet_tests::{listed_pod, read_only_get};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
-
-/// GET over plain HTTP on the read-only port.
-fn get(port: u16, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    Ok(body.to_owned())
-}
 
 fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
     let ro = free_port()?;
@@ -38,21 +23,9 @@ fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
     Ok(node.map(|n| (n, ro)))
 }
 
-/// The pod named `name` in /pods, if listed.
-fn listed(port: u16, name: &str) -> Result<Option<Value>> {
-    let v: Value = serde_json::from_str(&get(port, "/pods")?)?;
-    let full = format!("{name}-{}", nodelet_tests::NODE);
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
-}
-
 /// The status of container `c` of pod `name`.
 fn container(port: u16, name: &str, c: &str) -> Result<Option<Value>> {
-    Ok(listed(port, name)?.and_then(|p| {
+    Ok(listed_pod(port, name)?.and_then(|p| {
         p["status"]["containerStatuses"]
             .as_array()
             .into_iter()
@@ -64,7 +37,7 @@ fn container(port: u16, name: &str, c: &str) -> Result<Option<Value>> {
 
 /// The status condition `type_` of pod `name` ("True"/"False").
 fn condition(port: u16, name: &str, type_: &str) -> Result<Option<String>> {
-    Ok(listed(port, name)?.and_then(|p| {
+    Ok(listed_pod(port, name)?.and_then(|p| {
         p["status"]["conditions"]
             .as_array()
             .into_iter()
@@ -92,7 +65,7 @@ fn pod(name: &str, containers: Value, volumes: Value) -> String {
 
 /// `prober_probe_total` for one pod, probe type and result (0 when absent).
 fn probe_total(port: u16, pod: &str, probe_type: &str, result: &str) -> Result<u64> {
-    let text = get(port, "/metrics/probes")?;
+    let text = read_only_get(port, "/metrics/probes")?;
     let pod = format!("pod=\"{pod}-{}\"", nodelet_tests::NODE);
     let want = [
         pod.as_str(),
@@ -144,7 +117,7 @@ fn failing_exec_liveness_probe_restarts_the_container() -> Result<()> {
     );
     assert!(probe_total(ro, "live", "Liveness", "failed")? >= 2);
     assert!(probe_total(ro, "live", "Liveness", "successful")? >= 1);
-    let text = get(ro, "/metrics/probes")?;
+    let text = read_only_get(ro, "/metrics/probes")?;
     assert!(
         text.contains("prober_probe_duration_seconds_bucket{"),
         "{text}"
