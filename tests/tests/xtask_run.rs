@@ -45,6 +45,11 @@ fn start(
             format!("--port={port}"),
             format!("--healthz-port={}", free_port()?),
             "--v=4".to_owned(),
+            // As the kit's nodes: no disk thresholds and no image GC. The machine's disk reports
+            // 252G with a fraction usable, so two CI runs side by side pushed imagefs.available
+            // under the default 15 %: DiskPressure then refused the API pod (seen in a --busy run).
+            "--eviction-hard=memory.available<100Mi".to_owned(),
+            "--image-gc-high-threshold=100".to_owned(),
         ],
         agent_log: Some(log.to_owned()),
         env: xtask::EnvOpts::default(),
