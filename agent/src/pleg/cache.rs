@@ -77,15 +77,17 @@ impl CacheReader {
         self.rx.borrow().clone()
     }
 
-    /// The pod's state from a relist that started after `after` (immediately when `after` is
-    /// `None`); an absent pod is an empty state. Waits for PLEG otherwise: if PLEG has
+    /// The pod's state from a relist that started after `after` (with `None`, from any relist:
+    /// never before PLEG's first, so a restarted agent does not take its running pods for
+    /// absent ones, as the kubelet's GetNewerThan waits for the cache's first timestamp); an
+    /// absent pod is an empty state. Waits for PLEG otherwise: if PLEG has
     /// stopped, this waits until the caller gives up (the kubelet blocks the same way).
     pub async fn newer_than(&mut self, uid: &str, after: Option<Instant>) -> Arc<PodRuntimeState> {
         loop {
             {
                 let snap = self.rx.borrow_and_update();
                 let fresh = match (after, snap.updated) {
-                    (None, _) => true,
+                    (None, updated) => updated.is_some(),
                     (Some(a), Some(u)) => u > a,
                     (Some(_), None) => false,
                 };
@@ -133,6 +135,9 @@ mod tests {
     #[tokio::test]
     async fn newer_than_waits_for_a_relist_that_started_after_the_last_action() {
         let (w, mut r) = cache();
+        // Before PLEG's first relist nothing is known, not even with no previous action.
+        let early = tokio::time::timeout(Duration::from_millis(50), r.newer_than("u", None));
+        assert!(early.await.is_err(), "answered before the first relist");
         let t0 = Instant::now();
         w.publish(one("u"), t0);
         // No previous action: the current state at once.
