@@ -407,7 +407,8 @@ async fn worker(
 ) {
     let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
     let mut cache = settings.cache.clone();
-    let mut finished_logged = false;
+    // Set once the pod has finished for good: nothing is synced after that.
+    let mut finished = false;
     // When the last sync finished: the next one acts only on state relisted after it.
     let mut last_sync: Option<Instant> = None;
     let mut last_synced_spec: Option<PodHandle> = None;
@@ -423,6 +424,16 @@ async fn worker(
             return;
         }
         let Some(pod) = input.pod else { return };
+        if finished {
+            // A finished pod never runs again, as the kubelet's terminal pods: a later sync
+            // would find its containers collected by GC and start them anew. Only its
+            // termination (manifest removed, API pod deleted) is awaited.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
         // A termination request cancels the wait or the sync in flight (e.g. a long image
         // pull), as the kubelet's pod worker cancels its sync context; other updates wait for
         // the next round.
@@ -464,11 +475,9 @@ async fn worker(
             Ok(SyncOutcome::Synced) => crate::wait::jitter(settings.sync_frequency, 0.5),
             Ok(SyncOutcome::RequeueAfter(d)) => d,
             Ok(SyncOutcome::Finished) => {
-                if !finished_logged {
-                    info!(pod = %pod.pod_ref, "pod has completed; it stays until its manifest is removed");
-                    finished_logged = true;
-                }
-                crate::wait::jitter(settings.sync_frequency, 0.5)
+                info!(pod = %pod.pod_ref, "pod has completed; it stays until its manifest is removed");
+                finished = true;
+                Duration::ZERO
             }
             Err(e) => {
                 error!(pod = %pod.pod_ref, error = %e, "sync failed; will retry");

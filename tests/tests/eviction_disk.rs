@@ -251,6 +251,14 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
             .any(|l| l.starts_with("kubelet_image_garbage_collected_total{reason=\"space\"}")),
         "{lines:?}"
     );
+    // A finished pod never runs again once GC took its containers (the PLEG event of their
+    // removal once made its worker start it anew).
+    anyhow::ensure!(
+        node.pod_containers("done")?.is_empty() && node.pod_sandboxes("done")?.is_empty(),
+        "the finished pod was started again after GC"
+    );
+    let done = listed_pod(ro, "done")?.context("the finished pod vanished")?;
+    assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");
     drop(node);
     drop(fs);
     Ok(())
