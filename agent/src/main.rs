@@ -224,6 +224,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // The API source's watch also sees this node's mirror pods: the mirror pod manager and
     // the status writer read them from here.
     let (mirrors_tx, mirrors_rx) = watch::channel(None);
+    let (removals_tx, removals_rx) = mpsc::unbounded_channel();
     if let Some(client) = api_client.clone() {
         let (tx, rx) = watch::channel(None);
         tasks.spawn(config::apiserver::run(
@@ -231,6 +232,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             opts.node_name.clone(),
             tx,
             mirrors_tx,
+            removals_tx,
             cancel.child_token(),
         ));
         sources.push(rx);
@@ -461,6 +463,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         config_rx,
         workers_events,
         kills,
+        removals_rx,
         cancel.child_token(),
     ));
 
