@@ -18,6 +18,7 @@ use xtask::containerd::{Env, EnvOpts};
 pub use xtask::testing::skip;
 
 pub mod cluster;
+pub mod pki;
 pub mod prometheus;
 
 /// Node name every test agent uses (`--hostname-override`).
