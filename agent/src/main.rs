@@ -675,6 +675,7 @@ fn node_context(
         root_dir: o.root_dir.clone(),
         cluster_dns: o.cluster_dns.clone(),
         cluster_domain: o.cluster_domain.clone(),
+        seccomp_default: o.seccomp_default,
         host_dns,
         cm: cm::ContainerManager::new(o),
         memory_capacity,
