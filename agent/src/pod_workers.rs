@@ -35,7 +35,7 @@ use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::prober::ProbeType;
 use crate::prober::results::{ProbeResult, ProbeResults};
-use crate::recorder::reasons::{failed_kill_pod, verdict};
+use crate::recorder::reasons::{failed_kill_pod, unsupported_fields, verdict};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -347,6 +347,13 @@ impl Dispatcher {
                     self.refused.push(req);
                     continue;
                 }
+            }
+            let ignored = crate::pod::unsupported::unsupported_fields(&pod.pod);
+            if !ignored.is_empty() {
+                warn!(pod = %pod.pod_ref, fields = %ignored.join(", "), "pod sets fields nodelet does not implement; they are ignored");
+                self.runtime
+                    .recorder()
+                    .pod(&pod.pod_ref, unsupported_fields(&ignored));
             }
             self.spawn(
                 uid,

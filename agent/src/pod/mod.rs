@@ -3,6 +3,7 @@
 //! need. Kubelet counterparts: pkg/kubelet/pod, pkg/apis/core/v1/helper/qos.
 
 pub mod quantity;
+pub mod unsupported;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
