@@ -219,6 +219,21 @@ pub fn node_condition(node: &str, type_: &str, status: &str) -> Option<Message> 
     ))
 }
 
+/// Reason of the event naming pod fields nodelet ignores (nodelet's own; the kubelet has none).
+pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
+
+/// A pod sets fields nodelet does not implement yet.
+pub fn unsupported_fields(fields: &[String]) -> Message {
+    m(
+        Warning,
+        UNSUPPORTED_FIELDS,
+        format!(
+            "nodelet does not implement {}: the pod runs as if they were not set",
+            fields.join(", ")
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,19 +259,4 @@ mod tests {
         assert_eq!(ready.map(|r| r.reason), Some(NODE_READY.to_owned()));
         assert_eq!(node_condition("n1", "NetworkUnavailable", "True"), None);
     }
-}
-
-/// Reason of the event naming pod fields nodelet ignores (nodelet's own; the kubelet has none).
-pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
-
-/// A pod sets fields nodelet does not implement yet.
-pub fn unsupported_fields(fields: &[String]) -> Message {
-    m(
-        Warning,
-        UNSUPPORTED_FIELDS,
-        format!(
-            "nodelet does not implement {}: the pod runs as if they were not set",
-            fields.join(", ")
-        ),
-    )
 }
