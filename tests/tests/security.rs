@@ -57,17 +57,15 @@ fn security_context_reaches_the_container_and_run_as_non_root_refuses_root() -> 
     // A field nodelet does not implement is named, never ignored in silence.
     node.write_manifest(
         "gated.yaml",
-        &nodelet_tests::host_pod("gated", "Always", "sleep 3600").replace(
-            "spec:\n",
-            "spec:\n  readinessGates:\n  - conditionType: example.com/ready\n",
-        ),
+        &nodelet_tests::host_pod("gated", "Always", "sleep 3600")
+            .replace("spec:\n", "spec:\n  runtimeClassName: example\n"),
     )?;
     node.wait("the unsupported field reported", T, || {
         let log = node.agent_log();
         Ok(log
             .lines()
             .find(|l| l.contains("reason=UnsupportedFields") && l.contains("gated-e2e-node"))
-            .filter(|l| l.contains("nodelet does not implement spec.readinessGates"))
+            .filter(|l| l.contains("nodelet does not implement spec.runtimeClassName"))
             .map(str::to_owned))
     })?;
 

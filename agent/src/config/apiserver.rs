@@ -186,14 +186,21 @@ fn remove_mirror(mirrors: &mut BTreeMap<(String, String), MirrorPod>, pod: &Pod)
 }
 
 /// Whether `new` asks anything different of the node than `old`: a status written back (by
-/// this agent) or a new resourceVersion alone does not, so it wakes no worker.
+/// this agent) or a new resourceVersion alone does not, so it wakes no worker; a condition
+/// others own (a readiness gate's) does, since Ready depends on it.
 fn same_for_the_node(old: &DesiredPod, new: &DesiredPod) -> bool {
     let (a, b) = (&old.pod.metadata, &new.pod.metadata);
+    let gates = |d: &DesiredPod| {
+        d.external_conditions()
+            .map(|c| (c.type_.clone(), c.status.clone()))
+            .collect::<Vec<_>>()
+    };
     old.pod.spec == new.pod.spec
         && a.deletion_timestamp == b.deletion_timestamp
         && a.deletion_grace_period_seconds == b.deletion_grace_period_seconds
         && a.labels == b.labels
         && a.annotations == b.annotations
+        && gates(old) == gates(new)
 }
 
 /// Keeps the previous handle when nothing the node acts on changed.

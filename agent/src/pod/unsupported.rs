@@ -29,10 +29,6 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
         "resourceClaims",
     );
     pod_field(
-        non_empty(spec.readiness_gates.as_ref().map(Vec::len)),
-        "readinessGates",
-    );
-    pod_field(
         spec.runtime_class_name
             .as_deref()
             .is_some_and(|s| !s.is_empty()),
@@ -88,7 +84,7 @@ mod tests {
         let plain: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
             {"name": "c", "terminationMessagePath": "/dev/termination-log",
              "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]}
-        ], "hostUsers": true, "readinessGates": []}}))
+        ], "hostUsers": true, "resourceClaims": []}}))
         .expect("pod json");
         assert!(unsupported_fields(&plain).is_empty());
         let odd: Pod = serde_json::from_value(serde_json::json!({"spec": {
@@ -103,7 +99,6 @@ mod tests {
             unsupported_fields(&odd),
             [
                 "spec.hostUsers",
-                "spec.readinessGates",
                 "spec.runtimeClassName",
                 "spec.initContainers[0].restartPolicy",
                 "spec.containers[0].lifecycle",
