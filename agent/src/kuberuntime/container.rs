@@ -195,7 +195,14 @@ fn security_context(p: &DesiredPod, c: &Container) -> cri::LinuxContainerSecurit
             .or(pod_sc.run_as_group)
             .map(|value| cri::Int64Value { value }),
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-        supplemental_groups: pod_sc.supplemental_groups.unwrap_or_default(),
+        // The fsGroup joins the supplemental groups so the container can use its volumes
+        // (security_context.go determineEffectiveSecurityContext).
+        supplemental_groups: pod_sc
+            .supplemental_groups
+            .unwrap_or_default()
+            .into_iter()
+            .chain(pod_sc.fs_group)
+            .collect(),
         no_new_privs: sc.allow_privilege_escalation == Some(false),
         ..Default::default()
     }
@@ -281,7 +288,7 @@ fn mounts(
             Some(sub) if sub.split('/').any(|part| part == "..") => {
                 return Err(vol_err("subPath must not contain '..'"));
             }
-            Some(sub) => host.join(sub),
+            Some(sub) => make_sub_path(&host, sub).map_err(io(host.join(sub)))?,
             None => host,
         };
         out.push(cri::Mount {
@@ -297,6 +304,33 @@ fn mounts(
         });
     }
     Ok(out)
+}
+
+/// The subPath of a volume, created if missing with the volume directory's mode (setgid and
+/// sticky included), as the kubelet's makeMounts does with SafeMakeDir: a directory the runtime
+/// created later would get 0755 and lose the fsGroup's write access.
+fn make_sub_path(volume: &std::path::Path, sub: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Only plain names: an absolute subPath must not escape the volume (validation refuses it).
+    let parts: Vec<_> = std::path::Path::new(sub)
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let path: PathBuf = parts.iter().fold(volume.to_path_buf(), |p, c| p.join(c));
+    if std::fs::symlink_metadata(&path).is_ok() || !volume.is_dir() {
+        return Ok(path);
+    }
+    let perm = std::fs::metadata(volume)?.mode() & 0o7777;
+    let mut at = volume.to_path_buf();
+    for part in parts {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => std::fs::set_permissions(&at, std::fs::Permissions::from_mode(perm))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(path)
 }
 
 /// A random-enough name suffix for termination-message files (kubelet uses rand.Uint32).

@@ -82,7 +82,14 @@ pub fn sandbox_config(ctx: &NodeContext, p: &DesiredPod, attempt: u32) -> cri::P
                 namespace_options: Some(namespace_options(p)),
                 run_as_user: pod_sc.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: pod_sc.run_as_group.map(|value| cri::Int64Value { value }),
-                supplemental_groups: pod_sc.supplemental_groups.clone().unwrap_or_default(),
+                // kuberuntime_sandbox.go: the fsGroup is a supplemental group of the sandbox.
+                supplemental_groups: pod_sc
+                    .supplemental_groups
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(pod_sc.fs_group)
+                    .collect(),
                 privileged,
                 ..Default::default()
             }),
