@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(mode(&root.join("sub")) & 0o2770, 0o2770);
         assert_eq!(mode(&root.join("sub/f")), 0o660 | 0o400);
         apply(&root, g, true).expect("apply read-only");
-        assert_eq!(mode(&root.join("sub/f")), 0o660 | 0o400, "bits are only added");
+        assert_eq!(
+            mode(&root.join("sub/f")),
+            0o660 | 0o400,
+            "bits are only added"
+        );
         assert!(!requires_change(&root, gid, false));
         // OnRootMismatch leaves the tree alone once the root is right.
         std::fs::set_permissions(root.join("sub/f"), std::fs::Permissions::from_mode(0o400))
