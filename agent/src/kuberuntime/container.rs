@@ -102,7 +102,7 @@ pub fn container_config(
             .into_iter()
             .map(|(key, value)| cri::KeyValue { key, value })
             .collect(),
-        mounts: mounts(ctx, p, c)?,
+        mounts: mounts(ctx, p, c, &input.pod_ip)?,
         labels: labels::container_labels(p, c),
         annotations: labels::container_annotations(p, c, input.restart_count, input.init),
         log_path: log_path(&c.name, input.restart_count),
@@ -209,11 +209,13 @@ fn security_context(p: &DesiredPod, c: &Container) -> cri::LinuxContainerSecurit
 }
 
 /// Mounts: the termination-message file, then volumeMounts of emptyDir and hostPath volumes and
-/// of the volume manager's configMap, secret, projected and downwardAPI volumes.
+/// of the volume manager's configMap, secret, projected and downwardAPI volumes, then the
+/// managed `/etc/hosts` ([`super::etc_hosts`]).
 fn mounts(
     ctx: &NodeContext,
     p: &DesiredPod,
     c: &Container,
+    pod_ip: &str,
 ) -> Result<Vec<cri::Mount>, ConfigError> {
     let io = |path: PathBuf| {
         let container = c.name.clone();
@@ -300,6 +302,21 @@ fn mounts(
                 Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
                 _ => cri::MountPropagation::PropagationPrivate as i32,
             },
+            ..Default::default()
+        });
+    }
+    // The managed /etc/hosts last, unless the container mounts something there itself.
+    let own_hosts = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|vm| vm.mount_path == "/etc/hosts");
+    if !own_hosts && super::etc_hosts::should_mount(p, pod_ip) {
+        let file = super::etc_hosts::ensure(ctx, p, &pod_dir, pod_ip)
+            .map_err(io(pod_dir.join("etc-hosts")))?;
+        out.push(cri::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: file.to_string_lossy().into_owned(),
             ..Default::default()
         });
     }
