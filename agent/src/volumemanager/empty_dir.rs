@@ -161,7 +161,8 @@ pub fn set_up(
         } else {
             String::new()
         };
-        tmpfs::mount(&dir, &options).map_err(err("mounting tmpfs on", &dir))?;
+        // No nosuid/nodev: the kubelet mounts an emptyDir's tmpfs with only its size.
+        tmpfs::mount(&dir, &options, 0).map_err(err("mounting tmpfs on", &dir))?;
     }
     // The kubelet ignores the ownership change's result here (per-file failures are logged).
     if let Some(g) = FsGroup::of(pod)

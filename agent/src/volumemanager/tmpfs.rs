@@ -21,12 +21,13 @@ pub fn ensure_mounted(dir: &Path) -> io::Result<bool> {
     if is_mount_point(dir)? {
         return Ok(false);
     }
-    mount(dir, "mode=0755")?;
+    mount(dir, "mode=0755", libc::MS_NOSUID | libc::MS_NODEV)?;
     Ok(true)
 }
 
-/// Mounts a tmpfs on `dir` with the mount `options` (`size=N`; empty for the defaults).
-pub fn mount(dir: &Path, options: &str) -> io::Result<()> {
+/// Mounts a tmpfs on `dir` with the mount `options` (`size=N`; empty for the defaults) and
+/// `flags` (MS_*).
+pub fn mount(dir: &Path, options: &str, flags: libc::c_ulong) -> io::Result<()> {
     let target = c_path(dir)?;
     let data = CString::new(options)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "options contain NUL"))?;
@@ -38,7 +39,7 @@ pub fn mount(dir: &Path, options: &str) -> io::Result<()> {
             fstype.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
+            flags,
             data.as_ptr().cast(),
         )
     };
