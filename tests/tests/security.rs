@@ -29,6 +29,16 @@ fn security_context_reaches_the_container_and_run_as_non_root_refuses_root() -> 
         "root.yaml",
         &pod("implicit-root", "{runAsNonRoot: true}", "{}", "id -u"),
     )?;
+    // An explicit root user breaks the policy whatever the image.
+    node.write_manifest(
+        "explicit-root.yaml",
+        &pod(
+            "explicit-root",
+            "{runAsNonRoot: true}",
+            "{runAsUser: 0}",
+            "id -u",
+        ),
+    )?;
     // An explicit non-root user, fsGroup and supplemental groups, RuntimeDefault seccomp.
     let script = "id -u; id -G; grep Seccomp: /proc/self/status; \
                   wc -c < /proc/timer_list; \
@@ -85,6 +95,19 @@ fn security_context_reaches_the_container_and_run_as_non_root_refuses_root() -> 
         format!(
             "container has runAsNonRoot and image will run as root (pod: \"implicit-root-e2e-node_default({uid})\", container: c)"
         )
+    );
+    let explicit = node.wait("explicit-root refused", T, || {
+        Ok(listed_pod(ro, "explicit-root")?.filter(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "CreateContainerConfigError"
+        }))
+    })?;
+    let message = explicit["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("container's runAsUser breaks non-root policy"),
+        "{message}"
     );
     anyhow::ensure!(
         node.pod_containers("implicit-root")?.is_empty(),

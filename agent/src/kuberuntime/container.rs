@@ -80,9 +80,7 @@ pub fn container_config(
     input: &ContainerInputs<'_>,
 ) -> Result<cri::ContainerConfig, ConfigError> {
     let c = input.container;
-    if let Some(user) = &input.image_user {
-        super::security::verify_run_as_non_root(p, c, user)?;
-    }
+    super::security::verify_run_as_non_root(p, c, input.image_user.as_ref())?;
     let envs = super::env::resolve_env(ctx, p, c, &input.pod_ip)?;
     let lookup: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |v: &Option<Vec<String>>| {

@@ -111,11 +111,12 @@ pub fn needs_image_user(p: &DesiredPod, c: &Container) -> bool {
     sc.run_as_non_root == Some(true) && sc.run_as_user.is_none()
 }
 
-/// verifyRunAsNonRoot, with the kubelet's messages.
+/// verifyRunAsNonRoot, with the kubelet's messages; `image` is asked for only when
+/// [`needs_image_user`] (none counts as root).
 pub fn verify_run_as_non_root(
     p: &DesiredPod,
     c: &Container,
-    image: &ImageUser,
+    image: Option<&ImageUser>,
 ) -> Result<(), ConfigError> {
     let sc = effective(p, c);
     if sc.run_as_non_root != Some(true) {
@@ -135,6 +136,8 @@ pub fn verify_run_as_non_root(
         }
         return Ok(());
     }
+    let root = ImageUser::of(None);
+    let image = image.unwrap_or(&root);
     match image.uid {
         None if !image.username.is_empty() => refuse(format!(
             "container has runAsNonRoot and image has non-numeric user ({}), cannot verify user is non-root (pod: {pod:?}, container: {})",

@@ -114,7 +114,7 @@ fn run_as_non_root_is_verified_with_the_kubelets_messages() {
         username: String::new(),
     };
     assert_eq!(
-        verify_run_as_non_root(&p, &c, &root)
+        verify_run_as_non_root(&p, &c, Some(&root))
             .expect_err("root image")
             .to_string(),
         r#"container has runAsNonRoot and image will run as root (pod: "p_ns(u)", container: c)"#
@@ -124,7 +124,7 @@ fn run_as_non_root_is_verified_with_the_kubelets_messages() {
         username: "app".into(),
     };
     assert_eq!(
-        verify_run_as_non_root(&p, &c, &named)
+        verify_run_as_non_root(&p, &c, Some(&named))
             .expect_err("named user")
             .to_string(),
         r#"container has runAsNonRoot and image has non-numeric user (app), cannot verify user is non-root (pod: "p_ns(u)", container: c)"#
@@ -133,11 +133,11 @@ fn run_as_non_root_is_verified_with_the_kubelets_messages() {
         uid: Some(65534),
         username: String::new(),
     };
-    assert!(verify_run_as_non_root(&p, &c, &user).is_ok());
+    assert!(verify_run_as_non_root(&p, &c, Some(&user)).is_ok());
     // An image naming no user runs as root.
     let unnamed = ImageUser::of(Some(&cri::Image::default()));
     assert_eq!(unnamed, root);
-    assert!(verify_run_as_non_root(&p, &c, &unnamed).is_err());
+    assert!(verify_run_as_non_root(&p, &c, Some(&unnamed)).is_err());
 
     let (p, c) = pod(
         serde_json::json!({"securityContext": {"runAsNonRoot": true},
@@ -145,7 +145,7 @@ fn run_as_non_root_is_verified_with_the_kubelets_messages() {
     );
     assert!(!needs_image_user(&p, &c));
     assert_eq!(
-        verify_run_as_non_root(&p, &c, &user)
+        verify_run_as_non_root(&p, &c, Some(&user))
             .expect_err("uid 0")
             .to_string(),
         r#"container's runAsUser breaks non-root policy (pod: "p_ns(u)", container: c)"#
@@ -154,5 +154,5 @@ fn run_as_non_root_is_verified_with_the_kubelets_messages() {
         serde_json::json!({"securityContext": {"runAsNonRoot": true},
         "containers": [{"name": "c", "securityContext": {"runAsNonRoot": false}}]}),
     );
-    assert!(verify_run_as_non_root(&p, &c, &root).is_ok());
+    assert!(verify_run_as_non_root(&p, &c, Some(&root)).is_ok());
 }
