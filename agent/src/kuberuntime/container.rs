@@ -265,7 +265,15 @@ fn mounts(
             let path = pod_dir
                 .join("volumes/kubernetes.io~empty-dir")
                 .join(&v.name);
-            std::fs::create_dir_all(&path).map_err(io(path.clone()))?;
+            let start = std::time::Instant::now();
+            let made = std::fs::create_dir_all(&path);
+            ctx.volumes.metrics().observe(
+                crate::volumemanager::metrics::plugin_name(v),
+                crate::volumemanager::metrics::MOUNT,
+                made.is_ok(),
+                start.elapsed(),
+            );
+            made.map_err(io(path.clone()))?;
             path
         } else if let Some(path) = ctx.volumes.host_path(&p.pod_ref.uid, v) {
             // Written by the volume manager before the sandbox; read-only like the kubelet's

@@ -620,6 +620,10 @@ mod tests {
                 bus: crate::events::Bus::new(),
                 eviction: None,
                 probes: Arc::default(),
+                cgroup_manager: Arc::new(crate::instrument::HistogramVec::new(
+                    crate::instrument::DEF_BUCKETS,
+                )),
+                volumes: Arc::default(),
             },
             tokio::sync::watch::channel(None).1,
             tokio::sync::watch::channel(None).1,

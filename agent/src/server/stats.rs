@@ -39,7 +39,7 @@ impl std::fmt::Display for Rfc3339 {
         if self.nanos != 0 {
             let mut frac = self.nanos;
             let mut digits = 9;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 digits -= 1;
             }

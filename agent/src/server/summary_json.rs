@@ -75,7 +75,7 @@ struct Percent(u32);
 
 impl Serialize for Percent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             s.serialize_u32(self.0 / 100)
         } else {
             s.serialize_f64(f64::from(self.0) / 100.0)

@@ -12,6 +12,7 @@
 //! kubelet keeps a mounted volume's last contents.
 
 pub mod atomic_writer;
+pub mod metrics;
 pub mod objects;
 pub mod projection;
 mod refs;
@@ -171,6 +172,7 @@ pub struct VolumeManager {
     objects: Objects,
     root_dir: PathBuf,
     node: NodeAllocatable,
+    metrics: std::sync::Arc<metrics::VolumeMetrics>,
 }
 
 impl VolumeManager {
@@ -181,6 +183,7 @@ impl VolumeManager {
             objects: Objects::new(client),
             root_dir,
             node: NodeAllocatable::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -254,10 +257,14 @@ impl VolumeManager {
             let Some(dir) = self.host_path(&p.pod_ref.uid, v) else {
                 continue;
             };
+            let start = std::time::Instant::now();
             let result = match self.payload(p, v, &fetched, fs_group.is_some()).await {
                 Ok(payload) => write(dir.clone(), payload, fs_group, plugin_of(v).memory()).await,
                 Err(e) => Err(e),
             };
+            let (plugin, took) = (metrics::plugin_name(v), start.elapsed());
+            self.metrics
+                .observe(plugin, metrics::MOUNT, result.is_ok(), took);
             match result {
                 Ok(true) => {
                     debug!(pod = %p.pod_ref, volume = %v.name, "volume contents written")
@@ -274,6 +281,7 @@ impl VolumeManager {
                 }),
             }
         }
+        self.record_worlds(p);
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -318,6 +326,7 @@ impl VolumeManager {
     /// for the pod workers once the pod is terminated (the rest of the pod directory is theirs).
     pub async fn cleanup(&self, pod_uid: &str) {
         self.objects.unregister(pod_uid);
+        self.forget_worlds(pod_uid);
         let dir = self.pod_volumes_dir(pod_uid);
         let removed = tokio::task::spawn_blocking(move || {
             for plugin in Plugin::ALL {
