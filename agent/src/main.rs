@@ -200,6 +200,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         });
     }
     let qos_cm = ctx.cm.clone();
+    // The managers' own statistics, read by /metrics.
+    let (cgroup_ops, volume_metrics) = (ctx.cm.op_stats(), ctx.volumes.metrics());
     let runtime = RuntimeManager::new(cri.clone(), ctx);
     let bus = events::Bus::new();
     // Subscribers exist before the first producer runs, so none misses the first relist.
@@ -437,6 +439,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             bus: bus.clone(),
             eviction: eviction.as_ref().map(|h| h.stats.clone()),
             probes: prober_stats,
+            cgroup_manager: cgroup_ops,
+            volumes: volume_metrics,
         },
         health_rx.clone(),
         runtime_health,

@@ -7,9 +7,12 @@
 pub mod node;
 pub mod path;
 
+use crate::instrument::{DEF_BUCKETS, HistogramVec};
 use crate::options::{CgroupDriver, Options};
 use crate::pod::QosClass;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 use tracing::{debug, warn};
 
 /// Names pod cgroups and cleans them up for one node configuration.
@@ -18,6 +21,9 @@ pub struct ContainerManager {
     driver: CgroupDriver,
     root: String,
     per_qos: bool,
+    /// Durations of cgroup operations by `create`, `update`, `destroy`, as the kubelet's
+    /// cgroup manager records them (kubelet_cgroup_manager_duration_seconds; clones share it).
+    ops: Arc<HistogramVec>,
 }
 
 impl ContainerManager {
@@ -27,7 +33,13 @@ impl ContainerManager {
             driver: o.cgroup_driver,
             root: o.cgroup_root.clone(),
             per_qos: o.cgroups_per_qos,
+            ops: Arc::new(HistogramVec::new(DEF_BUCKETS)),
         }
+    }
+
+    /// The cgroup operation durations, for `/metrics`.
+    pub fn op_stats(&self) -> Arc<HistogramVec> {
+        self.ops.clone()
     }
 
     /// Components of a pod's cgroup name: `[kubepods, burstable, pod<uid>]` (Guaranteed pods sit
@@ -98,14 +110,26 @@ impl ContainerManager {
             );
             return;
         }
+        let start = Instant::now();
         let rel = self.pod_cgroup_parent(uid, qos);
+        let mut existed = false;
         for mount in cgroup_mounts() {
             let dir = mount.join(rel.trim_start_matches('/'));
             match std::fs::remove_dir(&dir) {
-                Ok(()) => debug!(dir = %dir.display(), "removed pod cgroup"),
+                Ok(()) => {
+                    existed = true;
+                    debug!(dir = %dir.display(), "removed pod cgroup");
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot remove pod cgroup"),
+                Err(e) => {
+                    existed = true;
+                    warn!(dir = %dir.display(), error = %e, "cannot remove pod cgroup");
+                }
             }
+        }
+        // Callers try every QoS tier; only the tier the pod was in counts as a Destroy.
+        if existed {
+            self.ops.observe("destroy", start.elapsed());
         }
     }
 }
@@ -191,6 +215,7 @@ mod tests {
             driver,
             root: "/".into(),
             per_qos,
+            ops: Arc::new(HistogramVec::new(DEF_BUCKETS)),
         }
     }
 

@@ -214,6 +214,7 @@ impl ContainerManager {
         let v2 = hierarchies::is_cgroup2_unified_mode();
         // cgroups-rs joins the path below each hierarchy root: an absolute one would replace it.
         let root = self.pods_root().trim_start_matches('/').to_owned();
+        let start = std::time::Instant::now();
         let pods = Cgroup::new(hierarchies::auto(), &root).map_err(cg_err(&root, "create"))?;
         if let Some(mem) = pods.controller_of::<MemController>() {
             mem.set_limit(limits.memory)
@@ -226,13 +227,16 @@ impl ContainerManager {
             p.set_pid_max(MaxValue::Value(limits.pid))
                 .map_err(cg_err(&root, "pids limit"))?;
         }
+        self.ops.observe("create", start.elapsed());
         info!(cgroup = %root, memory = limits.memory, cpu_milli = limits.cpu_milli, pids = limits.pid, v2, "node allocatable enforced on the pods cgroup");
         for qos in ["burstable", "besteffort"] {
             let path = format!("{root}/{qos}");
+            let start = std::time::Instant::now();
             let cg = Cgroup::new(hierarchies::auto(), &path).map_err(cg_err(&path, "create"))?;
             if qos == "besteffort" {
                 set_shares(&cg, &path, MIN_SHARES, v2)?;
             }
+            self.ops.observe("create", start.elapsed());
             debug!(cgroup = %path, "QoS cgroup ready");
         }
         Ok(())
@@ -249,12 +253,15 @@ impl ContainerManager {
         if !cg.exists() {
             return Ok(());
         }
-        set_shares(
+        let start = std::time::Instant::now();
+        let set = set_shares(
             &cg,
             &path,
             milli_cpu_to_shares(requests_milli),
             hierarchies::is_cgroup2_unified_mode(),
-        )
+        );
+        self.ops.observe("update", start.elapsed());
+        set
     }
 }
 

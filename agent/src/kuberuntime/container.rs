@@ -245,6 +245,8 @@ fn mounts(
             let path = pod_dir
                 .join("volumes/kubernetes.io~empty-dir")
                 .join(&v.name);
+            // The volume manager set it up (and timed it); this only covers a race with its
+            // removal.
             std::fs::create_dir_all(&path).map_err(io(path.clone()))?;
             path
         } else if let Some(path) = ctx.volumes.host_path(&p.pod_ref.uid, v) {

@@ -43,6 +43,10 @@ pub struct AgentSources {
     pub eviction: Option<Arc<crate::eviction::EvictionStats>>,
     /// The probe workers' counts and durations (`/metrics/probes`).
     pub probes: Arc<crate::prober::ProberStats>,
+    /// The container manager's cgroup operation durations, by operation type.
+    pub cgroup_manager: Arc<crate::instrument::HistogramVec>,
+    /// The volume manager's operation durations and world sizes.
+    pub volumes: Arc<crate::volumemanager::metrics::VolumeMetrics>,
 }
 
 fn encode_histogram(e: &mut Encoder, labels: &[(&str, &str)], h: &HistogramRead) {
@@ -218,7 +222,17 @@ pub fn render_agent(
         e.sample(&[("operation_type", &op)], n as f64, None);
     }
 
+    e.family(
+        "kubelet_cgroup_manager_duration_seconds",
+        "Duration in seconds for cgroup manager operations. Broken down by method.",
+        Kind::Histogram,
+    );
+    for (op, h) in m.cgroup_manager.read() {
+        encode_histogram(&mut e, &[("operation_type", op)], &h);
+    }
+
     render_eviction(&mut e, m.eviction.as_deref());
+    render_volume_manager(&mut e, &m.volumes);
     render_volume_stats(&mut e);
     if let Some(t) = telemetry {
         render_telemetry(&mut e, &t);
@@ -228,6 +242,34 @@ pub fn render_agent(
         process::render(&mut e, &p);
     }
     e.finish()
+}
+
+/// The volume manager's families: set-up durations (pkg/volume/util/metrics.go; nodelet mounts
+/// no CSI or migrated volume, so `migrated` is always "false") and the desired and actual
+/// worlds' sizes (pkg/kubelet/volumemanager/metrics).
+fn render_volume_manager(e: &mut Encoder, v: &crate::volumemanager::metrics::VolumeMetrics) {
+    e.family(
+        "storage_operation_duration_seconds",
+        "Storage operation duration",
+        Kind::Histogram,
+    );
+    for ((plugin, op, status), h) in v.operations() {
+        let labels = [
+            ("migrated", "false"),
+            ("operation_name", op),
+            ("status", status),
+            ("volume_plugin", plugin),
+        ];
+        encode_histogram(e, &labels, &h);
+    }
+    e.family(
+        "volume_manager_total_volumes",
+        "Number of volumes in Volume Manager",
+        Kind::Gauge,
+    );
+    for ((state, plugin), n) in v.totals() {
+        e.sample(&[("plugin_name", plugin), ("state", state)], n as f64, None);
+    }
 }
 
 /// The kubelet's volume stats families (pkg/kubelet/metrics/collectors/volume_stats.go,

@@ -52,6 +52,15 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
+    /// A response document could not be serialised.
+    #[error("encoding {what}")]
+    Encode {
+        /// The document.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The runtime's streaming server could not be reached.
     #[error("proxying to the runtime's streaming server")]
     Proxy(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -74,6 +83,7 @@ impl ApiError {
             Self::Runtime(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             Self::Runtime(_)
             | Self::Io { .. }
+            | Self::Encode { .. }
             | Self::ExitCode { .. }
             | Self::AuthorizationError { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Proxy(_) => StatusCode::BAD_GATEWAY,

@@ -14,6 +14,9 @@ pub mod names;
 mod serving_bench;
 pub mod stats;
 pub mod stream;
+pub mod summary_json;
+#[cfg(test)]
+mod summary_tree;
 pub mod tls;
 pub mod webhook;
 
@@ -225,8 +228,14 @@ async fn configz_handler(State(v): State<View>) -> Json<Value> {
     Json(json!({ "kubeletconfig": v.configz }))
 }
 
-async fn stats_summary(State(v): State<View>) -> Json<Value> {
-    Json(stats::summary(&v.node_name, &v.stats.snapshot()))
+async fn stats_summary(State(v): State<View>) -> Result<Response, ApiError> {
+    let body = summary_json::summary_json(&v.node_name, &v.stats.snapshot()).map_err(|source| {
+        ApiError::Encode {
+            what: "the Summary",
+            source,
+        }
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn exposition(headers: &HeaderMap, render: impl FnOnce(Format) -> String) -> Response {
@@ -611,6 +620,10 @@ mod tests {
                 bus: crate::events::Bus::new(),
                 eviction: None,
                 probes: Arc::default(),
+                cgroup_manager: Arc::new(crate::instrument::HistogramVec::new(
+                    crate::instrument::DEF_BUCKETS,
+                )),
+                volumes: Arc::default(),
             },
             tokio::sync::watch::channel(None).1,
             tokio::sync::watch::channel(None).1,

@@ -1,24 +1,12 @@
-//! The Summary API JSON (kubelet pkg/kubelet/apis/stats/v1alpha1) built from a
-//! [`StatsSnapshot`] of the stats model (`crate::stats::summary`), and the RFC 3339 helpers
-//! the log endpoints share. Handlers never walk cgroups.
+//! The Summary API's data model re-exported for handlers, and the RFC 3339 helpers the stats
+//! and log endpoints share. The document itself is written by `summary_json`, straight from a
+//! [`StatsSnapshot`] of the stats model (`crate::stats::summary`). Handlers never walk cgroups.
 
 pub use crate::stats::summary::*;
-use serde_json::{Value, json};
 use std::time::SystemTime;
 
-/// A time as metav1.Time marshals it: RFC 3339 in UTC, whole seconds.
-fn rfc3339(t: Option<SystemTime>) -> Value {
-    match t {
-        Some(t) => {
-            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            Value::String(format_rfc3339(d.as_secs() as i64, 0))
-        }
-        None => Value::Null,
-    }
-}
-
-/// RFC 3339 UTC with nanoseconds trimmed, as Go's metav1.Time/time.RFC3339Nano.
-pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
+/// Date and time of day in UTC of a Unix time: (year, month, day, hour, minute, second).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.
@@ -31,15 +19,33 @@ pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    if nanos == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    } else {
-        let frac = format!("{nanos:09}");
-        format!(
-            "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{}Z",
-            frac.trim_end_matches('0')
-        )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A time as RFC 3339 UTC with its nanoseconds trimmed, as Go's time.RFC3339Nano writes it
+/// (metav1.Time: nanoseconds 0, so whole seconds). Displayed straight into the output.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339 {
+    /// Seconds since the Unix epoch.
+    pub secs: i64,
+    /// Nanoseconds past `secs`.
+    pub nanos: u32,
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d, h, mi, s) = civil(self.secs);
+        write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}")?;
+        if self.nanos != 0 {
+            let mut frac = self.nanos;
+            let mut digits = 9;
+            while frac.is_multiple_of(10) {
+                frac /= 10;
+                digits -= 1;
+            }
+            write!(f, ".{frac:0digits$}")?;
+        }
+        f.write_str("Z")
     }
 }
 
@@ -95,230 +101,17 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32))
 }
 
-fn cpu_json(u: &Usage) -> Value {
-    let mut v = json!({
-        "time": rfc3339(u.timestamp),
-        "usageCoreNanoSeconds": u.cpu_usage_ns,
-    });
-    if let Some(n) = u.cpu_usage_nano_cores {
-        v["usageNanoCores"] = json!(n);
-    }
-    if let Some(p) = pressure(u).and_then(|p| p.cpu) {
-        v["psi"] = psi_json(&p);
-    }
-    v
-}
-
-fn pressure(u: &Usage) -> Option<crate::stats::psi::Pressure> {
-    u.details?.pressure
-}
-
-/// statsapi.PSIStats: averages in percent, the total as the kernel writes it (µs; the kubelet
-/// passes cAdvisor's value through although the type's comment says nanoseconds).
-fn psi_json(p: &crate::stats::psi::Psi) -> Value {
-    let data = |d: &crate::stats::psi::PsiData| {
-        json!({
-            "total": d.total_us,
-            "avg10": f64::from(d.avg10) / 100.0,
-            "avg60": f64::from(d.avg60) / 100.0,
-            "avg300": f64::from(d.avg300) / 100.0,
-        })
-    };
-    json!({ "full": data(&p.full), "some": data(&p.some) })
-}
-
-/// The `io` stats (only PSI in statsapi.IOStats) of node, pods and containers, added after
-/// the rest so the document's other builders stay as they are.
-fn add_io_pressure(doc: &mut Value, s: &StatsSnapshot) {
-    let io = |u: &Usage| {
-        let p = pressure(u)?.io?;
-        Some(json!({ "time": rfc3339(u.details_at.or(u.timestamp)), "psi": psi_json(&p) }))
-    };
-    if let Some(v) = io(&s.node.usage) {
-        doc["node"]["io"] = v;
-    }
-    for (i, p) in s.pods.iter().enumerate() {
-        if let Some(v) = p.usage.as_ref().and_then(io) {
-            doc["pods"][i]["io"] = v;
-        }
-        for (j, c) in p.containers.iter().enumerate() {
-            if let Some(v) = io(&c.usage) {
-                doc["pods"][i]["containers"][j]["io"] = v;
-            }
-        }
-    }
-}
-
-fn memory_json(u: &Usage, available: Option<u64>) -> Value {
-    let mut v = json!({
-        "time": rfc3339(u.timestamp),
-        "usageBytes": u.memory_usage_bytes,
-        "workingSetBytes": u.memory_working_set_bytes,
-        "rssBytes": u.memory_rss_bytes,
-        "pageFaults": u.page_faults,
-        "majorPageFaults": u.major_page_faults,
-    });
-    if let Some(p) = pressure(u).and_then(|p| p.memory) {
-        v["psi"] = psi_json(&p);
-    }
-    if let Some(a) = available.or_else(|| {
-        u.memory_limit_bytes
-            .map(|l| l.saturating_sub(u.memory_working_set_bytes))
-    }) {
-        v["availableBytes"] = json!(a);
-    }
-    v
-}
-
-fn fs_json(time: Option<SystemTime>, fs: &FsStats, inodes_used: Option<u64>) -> Value {
-    json!({
-        "time": rfc3339(time),
-        "availableBytes": fs.available_bytes,
-        "capacityBytes": fs.capacity_bytes,
-        "usedBytes": fs.used_bytes,
-        "inodesFree": fs.inodes_free,
-        "inodes": fs.inodes,
-        "inodesUsed": inodes_used.unwrap_or(fs.inodes.saturating_sub(fs.inodes_free)),
-    })
-}
-
-/// The Summary's NetworkStats: every interface, and the default one (`eth0`, the kubelet's
-/// network.DefaultInterfaceName) also at the top level.
-fn network_json(u: &Usage) -> Option<Value> {
-    let n = u.network.as_ref()?;
-    let iface = |i: &crate::stats::network::Interface| {
-        json!({
-            "name": i.name,
-            "rxBytes": i.rx_bytes,
-            "rxErrors": i.rx_errors,
-            "txBytes": i.tx_bytes,
-            "txErrors": i.tx_errors,
-        })
-    };
-    let mut v = json!({
-        "time": rfc3339(u.details_at),
-        "interfaces": n.iter().map(iface).collect::<Vec<_>>(),
-    });
-    if let Some(Value::Object(top)) = n.iter().find(|i| i.name == "eth0").map(iface)
-        && let Value::Object(m) = &mut v
-    {
-        m.extend(top);
-    }
-    Some(v)
-}
-
-/// A system container. On v1 a process sits in a different cgroup per hierarchy (the agent may
-/// have its own memory cgroup but share the root CPU one); what its cgroup path does not hold
-/// is left out, as cAdvisor leaves it out for a container without that controller.
-fn system_container_json(c: &SystemContainer) -> Value {
-    let mut v = json!({
-        "name": c.name,
-        "startTime": rfc3339(c.start_time),
-    });
-    let d = c.usage.details;
-    if c.usage.cpu_usage_ns > 0 || d.and_then(|d| d.cpu).is_some_and(|x| x.usage_ns.is_some()) {
-        v["cpu"] = cpu_json(&c.usage);
-    }
-    if c.usage.memory_usage_bytes > 0 || d.is_some_and(|d| d.memory.is_some()) {
-        v["memory"] = memory_json(&c.usage, None);
-    }
-    v
-}
-
-/// The Summary API document (`/stats/summary`).
-pub fn summary(node_name: &str, s: &StatsSnapshot) -> Value {
-    let n = &s.node;
-    let mut node = json!({
-        "nodeName": node_name,
-        "startTime": rfc3339(n.start_time),
-        "cpu": cpu_json(&n.usage),
-        "memory": memory_json(&n.usage, n.memory_available_bytes),
-        "systemContainers": n.system_containers.iter().map(system_container_json).collect::<Vec<_>>(),
-    });
-    if n.max_pid.is_some() || n.cur_proc.is_some() {
-        node["rlimit"] = json!({
-            "time": rfc3339(n.usage.timestamp),
-            "maxpid": n.max_pid,
-            "curproc": n.cur_proc,
-        });
-    }
-    if let Some(fs) = &n.fs {
-        node["fs"] = fs_json(n.usage.timestamp, fs, None);
-    }
-    if let Some(net) = network_json(&n.usage) {
-        node["network"] = net;
-    }
-    if let Some(rt) = &n.runtime_fs {
-        let mut runtime = json!({});
-        for (key, u) in [("imageFs", &rt.image_fs), ("containerFs", &rt.container_fs)] {
-            if let Some(u) = u {
-                runtime[key] = fs_json(u.time, &u.fs, u.inodes_used);
-            }
-        }
-        node["runtime"] = runtime;
-    }
-    let pods: Vec<Value> = s
-        .pods
-        .iter()
-        .map(|p| {
-            let containers: Vec<Value> = p
-                .containers
-                .iter()
-                .map(|c| {
-                    let mut v = json!({
-                        "name": c.name,
-                        "startTime": rfc3339(c.start_time),
-                        "cpu": cpu_json(&c.usage),
-                        "memory": memory_json(&c.usage, None),
-                    });
-                    for (key, u) in [("rootfs", &c.rootfs), ("logs", &c.logs)] {
-                        if let Some(u) = u {
-                            v[key] = fs_json(u.time, &u.fs, u.inodes_used);
-                        }
-                    }
-                    v
-                })
-                .collect();
-            let mut pod = json!({
-                "podRef": { "name": p.name, "namespace": p.namespace, "uid": p.uid },
-                "startTime": rfc3339(p.start_time),
-                "containers": containers,
-            });
-            if !p.volumes.is_empty() {
-                // VolumeStats: FsStats inline plus `name`; no `pvcRef` (no PVC-backed volumes).
-                let vols: Vec<Value> = p
-                    .volumes
-                    .iter()
-                    .map(|v| {
-                        let mut j = fs_json(v.fs.time, &v.fs.fs, v.fs.inodes_used);
-                        j["name"] = json!(v.name);
-                        j
-                    })
-                    .collect();
-                pod["volume"] = json!(vols);
-            }
-            if let Some(e) = &p.ephemeral_storage {
-                pod["ephemeral-storage"] = fs_json(e.time, &e.fs, e.inodes_used);
-            }
-            if let Some(u) = &p.usage {
-                pod["cpu"] = cpu_json(u);
-                pod["memory"] = memory_json(u, None);
-                if let Some(net) = network_json(u) {
-                    pod["network"] = net;
-                }
-            }
-            pod
-        })
-        .collect();
-    let mut doc = json!({ "node": node, "pods": pods });
-    add_io_pressure(&mut doc, s);
-    doc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::summary::tests::stub;
+    use serde_json::{Value, json};
+
+    /// The document as a client reads it.
+    fn summary(node: &str, s: &StatsSnapshot) -> Value {
+        let bytes = super::super::summary_json::summary_json(node, s).expect("serialises");
+        serde_json::from_slice(&bytes).expect("valid JSON")
+    }
 
     #[test]
     fn summary_has_the_kubelet_shape() {
@@ -444,9 +237,16 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_fractions_as_go() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(
-            format_rfc3339(951_782_400, 500_000_000),
+            Rfc3339 { secs: 0, nanos: 0 }.to_string(),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Rfc3339 {
+                secs: 951_782_400,
+                nanos: 500_000_000
+            }
+            .to_string(),
             "2000-02-29T00:00:00.5Z"
         );
         let t = parse_rfc3339("2000-02-29T00:00:00.5Z").expect("parses");
@@ -459,5 +259,15 @@ mod tests {
             parse_rfc3339("2000-02-29T00:00:00Z")
         );
         assert_eq!(parse_rfc3339("2000-02-29 00:00:00Z"), None);
+        let t = Rfc3339 {
+            secs: 1_800_000_000,
+            nanos: 120_000_001,
+        };
+        assert_eq!(t.to_string(), "2027-01-15T08:00:00.120000001Z");
+        let t = Rfc3339 {
+            nanos: 120_000_000,
+            ..t
+        };
+        assert_eq!(t.to_string(), "2027-01-15T08:00:00.12Z");
     }
 }

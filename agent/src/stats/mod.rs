@@ -28,6 +28,8 @@ pub mod psi;
 pub mod runtime_fs;
 pub mod summary;
 pub mod system;
+#[cfg(test)]
+mod timers_bench;
 
 use std::{
     collections::{HashMap, VecDeque},

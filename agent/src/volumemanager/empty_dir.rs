@@ -42,7 +42,7 @@ pub fn volume_dir(root_dir: &Path, pod_uid: &str, name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ready_file(root_dir: &Path, pod_uid: &str, name: &str) -> PathBuf {
+pub fn ready_file(root_dir: &Path, pod_uid: &str, name: &str) -> PathBuf {
     root_dir
         .join("pods")
         .join(pod_uid)

@@ -14,6 +14,7 @@
 
 pub mod atomic_writer;
 pub mod empty_dir;
+pub mod metrics;
 pub mod objects;
 pub mod ownership;
 pub mod projection;
@@ -177,6 +178,7 @@ pub struct VolumeManager {
     objects: Objects,
     root_dir: PathBuf,
     node: NodeAllocatable,
+    metrics: std::sync::Arc<metrics::VolumeMetrics>,
 }
 
 impl VolumeManager {
@@ -187,6 +189,7 @@ impl VolumeManager {
             objects: Objects::new(client),
             root_dir,
             node: NodeAllocatable::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -260,10 +263,14 @@ impl VolumeManager {
             let Some(dir) = self.host_path(&p.pod_ref.uid, v) else {
                 continue;
             };
+            let start = std::time::Instant::now();
             let result = match self.payload(p, v, &fetched, fs_group.is_some()).await {
                 Ok(payload) => write(dir.clone(), payload, fs_group, plugin_of(v).memory()).await,
                 Err(e) => Err(e),
             };
+            let (plugin, took) = (metrics::plugin_name(v), start.elapsed());
+            self.metrics
+                .observe(plugin, metrics::MOUNT, result.is_ok(), took);
             match result {
                 Ok(true) => {
                     debug!(pod = %p.pod_ref, volume = %v.name, "volume contents written")
@@ -280,6 +287,7 @@ impl VolumeManager {
                 }),
             }
         }
+        self.record_worlds(p);
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -331,11 +339,12 @@ impl VolumeManager {
         if !has_empty_dir {
             return Vec::new();
         }
-        let (root, pod, pod_ref, node_memory) = (
+        let (root, pod, pod_ref, node_memory, metrics) = (
             self.root_dir.clone(),
             p.pod.clone(),
             p.pod_ref.clone(),
             self.node.memory,
+            self.metrics(),
         );
         let done = tokio::task::spawn_blocking(move || {
             let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
@@ -344,13 +353,23 @@ impl VolumeManager {
                 .flatten()
                 .filter(|v| v.empty_dir.is_some())
                 .filter_map(|v| {
-                    empty_dir::set_up(&root, &pod, &pod_ref.uid, v, node_memory)
-                        .err()
-                        .map(|e| VolumeError::SetUp {
-                            pod: pod_ref.clone(),
-                            volume: v.name.clone(),
-                            source: e.into(),
-                        })
+                    // Timed as a mount only when there is one to do (set-up is idempotent).
+                    let fresh = !empty_dir::ready_file(&root, &pod_ref.uid, &v.name).exists();
+                    let start = std::time::Instant::now();
+                    let done = empty_dir::set_up(&root, &pod, &pod_ref.uid, v, node_memory);
+                    if fresh {
+                        metrics.observe(
+                            metrics::plugin_name(v),
+                            metrics::MOUNT,
+                            done.is_ok(),
+                            start.elapsed(),
+                        );
+                    }
+                    done.err().map(|e| VolumeError::SetUp {
+                        pod: pod_ref.clone(),
+                        volume: v.name.clone(),
+                        source: e.into(),
+                    })
                 })
                 .collect()
         })
@@ -368,6 +387,7 @@ impl VolumeManager {
     /// tmpfs unmounted first); for the pod workers once the pod is terminated (the rest of the pod directory is theirs).
     pub async fn cleanup(&self, pod_uid: &str) {
         self.objects.unregister(pod_uid);
+        self.forget_worlds(pod_uid);
         let dir = self.pod_volumes_dir(pod_uid);
         let (root, uid) = (self.root_dir.clone(), pod_uid.to_owned());
         let removed = tokio::task::spawn_blocking(move || {
