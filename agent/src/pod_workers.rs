@@ -35,7 +35,9 @@ use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::prober::ProbeType;
 use crate::prober::results::{ProbeResult, ProbeResults};
-use crate::recorder::reasons::{failed_kill_pod, verdict};
+use crate::recorder::reasons::{
+    DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE, failed_kill_pod, verdict,
+};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,6 +134,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
+    // Workers' own verdicts (activeDeadlineSeconds) go through the same path as eviction's.
+    let (deadlines, mut deadline_kills) = PodKiller::new();
     let mut probe_updates = settings.probes.subscribe();
     let mut d = Dispatcher {
         workers: HashMap::new(),
@@ -142,6 +146,7 @@ pub async fn run(
         runtime,
         settings,
         done: done_tx,
+        deadlines,
         cancel,
     };
     loop {
@@ -162,6 +167,7 @@ pub async fn run(
                 None => break,
             },
             Some(req) = kills.recv() => d.on_kill(req).await,
+            Some(req) = deadline_kills.recv() => d.on_kill(req).await,
             r = probe_updates.recv() => match r {
                 // Liveness and startup failures are acted on by the pod's sync (the kubelet's
                 // syncLoop handleProbeSync); readiness only changes the status.
@@ -200,6 +206,8 @@ struct Dispatcher {
     runtime: RuntimeManager,
     settings: WorkerSettings,
     done: mpsc::Sender<String>,
+    /// Handed to workers: a pod past its activeDeadlineSeconds is stopped as by a verdict.
+    deadlines: PodKiller,
     cancel: CancellationToken,
 }
 
@@ -390,6 +398,7 @@ impl Dispatcher {
             self.runtime.clone(),
             self.settings.clone(),
             self.done.clone(),
+            self.deadlines.clone(),
             self.cancel.child_token(),
         ));
     }
@@ -403,9 +412,14 @@ async fn worker(
     runtime: RuntimeManager,
     settings: WorkerSettings,
     done: mpsc::Sender<String>,
+    deadlines: PodKiller,
     cancel: CancellationToken,
 ) {
     let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
+    // The pod's start time when its status has none (a static pod): first sight, as the
+    // kubelet's status manager sets startTime on the first sync.
+    let first_seen = std::time::SystemTime::now();
+    let mut deadline_sent = false;
     let mut cache = settings.cache.clone();
     // Set once the pod has finished for good: nothing is synced after that.
     let mut finished = false;
@@ -428,6 +442,27 @@ async fn worker(
             // A finished pod never runs again, as the kubelet's terminal pods: a later sync
             // would find its containers collected by GC and start them anew. Only its
             // termination (manifest removed, API pod deleted) is awaited.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        let deadline = active_deadline_left(&pod.pod, first_seen);
+        if deadline == Some(Duration::ZERO) {
+            if !deadline_sent {
+                deadline_sent = true;
+                info!(pod = %pod.pod_ref, "pod is past its activeDeadlineSeconds; stopping it");
+                deadlines
+                    .kill(KillRequest {
+                        uid: uid.clone(),
+                        grace_period_seconds: None,
+                        reason: DEADLINE_EXCEEDED.to_owned(),
+                        message: DEADLINE_EXCEEDED_MESSAGE.to_owned(),
+                    })
+                    .await;
+            }
+            // The dispatcher turns the verdict into a termination request.
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },
@@ -488,6 +523,8 @@ async fn worker(
             // An update arrived during the sync: act on it now.
             continue;
         }
+        // Wake when the active deadline passes, whatever else the pod waits for.
+        let next = deadline.map_or(next, |d| next.min(d));
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
@@ -525,6 +562,30 @@ fn unhealthy(pod: &PodHandle, state: &PodRuntimeState, probes: &ProbeResults) ->
     out
 }
 
+/// How long until the pod passes its activeDeadlineSeconds (zero once it has), counted from
+/// `status.startTime` if the pod carries one (an API pod), else from `first_seen`; `None`
+/// without a deadline (the kubelet's activeDeadlineHandler).
+fn active_deadline_left(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    first_seen: std::time::SystemTime,
+) -> Option<Duration> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .and_then(|t| {
+            let s = u64::try_from(t.0.as_second()).ok()?;
+            Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+        })
+        .unwrap_or(first_seen);
+    let allowed = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let ran = std::time::SystemTime::now()
+        .duration_since(start)
+        .unwrap_or_default();
+    Some(allowed.saturating_sub(ran))
+}
+
 /// Resolves once termination is requested; notes in `dirty` any other update seen meanwhile.
 async fn until_terminate(rx: &mut watch::Receiver<WorkerInput>, dirty: &mut bool) {
     loop {
@@ -549,7 +610,8 @@ async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &Cance
         .or_else(|| input.pod.as_ref().map(|p| grace_period_seconds(&p.pod)));
     info!(pod = %target, grace_seconds = ?grace, "terminating pod");
     loop {
-        match runtime.terminate_pod(&input.pod_ref, grace).await {
+        let desired = input.pod.as_deref();
+        match runtime.terminate_pod(&input.pod_ref, desired, grace).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(pod = %target, error = %e, "terminating pod failed; retrying");

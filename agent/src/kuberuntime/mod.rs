@@ -11,8 +11,10 @@ pub mod env;
 pub mod gc;
 pub mod health;
 pub mod labels;
+pub mod lifecycle;
 pub mod sandbox;
 pub mod state;
+pub mod termination;
 
 use crate::cm::ContainerManager;
 use crate::pod::{DesiredPod, PodRef, QosClass};
@@ -78,6 +80,9 @@ pub enum SyncError {
         #[source]
         source: CriError,
     },
+    /// The container's postStart hook failed; it was killed (PostStartHookError).
+    #[error("PostStartHookError: {0}")]
+    PostStartHook(String),
     /// The image is absent and the policy forbids pulling (ErrImageNeverPull).
     #[error(
         "ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"
@@ -236,7 +241,7 @@ impl RuntimeManager {
         }
         if plan.kill_pod {
             let grace = crate::pod::grace_period_seconds(&p.pod);
-            self.kill_pod(state, pod_ref, Some(&spec), grace).await?;
+            self.kill_pod(state, Some(p), pod_ref, grace).await?;
         }
         for (id, name, reason) in &plan.containers_to_kill {
             pod_event!(Normal, target, "Killing", container = %name, "stopping container: {reason}");
@@ -247,7 +252,8 @@ impl RuntimeManager {
             };
             rec.container(pod_ref, field_path(Some(&spec), name), message);
             let grace = grace.unwrap_or_else(|| crate::pod::grace_period_seconds(&p.pod));
-            self.cri.stop_container(id, grace, &target).await?;
+            self.kill_container(self.kill_of(p, &spec, id, name, grace, &state.pod_ip))
+                .await?;
             // A container killed for a probe stays as the exited instance (restartCount,
             // lastState, logs --previous), as the kubelet's killContainer leaves it.
             if !unhealthy.contains_key(id) {
@@ -478,6 +484,13 @@ impl RuntimeManager {
         self.changed.notify_one();
         pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
         self.container_event(p, c, ev::started());
+        let spec = p.pod.spec.clone().unwrap_or_default();
+        let grace = crate::pod::grace_period_seconds(&p.pod);
+        let kill = self.kill_of(p, &spec, &id, &c.name, grace, pod_ip);
+        if let Err(msg) = self.post_start(&p.pod_ref, c, &id, kill).await {
+            b.wait(&c.name, "PostStartHookError", msg.clone());
+            return Err(SyncError::PostStartHook(msg));
+        }
         Ok(None)
     }
 
@@ -580,16 +593,55 @@ impl RuntimeManager {
         highest.map_or(0, |m| m + 1)
     }
 
-    /// Stops every running container (in parallel, with the grace period) and every ready
-    /// sandbox of the pod.
+    /// What killing container `name` (runtime ID `id`) of `p` needs; the pod IP falls back to
+    /// the node's for a host-network pod.
+    fn kill_of(
+        &self,
+        p: &DesiredPod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        id: &str,
+        name: &str,
+        grace: i64,
+        pod_ip: &str,
+    ) -> lifecycle::Kill {
+        let container = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned();
+        lifecycle::Kill {
+            pod: p.pod_ref.clone(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+            container,
+            grace,
+            pod_ip: self.hook_ip(&p.pod, pod_ip),
+            field_path: field_path(Some(spec), name),
+        }
+    }
+
+    /// The IP hooks reach the pod on: the sandbox's, or the node's for host networking.
+    fn hook_ip(&self, pod: &k8s_openapi::api::core::v1::Pod, pod_ip: &str) -> String {
+        if pod_ip.is_empty() && crate::pod::host_network(pod) {
+            self.ctx.host_ip.clone()
+        } else {
+            pod_ip.to_owned()
+        }
+    }
+
+    /// Stops every running container (in parallel, each with its preStop hook and the grace
+    /// period) and every ready sandbox of the pod. `p` is `None` for a pod whose spec is gone:
+    /// the containers' annotations give their preStop hooks back.
     async fn kill_pod(
         &self,
         state: &PodRuntimeState,
+        p: Option<&DesiredPod>,
         pod: &PodRef,
-        spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
         grace: i64,
     ) -> Result<(), SyncError> {
         let target = &pod.to_string();
+        let spec = p.and_then(|p| p.pod.spec.as_ref());
         let mut set = tokio::task::JoinSet::new();
         for c in state
             .containers
@@ -599,8 +651,20 @@ impl RuntimeManager {
             pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
             let path = field_path(spec, &c.name);
             self.ctx.recorder.container(pod, path, ev::killing(&c.name));
-            let (cri, id, target) = (self.cri.clone(), c.id.clone(), target.to_string());
-            set.spawn(async move { cri.stop_container(&id, grace, &target).await });
+            let kill = match (p, spec) {
+                (Some(p), Some(spec)) => self.kill_of(p, spec, &c.id, &c.name, grace, &state.pod_ip),
+                _ => lifecycle::Kill {
+                    pod: pod.clone(),
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    container: None,
+                    grace,
+                    pod_ip: state.pod_ip.clone(),
+                    field_path: field_path(None, &c.name),
+                },
+            };
+            let rm = self.clone();
+            set.spawn(async move { rm.kill_container(kill).await });
         }
         let mut first_err = None;
         while let Some(r) = set.join_next().await {
@@ -620,7 +684,12 @@ impl RuntimeManager {
     /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.
     /// `grace` is the pod's grace period, or `None` for a pod whose spec is gone (the grace
     /// recorded on its containers applies, as the kubelet's restoreSpecsFromContainerLabels does).
-    pub async fn terminate_pod(&self, pod: &PodRef, grace: Option<i64>) -> Result<(), SyncError> {
+    pub async fn terminate_pod(
+        &self,
+        pod: &PodRef,
+        desired: Option<&DesiredPod>,
+        grace: Option<i64>,
+    ) -> Result<(), SyncError> {
         let (uid, target) = (pod.uid.as_str(), &pod.to_string());
         let state = state::load(&self.cri, uid, target).await?;
         let grace = grace.unwrap_or_else(|| {
@@ -632,7 +701,7 @@ impl RuntimeManager {
                 .unwrap_or(30)
                 .max(2)
         });
-        self.kill_pod(&state, pod, None, grace).await?;
+        self.kill_pod(&state, desired, pod, grace).await?;
         for c in &state.containers {
             self.cri.remove_container(&c.id, target).await?;
         }
