@@ -107,9 +107,8 @@ impl RuntimeManager {
                     .map_err(|e| format!("Get {:?}: {e}", url.to_string()))
             }
             .await;
-            return result.map_err(|e| {
-                format!("HTTP lifecycle hook ({path}) {who} failed - error: {e}")
-            });
+            return result
+                .map_err(|e| format!("HTTP lifecycle hook ({path}) {who} failed - error: {e}"));
         }
         if let Some(s) = &h.sleep {
             // Dropped (and so ended early) when the caller's grace runs out or the sync is
@@ -183,7 +182,7 @@ impl RuntimeManager {
             grace -= i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
         }
         let grace = grace.max(MINIMUM_GRACE_PERIOD);
-        debug!(pod = %target, container = %k.name, grace, "killing container with a grace period");
+        info!(pod = %target, container = %k.name, grace, "killing container with a grace period");
         self.cri.stop_container(&k.id, grace, &target).await
     }
 

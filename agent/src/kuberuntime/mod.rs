@@ -652,7 +652,9 @@ impl RuntimeManager {
             let path = field_path(spec, &c.name);
             self.ctx.recorder.container(pod, path, ev::killing(&c.name));
             let kill = match (p, spec) {
-                (Some(p), Some(spec)) => self.kill_of(p, spec, &c.id, &c.name, grace, &state.pod_ip),
+                (Some(p), Some(spec)) => {
+                    self.kill_of(p, spec, &c.id, &c.name, grace, &state.pod_ip)
+                }
                 _ => lifecycle::Kill {
                     pod: pod.clone(),
                     id: c.id.clone(),

@@ -2,8 +2,8 @@
 //! tcp,grpc}): exec through CRI ExecSync (the runtime manager makes the call), httpGet, tcpSocket
 //! and grpc from the agent to the pod's IP, each bounded by `timeoutSeconds`.
 
-use crate::httpget::{self, Url, dial, host_port};
 pub use crate::httpget::resolve_port;
+use crate::httpget::{self, Url, dial, host_port};
 use crate::kuberuntime::{ExecOutcome, RuntimeManager};
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use std::time::Duration;

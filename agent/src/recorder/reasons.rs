@@ -170,7 +170,11 @@ pub fn probe_warning(probe_type: &str, output: &str) -> Message {
 /// A postStart hook failed. The kubelet keeps the hook's output out of the event, so that
 /// secrets do not leak to the API server.
 pub fn failed_post_start_hook() -> Message {
-    m(Warning, FAILED_POST_START_HOOK, "PostStartHook failed".into())
+    m(
+        Warning,
+        FAILED_POST_START_HOOK,
+        "PostStartHook failed".into(),
+    )
 }
 
 /// A preStop hook failed (its output kept out of the event, as for postStart).
