@@ -29,8 +29,9 @@ use crate::admission::{self, NodeFacts};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::instrument::{DEF_BUCKETS, HistogramVec};
+use crate::kuberuntime::actions::is_sidecar;
 use crate::kuberuntime::state::{ContainerState, PodRuntimeState};
-use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome, Unhealthy};
+use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome, Unhealthy, Unstarted};
 use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::prober::ProbeType;
@@ -170,8 +171,10 @@ pub async fn run(
             Some(req) = deadline_kills.recv() => d.on_kill(req).await,
             r = probe_updates.recv() => match r {
                 // Liveness and startup failures are acted on by the pod's sync (the kubelet's
-                // syncLoop handleProbeSync); readiness only changes the status.
-                Ok(u) => if u.probe_type != ProbeType::Readiness && u.result == ProbeResult::Failure
+                // syncLoop handleProbeSync), and a startup success lets the init containers
+                // after a sidecar go; readiness only changes the status.
+                Ok(u) => if (u.probe_type == ProbeType::Startup
+                    || (u.probe_type == ProbeType::Liveness && u.result == ProbeResult::Failure))
                     && let Some(w) = d.workers.get(&u.pod_uid)
                 {
                     w.input.send_modify(|_| {});
@@ -485,8 +488,9 @@ async fn worker(
             .await;
         let started = Instant::now();
         let condemned = unhealthy(&pod, &state, &settings.probes);
+        let unstarted = unstarted_sidecars(&pod, &state, &settings.probes);
         let result = tokio::select! {
-            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned) => r,
+            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned, &unstarted) => r,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
@@ -540,7 +544,12 @@ fn unhealthy(pod: &PodHandle, state: &PodRuntimeState, probes: &ProbeResults) ->
         return Unhealthy::new();
     };
     let mut out = Unhealthy::new();
-    for c in &spec.containers {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c));
+    for c in spec.containers.iter().chain(sidecars) {
         let Some(v) = state
             .latest(&c.name)
             .filter(|v| v.state == ContainerState::Running)
@@ -584,6 +593,30 @@ fn active_deadline_left(
         .duration_since(start)
         .unwrap_or_default();
     Some(allowed.saturating_sub(ran))
+}
+
+/// Running sidecars with a startup probe that has not passed yet (by runtime ID): the init
+/// containers after them wait (computeInitContainerActions).
+fn unstarted_sidecars(
+    pod: &PodHandle,
+    state: &PodRuntimeState,
+    probes: &ProbeResults,
+) -> Unstarted {
+    let Some(spec) = pod.pod.spec.as_ref() else {
+        return Unstarted::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c) && c.startup_probe.is_some())
+        .filter_map(|c| {
+            let v = state
+                .latest(&c.name)
+                .filter(|v| v.state == ContainerState::Running)?;
+            let result = probes.get(ProbeType::Startup, &format!("containerd://{}", v.id));
+            (result != Some(ProbeResult::Success)).then(|| v.id.clone())
+        })
+        .collect()
 }
 
 /// Resolves once termination is requested; notes in `dirty` any other update seen meanwhile.

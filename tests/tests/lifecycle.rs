@@ -322,3 +322,79 @@ fn a_pod_past_its_active_deadline_fails() -> Result<()> {
     node.remove_manifest("deadline.yaml")?;
     Ok(())
 }
+
+#[test]
+fn a_sidecar_starts_first_keeps_running_is_restarted_and_stops_last() -> Result<()> {
+    let Some((node, ro)) = node_with_read_only_port()? else {
+        return Ok(());
+    };
+    let text = pod(
+        "sidecar",
+        json!({
+            "initContainers": [{
+                "name": "side", "image": "busybox:1.35", "restartPolicy": "Always",
+                // Up for a few seconds, then it exits: a sidecar is restarted whatever the
+                // pod's restart policy.
+                "command": ["sh", "-c", "sleep 1; echo up >> /shared/side; sleep 4; exit 1"],
+                "startupProbe": {"exec": {"command": ["cat", "/shared/side"]}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }],
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "c", "image": "busybox:1.35",
+                "command": ["sh", "-c", "[ -f /shared/side ] && echo sidecar-was-first; sleep 3600"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }],
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+        }),
+    );
+    node.write_manifest("sidecar.yaml", &text)?;
+    let seen = node.wait("the main container saw the sidecar's file", T, || {
+        Ok(node
+            .container_log("default", "sidecar", "c", 0)
+            .filter(|l| l.contains("sidecar-was-first")))
+    });
+    if seen.is_err() {
+        for l in node
+            .agent_log()
+            .lines()
+            .filter(|l| l.contains("sidecar") && !l.contains("stats::"))
+        {
+            eprintln!("{l}");
+        }
+        eprintln!("{:?}", listed_pod(ro, "sidecar"));
+    }
+    seen?;
+    let side = node.wait("the sidecar restarted beside the main container", T, || {
+        Ok(status_of(ro, "sidecar", "side", true)?
+            .filter(|s| s["restartCount"].as_i64() >= Some(1)))
+    })?;
+    assert!(side["lastState"]["terminated"].is_object(), "{side}");
+    let main = status_of(ro, "sidecar", "c", false)?.context("main status")?;
+    assert!(main["state"]["running"].is_object(), "{main}");
+    assert_eq!(main["restartCount"], 0, "{main}");
+    let p = listed_pod(ro, "sidecar")?.context("pod listed")?;
+    assert_eq!(p["status"]["phase"], "Running", "{p}");
+
+    // Make sure the sidecar runs, then remove the pod: the main container is stopped first.
+    node.wait("the sidecar running again", T, || {
+        Ok(status_of(ro, "sidecar", "side", true)?.filter(|s| s["state"]["running"].is_object()))
+    })?;
+    node.remove_manifest("sidecar.yaml")?;
+    node.wait("sidecar pod's containers gone", T, || {
+        Ok(node.pod_containers("sidecar")?.is_empty().then_some(()))
+    })?;
+    let log = node.agent_log();
+    let order: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("killing container with a grace period") && l.contains("sidecar-"))
+        .filter_map(|l| l.split("container=").nth(1)?.split(' ').next())
+        .collect();
+    let last_main = order.iter().rposition(|c| *c == "c");
+    let last_side = order.iter().rposition(|c| *c == "side");
+    assert!(
+        matches!((last_main, last_side), (Some(m), Some(s)) if m < s),
+        "stop order {order:?}"
+    );
+    Ok(())
+}

@@ -151,6 +151,10 @@ pub enum ExecOutcome {
 /// (message, grace period override). A failed liveness or startup probe puts them here.
 pub type Unhealthy = HashMap<String, (String, Option<i64>)>;
 
+/// Running sidecars (runtime container IDs) whose startup probe has not passed yet: the next
+/// init container waits for them.
+pub type Unstarted = std::collections::HashSet<String>;
+
 /// Runs pods on the CRI runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeManager {
@@ -229,10 +233,11 @@ impl RuntimeManager {
         state: &PodRuntimeState,
         b: &mut PodBackoffs,
         unhealthy: &Unhealthy,
+        unstarted: &Unstarted,
     ) -> Result<SyncOutcome, SyncError> {
         let target = p.pod_ref.to_string();
         let spec = p.pod.spec.clone().unwrap_or_default();
-        let plan = actions::compute(&spec, state, unhealthy);
+        let plan = actions::compute(&spec, state, unhealthy, unstarted);
         debug!(pod = %target, ?plan, "sync");
 
         let (rec, pod_ref) = (&self.ctx.recorder, &p.pod_ref);
@@ -325,6 +330,7 @@ impl RuntimeManager {
         if let Some(i) = plan.init_to_start {
             queue.push((i, true));
         }
+        queue.extend(plan.sidecars_to_start.iter().map(|i| (*i, true)));
         queue.extend(plan.containers_to_start.iter().map(|i| (*i, false)));
         let mut first_err = None;
         for (idx, init) in queue {
@@ -642,12 +648,50 @@ impl RuntimeManager {
     ) -> Result<(), SyncError> {
         let target = &pod.to_string();
         let spec = p.and_then(|p| p.pod.spec.as_ref());
-        let mut set = tokio::task::JoinSet::new();
-        for c in state
+        let sidecars: Vec<&str> = spec
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| actions::is_sidecar(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        let live: Vec<&state::ContainerView> = state
             .containers
             .iter()
             .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
-        {
+            .collect();
+        // Regular containers first, all at once; then sidecars one by one in reverse order,
+        // each with what is left of the grace (the kubelet's terminationOrdering).
+        let started = std::time::Instant::now();
+        let (side, main): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|c| sidecars.contains(&c.name.as_str()));
+        self.kill_containers(main, state, p, pod, grace).await?;
+        for name in sidecars.iter().rev() {
+            let left = grace - i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let these = side.iter().filter(|c| c.name == *name).copied().collect();
+            self.kill_containers(these, state, p, pod, left.max(0))
+                .await?;
+        }
+        for s in state.sandboxes.iter().filter(|s| s.ready) {
+            self.cri.stop_pod_sandbox(&s.id, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills `containers` of the pod in parallel, each with its preStop hook and `grace`.
+    async fn kill_containers(
+        &self,
+        containers: Vec<&state::ContainerView>,
+        state: &PodRuntimeState,
+        p: Option<&DesiredPod>,
+        pod: &PodRef,
+        grace: i64,
+    ) -> Result<(), SyncError> {
+        let target = &pod.to_string();
+        let spec = p.and_then(|p| p.pod.spec.as_ref());
+        let mut set = tokio::task::JoinSet::new();
+        for c in containers {
             pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
             let path = field_path(spec, &c.name);
             self.ctx.recorder.container(pod, path, ev::killing(&c.name));
@@ -674,13 +718,10 @@ impl RuntimeManager {
                 first_err.get_or_insert(e);
             }
         }
-        if let Some(e) = first_err {
-            return Err(e.into());
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
-        for s in state.sandboxes.iter().filter(|s| s.ready) {
-            self.cri.stop_pod_sandbox(&s.id, target).await?;
-        }
-        Ok(())
     }
 
     /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.

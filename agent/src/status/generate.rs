@@ -1,6 +1,7 @@
 //! A pod's API status from its spec and runtime state: the kubelet's generateAPIPodStatus,
 //! getPhase and convertToAPIContainerStatuses (pkg/kubelet/kubelet_pods.go), as pure functions.
 
+use crate::kuberuntime::actions::is_sidecar;
 use crate::kuberuntime::state::{ContainerState, ContainerView, PodRuntimeState};
 use crate::pod::{DesiredPod, QosClass, RestartPolicy, qos_class};
 use k8s_openapi::api::core::v1::{
@@ -56,19 +57,26 @@ pub fn pod_status(
     let spec = p.pod.spec.clone().unwrap_or_default();
     let policy = RestartPolicy::of(&spec);
     let inits = spec.init_containers.clone().unwrap_or_default();
-    let init_statuses: Vec<ContainerStatus> = inits
+    let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
-        .map(|c| container_status(c, rt, waiting, true))
+        .map(|c| container_status(c, rt, waiting, !is_sidecar(c)))
         .collect();
     let mut statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
         .map(|c| container_status(c, rt, waiting, false))
         .collect();
+    let sidecars: Vec<Container> = inits.iter().filter(|c| is_sidecar(c)).cloned().collect();
     if let Some(probes) = &ctx.probes {
         probes.update_pod_status(&spec, &mut statuses);
+        probes.update_statuses(&sidecars, &mut init_statuses);
     }
-    let initialized = init_statuses.iter().all(|s| {
+    // A sidecar counts as initialized once started (its startup probe passed), a regular init
+    // container once it succeeded.
+    let initialized = inits.iter().zip(&init_statuses).all(|(c, s)| {
+        if is_sidecar(c) {
+            return s.started == Some(true);
+        }
         s.state
             .as_ref()
             .and_then(|st| st.terminated.as_ref())
@@ -77,7 +85,12 @@ pub fn pod_status(
         .iter()
         .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
     let phase = phase(policy, &inits, &init_statuses, &statuses, initialized);
-    let ready = phase == "Running" && statuses.iter().all(|s| s.ready);
+    // Sidecars' readiness counts for the pod's (KEP-753).
+    let sidecars_ready = inits
+        .iter()
+        .zip(&init_statuses)
+        .all(|(c, s)| !is_sidecar(c) || s.ready);
+    let ready = phase == "Running" && statuses.iter().all(|s| s.ready) && sidecars_ready;
     let cond = |type_: &str, ok: bool, reason: Option<&str>| PodCondition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -136,9 +149,11 @@ fn phase(
 ) -> &'static str {
     let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
     if !inits.is_empty() && !initialized {
-        let init_failed = init_statuses
+        // A sidecar's exit never fails the pod: it is restarted.
+        let init_failed = inits
             .iter()
-            .any(|s| terminated(s).is_some_and(|t| t.exit_code != 0));
+            .zip(init_statuses)
+            .any(|(c, s)| !is_sidecar(c) && terminated(s).is_some_and(|t| t.exit_code != 0));
         return if init_failed && policy == RestartPolicy::Never {
             "Failed"
         } else {
