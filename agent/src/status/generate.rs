@@ -59,7 +59,7 @@ pub fn pod_status(
     let inits = spec.init_containers.clone().unwrap_or_default();
     let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
-        .map(|c| container_status(c, rt, waiting, !is_sidecar(c)))
+        .map(|c| container_status(c, rt, waiting, true))
         .collect();
     let mut statuses: Vec<ContainerStatus> = spec
         .containers
@@ -255,16 +255,21 @@ fn container_status(
     let why = waiting.get(&c.name);
     // A container waiting to (re)start shows Waiting with the reason, its last run in lastState.
     let (state, last) = match (latest, why) {
-        (Some(v), Some((reason, message))) if v.state == ContainerState::Exited && !init => (
-            ApiState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(reason.clone()),
-                    message: Some(message.clone()),
-                }),
-                ..Default::default()
-            },
-            Some(api_state(v)),
-        ),
+        // A sidecar restarts like a regular container, so it waits the same way.
+        (Some(v), Some((reason, message)))
+            if v.state == ContainerState::Exited && (!init || is_sidecar(c)) =>
+        {
+            (
+                ApiState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.clone()),
+                        message: Some(message.clone()),
+                    }),
+                    ..Default::default()
+                },
+                Some(api_state(v)),
+            )
+        }
         (Some(v), _) => (api_state(v), rt.previous(&c.name).map(api_state)),
         (None, Some((reason, message))) => (
             ApiState {
@@ -454,5 +459,42 @@ mod tests {
         let cs = &st.container_statuses.expect("statuses")[0];
         assert!(cs.ready);
         assert_eq!(cs.container_id.as_deref(), Some("containerd://id0"));
+    }
+
+    #[test]
+    fn a_running_sidecar_initializes_the_pod_and_its_exit_fails_nothing() {
+        let text = "metadata: {name: p}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {name: s, image: busybox:1.35, restartPolicy: Always}\n  containers:\n  - {name: a, image: busybox:1.35}\n";
+        let p = crate::config::manifest::decode(Path::new("/m/p.yaml"), text.as_bytes(), "n")
+            .expect("valid")
+            .pod;
+        let mut side = view(ContainerState::Running, 0, 0);
+        side.name = "s".into();
+        side.id = "side".into();
+        let st = pod_status(
+            &p,
+            &rt(vec![side.clone(), view(ContainerState::Running, 0, 0)]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        let cond = |t: &str| {
+            st.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status.clone())
+        };
+        assert_eq!(cond("Initialized").as_deref(), Some("True"));
+        assert_eq!(cond("Ready").as_deref(), Some("True"));
+        // Before any regular container ran, an exited sidecar leaves the pod Pending, not Failed.
+        side.state = ContainerState::Exited;
+        side.exit_code = 1;
+        let st = pod_status(
+            &p,
+            &rt(vec![side]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
     }
 }
