@@ -11,11 +11,16 @@
 //! grace period; the whole seconds it took come off the grace StopContainer gets, which is at
 //! least [`MINIMUM_GRACE_PERIOD`]. A container whose spec is gone (an orphan after an agent
 //! restart) gets its preStop back from the annotations written at creation, as the kubelet's
-//! restoreSpecsFromContainerLabels.
+//! restoreSpecsFromContainerLabels. Killing a whole pod stops the regular containers first, all
+//! at once, then the sidecars one by one in reverse order with what is left of the grace (the
+//! kubelet's terminationOrdering, simplified: a sidecar's preStop runs when its turn comes).
 
-use super::{CriError, RuntimeManager, labels};
+use super::state::{self, ContainerState, PodRuntimeState};
+use super::{CriError, RuntimeManager, SyncError, actions, labels};
 use crate::httpget;
+use crate::pod::DesiredPod;
 use crate::pod::PodRef;
+use crate::recorder::field_path;
 use crate::recorder::reasons as ev;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Lifecycle, LifecycleHandler};
 use std::time::{Duration, Instant};
@@ -213,5 +218,130 @@ impl RuntimeManager {
             }),
             ..Default::default()
         })
+    }
+
+    /// What killing container `name` (runtime ID `id`) of `p` needs; the pod IP falls back to
+    /// the node's for a host-network pod.
+    pub(super) fn kill_of(
+        &self,
+        p: &DesiredPod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        id: &str,
+        name: &str,
+        grace: i64,
+        pod_ip: &str,
+    ) -> Kill {
+        let container = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned();
+        Kill {
+            pod: p.pod_ref.clone(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+            container,
+            grace,
+            pod_ip: self.hook_ip(&p.pod, pod_ip),
+            field_path: field_path(Some(spec), name),
+        }
+    }
+
+    /// The IP hooks reach the pod on: the sandbox's, or the node's for host networking.
+    fn hook_ip(&self, pod: &k8s_openapi::api::core::v1::Pod, pod_ip: &str) -> String {
+        if pod_ip.is_empty() && crate::pod::host_network(pod) {
+            self.ctx.host_ip.clone()
+        } else {
+            pod_ip.to_owned()
+        }
+    }
+
+    /// Stops every running container (in parallel, each with its preStop hook and the grace
+    /// period) and every ready sandbox of the pod. `p` is `None` for a pod whose spec is gone:
+    /// the containers' annotations give their preStop hooks back.
+    pub(super) async fn kill_pod(
+        &self,
+        state: &PodRuntimeState,
+        p: Option<&DesiredPod>,
+        pod: &PodRef,
+        grace: i64,
+    ) -> Result<(), SyncError> {
+        let target = &pod.to_string();
+        let spec = p.and_then(|p| p.pod.spec.as_ref());
+        let sidecars: Vec<&str> = spec
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| actions::is_sidecar(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        let live: Vec<&state::ContainerView> = state
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
+            .collect();
+        // Regular containers first, all at once; then sidecars one by one in reverse order,
+        // each with what is left of the grace (the kubelet's terminationOrdering).
+        let started = std::time::Instant::now();
+        let (side, main): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|c| sidecars.contains(&c.name.as_str()));
+        self.kill_containers(main, state, p, pod, grace).await?;
+        for name in sidecars.iter().rev() {
+            let left = grace - i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let these = side.iter().filter(|c| c.name == *name).copied().collect();
+            self.kill_containers(these, state, p, pod, left.max(0))
+                .await?;
+        }
+        for s in state.sandboxes.iter().filter(|s| s.ready) {
+            self.cri.stop_pod_sandbox(&s.id, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills `containers` of the pod in parallel, each with its preStop hook and `grace`.
+    async fn kill_containers(
+        &self,
+        containers: Vec<&state::ContainerView>,
+        state: &PodRuntimeState,
+        p: Option<&DesiredPod>,
+        pod: &PodRef,
+        grace: i64,
+    ) -> Result<(), SyncError> {
+        let target = &pod.to_string();
+        let spec = p.and_then(|p| p.pod.spec.as_ref());
+        let mut set = tokio::task::JoinSet::new();
+        for c in containers {
+            info!(pod = %target, reason = "Killing", container = %c.name, "stopping container {}", c.name);
+            let path = field_path(spec, &c.name);
+            self.ctx.recorder.container(pod, path, ev::killing(&c.name));
+            let kill = match (p, spec) {
+                (Some(p), Some(spec)) => {
+                    self.kill_of(p, spec, &c.id, &c.name, grace, &state.pod_ip)
+                }
+                _ => Kill {
+                    pod: pod.clone(),
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    container: None,
+                    grace,
+                    pod_ip: state.pod_ip.clone(),
+                    field_path: field_path(None, &c.name),
+                },
+            };
+            let rm = self.clone();
+            set.spawn(async move { rm.kill_container(kill).await });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
