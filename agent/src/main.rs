@@ -225,6 +225,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     // The API source's watch also sees this node's mirror pods: the mirror pod manager and
     // the status writer read them from here.
     let (mirrors_tx, mirrors_rx) = watch::channel(None);
+    let (removals_tx, removals_rx) = mpsc::unbounded_channel();
     if let Some(client) = api_client.clone() {
         let (tx, rx) = watch::channel(None);
         tasks.spawn(config::apiserver::run(
@@ -232,6 +233,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             opts.node_name.clone(),
             tx,
             mirrors_tx,
+            removals_tx,
             cancel.child_token(),
         ));
         sources.push(rx);
@@ -462,6 +464,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         config_rx,
         workers_events,
         kills,
+        removals_rx,
         cancel.child_token(),
     ));
 
@@ -673,6 +676,7 @@ fn node_context(
         root_dir: o.root_dir.clone(),
         cluster_dns: o.cluster_dns.clone(),
         cluster_domain: o.cluster_domain.clone(),
+        seccomp_default: o.seccomp_default,
         host_dns,
         cm: cm::ContainerManager::new(o),
         memory_capacity,

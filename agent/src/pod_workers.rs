@@ -37,7 +37,7 @@ use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::prober::ProbeType;
 use crate::prober::results::{ProbeResult, ProbeResults};
 use crate::recorder::reasons::{
-    DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE, failed_kill_pod, verdict,
+    DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE, failed_kill_pod, unsupported_fields, verdict,
 };
 use crate::status::StatusHandle;
 use std::collections::HashMap;
@@ -124,14 +124,16 @@ pub struct WorkerSettings {
 pub const SUBSCRIBER: &str = "pod_workers";
 
 /// Runs the dispatcher until cancelled; `events` is the bus subscription named
-/// [`SUBSCRIBER`]. Workers stop with it; pods keep running, as with the kubelet, and are
-/// adopted by the next start.
+/// [`SUBSCRIBER`]; `removals` the API pods deleted from the API server, as their final
+/// objects (sent before the desired set without them). Workers stop with it; pods keep
+/// running, as with the kubelet, and are adopted by the next start.
 pub async fn run(
     runtime: RuntimeManager,
     settings: WorkerSettings,
     mut config: watch::Receiver<Option<PodSet>>,
     mut events: Subscriber,
     mut kills: mpsc::Receiver<KillRequest>,
+    mut removals: mpsc::UnboundedReceiver<PodHandle>,
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
@@ -151,6 +153,11 @@ pub async fn run(
         cancel,
     };
     loop {
+        // Removals first: a set without a pod is published after its removal was queued, so
+        // the termination uses the deleted object's grace period.
+        while let Ok(p) = removals.try_recv() {
+            d.on_removed(p);
+        }
         let desired = config.borrow_and_update().clone();
         d.reconcile(desired.as_ref());
         for req in std::mem::take(&mut d.refused) {
@@ -169,6 +176,7 @@ pub async fn run(
             },
             Some(req) = kills.recv() => d.on_kill(req).await,
             Some(req) = deadline_kills.recv() => d.on_kill(req).await,
+            Some(p) = removals.recv() => d.on_removed(p),
             r = probe_updates.recv() => match r {
                 // Liveness and startup failures are acted on by the pod's sync (the kubelet's
                 // syncLoop handleProbeSync), and a startup success lets the init containers
@@ -253,6 +261,22 @@ impl Dispatcher {
         }
     }
 
+    /// An API pod deleted from the API server: its worker terminates with the deleted
+    /// object's grace period (a force delete's 0 included), as the kubelet's deletePod.
+    fn on_removed(&self, pod: PodHandle) {
+        let Some(w) = self.workers.get(&pod.pod_ref.uid) else {
+            return;
+        };
+        w.input.send_if_modified(|inp| {
+            if inp.terminate {
+                return false;
+            }
+            inp.pod = Some(pod);
+            inp.terminate = true;
+            true
+        });
+    }
+
     fn wake_all(&self) {
         for w in self.workers.values() {
             w.input.send_modify(|_| {});
@@ -334,6 +358,13 @@ impl Dispatcher {
                     self.refused.push(req);
                     continue;
                 }
+            }
+            let ignored = crate::pod::unsupported::unsupported_fields(&pod.pod);
+            if !ignored.is_empty() {
+                warn!(pod = %pod.pod_ref, fields = %ignored.join(", "), "pod sets fields nodelet does not implement; they are ignored");
+                self.runtime
+                    .recorder()
+                    .pod(&pod.pod_ref, unsupported_fields(&ignored));
             }
             self.spawn(
                 uid,

@@ -18,6 +18,7 @@ use xtask::containerd::{Env, EnvOpts};
 pub use xtask::testing::skip;
 
 pub mod cluster;
+pub mod pki;
 pub mod prometheus;
 
 /// Node name every test agent uses (`--hostname-override`).
@@ -71,6 +72,18 @@ pub struct Node {
 
 impl Node {
     /// Starts containerd; `Ok(None)` when the machine cannot (after printing why).
+    /// Starts a node that also serves the read-only port (returned with it); the secure port
+    /// gets another free port and healthz is off. `opts.extra_config` follows.
+    pub fn start_with_read_only_port(mut opts: NodeOpts) -> Result<Option<(Node, u16)>> {
+        let ro = free_port()?;
+        opts.extra_config = format!(
+            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n{}",
+            free_port()?,
+            opts.extra_config
+        );
+        Ok(Node::start(opts)?.map(|n| (n, ro)))
+    }
+
     pub fn start(opts: NodeOpts) -> Result<Option<Node>> {
         let Some(bin) = xtask::testing::nodelet_bin_or_skip()? else {
             return Ok(None);

@@ -273,6 +273,18 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
 
     c.kubectl(&["delete", "deployment", "dep", "--wait=false"])?;
     let log = node.agent_log();
+    // The deleted object's grace (0, raised to the kubelet's 2 s minimum), not the spec's 300:
+    // the update that carried it may be coalesced away before the deletion.
+    ensure!(
+        log.lines().any(|l| l.contains("terminating pod")
+            && l.contains("/stubborn")
+            && l.contains("grace_seconds=Some(2)")),
+        "stubborn was not killed with the force delete's grace:\n{}",
+        log.lines()
+            .filter(|l| l.contains("stubborn"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     ensure!(!log.contains("panicked"), "the agent panicked:\n{log}");
     Ok(())
 }

@@ -17,7 +17,7 @@
 //! rules evict the Guaranteed pod next (seen once with a 600 MiB margin while other builds ran).
 
 use anyhow::{Context, Result};
-use nodelet_tests::{Node, NodeOpts, free_port};
+use nodelet_tests::{Node, NodeOpts};
 use nodelet_tests::{listed_pod, read_only_get};
 
 use std::time::{Duration, Instant};
@@ -73,13 +73,10 @@ fn condition_line(log: &str, status: &str) -> bool {
 fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_is_not() -> Result<()> {
     let available = memory_available()?;
     let threshold_mi = available / MI - MARGIN_MI;
-    let ro = free_port()?;
-    let Some(node) = Node::start(NodeOpts {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts {
         extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n\
-             evictionHard:\n  memory.available: {threshold_mi}Mi\n\
-             evictionPressureTransitionPeriod: 5s\n",
-            free_port()?
+            "evictionHard:\n  memory.available: {threshold_mi}Mi\n\
+             evictionPressureTransitionPeriod: 5s\n"
         ),
         env: vec![("NODELET_EVICT_STATIC_PODS".into(), "1".into())],
         ..Default::default()

@@ -10,7 +10,7 @@
 //! `NODELET_EVICT_STATIC_PODS=1` as in `eviction.rs`: standalone, every pod is static.
 
 use anyhow::{Context, Result, bail};
-use nodelet_tests::{Node, NodeOpts, free_port, have};
+use nodelet_tests::{Node, NodeOpts, have};
 use nodelet_tests::{listed_pod, read_only_get};
 
 use std::path::{Path, PathBuf};
@@ -134,13 +134,10 @@ fn dead_containers_and_unused_images_go_before_a_pod_writing_to_an_empty_dir() -
     let fs = LoopFs::create()?;
     let free = free_bytes(&fs.mount)?;
     let threshold_mi = free / MI - MARGIN_MI;
-    let ro = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
+    let Some((mut node, ro)) = Node::start_with_read_only_port(NodeOpts {
         extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n\
-             evictionHard:\n  memory.available: 100Mi\n  nodefs.available: {threshold_mi}Mi\n\
-             evictionPressureTransitionPeriod: 5s\nimageMinimumGCAge: 1s\n",
-            free_port()?
+            "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: {threshold_mi}Mi\n\
+             evictionPressureTransitionPeriod: 5s\nimageMinimumGCAge: 1s\n"
         ),
         env: vec![("NODELET_EVICT_STATIC_PODS".into(), "1".into())],
         base_dir: Some(fs.mount.clone()),

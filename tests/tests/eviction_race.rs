@@ -14,7 +14,7 @@
 //! pods cgroup got before the eviction.
 
 use anyhow::{Context, Result};
-use nodelet_tests::{Node, NodeOpts, free_port};
+use nodelet_tests::{Node, NodeOpts};
 use nodelet_tests::{listed_pod, read_only_get};
 
 use std::path::{Path, PathBuf};
@@ -103,15 +103,12 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
         "this machine has less than {} MiB",
         PODS_MI + KUBE_RESERVED_MI
     );
-    let ro = free_port()?;
-    let Some(node) = Node::start(NodeOpts {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts {
         extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n\
-             kubeReserved:\n  memory: {KUBE_RESERVED_MI}Mi\n  cpu: 100m\n\
+            "kubeReserved:\n  memory: {KUBE_RESERVED_MI}Mi\n  cpu: 100m\n\
              systemReserved:\n  memory: {system_ki}Ki\n\
              evictionHard:\n  allocatableMemory.available: 100Mi\n\
-             evictionPressureTransitionPeriod: 2s\n",
-            free_port()?
+             evictionPressureTransitionPeriod: 2s\n"
         ),
         env: vec![("NODELET_EVICT_STATIC_PODS".into(), "1".into())],
         ..Default::default()

@@ -9,7 +9,8 @@
 //! [`SKIPPED`], with the reason.
 
 use anyhow::{Context, Result};
-use nodelet_tests::prometheus::{KUBELET_PATHS, Pki, Prometheus};
+use nodelet_tests::pki::Pki;
+use nodelet_tests::prometheus::{KUBELET_PATHS, Prometheus};
 use nodelet_tests::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -239,7 +240,7 @@ fn kube_prometheus_rules_and_kubelet_dashboard_find_their_series() -> Result<()>
     let rules = data.join("kubelet-cadvisor.rules.yaml");
     let dashboard = std::fs::read_to_string(data.join("kubelet-dashboard.promql"))?;
 
-    let pki = Pki::new()?;
+    let pki = Pki::new("prometheus")?;
     let port = free_port()?;
     let Some(node) = Node::start(NodeOpts {
         extra_config: pki.server_config(port),

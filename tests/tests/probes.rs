@@ -11,18 +11,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
 
-fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
-    let ro = free_port()?;
-    let node = Node::start(NodeOpts {
-        extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n",
-            free_port()?
-        ),
-        ..Default::default()
-    })?;
-    Ok(node.map(|n| (n, ro)))
-}
-
 /// The status of container `c` of pod `name`.
 fn container(port: u16, name: &str, c: &str) -> Result<Option<Value>> {
     Ok(listed_pod(port, name)?.and_then(|p| {
@@ -83,7 +71,7 @@ fn probe_total(port: u16, pod: &str, probe_type: &str, result: &str) -> Result<u
 
 #[test]
 fn failing_exec_liveness_probe_restarts_the_container() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     // Healthy for a few seconds after each start, then the probed file goes.
@@ -134,7 +122,7 @@ fn failing_exec_liveness_probe_restarts_the_container() -> Result<()> {
 
 #[test]
 fn http_readiness_probe_follows_the_served_file() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let www = tempfile::tempdir()?;
@@ -192,7 +180,7 @@ fn http_readiness_probe_follows_the_served_file() -> Result<()> {
 
 #[test]
 fn startup_probe_holds_liveness_back_until_it_passes() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let gate = tempfile::tempdir()?;
@@ -237,7 +225,7 @@ fn startup_probe_holds_liveness_back_until_it_passes() -> Result<()> {
 
 #[test]
 fn tcp_socket_probes_follow_open_and_closed_ports() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let (open, closed) = (free_port()?, free_port()?);

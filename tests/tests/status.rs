@@ -12,18 +12,6 @@ use std::time::{Duration, SystemTime};
 
 const T: Duration = Duration::from_secs(60);
 
-fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
-    let ro = free_port()?;
-    let node = Node::start(NodeOpts {
-        extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n",
-            free_port()?
-        ),
-        ..Default::default()
-    })?;
-    Ok(node.map(|n| (n, ro)))
-}
-
 fn waiting_reason(pod: &Value) -> Option<String> {
     pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
         .as_str()
@@ -51,7 +39,7 @@ fn a_pod_stuck_pulling_is_listed_pending_and_a_failed_pull_says_why() -> Result<
     });
     // A registry port nobody listens on: the pull fails at once.
     let refused_port = free_port()?;
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     node.write_manifest(
@@ -110,7 +98,7 @@ fn ns_time(ns: i64) -> SystemTime {
 
 #[test]
 fn pod_start_duration_is_timed_from_first_sight() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     node.write_manifest(
@@ -157,7 +145,7 @@ fn counter(text: &str, name: &str) -> f64 {
 
 #[test]
 fn an_oom_kill_reaches_the_pod_status_and_the_restart_logic() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     // 100 MiB through `tail -c` against a 20 MiB limit: the kernel kills the container's main

@@ -14,13 +14,13 @@
 //!   adds `port` and `requestID`); the tests give them the WebSocket channel numbers.
 
 use anyhow::{Context, Result, anyhow, bail};
+use nodelet_tests::pki::Pki;
 use nodelet_tests::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
@@ -53,56 +53,6 @@ macro_rules! node {
             None => return Ok(()),
         }
     };
-}
-
-/// A test CA and one client certificate it signed (CN e2e-user, O system:masters).
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("nodelet-pki-").tempdir()?;
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "streaming e2e ca");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = rcgen::KeyPair::generate()?;
-        let ca = ca.self_signed(&ca_key)?;
-        let mut client = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        client
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "e2e-user");
-        client
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "system:masters");
-        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate()?;
-        let cert = client.signed_by(&key, &ca, &ca_key)?;
-        let pki = Pki { dir };
-        std::fs::write(pki.path("ca.pem"), ca.pem())?;
-        std::fs::write(pki.path("client.crt"), cert.pem())?;
-        std::fs::write(pki.path("client.key"), key.serialize_pem())?;
-        Ok(pki)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// KubeletConfiguration lines: secure port only, x509 client auth, AlwaysAllow.
-    fn server_config(&self, port: u16) -> String {
-        format!(
-            "port: {port}\nreadOnlyPort: 0\nhealthzPort: 0\naddress: 127.0.0.1\n\
-             authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: false\n  \
-             x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
-            self.path("ca.pem").display()
-        )
-    }
 }
 
 /// A client of the agent's secure port. It trusts the agent's self-signed serving certificate
@@ -679,7 +629,7 @@ const TALKER: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: talk}\nspec:\n
 
 #[test]
 fn attach_joins_stdin_stdout_and_stderr_of_a_running_container() -> Result<()> {
-    let pki = Pki::new()?;
+    let pki = Pki::new("e2e-user")?;
     let port = free_port()?;
     let node = node!(NodeOpts {
         extra_config: pki.server_config(port),
@@ -835,7 +785,7 @@ fn noise(len: usize) -> Vec<u8> {
 
 #[test]
 fn port_forward_reaches_listeners_inside_the_pod_network_namespace() -> Result<()> {
-    let pki = Pki::new()?;
+    let pki = Pki::new("e2e-user")?;
     let port = free_port()?;
     let node = node!(NodeOpts {
         extra_config: pki.server_config(port),

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -186,14 +186,21 @@ fn remove_mirror(mirrors: &mut BTreeMap<(String, String), MirrorPod>, pod: &Pod)
 }
 
 /// Whether `new` asks anything different of the node than `old`: a status written back (by
-/// this agent) or a new resourceVersion alone does not, so it wakes no worker.
+/// this agent) or a new resourceVersion alone does not, so it wakes no worker; a condition
+/// others own (a readiness gate's) does, since Ready depends on it.
 fn same_for_the_node(old: &DesiredPod, new: &DesiredPod) -> bool {
     let (a, b) = (&old.pod.metadata, &new.pod.metadata);
+    let gates = |d: &DesiredPod| {
+        d.external_conditions()
+            .map(|c| (c.type_.clone(), c.status.clone()))
+            .collect::<Vec<_>>()
+    };
     old.pod.spec == new.pod.spec
         && a.deletion_timestamp == b.deletion_timestamp
         && a.deletion_grace_period_seconds == b.deletion_grace_period_seconds
         && a.labels == b.labels
         && a.annotations == b.annotations
+        && gates(old) == gates(new)
 }
 
 /// Keeps the previous handle when nothing the node acts on changed.
@@ -210,12 +217,17 @@ fn upsert(pods: &mut BTreeMap<String, PodHandle>, pod: Pod) -> bool {
 }
 
 /// Runs the source until cancelled, publishing the node's API pods on `tx` and its mirror
-/// pods on `mirrors_tx`, each after the initial list and on every change.
+/// pods on `mirrors_tx`, each after the initial list and on every change. A pod the watch
+/// deletes is also sent, as its final object, on `removals` before the set without it is
+/// published: a watch channel keeps only the latest set, so the update carrying a force
+/// delete's grace period 0 may never be seen, and the kubelet kills with the deleted
+/// object's grace (HandlePodRemoves).
 pub async fn run(
     client: kube::Client,
     node_name: String,
     tx: watch::Sender<Option<SourceSet>>,
     mirrors_tx: watch::Sender<Option<MirrorSet>>,
+    removals: mpsc::UnboundedSender<PodHandle>,
     cancel: CancellationToken,
 ) {
     let api: kube::Api<Pod> = kube::Api::all(client);
@@ -292,11 +304,12 @@ pub async fn run(
                     }
                     Event::Delete(p) => {
                         let m = remove_mirror(&mut mirrors, &p);
-                        let d = p
-                            .metadata
-                            .uid
-                            .as_ref()
-                            .is_some_and(|uid| pods.remove(uid).is_some());
+                        let removed = desired(p).filter(|d| pods.remove(&d.pod_ref.uid).is_some());
+                        let d = removed.is_some();
+                        if let Some(last) = removed {
+                            // Only fails when the pod workers are gone (shutting down).
+                            let _ = removals.send(Arc::new(last));
+                        }
                         (d, m)
                     }
                 }

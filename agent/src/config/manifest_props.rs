@@ -82,6 +82,7 @@ fn node_context(scratch: &Path, driver: &str) -> NodeContext {
         cpu_capacity_milli: 8000,
         volumes: crate::volumemanager::VolumeManager::new(None, scratch.join("root")),
         recorder: crate::recorder::Recorder::logging_only(),
+        seccomp_default: false,
     }
 }
 
@@ -229,6 +230,7 @@ fn later_stages(scratch: &Scratch, p: &DesiredPod) -> Result<(), TestCaseError> 
             restart_count: 0,
             image_ref: "sha256:0123".into(),
             pod_ip: "10.244.0.7".into(),
+            image_user: None,
         };
         let cfg = container_config(&ctx, &p, &input);
         prop_assert!(

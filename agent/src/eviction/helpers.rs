@@ -230,9 +230,10 @@ pub fn is_critical(pod: &DesiredPod, static_evictable: bool) -> bool {
 fn cmp_missing(a: &Candidate<'_>, b: &Candidate<'_>) -> Option<Ordering> {
     match (&a.usage, &b.usage) {
         (Some(_), Some(_)) => None,
-        // cmpBool(!p1Found, !p2Found): a pod without stats sorts after one with.
-        (None, Some(_)) => Some(Ordering::Greater),
-        (Some(_), None) => Some(Ordering::Less),
+        // cmpBool(!p1Found, !p2Found) puts true first: the kubelet evicts a pod without
+        // stats before one with ("prioritize evicting the pod for which no stats were found").
+        (None, Some(_)) => Some(Ordering::Less),
+        (Some(_), None) => Some(Ordering::Greater),
         (None, None) => Some(Ordering::Equal),
     }
 }

@@ -31,6 +31,13 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// The security context refuses the container (runAsNonRoot, profiles), with the
+    /// kubelet's message.
+    #[error("{message}")]
+    Security {
+        /// The kubelet's text.
+        message: String,
+    },
     /// A host directory for the container could not be created.
     #[error("container {container}: creating {path}: {source}")]
     Io {
@@ -62,6 +69,8 @@ pub struct ContainerInputs<'a> {
     pub image_ref: String,
     /// The sandbox's IP, for `status.podIP`.
     pub pod_ip: String,
+    /// The image's user, when the runAsNonRoot check needs it.
+    pub image_user: Option<super::security::ImageUser>,
 }
 
 /// Builds the CRI container config, creating the host directories it mounts.
@@ -71,6 +80,9 @@ pub fn container_config(
     input: &ContainerInputs<'_>,
 ) -> Result<cri::ContainerConfig, ConfigError> {
     let c = input.container;
+    if let Some(user) = &input.image_user {
+        super::security::verify_run_as_non_root(p, c, user)?;
+    }
     let envs = super::env::resolve_env(ctx, p, c, &input.pod_ip)?;
     let lookup: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |v: &Option<Vec<String>>| {
@@ -111,7 +123,7 @@ pub fn container_config(
         tty: c.tty.unwrap_or(false),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(ctx, p, c)),
-            security_context: Some(security_context(p, c)),
+            security_context: Some(super::security::security_context(ctx, p, c)?),
         }),
         ..Default::default()
     })
@@ -166,38 +178,6 @@ pub fn oom_score_adj(qos: QosClass, memory_request: Option<i64>, capacity: i64) 
             // Burstable stays strictly between Guaranteed and BestEffort.
             adj.clamp(3, 999)
         }
-    }
-}
-
-fn security_context(p: &DesiredPod, c: &Container) -> cri::LinuxContainerSecurityContext {
-    let pod_sc = p
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.clone())
-        .unwrap_or_default();
-    let sc = c.security_context.clone().unwrap_or_default();
-    let caps = sc.capabilities.clone().unwrap_or_default();
-    cri::LinuxContainerSecurityContext {
-        capabilities: Some(cri::Capability {
-            add_capabilities: caps.add.unwrap_or_default(),
-            drop_capabilities: caps.drop.unwrap_or_default(),
-            ..Default::default()
-        }),
-        privileged: sc.privileged.unwrap_or(false),
-        namespace_options: Some(super::sandbox::namespace_options(p)),
-        run_as_user: sc
-            .run_as_user
-            .or(pod_sc.run_as_user)
-            .map(|value| cri::Int64Value { value }),
-        run_as_group: sc
-            .run_as_group
-            .or(pod_sc.run_as_group)
-            .map(|value| cri::Int64Value { value }),
-        readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-        supplemental_groups: pod_sc.supplemental_groups.unwrap_or_default(),
-        no_new_privs: sc.allow_privilege_escalation == Some(false),
-        ..Default::default()
     }
 }
 

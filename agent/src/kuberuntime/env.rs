@@ -246,27 +246,9 @@ mod tests {
     }
 
     fn standalone_ctx() -> NodeContext {
-        let opts = crate::options::Options::from_args(
-            ["nodelet", "--hostname-override", "n1"]
-                .into_iter()
-                .map(String::from),
+        super::super::test_support::node_context(
+            &std::env::temp_dir().join("nodelet-env-test-unused"),
         )
-        .expect("fixed flags resolve");
-        let root = std::env::temp_dir().join("nodelet-env-test-unused");
-        NodeContext {
-            node_name: "n1".into(),
-            host_ip: "10.0.0.1".into(),
-            pod_logs_dir: root.join("logs"),
-            root_dir: root.clone(),
-            cluster_dns: Vec::new(),
-            cluster_domain: None,
-            host_dns: Default::default(),
-            cm: crate::cm::ContainerManager::new(&opts),
-            memory_capacity: 1 << 30,
-            cpu_capacity_milli: 2000,
-            volumes: crate::volumemanager::VolumeManager::new(None, root),
-            recorder: crate::recorder::Recorder::logging_only(),
-        }
     }
 
     fn pod_with_env(env: &str) -> (DesiredPod, Container) {

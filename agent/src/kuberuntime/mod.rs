@@ -13,8 +13,11 @@ pub mod health;
 pub mod labels;
 pub mod lifecycle;
 pub mod sandbox;
+pub mod security;
 pub mod state;
 pub mod termination;
+#[cfg(test)]
+pub mod test_support;
 
 use crate::cm::ContainerManager;
 use crate::pod::{DesiredPod, PodRef, QosClass};
@@ -57,6 +60,8 @@ pub struct NodeContext {
     pub volumes: crate::volumemanager::VolumeManager,
     /// Kubernetes Events about the pods (Pulling, Created, Started, Killing, BackOff...).
     pub recorder: crate::recorder::Recorder,
+    /// RuntimeDefault seccomp where no profile is named (seccompDefault).
+    pub seccomp_default: bool,
 }
 
 /// Why a sync did not complete; the worker logs it with the pod and retries.
@@ -448,6 +453,13 @@ impl RuntimeManager {
             Some(v) => v.restart_count + 1,
             None => self.restart_count_from_logs(p, &c.name).await,
         };
+        // getImageUser: only the runAsNonRoot check without a runAsUser needs the image's user.
+        let image_user = if security::needs_image_user(p, c) {
+            let img = self.cri.image_status(&image_ref).await?;
+            Some(security::ImageUser::of(img.as_ref()))
+        } else {
+            None
+        };
         let cfg = container::container_config(
             &self.ctx,
             p,
@@ -457,6 +469,7 @@ impl RuntimeManager {
                 restart_count,
                 image_ref,
                 pod_ip: pod_ip.to_string(),
+                image_user,
             },
         )
         .inspect_err(|e| {

@@ -58,6 +58,9 @@ pub struct Flags {
     /// Register the node with the API server (cluster mode).
     #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub register_node: Option<bool>,
+    /// RuntimeDefault seccomp for containers that name no profile (config: seccompDefault).
+    #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub seccomp_default: Option<bool>,
     /// Node name to use instead of the host name.
     #[arg(long)]
     pub hostname_override: Option<String>,
@@ -286,7 +289,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("protect-kernel-defaults", Arity::Bool),
     ("volume-plugin-dir", Arity::Value),
     ("volume-stats-agg-period", Arity::Value),
-    ("seccomp-default", Arity::Bool),
     ("pods-per-core", Arity::Value),
     ("pod-max-pids", Arity::Value),
     ("pod-cidr", Arity::Value),

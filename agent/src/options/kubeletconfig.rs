@@ -162,6 +162,8 @@ pub struct KubeletConfigFile {
     pub cgroups_per_qos: Option<bool>,
     /// Register the node (cluster mode).
     pub register_node: Option<bool>,
+    /// RuntimeDefault seccomp for containers that name no profile.
+    pub seccomp_default: Option<bool>,
     /// Host resolver file for pods with dnsPolicy Default.
     pub resolv_conf: Option<PathBuf>,
     /// Cluster DNS domain.
@@ -258,6 +260,7 @@ const IMPLEMENTED: &[&str] = &[
     "cgroupRoot",
     "cgroupsPerQOS",
     "registerNode",
+    "seccompDefault",
     "resolvConf",
     "clusterDomain",
     "clusterDNS",

@@ -150,6 +150,9 @@ pub struct Options {
     pub certificates: CertificateOptions,
     /// Register the node with the API server.
     pub register_node: bool,
+    /// RuntimeDefault seccomp for containers that name no profile (the kubelet's
+    /// seccompDefault; off by default).
+    pub seccomp_default: bool,
     /// Node registration and heartbeat settings (cluster mode).
     pub node_status: NodeStatusOptions,
     /// klog verbosity.
@@ -488,6 +491,10 @@ impl Options {
             kubeconfig: flags.kubeconfig.clone(),
             certificates,
             register_node: flags.register_node.or(file.register_node).unwrap_or(true),
+            seccomp_default: flags
+                .seccomp_default
+                .or(file.seccomp_default)
+                .unwrap_or(false),
             node_status,
             api_rate,
             verbosity: flags

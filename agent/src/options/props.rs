@@ -190,6 +190,7 @@ const FIELDS: &[&str] = &[
     "cgroupRoot",
     "cgroupsPerQOS",
     "registerNode",
+    "seccompDefault",
     "resolvConf",
     "clusterDomain",
     "clusterDNS",

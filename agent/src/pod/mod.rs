@@ -3,8 +3,9 @@
 //! need. Kubelet counterparts: pkg/kubelet/pod, pkg/apis/core/v1/helper/qos.
 
 pub mod quantity;
+pub mod unsupported;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +88,32 @@ impl DesiredPod {
     pub fn deleting(&self) -> bool {
         self.pod.metadata.deletion_timestamp.is_some()
     }
+
+    /// The conditions others own that the API server holds (readiness gates' among them),
+    /// which the kubelet keeps in the status it generates.
+    pub fn external_conditions(&self) -> impl Iterator<Item = &PodCondition> {
+        self.pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| !kubelet_owned_condition(&c.type_))
+    }
+}
+
+/// The condition types the kubelet owns (PodConditionByKubelet); others' are never written.
+pub fn kubelet_owned_condition(type_: &str) -> bool {
+    matches!(
+        type_,
+        "PodScheduled"
+            | "Ready"
+            | "Initialized"
+            | "ContainersReady"
+            | "PodReadyToStartContainers"
+            | "PodResizePending"
+            | "PodResizeInProgress"
+    )
 }
 
 /// `requests`/`limits` as k8s-openapi decodes them.

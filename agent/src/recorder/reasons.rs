@@ -249,6 +249,21 @@ pub fn node_condition(node: &str, type_: &str, status: &str) -> Option<Message> 
     ))
 }
 
+/// Reason of the event naming pod fields nodelet ignores (nodelet's own; the kubelet has none).
+pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
+
+/// A pod sets fields nodelet does not implement yet.
+pub fn unsupported_fields(fields: &[String]) -> Message {
+    m(
+        Warning,
+        UNSUPPORTED_FIELDS,
+        format!(
+            "nodelet does not implement {}: the pod runs as if they were not set",
+            fields.join(", ")
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,7 @@ pub fn pod_status(
         .zip(&init_statuses)
         .all(|(c, s)| !is_sidecar(c) || s.ready);
     let ready = phase == "Running" && statuses.iter().all(|s| s.ready) && sidecars_ready;
+    let gates_unready = readiness_gates_unready(p, &spec);
     let cond = |type_: &str, ok: bool, reason: Option<&str>| PodCondition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -100,6 +101,27 @@ pub fn pod_status(
         last_transition_time: ctx.start_time.and_then(time),
         ..Default::default()
     };
+    let ready_condition = if ready && !gates_unready.is_empty() {
+        PodCondition {
+            message: Some(gates_unready.join(", ")),
+            ..cond("Ready", false, Some("ReadinessGatesNotReady"))
+        }
+    } else {
+        cond("Ready", ready, Some("ContainersNotReady"))
+    };
+    let mut conditions = vec![
+        cond(
+            "PodReadyToStartContainers",
+            rt.sandboxes.iter().any(|s| s.ready),
+            None,
+        ),
+        cond("Initialized", initialized, Some("ContainersNotInitialized")),
+        ready_condition,
+        cond("ContainersReady", ready, Some("ContainersNotReady")),
+        cond("PodScheduled", true, None),
+    ];
+    // Conditions others own stay as the API server holds them (generateAPIPodStatus).
+    conditions.extend(p.external_conditions().cloned());
     let pod_ip = if rt.pod_ip.is_empty() && crate::pod::host_network(&p.pod) {
         ctx.host_ip.clone()
     } else {
@@ -107,17 +129,7 @@ pub fn pod_status(
     };
     PodStatus {
         phase: Some(phase.into()),
-        conditions: Some(vec![
-            cond(
-                "PodReadyToStartContainers",
-                rt.sandboxes.iter().any(|s| s.ready),
-                None,
-            ),
-            cond("Initialized", initialized, Some("ContainersNotInitialized")),
-            cond("Ready", ready, Some("ContainersNotReady")),
-            cond("ContainersReady", ready, Some("ContainersNotReady")),
-            cond("PodScheduled", true, None),
-        ]),
+        conditions: Some(conditions),
         host_ip: Some(ctx.host_ip.clone()),
         host_ips: Some(vec![HostIP {
             ip: ctx.host_ip.clone(),
@@ -137,6 +149,32 @@ pub fn pod_status(
         init_container_statuses: (!inits.is_empty()).then_some(init_statuses),
         ..Default::default()
     }
+}
+
+/// GeneratePodReadyCondition's readiness gate check: one message per gate whose condition is
+/// missing or not True.
+fn readiness_gates_unready(
+    p: &DesiredPod,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Vec<String> {
+    let held: Vec<&PodCondition> = p.external_conditions().collect();
+    spec.readiness_gates
+        .iter()
+        .flatten()
+        .filter_map(|g| {
+            let t = &g.condition_type;
+            match held.iter().find(|c| &c.type_ == t) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {t:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {t:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect()
 }
 
 /// getPhase (kubelet_pods.go): init containers first, then the running/waiting/stopped counts.
@@ -496,5 +534,70 @@ mod tests {
             &StatusContext::default(),
         );
         assert_eq!(st.phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_until_their_conditions_are_true() {
+        let mut p = pod("Always");
+        if let Some(spec) = p.pod.spec.as_mut() {
+            spec.readiness_gates = Some(vec![
+                k8s_openapi::api::core::v1::PodReadinessGate {
+                    condition_type: "k8s.io/one".into(),
+                },
+                k8s_openapi::api::core::v1::PodReadinessGate {
+                    condition_type: "k8s.io/two".into(),
+                },
+            ]);
+        }
+        let held = |one: &str| {
+            let c = |t: &str, s: &str| PodCondition {
+                type_: t.into(),
+                status: s.into(),
+                ..Default::default()
+            };
+            Some(k8s_openapi::api::core::v1::PodStatus {
+                conditions: Some(vec![c("Ready", "False"), c("k8s.io/one", one)]),
+                ..Default::default()
+            })
+        };
+        let ready = |p: &DesiredPod| {
+            let st = pod_status(
+                p,
+                &rt(vec![view(ContainerState::Running, 0, 0)]),
+                &Waiting::new(),
+                &StatusContext::default(),
+            );
+            let conditions = st.conditions.unwrap_or_default();
+            let find = |t: &str| conditions.iter().find(|c| c.type_ == t).cloned();
+            let r = find("Ready").expect("Ready");
+            assert_eq!(
+                find("ContainersReady").map(|c| c.status),
+                Some("True".into())
+            );
+            (r, find("k8s.io/one").map(|c| c.status))
+        };
+        p.pod.status = held("False");
+        let (r, one) = ready(&p);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref()),
+            ("False", Some("ReadinessGatesNotReady"))
+        );
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                r#"the status of pod readiness gate "k8s.io/one" is not "True", but False, corresponding condition of pod readiness gate "k8s.io/two" does not exist."#
+            )
+        );
+        // The gate's condition is kept as the API server holds it.
+        assert_eq!(one.as_deref(), Some("False"));
+        p.pod.status = held("True");
+        if let Some(st) = p.pod.status.as_mut() {
+            st.conditions.get_or_insert_default().push(PodCondition {
+                type_: "k8s.io/two".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        }
+        assert_eq!(ready(&p).0.status, "True");
     }
 }

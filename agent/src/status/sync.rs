@@ -198,6 +198,12 @@ impl Writer {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
+        // Only the kubelet's own conditions: others' (readiness gates') are theirs to write,
+        // and a copy of ours could be older than what they wrote since.
+        let mut status = status.clone();
+        if let Some(cs) = status.conditions.as_mut() {
+            cs.retain(|c| crate::pod::kubelet_owned_condition(&c.type_));
+        }
         let body = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
         let what = || format!("{ns}/{name} ({uid})");
         let (params, patch) = (PatchParams::default(), Patch::Strategic(&body));

@@ -168,6 +168,7 @@ fn node_context(root: &Path, vm: VolumeManager) -> crate::kuberuntime::NodeConte
         cpu_capacity_milli: 2000,
         volumes: vm,
         recorder: crate::recorder::Recorder::logging_only(),
+        seccomp_default: false,
     }
 }
 
@@ -265,6 +266,7 @@ fn volumes_and_env_from_the_real_api_server() {
             restart_count: 0,
             image_ref: "sha256:0".into(),
             pod_ip: "10.88.0.9".into(),
+            image_user: None,
         };
         let cfg_env = container_config(&ctx, &p, &input).expect("container config");
         let env: HashMap<String, String> = cfg_env

@@ -111,11 +111,11 @@ fn memory_ranking_puts_usage_above_requests_first_then_priority_then_excess() {
     assert_eq!(
         order,
         [
+            "no-stats",           // nothing measured: first, as the kubelet's cmpBool
             "burstable-low-prio", // over its request, lowest priority
             "burstable-big",      // over by 300Mi
             "best-effort",        // over by 50Mi
             "guaranteed",         // under its request
-            "no-stats",           // nothing measured: last, whatever its priority
         ]
     );
 }
