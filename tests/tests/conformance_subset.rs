@@ -18,7 +18,11 @@ use xtask::kubelet::Kind;
 const FOCUS: &str = concat!(
     r"\[sig-storage\] (Downward API volume should provide (podname only|container's (cpu|memory) (limit|request))",
     r"|Projected downwardAPI should provide podname only",
-    r"|EmptyDir volumes should support \(root,0(644|666|777),default\)",
+    r"|EmptyDir volumes (should support \((root|non-root),0(644|666|777),(default|tmpfs)\)",
+    r"|volume on (default medium|tmpfs) should have the correct mode",
+    r"|when FSGroup is specified|pod should support memory backed volumes of specified size)",
+    r"|Projected combined",
+    r"|(ConfigMap|Secrets|Projected (configMap|secret)) should be consumable from pods in volume as non-root with defaultMode and fsGroup set",
     r"|ConfigMap should be consumable from pods in volume (with mappings )?\[Conformance\]",
     r"|Secrets should be consumable from pods in volume (with mappings )?\[Conformance\]",
     r"|HostPath should support r/w)",

@@ -215,7 +215,7 @@ pub fn container_message(pod: &DesiredPod, disk: Option<&PodDisk>) -> String {
 
 /// Bytes (allocated blocks) and inodes under `dir`, not following links nor leaving its
 /// filesystem's tree; a missing directory is zero.
-fn walk(dir: &Path) -> Use {
+pub(super) fn walk(dir: &Path) -> Use {
     use std::os::unix::fs::MetadataExt;
     let mut u = Use::default();
     let mut stack = vec![dir.to_path_buf()];

@@ -3,7 +3,7 @@
 
 use super::helpers::{self, Candidate, Condition, Observations};
 use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
-use super::{disk, reclaim, signals};
+use super::{disk, local_storage, reclaim, signals};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::kuberuntime::Cri;
@@ -219,6 +219,11 @@ impl Manager {
         if memory {
             self.arm_marks().await;
         }
+        // The kubelet checks local storage limits before the thresholds, and a pass that
+        // evicted for them does nothing else.
+        if fs && self.local_storage_eviction(cancel).await {
+            return;
+        }
         if updated.is_empty() {
             return;
         }
@@ -380,6 +385,60 @@ impl Manager {
             _ = kill => {}
         }
         self.wait_for_cleanup(&pod.uid, cancel).await;
+    }
+
+    /// localStorageEviction: evicts, with the pod-level grace of 1 s, every active pod over one
+    /// of its local storage limits; returns whether any was.
+    async fn local_storage_eviction(&mut self, cancel: &CancellationToken) -> bool {
+        let Some(pods) = self.inputs.config.borrow().clone() else {
+            return false;
+        };
+        let statuses = self.inputs.status.pods();
+        let dirs = disk::Dirs {
+            root_dir: self.settings.sources.root_dir.clone(),
+            pod_logs_dir: self.settings.pod_logs_dir.clone(),
+        };
+        let dedicated = self.image_fs.as_ref().is_some_and(|(_, d)| *d);
+        let mut evicted_any = false;
+        for p in pods.values() {
+            if self.evicted.contains(&p.pod_ref.uid) {
+                continue;
+            }
+            let phase = statuses
+                .get(&p.pod_ref.uid)
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Failed" | "Succeeded")) {
+                continue;
+            }
+            let Some(limits) = local_storage::limits(p) else {
+                continue;
+            };
+            let usage = local_storage::measure(&self.inputs.cri, &dirs, p, &limits).await;
+            let Some((signal, message)) = local_storage::exceeded(&limits, &usage, dedicated)
+            else {
+                continue;
+            };
+            if helpers::is_critical(p, self.settings.static_pods_evictable) {
+                error!(pod = %p.pod_ref, "eviction manager: cannot evict a critical pod");
+                continue;
+            }
+            warn!(pod = %p.pod_ref, reason = helpers::REASON, message = %message, "eviction manager: evicting pod over its local storage limit");
+            self.evicted.insert(p.pod_ref.uid.clone());
+            self.stats.evictions.inc(signal);
+            let kill = (self.inputs.kill)(KillRequest {
+                uid: p.pod_ref.uid.clone(),
+                grace_period_seconds: Some(helpers::IMMEDIATE_GRACE_PERIOD_SECONDS),
+                reason: helpers::REASON.to_owned(),
+                message,
+            });
+            evicted_any = true;
+            tokio::select! {
+                _ = cancel.cancelled() => return true,
+                _ = kill => {}
+            }
+        }
+        evicted_any
     }
 
     /// reclaimNodeLevelResources: runs the signal's node-level reclaim, observes the

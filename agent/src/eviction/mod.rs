@@ -27,13 +27,16 @@
 //! containers and unused images ([`reclaim`], which also runs the periodic container and image
 //! GC), then evict by the kubelet's disk ranking, with pods' disk use measured at decision time.
 //!
-//! Deviations, on purpose: per-pod ephemeral-storage limits and emptyDir sizeLimit
-//! (localStorageEviction) are not enforced yet, and the kubelet never evicts static pods
+//! Local storage limits (emptyDir `sizeLimit`, pod and container ephemeral-storage limits) are
+//! enforced on every filesystem pass before the thresholds ([`local_storage`]).
+//!
+//! Deviation, on purpose: the kubelet never evicts static pods
 //! (kubelettypes.IsCriticalPod): on a node without an API server every pod is static, so
 //! `NODELET_EVICT_STATIC_PODS=1` makes static pods evictable like API pods of their priority.
 
 pub mod disk;
 mod helpers;
+pub mod local_storage;
 mod manager;
 pub mod reclaim;
 pub mod signals;

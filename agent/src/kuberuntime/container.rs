@@ -114,7 +114,7 @@ pub fn container_config(
             .into_iter()
             .map(|(key, value)| cri::KeyValue { key, value })
             .collect(),
-        mounts: mounts(ctx, p, c)?,
+        mounts: mounts(ctx, p, c, &input.pod_ip)?,
         labels: labels::container_labels(p, c),
         annotations: labels::container_annotations(p, c, input.restart_count, input.init),
         log_path: log_path(&c.name, input.restart_count),
@@ -182,11 +182,13 @@ pub fn oom_score_adj(qos: QosClass, memory_request: Option<i64>, capacity: i64) 
 }
 
 /// Mounts: the termination-message file, then volumeMounts of emptyDir and hostPath volumes and
-/// of the volume manager's configMap, secret, projected and downwardAPI volumes.
+/// of the volume manager's configMap, secret, projected and downwardAPI volumes, then the
+/// managed `/etc/hosts` ([`super::etc_hosts`]).
 fn mounts(
     ctx: &NodeContext,
     p: &DesiredPod,
     c: &Container,
+    pod_ip: &str,
 ) -> Result<Vec<cri::Mount>, ConfigError> {
     let io = |path: PathBuf| {
         let container = c.name.clone();
@@ -265,7 +267,7 @@ fn mounts(
             Some(sub) if sub.split('/').any(|part| part == "..") => {
                 return Err(vol_err("subPath must not contain '..'"));
             }
-            Some(sub) => host.join(sub),
+            Some(sub) => make_sub_path(&host, sub).map_err(io(host.join(sub)))?,
             None => host,
         };
         out.push(cri::Mount {
@@ -280,7 +282,49 @@ fn mounts(
             ..Default::default()
         });
     }
+    // The managed /etc/hosts last, unless the container mounts something there itself.
+    let own_hosts = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|vm| vm.mount_path == "/etc/hosts");
+    if !own_hosts && super::etc_hosts::should_mount(p, pod_ip) {
+        let file = super::etc_hosts::ensure(ctx, p, &pod_dir, pod_ip)
+            .map_err(io(pod_dir.join("etc-hosts")))?;
+        out.push(cri::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: file.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
     Ok(out)
+}
+
+/// The subPath of a volume, created if missing with the volume directory's mode (setgid and
+/// sticky included), as the kubelet's makeMounts does with SafeMakeDir: a directory the runtime
+/// created later would get 0755 and lose the fsGroup's write access.
+fn make_sub_path(volume: &std::path::Path, sub: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Only plain names: an absolute subPath must not escape the volume (validation refuses it).
+    let parts: Vec<_> = std::path::Path::new(sub)
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let path: PathBuf = parts.iter().fold(volume.to_path_buf(), |p, c| p.join(c));
+    if std::fs::symlink_metadata(&path).is_ok() || !volume.is_dir() {
+        return Ok(path);
+    }
+    let perm = std::fs::metadata(volume)?.mode() & 0o7777;
+    let mut at = volume.to_path_buf();
+    for part in parts {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => std::fs::set_permissions(&at, std::fs::Permissions::from_mode(perm))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(path)
 }
 
 /// A random-enough name suffix for termination-message files (kubelet uses rand.Uint32).

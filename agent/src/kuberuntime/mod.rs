@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod client;
 pub mod container;
 pub mod env;
+pub mod etc_hosts;
 pub mod gc;
 pub mod health;
 pub mod labels;

@@ -15,22 +15,13 @@ pub fn pod_logs_dir(ctx: &NodeContext, p: &PodRef) -> PathBuf {
 /// Builds the sandbox config for attempt `attempt`.
 pub fn sandbox_config(ctx: &NodeContext, p: &DesiredPod, attempt: u32) -> cri::PodSandboxConfig {
     let spec = p.pod.spec.clone().unwrap_or_default();
-    let host_net = host_network(&p.pod);
     // A host-network pod keeps the node's hostname: the runtime cannot set one without a private
-    // UTS namespace (kuberuntime_sandbox.go sets Hostname only when !hostNetwork).
-    let hostname = if host_net {
-        String::new()
-    } else {
-        let h = spec
-            .hostname
-            .clone()
-            .unwrap_or_else(|| p.pod_ref.name.clone());
-        h.chars()
-            .take(63)
-            .collect::<String>()
-            .trim_end_matches(['-', '.'])
-            .to_string()
-    };
+    // UTS namespace (kuberuntime_sandbox.go sets Hostname only when !hostNetwork). An FQDN
+    // too long for the kernel falls back to the short name, with a warning.
+    let hostname = super::etc_hosts::sandbox_hostname(ctx, p).unwrap_or_else(|e| {
+        tracing::warn!(pod = %p.pod_ref, error = %e, "setHostnameAsFQDN");
+        super::etc_hosts::hostname_and_domain(ctx, p).0
+    });
     let port_mappings = spec
         .containers
         .iter()
@@ -82,7 +73,14 @@ pub fn sandbox_config(ctx: &NodeContext, p: &DesiredPod, attempt: u32) -> cri::P
                 namespace_options: Some(namespace_options(p)),
                 run_as_user: pod_sc.run_as_user.map(|value| cri::Int64Value { value }),
                 run_as_group: pod_sc.run_as_group.map(|value| cri::Int64Value { value }),
-                supplemental_groups: pod_sc.supplemental_groups.clone().unwrap_or_default(),
+                // kuberuntime_sandbox.go: the fsGroup is a supplemental group of the sandbox.
+                supplemental_groups: pod_sc
+                    .supplemental_groups
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(pod_sc.fs_group)
+                    .collect(),
                 privileged,
                 ..Default::default()
             }),
@@ -127,10 +125,10 @@ pub fn namespace_options(p: &DesiredPod) -> cri::NamespaceOption {
 /// `dnsConfig`. `dnsConfig` is merged in every case.
 pub fn dns_config(ctx: &NodeContext, p: &DesiredPod) -> cri::DnsConfig {
     let spec = p.pod.spec.as_ref();
+    let host_net = host_network(&p.pod);
     let policy = spec
         .and_then(|s| s.dns_policy.as_deref())
         .unwrap_or("ClusterFirst");
-    let host_net = host_network(&p.pod);
     let cluster = !ctx.cluster_dns.is_empty()
         && (policy == "ClusterFirstWithHostNet" || (policy == "ClusterFirst" && !host_net));
     let mut cfg = if policy == "None" {

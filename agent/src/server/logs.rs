@@ -143,6 +143,28 @@ impl CriDecoder {
     }
 }
 
+impl CriDecoder {
+    /// The content of partial lines not yet completed, without a newline: a container whose
+    /// output does not end in one leaves its last line tagged `P` (containerd), and the
+    /// kubelet prints it as it is.
+    pub fn flush(&mut self, opts: &LogOptions) -> Option<Vec<u8>> {
+        let ts = self.partial_ts.take()?;
+        let msg = std::mem::take(&mut self.partial);
+        if msg.is_empty()
+            || opts
+                .since
+                .is_some_and(|since| parse_rfc3339(&ts).is_some_and(|t| t < since))
+        {
+            return None;
+        }
+        if opts.timestamps {
+            Some([ts.as_bytes(), b" ", &msg].concat())
+        } else {
+            Some(msg)
+        }
+    }
+}
+
 /// Which attempt's log file a request reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -260,6 +282,7 @@ pub async fn read_existing(
         .filter(|l| !l.is_empty())
         .filter_map(|l| dec.line(l, opts))
         .collect();
+    lines.extend(dec.flush(opts));
     if let Some(n) = opts.tail_lines {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
@@ -315,6 +338,9 @@ pub fn follow(
                 idle_checks += 1;
                 // Every ~second without new data, see whether the container is still there.
                 if idle_checks.is_multiple_of(5) && !still_running() {
+                    if let Some(o) = dec.flush(&opts) {
+                        let _ = tx.send(Ok(Bytes::from(o))).await;
+                    }
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -370,6 +396,15 @@ mod tests {
             d.line(b"2026-11-22T19:29:32Z stderr F x y", &t).as_deref(),
             Some(&b"2026-11-22T19:29:32Z x y\n"[..])
         );
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_printed_as_it_is() {
+        let o = LogOptions::default();
+        let mut d = CriDecoder::default();
+        assert_eq!(d.line(b"2026-11-22T19:29:31.915Z stdout P abc", &o), None);
+        assert_eq!(d.flush(&o).as_deref(), Some(&b"abc"[..]));
+        assert_eq!(d.flush(&o), None);
     }
 
     #[test]

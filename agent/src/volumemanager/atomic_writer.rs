@@ -102,8 +102,8 @@ fn clean(p: &str) -> String {
 }
 
 /// Writes `payload` into `target` (which must exist) atomically; returns whether anything on
-/// disk changed. `fs_group`, when set, makes the files group-owned and group-readable as the
-/// kubelet's SetVolumeOwnership does for a read-only volume.
+/// disk changed. `fs_group`, when set, makes the volume group-owned and group-readable as the
+/// kubelet's SetVolumeOwnership does for a read-only volume ([`super::ownership`]).
 pub fn write(target: &Path, payload: &Payload, fs_group: Option<u32>) -> Result<bool, WriteError> {
     let mut clean_payload = Payload::new();
     for (k, v) in payload {
@@ -135,9 +135,21 @@ pub fn write(target: &Path, payload: &Payload, fs_group: Option<u32>) -> Result<
             .file_name()
             .map(|n| n.to_owned())
             .unwrap_or_else(|| ts.as_os_str().to_owned());
-        if let Err(e) = write_payload(&payload, &ts, fs_group) {
+        if let Err(e) = write_payload(&payload, &ts) {
             let _ = std::fs::remove_dir_all(&ts);
             return Err(e);
+        }
+        // setPerms before the swap, on the whole volume as configmap.go does: the first
+        // write also made files outside the timestamped directory.
+        if let Some(gid) = fs_group {
+            let g = super::ownership::FsGroup {
+                gid,
+                on_root_mismatch: false,
+            };
+            if let Err(e) = super::ownership::apply(target, g, true) {
+                let _ = std::fs::remove_dir_all(&ts);
+                return Err(io_err("applying fsGroup to", target)(e));
+            }
         }
         let tmp_link = target.join(NEW_DATA_DIR);
         // A crash between symlink and rename leaves a stale ..data_tmp behind.
@@ -263,25 +275,15 @@ fn format_utc(secs: u64) -> String {
         .to_string()
 }
 
-fn write_payload(payload: &Payload, dir: &Path, fs_group: Option<u32>) -> Result<(), WriteError> {
+fn write_payload(payload: &Payload, dir: &Path) -> Result<(), WriteError> {
     for (rel, f) in payload {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
         }
         std::fs::write(&path, &f.data).map_err(io_err("writing", &path))?;
-        let mut mode = f.mode & 0o7777;
-        if let Some(gid) = fs_group {
-            std::os::unix::fs::lchown(&path, None, Some(gid)).map_err(io_err("chown", &path))?;
-            mode |= 0o440;
-        }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode & 0o7777))
             .map_err(io_err("chmod", &path))?;
-    }
-    if let Some(gid) = fs_group {
-        std::os::unix::fs::lchown(dir, None, Some(gid)).map_err(io_err("chown", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2755))
-            .map_err(io_err("chmod", dir))?;
     }
     Ok(())
 }

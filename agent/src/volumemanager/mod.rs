@@ -4,15 +4,18 @@
 //! `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>` with the atomic writer, and runs
 //! again on every sync so changed objects and expiring tokens reach running pods. The runtime
 //! manager mounts what [`VolumeManager::host_path`] names and resolves env references from the
-//! same cache ([`VolumeManager::env_object`]). emptyDir and hostPath stay with the runtime
-//! manager: they need no API object.
+//! same cache ([`VolumeManager::env_object`]). emptyDir volumes are set up here too
+//! ([`empty_dir`]: mode 0777, tmpfs for `medium: Memory`, fsGroup); hostPath stays with the
+//! runtime manager.
 //!
 //! A volume that was never set up fails the sync (the kubelet's FailedMount: containers wait
 //! in ContainerCreating); a refresh that fails for a volume already set up only warns, as the
 //! kubelet keeps a mounted volume's last contents.
 
 pub mod atomic_writer;
+pub mod empty_dir;
 pub mod objects;
+pub mod ownership;
 pub mod projection;
 mod refs;
 pub mod tmpfs;
@@ -114,6 +117,9 @@ pub enum SourceError {
     /// Writing the files failed.
     #[error(transparent)]
     Write(#[from] atomic_writer::WriteError),
+    /// An emptyDir could not be set up.
+    #[error(transparent)]
+    EmptyDir(#[from] empty_dir::SetUpError),
     /// The write task died.
     #[error("volume write task failed: {0}")]
     Task(String),
@@ -249,7 +255,7 @@ impl VolumeManager {
             .and_then(|s| s.security_context.as_ref())
             .and_then(|sc| sc.fs_group)
             .and_then(|g| u32::try_from(g).ok());
-        let mut errors = Vec::new();
+        let mut errors = self.set_up_empty_dirs(p).await;
         for v in volumes {
             let Some(dir) = self.host_path(&p.pod_ref.uid, v) else {
                 continue;
@@ -314,12 +320,58 @@ impl VolumeManager {
         }
     }
 
-    /// Forgets the pod's objects and tokens and removes its API-backed volume directories;
-    /// for the pod workers once the pod is terminated (the rest of the pod directory is theirs).
+    /// Sets up the pod's emptyDir volumes (a no-op for those already set up).
+    async fn set_up_empty_dirs(&self, p: &DesiredPod) -> Vec<VolumeError> {
+        let has_empty_dir = p
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .is_some_and(|vs| vs.iter().any(|v| v.empty_dir.is_some()));
+        if !has_empty_dir {
+            return Vec::new();
+        }
+        let (root, pod, pod_ref, node_memory) = (
+            self.root_dir.clone(),
+            p.pod.clone(),
+            p.pod_ref.clone(),
+            self.node.memory,
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+            volumes
+                .into_iter()
+                .flatten()
+                .filter(|v| v.empty_dir.is_some())
+                .filter_map(|v| {
+                    empty_dir::set_up(&root, &pod, &pod_ref.uid, v, node_memory)
+                        .err()
+                        .map(|e| VolumeError::SetUp {
+                            pod: pod_ref.clone(),
+                            volume: v.name.clone(),
+                            source: e.into(),
+                        })
+                })
+                .collect()
+        })
+        .await;
+        done.unwrap_or_else(|e| {
+            vec![VolumeError::SetUp {
+                pod: p.pod_ref.clone(),
+                volume: String::new(),
+                source: SourceError::Task(e.to_string()),
+            }]
+        })
+    }
+
+    /// Forgets the pod's objects and tokens and removes its volume directories (emptyDir
+    /// tmpfs unmounted first); for the pod workers once the pod is terminated (the rest of the pod directory is theirs).
     pub async fn cleanup(&self, pod_uid: &str) {
         self.objects.unregister(pod_uid);
         let dir = self.pod_volumes_dir(pod_uid);
+        let (root, uid) = (self.root_dir.clone(), pod_uid.to_owned());
         let removed = tokio::task::spawn_blocking(move || {
+            empty_dir::tear_down_all(&root, &uid);
             for plugin in Plugin::ALL {
                 let d = dir.join(plugin.dir());
                 if plugin.memory()

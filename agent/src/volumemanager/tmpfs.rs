@@ -1,6 +1,7 @@
 //! Memory-backed volume directories: secret, projected and downwardAPI volumes sit on a tmpfs
 //! of their own, as the kubelet wraps them in an emptyDir with medium Memory
-//! (pkg/volume/emptydir setupTmpfs), so secrets and tokens never reach the node's disk.
+//! (pkg/volume/emptydir setupTmpfs), so secrets and tokens never reach the node's disk; and
+//! emptyDir volumes with `medium: Memory`.
 
 use std::ffi::CString;
 use std::io;
@@ -20,9 +21,17 @@ pub fn ensure_mounted(dir: &Path) -> io::Result<bool> {
     if is_mount_point(dir)? {
         return Ok(false);
     }
+    mount(dir, "mode=0755", libc::MS_NOSUID | libc::MS_NODEV)?;
+    Ok(true)
+}
+
+/// Mounts a tmpfs on `dir` with the mount `options` (`size=N`; empty for the defaults) and
+/// `flags` (MS_*).
+pub fn mount(dir: &Path, options: &str, flags: libc::c_ulong) -> io::Result<()> {
     let target = c_path(dir)?;
+    let data = CString::new(options)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "options contain NUL"))?;
     let fstype = c"tmpfs";
-    let data = c"mode=0755";
     // SAFETY: every pointer is a NUL-terminated string that outlives the call; mount(2) only
     // reads them.
     let rc = unsafe {
@@ -30,14 +39,14 @@ pub fn ensure_mounted(dir: &Path) -> io::Result<bool> {
             fstype.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
+            flags,
             data.as_ptr().cast(),
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Detaches a tmpfs from `dir` if one is mounted there.
