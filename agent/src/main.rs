@@ -13,6 +13,7 @@ mod ebpf;
 mod errors;
 mod events;
 mod eviction;
+mod httpget;
 mod instrument;
 mod kuberuntime;
 mod metrics;

@@ -29,13 +29,16 @@ use crate::admission::{self, NodeFacts};
 use crate::config::PodSet;
 use crate::events::{NodeEvent, Received, Subscriber};
 use crate::instrument::{DEF_BUCKETS, HistogramVec};
+use crate::kuberuntime::actions::is_sidecar;
 use crate::kuberuntime::state::{ContainerState, PodRuntimeState};
-use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome, Unhealthy};
+use crate::kuberuntime::{PodBackoffs, RuntimeManager, SyncOutcome, Unhealthy, Unstarted};
 use crate::pleg::cache::CacheReader;
 use crate::pod::{KillRequest, PodHandle, PodRef, grace_period_seconds};
 use crate::prober::ProbeType;
 use crate::prober::results::{ProbeResult, ProbeResults};
-use crate::recorder::reasons::{failed_kill_pod, unsupported_fields, verdict};
+use crate::recorder::reasons::{
+    DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE, failed_kill_pod, unsupported_fields, verdict,
+};
 use crate::status::StatusHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,6 +137,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<String>(64);
+    // Workers' own verdicts (activeDeadlineSeconds) go through the same path as eviction's.
+    let (deadlines, mut deadline_kills) = PodKiller::new();
     let mut probe_updates = settings.probes.subscribe();
     let mut d = Dispatcher {
         workers: HashMap::new(),
@@ -144,6 +149,7 @@ pub async fn run(
         runtime,
         settings,
         done: done_tx,
+        deadlines,
         cancel,
     };
     loop {
@@ -169,11 +175,14 @@ pub async fn run(
                 None => break,
             },
             Some(req) = kills.recv() => d.on_kill(req).await,
+            Some(req) = deadline_kills.recv() => d.on_kill(req).await,
             Some(p) = removals.recv() => d.on_removed(p),
             r = probe_updates.recv() => match r {
                 // Liveness and startup failures are acted on by the pod's sync (the kubelet's
-                // syncLoop handleProbeSync); readiness only changes the status.
-                Ok(u) => if u.probe_type != ProbeType::Readiness && u.result == ProbeResult::Failure
+                // syncLoop handleProbeSync), and a startup success lets the init containers
+                // after a sidecar go; readiness only changes the status.
+                Ok(u) => if (u.probe_type == ProbeType::Startup
+                    || (u.probe_type == ProbeType::Liveness && u.result == ProbeResult::Failure))
                     && let Some(w) = d.workers.get(&u.pod_uid)
                 {
                     w.input.send_modify(|_| {});
@@ -208,6 +217,8 @@ struct Dispatcher {
     runtime: RuntimeManager,
     settings: WorkerSettings,
     done: mpsc::Sender<String>,
+    /// Handed to workers: a pod past its activeDeadlineSeconds is stopped as by a verdict.
+    deadlines: PodKiller,
     cancel: CancellationToken,
 }
 
@@ -421,6 +432,7 @@ impl Dispatcher {
             self.runtime.clone(),
             self.settings.clone(),
             self.done.clone(),
+            self.deadlines.clone(),
             self.cancel.child_token(),
         ));
     }
@@ -434,9 +446,14 @@ async fn worker(
     runtime: RuntimeManager,
     settings: WorkerSettings,
     done: mpsc::Sender<String>,
+    deadlines: PodKiller,
     cancel: CancellationToken,
 ) {
     let mut backoffs = PodBackoffs::new(settings.max_restart_backoff);
+    // The pod's start time when its status has none (a static pod): first sight, as the
+    // kubelet's status manager sets startTime on the first sync.
+    let first_seen = std::time::SystemTime::now();
+    let mut deadline_sent = false;
     let mut cache = settings.cache.clone();
     // Set once the pod has finished for good: nothing is synced after that.
     let mut finished = false;
@@ -465,6 +482,27 @@ async fn worker(
             }
             continue;
         }
+        let deadline = active_deadline_left(&pod.pod, first_seen);
+        if deadline == Some(Duration::ZERO) {
+            if !deadline_sent {
+                deadline_sent = true;
+                info!(pod = %pod.pod_ref, "pod is past its activeDeadlineSeconds; stopping it");
+                deadlines
+                    .kill(KillRequest {
+                        uid: uid.clone(),
+                        grace_period_seconds: None,
+                        reason: DEADLINE_EXCEEDED.to_owned(),
+                        message: DEADLINE_EXCEEDED_MESSAGE.to_owned(),
+                    })
+                    .await;
+            }
+            // The dispatcher turns the verdict into a termination request.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
         // A termination request cancels the wait or the sync in flight (e.g. a long image
         // pull), as the kubelet's pod worker cancels its sync context; other updates wait for
         // the next round.
@@ -481,8 +519,9 @@ async fn worker(
             .await;
         let started = Instant::now();
         let condemned = unhealthy(&pod, &state, &settings.probes);
+        let unstarted = unstarted_sidecars(&pod, &state, &settings.probes);
         let result = tokio::select! {
-            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned) => r,
+            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned, &unstarted) => r,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
@@ -519,6 +558,8 @@ async fn worker(
             // An update arrived during the sync: act on it now.
             continue;
         }
+        // Wake when the active deadline passes, whatever else the pod waits for.
+        let next = deadline.map_or(next, |d| next.min(d));
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
@@ -534,7 +575,12 @@ fn unhealthy(pod: &PodHandle, state: &PodRuntimeState, probes: &ProbeResults) ->
         return Unhealthy::new();
     };
     let mut out = Unhealthy::new();
-    for c in &spec.containers {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c));
+    for c in spec.containers.iter().chain(sidecars) {
         let Some(v) = state
             .latest(&c.name)
             .filter(|v| v.state == ContainerState::Running)
@@ -554,6 +600,54 @@ fn unhealthy(pod: &PodHandle, state: &PodRuntimeState, probes: &ProbeResults) ->
         out.insert(v.id.clone(), (message, grace));
     }
     out
+}
+
+/// How long until the pod passes its activeDeadlineSeconds (zero once it has), counted from
+/// `status.startTime` if the pod carries one (an API pod), else from `first_seen`; `None`
+/// without a deadline (the kubelet's activeDeadlineHandler).
+fn active_deadline_left(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    first_seen: std::time::SystemTime,
+) -> Option<Duration> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .and_then(|t| {
+            let s = u64::try_from(t.0.as_second()).ok()?;
+            Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+        })
+        .unwrap_or(first_seen);
+    let allowed = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let ran = std::time::SystemTime::now()
+        .duration_since(start)
+        .unwrap_or_default();
+    Some(allowed.saturating_sub(ran))
+}
+
+/// Running sidecars with a startup probe that has not passed yet (by runtime ID): the init
+/// containers after them wait (computeInitContainerActions).
+fn unstarted_sidecars(
+    pod: &PodHandle,
+    state: &PodRuntimeState,
+    probes: &ProbeResults,
+) -> Unstarted {
+    let Some(spec) = pod.pod.spec.as_ref() else {
+        return Unstarted::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c) && c.startup_probe.is_some())
+        .filter_map(|c| {
+            let v = state
+                .latest(&c.name)
+                .filter(|v| v.state == ContainerState::Running)?;
+            let result = probes.get(ProbeType::Startup, &format!("containerd://{}", v.id));
+            (result != Some(ProbeResult::Success)).then(|| v.id.clone())
+        })
+        .collect()
 }
 
 /// Resolves once termination is requested; notes in `dirty` any other update seen meanwhile.
@@ -580,7 +674,8 @@ async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &Cance
         .or_else(|| input.pod.as_ref().map(|p| grace_period_seconds(&p.pod)));
     info!(pod = %target, grace_seconds = ?grace, "terminating pod");
     loop {
-        match runtime.terminate_pod(&input.pod_ref, grace).await {
+        let desired = input.pod.as_deref();
+        match runtime.terminate_pod(&input.pod_ref, desired, grace).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(pod = %target, error = %e, "terminating pod failed; retrying");

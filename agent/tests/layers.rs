@@ -16,6 +16,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("wait", 0),
     // TLS bootstrapping and the rotating API clients every API user builds on.
     ("certificate", 0),
+    // The HTTP GET into pods that probes and lifecycle hooks share.
+    ("httpget", 0),
     // Node facts and the bus and desired-pod sources.
     ("cm", 1),
     ("events", 1),

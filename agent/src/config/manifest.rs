@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod lifecycle;
 mod probes;
 
 /// Annotation carrying the pod's config hash (kubetypes.ConfigHashAnnotationKey).
@@ -596,19 +597,14 @@ fn validate_container(c: &Container, at: &str, wide: &mut PodWide<'_>, errs: &mu
             &["File", "FallbackToLogsOnError"],
         );
     }
-    if c.restart_policy.is_some() {
-        // An init container with restartPolicy Always is a sidecar; the runtime manager runs
-        // init containers to completion one by one, so a sidecar would block the pod for good.
-        errs.forbidden(
-            format!("{at}.restartPolicy"),
-            "container restart policies (sidecar containers) are not supported by nodelet yet",
-        );
-    }
+    let init = at.starts_with("spec.initContainers");
+    lifecycle::validate(c, at, init, errs);
     validate_resources(c, at, errs);
     validate_env(c, at, errs);
     validate_ports(c, at, wide, errs);
     validate_mounts(c, at, wide, errs);
-    probes::validate(c, at, at.starts_with("spec.initContainers"), errs);
+    let sidecar = c.restart_policy.as_deref() == Some("Always");
+    probes::validate(c, at, init && !sidecar, errs);
     if let Some(sc) = c.security_context.as_ref() {
         check_id(
             format!("{at}.securityContext.runAsUser"),

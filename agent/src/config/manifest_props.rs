@@ -195,7 +195,12 @@ fn later_stages(scratch: &Scratch, p: &DesiredPod) -> Result<(), TestCaseError> 
     let spec = p.pod.spec.clone().unwrap_or_default();
     let _ = crate::pod::qos_class(&p.pod);
     let _ = crate::pod::grace_period_seconds(&p.pod);
-    let plan = actions::compute(&spec, &PodRuntimeState::default(), &Default::default());
+    let plan = actions::compute(
+        &spec,
+        &PodRuntimeState::default(),
+        &Default::default(),
+        &Default::default(),
+    );
     prop_assert!(
         plan.create_sandbox.is_some(),
         "a new pod gets a sandbox: {plan:?}"

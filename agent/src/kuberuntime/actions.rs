@@ -5,7 +5,7 @@
 use super::labels::container_hash;
 use super::state::{ContainerState, PodRuntimeState};
 use crate::pod::RestartPolicy;
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 /// The plan for one sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct PodActions {
     pub sandbox_id: Option<String>,
     /// Init container (index) to start next.
     pub init_to_start: Option<usize>,
+    /// Sidecars (init indexes) to start again once the pod has initialized.
+    pub sidecars_to_start: Vec<usize>,
     /// Regular containers (indexes) to start.
     pub containers_to_start: Vec<usize>,
     /// Container instances to stop and remove first: (id, name, reason).
@@ -26,12 +28,48 @@ pub struct PodActions {
     pub finished: bool,
 }
 
+/// A sidecar: an init container with restartPolicy Always (KEP-753). It starts in init order,
+/// keeps running beside the regular containers and is restarted whenever it exits.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// What a running sidecar means for initialization and whether it must be replaced.
+enum SidecarCheck {
+    /// Started (its startup probe, if any, passed): the next init container may go.
+    Started,
+    /// Running, its startup probe not passed yet: initialization waits.
+    Starting,
+    /// Replace it (spec changed, failed probe): (reason).
+    Replace(String),
+}
+
+fn check_running_sidecar(
+    c: &Container,
+    v: &super::state::ContainerView,
+    unhealthy: &super::Unhealthy,
+    unstarted: &super::Unstarted,
+) -> SidecarCheck {
+    if v.hash.is_some_and(|h| h != container_hash(c)) {
+        return SidecarCheck::Replace(format!("Init container {} definition changed", c.name));
+    }
+    if let Some((message, _)) = unhealthy.get(&v.id) {
+        return SidecarCheck::Replace(format!("{message}, will be restarted"));
+    }
+    if unstarted.contains(&v.id) {
+        return SidecarCheck::Starting;
+    }
+    SidecarCheck::Started
+}
+
 /// Computes the actions for `spec` given the runtime `state`; `unhealthy` names running
-/// containers a failed liveness or startup probe condemns (runtime ID -> message).
+/// containers a failed liveness or startup probe condemns (runtime ID -> message), `unstarted`
+/// running sidecars whose startup probe has not passed yet.
 pub fn compute(
     spec: &PodSpec,
     state: &PodRuntimeState,
     unhealthy: &super::Unhealthy,
+    unstarted: &super::Unstarted,
 ) -> PodActions {
     let policy = RestartPolicy::of(spec);
     let inits = spec.init_containers.as_deref().unwrap_or(&[]);
@@ -88,12 +126,30 @@ pub fn compute(
     });
     if !regular_started {
         for (i, ic) in inits.iter().enumerate() {
+            let sidecar = is_sidecar(ic);
             match state.latest(&ic.name) {
                 None => {
                     a.init_to_start = Some(i);
                     return a;
                 }
                 Some(v) => match v.state {
+                    ContainerState::Running if sidecar => {
+                        match check_running_sidecar(ic, v, unhealthy, unstarted) {
+                            SidecarCheck::Started => continue,
+                            SidecarCheck::Starting => return a,
+                            SidecarCheck::Replace(why) => {
+                                a.containers_to_kill
+                                    .push((v.id.clone(), v.name.clone(), why));
+                                a.init_to_start = Some(i);
+                                return a;
+                            }
+                        }
+                    }
+                    // A sidecar is restarted whatever the pod's restart policy.
+                    ContainerState::Exited if sidecar => {
+                        a.init_to_start = Some(i);
+                        return a;
+                    }
                     ContainerState::Running => return a,
                     ContainerState::Exited if v.exit_code == 0 => continue,
                     ContainerState::Exited => {
@@ -172,8 +228,36 @@ pub fn compute(
         }
     }
     if keep == 0 && a.containers_to_start.is_empty() {
+        // Sidecars never hold a pod whose regular containers are done.
         a.kill_pod = true;
         a.finished = true;
+        return a;
+    }
+    if regular_started {
+        // After initialization sidecars are kept running beside the regular containers.
+        for (i, ic) in inits.iter().enumerate().filter(|(_, c)| is_sidecar(c)) {
+            match state.latest(&ic.name) {
+                None => a.sidecars_to_start.push(i),
+                Some(v) => match v.state {
+                    ContainerState::Exited => a.sidecars_to_start.push(i),
+                    ContainerState::Running => {
+                        if let SidecarCheck::Replace(why) =
+                            check_running_sidecar(ic, v, unhealthy, unstarted)
+                        {
+                            a.containers_to_kill
+                                .push((v.id.clone(), v.name.clone(), why));
+                            a.sidecars_to_start.push(i);
+                        }
+                    }
+                    ContainerState::Created | ContainerState::Unknown => {
+                        let why = "init container in unknown state".to_owned();
+                        a.containers_to_kill
+                            .push((v.id.clone(), v.name.clone(), why));
+                        a.sidecars_to_start.push(i);
+                    }
+                },
+            }
+        }
     }
     a
 }
@@ -182,7 +266,6 @@ pub fn compute(
 mod tests {
     use super::*;
     use crate::kuberuntime::state::{ContainerView, SandboxView};
-    use k8s_openapi::api::core::v1::Container;
 
     fn spec(policy: &str, inits: &[&str], containers: &[&str]) -> PodSpec {
         let mk = |n: &&str| Container {
@@ -236,7 +319,12 @@ mod tests {
     #[test]
     fn new_pod_gets_a_sandbox_and_all_containers() {
         let s = spec("Always", &[], &["a", "b"]);
-        let a = compute(&s, &PodRuntimeState::default(), &Default::default());
+        let a = compute(
+            &s,
+            &PodRuntimeState::default(),
+            &Default::default(),
+            &Default::default(),
+        );
         assert_eq!(a.create_sandbox, Some(0));
         assert_eq!(a.containers_to_start, [0, 1]);
         assert!(!a.kill_pod);
@@ -250,7 +338,7 @@ mod tests {
             containers: vec![ctr("a", ContainerState::Running, 0, &s)],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st, &Default::default());
+        let a = compute(&s, &st, &Default::default(), &Default::default());
         assert_eq!(
             a,
             PodActions {
@@ -274,7 +362,7 @@ mod tests {
                 containers: vec![ctr("a", ContainerState::Exited, exit, &s)],
                 pod_ip: String::new(),
             };
-            let a = compute(&s, &st, &Default::default());
+            let a = compute(&s, &st, &Default::default(), &Default::default());
             assert_eq!(
                 !a.containers_to_start.is_empty(),
                 restart,
@@ -292,11 +380,11 @@ mod tests {
             containers: vec![ctr("a", ContainerState::Exited, 0, &s)],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st, &Default::default());
+        let a = compute(&s, &st, &Default::default(), &Default::default());
         assert_eq!(a.create_sandbox, Some(1));
         assert!(a.kill_pod);
         let never = spec("Never", &[], &["a"]);
-        let a = compute(&never, &st, &Default::default());
+        let a = compute(&never, &st, &Default::default(), &Default::default());
         assert_eq!(a.create_sandbox, None);
         assert!(a.finished);
     }
@@ -309,17 +397,23 @@ mod tests {
             containers: vec![],
             pod_ip: String::new(),
         };
-        assert_eq!(compute(&s, &st, &Default::default()).init_to_start, Some(0));
+        assert_eq!(
+            compute(&s, &st, &Default::default(), &Default::default()).init_to_start,
+            Some(0)
+        );
         st.containers
             .push(ctr("i1", ContainerState::Running, 0, &s));
-        let a = compute(&s, &st, &Default::default());
+        let a = compute(&s, &st, &Default::default(), &Default::default());
         assert_eq!((a.init_to_start, a.containers_to_start.len()), (None, 0));
         st.containers[0] = ctr("i1", ContainerState::Exited, 0, &s);
-        assert_eq!(compute(&s, &st, &Default::default()).init_to_start, Some(1));
+        assert_eq!(
+            compute(&s, &st, &Default::default(), &Default::default()).init_to_start,
+            Some(1)
+        );
         st.containers
             .insert(0, ctr("i2", ContainerState::Exited, 0, &s));
         assert_eq!(
-            compute(&s, &st, &Default::default()).containers_to_start,
+            compute(&s, &st, &Default::default(), &Default::default()).containers_to_start,
             [0]
         );
     }
@@ -333,7 +427,7 @@ mod tests {
                 containers: vec![ctr("i1", ContainerState::Exited, 3, &s)],
                 pod_ip: String::new(),
             };
-            let a = compute(&s, &st, &Default::default());
+            let a = compute(&s, &st, &Default::default(), &Default::default());
             assert_eq!(a.finished, finished, "{policy}");
             assert_eq!(a.init_to_start.is_some(), !finished, "{policy}");
         }
@@ -349,7 +443,7 @@ mod tests {
             containers: vec![c],
             pod_ip: String::new(),
         };
-        let a = compute(&s, &st, &Default::default());
+        let a = compute(&s, &st, &Default::default(), &Default::default());
         assert_eq!(a.containers_to_kill.len(), 1);
         assert_eq!(a.containers_to_start, [0]);
     }
@@ -368,7 +462,7 @@ mod tests {
             ("Container a failed liveness probe".to_owned(), None),
         )]
         .into();
-        let a = compute(&s, &st, &bad);
+        let a = compute(&s, &st, &bad, &Default::default());
         assert_eq!(
             a.containers_to_kill,
             [(
@@ -379,8 +473,75 @@ mod tests {
         );
         assert_eq!(a.containers_to_start, [0]);
         let never = spec("Never", &[], &["a"]);
-        let a = compute(&never, &st, &bad);
+        let a = compute(&never, &st, &bad, &Default::default());
         assert_eq!(a.containers_to_kill.len(), 1);
         assert!(a.containers_to_start.is_empty());
+    }
+
+    fn with_sidecar(policy: &str) -> PodSpec {
+        let mut s = spec(policy, &["side", "i2"], &["a"]);
+        if let Some(inits) = s.init_containers.as_mut() {
+            inits[0].restart_policy = Some("Always".into());
+        }
+        s
+    }
+
+    #[test]
+    fn a_started_sidecar_lets_the_next_init_container_go() {
+        let s = with_sidecar("Never");
+        let mut st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            ..Default::default()
+        };
+        let (sick, none) = (Default::default(), Default::default());
+        assert_eq!(compute(&s, &st, &sick, &none).init_to_start, Some(0));
+        st.containers
+            .push(ctr("side", ContainerState::Running, 0, &s));
+        // Its startup probe has not passed: the next init container waits.
+        let unstarted: super::super::Unstarted = ["id-side".to_owned()].into();
+        let a = compute(&s, &st, &sick, &unstarted);
+        assert_eq!((a.init_to_start, a.containers_to_start.len()), (None, 0));
+        assert_eq!(compute(&s, &st, &sick, &none).init_to_start, Some(1));
+        st.containers
+            .insert(0, ctr("i2", ContainerState::Exited, 0, &s));
+        let a = compute(&s, &st, &sick, &none);
+        assert_eq!(a.containers_to_start, [0]);
+        assert!(a.sidecars_to_start.is_empty());
+    }
+
+    #[test]
+    fn an_exited_sidecar_is_restarted_even_in_a_never_pod() {
+        let s = with_sidecar("Never");
+        let st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            containers: vec![
+                ctr("a", ContainerState::Running, 0, &s),
+                ctr("i2", ContainerState::Exited, 0, &s),
+                ctr("side", ContainerState::Exited, 1, &s),
+            ],
+            ..Default::default()
+        };
+        let (sick, none) = (Default::default(), Default::default());
+        let a = compute(&s, &st, &sick, &none);
+        assert_eq!(a.sidecars_to_start, [0]);
+        assert!(!a.finished);
+    }
+
+    #[test]
+    fn sidecars_do_not_hold_a_finished_pod() {
+        let s = with_sidecar("Never");
+        let st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            containers: vec![
+                ctr("a", ContainerState::Exited, 0, &s),
+                ctr("i2", ContainerState::Exited, 0, &s),
+                ctr("side", ContainerState::Running, 0, &s),
+            ],
+            ..Default::default()
+        };
+        let (sick, none) = (Default::default(), Default::default());
+        let a = compute(&s, &st, &sick, &none);
+        assert!(a.finished && a.kill_pod, "{a:?}");
+        assert!(a.sidecars_to_start.is_empty());
     }
 }

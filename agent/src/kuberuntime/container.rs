@@ -207,6 +207,10 @@ fn mounts(
         std::fs::create_dir_all(&dir).map_err(io(dir.clone()))?;
         let file = dir.join(format!("{:08x}", rand_u32()));
         std::fs::write(&file, b"").map_err(io(file.clone()))?;
+        // 0666 whatever the umask, so that a non-root container can write its message.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+            .map_err(io(file.clone()))?;
         out.push(cri::Mount {
             container_path: msg_path,
             host_path: file.to_string_lossy().into_owned(),

@@ -12,9 +12,11 @@ pub mod etc_hosts;
 pub mod gc;
 pub mod health;
 pub mod labels;
+pub mod lifecycle;
 pub mod sandbox;
 pub mod security;
 pub mod state;
+pub mod termination;
 #[cfg(test)]
 pub mod test_support;
 
@@ -84,6 +86,9 @@ pub enum SyncError {
         #[source]
         source: CriError,
     },
+    /// The container's postStart hook failed; it was killed (PostStartHookError).
+    #[error("PostStartHookError: {0}")]
+    PostStartHook(String),
     /// The image is absent and the policy forbids pulling (ErrImageNeverPull).
     #[error(
         "ErrImageNeverPull: container image {image:?} is not present with pull policy of Never"
@@ -151,6 +156,10 @@ pub enum ExecOutcome {
 /// Containers the pod worker wants stopped for the agent's own reasons: runtime container ID ->
 /// (message, grace period override). A failed liveness or startup probe puts them here.
 pub type Unhealthy = HashMap<String, (String, Option<i64>)>;
+
+/// Running sidecars (runtime container IDs) whose startup probe has not passed yet: the next
+/// init container waits for them.
+pub type Unstarted = std::collections::HashSet<String>;
 
 /// Runs pods on the CRI runtime.
 #[derive(Debug, Clone)]
@@ -230,10 +239,11 @@ impl RuntimeManager {
         state: &PodRuntimeState,
         b: &mut PodBackoffs,
         unhealthy: &Unhealthy,
+        unstarted: &Unstarted,
     ) -> Result<SyncOutcome, SyncError> {
         let target = p.pod_ref.to_string();
         let spec = p.pod.spec.clone().unwrap_or_default();
-        let plan = actions::compute(&spec, state, unhealthy);
+        let plan = actions::compute(&spec, state, unhealthy, unstarted);
         debug!(pod = %target, ?plan, "sync");
 
         let (rec, pod_ref) = (&self.ctx.recorder, &p.pod_ref);
@@ -242,7 +252,7 @@ impl RuntimeManager {
         }
         if plan.kill_pod {
             let grace = crate::pod::grace_period_seconds(&p.pod);
-            self.kill_pod(state, pod_ref, Some(&spec), grace).await?;
+            self.kill_pod(state, Some(p), pod_ref, grace).await?;
         }
         for (id, name, reason) in &plan.containers_to_kill {
             pod_event!(Normal, target, "Killing", container = %name, "stopping container: {reason}");
@@ -253,7 +263,8 @@ impl RuntimeManager {
             };
             rec.container(pod_ref, field_path(Some(&spec), name), message);
             let grace = grace.unwrap_or_else(|| crate::pod::grace_period_seconds(&p.pod));
-            self.cri.stop_container(id, grace, &target).await?;
+            self.kill_container(self.kill_of(p, &spec, id, name, grace, &state.pod_ip))
+                .await?;
             // A container killed for a probe stays as the exited instance (restartCount,
             // lastState, logs --previous), as the kubelet's killContainer leaves it.
             if !unhealthy.contains_key(id) {
@@ -325,6 +336,7 @@ impl RuntimeManager {
         if let Some(i) = plan.init_to_start {
             queue.push((i, true));
         }
+        queue.extend(plan.sidecars_to_start.iter().map(|i| (*i, true)));
         queue.extend(plan.containers_to_start.iter().map(|i| (*i, false)));
         let mut first_err = None;
         for (idx, init) in queue {
@@ -492,6 +504,13 @@ impl RuntimeManager {
         self.changed.notify_one();
         pod_event!(Normal, target, "Started", container = %c.name, id = %id, "started container {}", c.name);
         self.container_event(p, c, ev::started());
+        let spec = p.pod.spec.clone().unwrap_or_default();
+        let grace = crate::pod::grace_period_seconds(&p.pod);
+        let kill = self.kill_of(p, &spec, &id, &c.name, grace, pod_ip);
+        if let Err(msg) = self.post_start(&p.pod_ref, c, &id, kill).await {
+            b.wait(&c.name, "PostStartHookError", msg.clone());
+            return Err(SyncError::PostStartHook(msg));
+        }
         Ok(None)
     }
 
@@ -594,47 +613,15 @@ impl RuntimeManager {
         highest.map_or(0, |m| m + 1)
     }
 
-    /// Stops every running container (in parallel, with the grace period) and every ready
-    /// sandbox of the pod.
-    async fn kill_pod(
-        &self,
-        state: &PodRuntimeState,
-        pod: &PodRef,
-        spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
-        grace: i64,
-    ) -> Result<(), SyncError> {
-        let target = &pod.to_string();
-        let mut set = tokio::task::JoinSet::new();
-        for c in state
-            .containers
-            .iter()
-            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
-        {
-            pod_event!(Normal, target, "Killing", container = %c.name, "stopping container {}", c.name);
-            let path = field_path(spec, &c.name);
-            self.ctx.recorder.container(pod, path, ev::killing(&c.name));
-            let (cri, id, target) = (self.cri.clone(), c.id.clone(), target.to_string());
-            set.spawn(async move { cri.stop_container(&id, grace, &target).await });
-        }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            if let Ok(Err(e)) = r {
-                first_err.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e.into());
-        }
-        for s in state.sandboxes.iter().filter(|s| s.ready) {
-            self.cri.stop_pod_sandbox(&s.id, target).await?;
-        }
-        Ok(())
-    }
-
     /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.
     /// `grace` is the pod's grace period, or `None` for a pod whose spec is gone (the grace
     /// recorded on its containers applies, as the kubelet's restoreSpecsFromContainerLabels does).
-    pub async fn terminate_pod(&self, pod: &PodRef, grace: Option<i64>) -> Result<(), SyncError> {
+    pub async fn terminate_pod(
+        &self,
+        pod: &PodRef,
+        desired: Option<&DesiredPod>,
+        grace: Option<i64>,
+    ) -> Result<(), SyncError> {
         let (uid, target) = (pod.uid.as_str(), &pod.to_string());
         let state = state::load(&self.cri, uid, target).await?;
         let grace = grace.unwrap_or_else(|| {
@@ -646,7 +633,7 @@ impl RuntimeManager {
                 .unwrap_or(30)
                 .max(2)
         });
-        self.kill_pod(&state, pod, None, grace).await?;
+        self.kill_pod(&state, desired, pod, grace).await?;
         for c in &state.containers {
             self.cri.remove_container(&c.id, target).await?;
         }

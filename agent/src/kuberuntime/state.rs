@@ -208,11 +208,16 @@ pub async fn inspect(
         }
         match cri.container_status(&c.id, target).await {
             Ok(Some(s)) => {
+                c.message = if c.state == ContainerState::Exited {
+                    let t = super::termination::message(&s).await;
+                    super::termination::join(&s.message, &t)
+                } else {
+                    s.message.clone()
+                };
                 c.exit_code = s.exit_code;
                 c.started_at = time_from_ns(s.started_at);
                 c.finished_at = time_from_ns(s.finished_at);
                 c.reason = s.reason;
-                c.message = s.message;
                 if let Some(img) = s.image {
                     c.image = img.image;
                 }

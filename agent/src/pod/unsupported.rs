@@ -6,8 +6,8 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-/// The set fields of `pod` nodelet ignores, as field paths (`spec.readinessGates`,
-/// `spec.containers[0].lifecycle`).
+/// The set fields of `pod` nodelet ignores, as field paths (`spec.runtimeClassName`,
+/// `spec.containers[0].volumeDevices`).
 pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
@@ -36,10 +36,6 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
     );
     pod_field(spec.overhead.is_some(), "overhead");
     pod_field(spec.resources.is_some(), "resources");
-    pod_field(
-        spec.active_deadline_seconds.is_some(),
-        "activeDeadlineSeconds",
-    );
     let lists: [(&str, &[Container]); 2] = [
         (
             "initContainers",
@@ -54,7 +50,6 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
                     out.push(format!("spec.{list}[{i}].{name}"));
                 }
             };
-            field(c.lifecycle.is_some(), "lifecycle");
             field(
                 non_empty(c.volume_devices.as_ref().map(Vec::len)),
                 "volumeDevices",
@@ -65,10 +60,6 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
                     .and_then(|r| r.claims.as_ref())
                     .is_some_and(|v| !v.is_empty()),
                 "resources.claims",
-            );
-            field(
-                list == "initContainers" && c.restart_policy.as_deref() == Some("Always"),
-                "restartPolicy",
             );
         }
     }
@@ -84,15 +75,16 @@ mod tests {
         let plain: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
             {"name": "c", "terminationMessagePath": "/dev/termination-log",
              "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]}
-        ], "hostUsers": true, "resourceClaims": []}}))
+        ], "hostUsers": true, "resourceClaims": [], "activeDeadlineSeconds": 5,
+           "initContainers": [{"name": "side", "restartPolicy": "Always",
+                               "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]}}))
         .expect("pod json");
         assert!(unsupported_fields(&plain).is_empty());
         let odd: Pod = serde_json::from_value(serde_json::json!({"spec": {
             "readinessGates": [{"conditionType": "x"}],
             "runtimeClassName": "gvisor",
             "hostUsers": false,
-            "initContainers": [{"name": "side", "restartPolicy": "Always"}],
-            "containers": [{"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]
+            "containers": [{"name": "c", "volumeDevices": [{"name": "d", "devicePath": "/dev/x"}]}]
         }}))
         .expect("pod json");
         assert_eq!(
@@ -100,8 +92,7 @@ mod tests {
             [
                 "spec.hostUsers",
                 "spec.runtimeClassName",
-                "spec.initContainers[0].restartPolicy",
-                "spec.containers[0].lifecycle",
+                "spec.containers[0].volumeDevices",
             ]
         );
     }

@@ -170,7 +170,13 @@ async fn run(mut inputs: Inputs, stats: Arc<ProberStats>, cancel: CancellationTo
                 let Some(spec) = p.pod.spec.as_ref() else {
                     continue;
                 };
-                for c in &spec.containers {
+                // Sidecars are probed like regular containers (KEP-753).
+                let sidecars = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+                for c in spec.containers.iter().chain(sidecars) {
                     let probes = [
                         (ProbeType::Startup, &c.startup_probe),
                         (ProbeType::Readiness, &c.readiness_probe),

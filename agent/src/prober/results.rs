@@ -154,8 +154,13 @@ impl ProbeResults {
     /// that probe succeeded; a started, running container is ready once its readiness probe
     /// succeeded, at once without one.
     pub fn update_pod_status(&self, spec: &PodSpec, statuses: &mut [ContainerStatus]) {
+        self.update_statuses(&spec.containers, statuses);
+    }
+
+    /// [`Self::update_pod_status`] over any containers (the sidecars among init containers).
+    pub fn update_statuses(&self, containers: &[Container], statuses: &mut [ContainerStatus]) {
         for s in statuses {
-            let Some(c) = spec.containers.iter().find(|c| c.name == s.name) else {
+            let Some(c) = containers.iter().find(|c| c.name == s.name) else {
                 continue;
             };
             let (started, ready) = self.started_ready(c, s);

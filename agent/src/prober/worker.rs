@@ -202,6 +202,7 @@ impl Worker {
         st.container_statuses
             .iter()
             .flatten()
+            .chain(st.init_container_statuses.iter().flatten())
             .find(|c| c.name == name && c.container_id.as_deref().is_some_and(|i| !i.is_empty()))
             .cloned()
     }
@@ -252,7 +253,8 @@ impl Worker {
                 .spec
                 .as_ref()
                 .and_then(|s| s.restart_policy.as_deref())
-                == Some("Never");
+                == Some("Never")
+                && self.spec.container.restart_policy.as_deref() != Some("Always");
             return state.terminated.is_none() || !never;
         };
         if self.spec.pod.deleting() && t != ProbeType::Readiness {

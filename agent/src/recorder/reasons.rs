@@ -42,6 +42,15 @@ pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
 pub const CONTAINER_UNHEALTHY: &str = "Unhealthy";
 /// A probe passed with a warning (a redirect to another host).
 pub const CONTAINER_PROBE_WARNING: &str = "ProbeWarning";
+/// A postStart hook failed; the container is killed.
+pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
+/// The pod ran past its activeDeadlineSeconds.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// The message of [`DEADLINE_EXCEEDED`] (active_deadline.go).
+pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+/// A preStop hook failed; the container is stopped anyway.
+pub const FAILED_PRE_STOP_HOOK: &str = "FailedPreStopHook";
 
 /// An event's type, reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +167,21 @@ pub fn probe_warning(probe_type: &str, output: &str) -> Message {
     )
 }
 
+/// A postStart hook failed. The kubelet keeps the hook's output out of the event, so that
+/// secrets do not leak to the API server.
+pub fn failed_post_start_hook() -> Message {
+    m(
+        Warning,
+        FAILED_POST_START_HOOK,
+        "PostStartHook failed".into(),
+    )
+}
+
+/// A preStop hook failed (its output kept out of the event, as for postStart).
+pub fn failed_pre_stop_hook() -> Message {
+    m(Warning, FAILED_PRE_STOP_HOOK, "PreStopHook failed".into())
+}
+
 /// A crashed container waits on its back-off (the pod named as format.Pod does).
 pub fn crash_back_off(container: &str, pod: &PodRef) -> Message {
     let (name, ns, uid) = (&pod.name, &pod.namespace, &pod.uid);
@@ -193,9 +217,15 @@ pub fn failed_kill_pod(error: impl Display) -> Message {
     )
 }
 
-/// A node-side verdict (admission refusal, eviction): Warning with the verdict's reason.
+/// A node-side verdict (admission refusal, eviction): Warning with the verdict's reason; the
+/// active deadline's is Normal, as the kubelet's activeDeadlineHandler records it.
 pub fn verdict(reason: &str, message: &str) -> Message {
-    m(Warning, reason, message.to_owned())
+    let type_ = if reason == DEADLINE_EXCEEDED {
+        Normal
+    } else {
+        Warning
+    };
+    m(type_, reason, message.to_owned())
 }
 
 /// The event node status records when a condition takes `status` (the kubelet's setters; all

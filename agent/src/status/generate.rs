@@ -1,6 +1,7 @@
 //! A pod's API status from its spec and runtime state: the kubelet's generateAPIPodStatus,
 //! getPhase and convertToAPIContainerStatuses (pkg/kubelet/kubelet_pods.go), as pure functions.
 
+use crate::kuberuntime::actions::is_sidecar;
 use crate::kuberuntime::state::{ContainerState, ContainerView, PodRuntimeState};
 use crate::pod::{DesiredPod, QosClass, RestartPolicy, qos_class};
 use k8s_openapi::api::core::v1::{
@@ -56,7 +57,7 @@ pub fn pod_status(
     let spec = p.pod.spec.clone().unwrap_or_default();
     let policy = RestartPolicy::of(&spec);
     let inits = spec.init_containers.clone().unwrap_or_default();
-    let init_statuses: Vec<ContainerStatus> = inits
+    let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
         .map(|c| container_status(c, rt, waiting, true))
         .collect();
@@ -65,10 +66,17 @@ pub fn pod_status(
         .iter()
         .map(|c| container_status(c, rt, waiting, false))
         .collect();
+    let sidecars: Vec<Container> = inits.iter().filter(|c| is_sidecar(c)).cloned().collect();
     if let Some(probes) = &ctx.probes {
         probes.update_pod_status(&spec, &mut statuses);
+        probes.update_statuses(&sidecars, &mut init_statuses);
     }
-    let initialized = init_statuses.iter().all(|s| {
+    // A sidecar counts as initialized once started (its startup probe passed), a regular init
+    // container once it succeeded.
+    let initialized = inits.iter().zip(&init_statuses).all(|(c, s)| {
+        if is_sidecar(c) {
+            return s.started == Some(true);
+        }
         s.state
             .as_ref()
             .and_then(|st| st.terminated.as_ref())
@@ -77,7 +85,12 @@ pub fn pod_status(
         .iter()
         .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
     let phase = phase(policy, &inits, &init_statuses, &statuses, initialized);
-    let ready = phase == "Running" && statuses.iter().all(|s| s.ready);
+    // Sidecars' readiness counts for the pod's (KEP-753).
+    let sidecars_ready = inits
+        .iter()
+        .zip(&init_statuses)
+        .all(|(c, s)| !is_sidecar(c) || s.ready);
+    let ready = phase == "Running" && statuses.iter().all(|s| s.ready) && sidecars_ready;
     let gates_unready = readiness_gates_unready(p, &spec);
     let cond = |type_: &str, ok: bool, reason: Option<&str>| PodCondition {
         type_: type_.into(),
@@ -174,9 +187,11 @@ fn phase(
 ) -> &'static str {
     let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
     if !inits.is_empty() && !initialized {
-        let init_failed = init_statuses
+        // A sidecar's exit never fails the pod: it is restarted.
+        let init_failed = inits
             .iter()
-            .any(|s| terminated(s).is_some_and(|t| t.exit_code != 0));
+            .zip(init_statuses)
+            .any(|(c, s)| !is_sidecar(c) && terminated(s).is_some_and(|t| t.exit_code != 0));
         return if init_failed && policy == RestartPolicy::Never {
             "Failed"
         } else {
@@ -278,16 +293,21 @@ fn container_status(
     let why = waiting.get(&c.name);
     // A container waiting to (re)start shows Waiting with the reason, its last run in lastState.
     let (state, last) = match (latest, why) {
-        (Some(v), Some((reason, message))) if v.state == ContainerState::Exited && !init => (
-            ApiState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(reason.clone()),
-                    message: Some(message.clone()),
-                }),
-                ..Default::default()
-            },
-            Some(api_state(v)),
-        ),
+        // A sidecar restarts like a regular container, so it waits the same way.
+        (Some(v), Some((reason, message)))
+            if v.state == ContainerState::Exited && (!init || is_sidecar(c)) =>
+        {
+            (
+                ApiState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.clone()),
+                        message: Some(message.clone()),
+                    }),
+                    ..Default::default()
+                },
+                Some(api_state(v)),
+            )
+        }
         (Some(v), _) => (api_state(v), rt.previous(&c.name).map(api_state)),
         (None, Some((reason, message))) => (
             ApiState {
@@ -477,6 +497,43 @@ mod tests {
         let cs = &st.container_statuses.expect("statuses")[0];
         assert!(cs.ready);
         assert_eq!(cs.container_id.as_deref(), Some("containerd://id0"));
+    }
+
+    #[test]
+    fn a_running_sidecar_initializes_the_pod_and_its_exit_fails_nothing() {
+        let text = "metadata: {name: p}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {name: s, image: busybox:1.35, restartPolicy: Always}\n  containers:\n  - {name: a, image: busybox:1.35}\n";
+        let p = crate::config::manifest::decode(Path::new("/m/p.yaml"), text.as_bytes(), "n")
+            .expect("valid")
+            .pod;
+        let mut side = view(ContainerState::Running, 0, 0);
+        side.name = "s".into();
+        side.id = "side".into();
+        let st = pod_status(
+            &p,
+            &rt(vec![side.clone(), view(ContainerState::Running, 0, 0)]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        let cond = |t: &str| {
+            st.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status.clone())
+        };
+        assert_eq!(cond("Initialized").as_deref(), Some("True"));
+        assert_eq!(cond("Ready").as_deref(), Some("True"));
+        // Before any regular container ran, an exited sidecar leaves the pod Pending, not Failed.
+        side.state = ContainerState::Exited;
+        side.exit_code = 1;
+        let st = pod_status(
+            &p,
+            &rt(vec![side]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
     }
 
     #[test]

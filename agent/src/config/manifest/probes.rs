@@ -6,7 +6,7 @@ use super::{Errs, is_port_name};
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-/// Checks the three probes of a container; `init` containers (no sidecars here) may have none.
+/// Checks the three probes of a container; `init` containers other than sidecars may have none.
 pub(super) fn validate(c: &Container, at: &str, init: bool, errs: &mut Errs) {
     let probes = [
         ("livenessProbe", &c.liveness_probe),
@@ -143,7 +143,7 @@ fn handler(p: &Probe, at: &str, errs: &mut Errs) {
 }
 
 /// ValidatePortNumOrName.
-fn port(p: &IntOrString, at: &str, errs: &mut Errs) {
+pub(super) fn port(p: &IntOrString, at: &str, errs: &mut Errs) {
     match p {
         IntOrString::Int(n) if !(1..=65535).contains(n) => {
             errs.invalid(at, n, "must be between 1 and 65535, inclusive");
