@@ -4,23 +4,11 @@
 //! read-only port's /pods, the containers' logs and files the hooks write.
 
 use anyhow::{Context, Result};
-use nodelet_tests::{Node, NodeOpts, free_port, listed_pod};
+use nodelet_tests::{Node, NodeOpts, listed_pod};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
-
-fn node_with_read_only_port() -> Result<Option<(Node, u16)>> {
-    let ro = free_port()?;
-    let node = Node::start(NodeOpts {
-        extra_config: format!(
-            "readOnlyPort: {ro}\nport: {}\nhealthzPort: 0\naddress: 127.0.0.1\n",
-            free_port()?
-        ),
-        ..Default::default()
-    })?;
-    Ok(node.map(|n| (n, ro)))
-}
 
 /// A hostNetwork pod; `spec` is merged over the defaults (JSON is YAML too).
 fn pod(name: &str, spec: Value) -> String {
@@ -60,12 +48,12 @@ fn stop_grace(log: &str, c: &str) -> Option<i64> {
                 .parse()
                 .ok()
         })
-        .last()
+        .next_back()
 }
 
 #[test]
 fn post_start_hooks_run_after_start_and_a_failing_one_kills_the_container() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     // exec: the hook writes a file the container waits for.
@@ -156,7 +144,7 @@ fn post_start_hooks_run_after_start_and_a_failing_one_kills_the_container() -> R
 
 #[test]
 fn pre_stop_hooks_run_on_removal_inside_the_grace_period() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let out = tempfile::tempdir()?;
@@ -211,7 +199,7 @@ fn pre_stop_hooks_run_on_removal_inside_the_grace_period() -> Result<()> {
 
 #[test]
 fn termination_messages_come_from_the_file_or_the_log() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let file = pod(
@@ -234,7 +222,7 @@ fn termination_messages_come_from_the_file_or_the_log() -> Result<()> {
         json!({"restartPolicy": "Never", "containers": [{
             "name": "c", "image": "busybox:1.35",
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "command": ["sh", "-c", "echo first; echo second >&2; exit 2"],
+            "command": ["sh", "-c", "{ echo first; echo second; } >&2; exit 2"],
         }]}),
     );
     let quiet = pod(
@@ -282,7 +270,7 @@ fn termination_messages_come_from_the_file_or_the_log() -> Result<()> {
 
 #[test]
 fn a_pod_past_its_active_deadline_fails() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let text = pod(
@@ -325,7 +313,7 @@ fn a_pod_past_its_active_deadline_fails() -> Result<()> {
 
 #[test]
 fn a_sidecar_starts_first_keeps_running_is_restarted_and_stops_last() -> Result<()> {
-    let Some((node, ro)) = node_with_read_only_port()? else {
+    let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts::default())? else {
         return Ok(());
     };
     let text = pod(
