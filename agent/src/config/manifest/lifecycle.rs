@@ -3,7 +3,7 @@
 //! `restartPolicy` (sidecars) refuse a bad manifest naming the field.
 
 use super::Errs;
-use super::probes::port;
+use super::probes::{OneHandler, exec, http_get, port};
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
 /// Checks `lifecycle` and `restartPolicy` of a container; `init` for init containers, where
@@ -41,40 +41,24 @@ pub(super) fn validate(c: &Container, at: &str, init: bool, errs: &mut Errs) {
 
 /// Exactly one of exec, httpGet, tcpSocket, sleep (validateHandler).
 fn handler(h: &LifecycleHandler, at: &str, errs: &mut Errs) {
-    let mut n = 0;
-    let mut one = |field: &str, errs: &mut Errs| {
-        n += 1;
-        if n > 1 {
-            errs.forbidden(
-                format!("{at}.{field}"),
-                "may not specify more than 1 handler type",
-            );
-        }
-        n == 1
-    };
+    let mut one = OneHandler::new(at);
     if let Some(e) = &h.exec
-        && one("exec", errs)
-        && e.command.as_ref().is_none_or(Vec::is_empty)
+        && one.take("exec", errs)
     {
-        errs.required(format!("{at}.exec.command"));
+        exec(e, at, errs);
     }
     if let Some(g) = &h.http_get
-        && one("httpGet", errs)
+        && one.take("httpGet", errs)
     {
-        port(&g.port, &format!("{at}.httpGet.port"), errs);
-        if let Some(s) = g.scheme.as_deref()
-            && !["HTTP", "HTTPS"].contains(&s)
-        {
-            errs.unsupported(format!("{at}.httpGet.scheme"), s, &["HTTP", "HTTPS"]);
-        }
+        http_get(g, at, errs);
     }
     if let Some(t) = &h.tcp_socket
-        && one("tcpSocket", errs)
+        && one.take("tcpSocket", errs)
     {
         port(&t.port, &format!("{at}.tcpSocket.port"), errs);
     }
     if let Some(s) = &h.sleep
-        && one("sleep", errs)
+        && one.take("sleep", errs)
         && s.seconds < 0
     {
         errs.invalid(
@@ -83,10 +67,7 @@ fn handler(h: &LifecycleHandler, at: &str, errs: &mut Errs) {
             "must be greater than or equal to 0",
         );
     }
-    if n == 0 {
-        errs.0
-            .push(format!("{at}: Required value: must specify a handler type"));
-    }
+    one.finish(errs);
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! naming the field instead of failing later on every probe.
 
 use super::{Errs, is_port_name};
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// Checks the three probes of a container; `init` containers other than sidecars may have none.
@@ -75,59 +75,94 @@ fn probe(p: &Probe, at: &str, errs: &mut Errs) {
     }
 }
 
-/// Exactly one of exec, httpGet, tcpSocket, grpc (validateHandler).
-fn handler(p: &Probe, at: &str, errs: &mut Errs) {
-    let mut n = 0;
-    let mut one = |field: &str, errs: &mut Errs| {
-        n += 1;
-        if n > 1 {
+/// validateHandler's count: the first handler type set is checked, each further one is
+/// forbidden, and none at all is an error ([`OneHandler::finish`]).
+pub(super) struct OneHandler<'a> {
+    at: &'a str,
+    n: usize,
+}
+
+impl<'a> OneHandler<'a> {
+    /// Counting the handlers under field path `at`.
+    pub(super) fn new(at: &'a str) -> Self {
+        Self { at, n: 0 }
+    }
+
+    /// Counts handler `field`; true when it is the first, so its own fields are checked.
+    pub(super) fn take(&mut self, field: &str, errs: &mut Errs) -> bool {
+        self.n += 1;
+        if self.n > 1 {
             errs.forbidden(
-                format!("{at}.{field}"),
+                format!("{}.{field}", self.at),
                 "may not specify more than 1 handler type",
             );
-            false
-        } else {
-            true
         }
-    };
-    if let Some(e) = &p.exec
-        && one("exec", errs)
-        && e.command.as_ref().is_none_or(Vec::is_empty)
-    {
+        self.n == 1
+    }
+
+    /// Reports a missing handler.
+    pub(super) fn finish(self, errs: &mut Errs) {
+        if self.n == 0 {
+            errs.0.push(format!(
+                "{}: Required value: must specify a handler type",
+                self.at
+            ));
+        }
+    }
+}
+
+/// The exec handler: a command is required.
+pub(super) fn exec(e: &ExecAction, at: &str, errs: &mut Errs) {
+    if e.command.as_ref().is_none_or(Vec::is_empty) {
         errs.required(format!("{at}.exec.command"));
     }
-    if let Some(h) = &p.http_get
-        && one("httpGet", errs)
+}
+
+/// The httpGet handler: port, scheme and header names.
+pub(super) fn http_get(h: &HTTPGetAction, at: &str, errs: &mut Errs) {
+    let hat = format!("{at}.httpGet");
+    port(&h.port, &format!("{hat}.port"), errs);
+    if let Some(s) = h.scheme.as_deref()
+        && !["HTTP", "HTTPS"].contains(&s)
     {
-        let hat = format!("{at}.httpGet");
-        port(&h.port, &format!("{hat}.port"), errs);
-        if let Some(s) = h.scheme.as_deref()
-            && !["HTTP", "HTTPS"].contains(&s)
-        {
-            errs.unsupported(format!("{hat}.scheme"), s, &["HTTP", "HTTPS"]);
-        }
-        for hd in h.http_headers.iter().flatten() {
-            let ok = !hd.name.is_empty()
-                && hd
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !ok {
-                errs.invalid(
-                    format!("{hat}.httpHeaders"),
-                    &hd.name,
-                    "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
-                );
-            }
+        errs.unsupported(format!("{hat}.scheme"), s, &["HTTP", "HTTPS"]);
+    }
+    for hd in h.http_headers.iter().flatten() {
+        let ok = !hd.name.is_empty()
+            && hd
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            errs.invalid(
+                format!("{hat}.httpHeaders"),
+                &hd.name,
+                "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+            );
         }
     }
+}
+
+/// Exactly one of exec, httpGet, tcpSocket, grpc (validateHandler).
+fn handler(p: &Probe, at: &str, errs: &mut Errs) {
+    let mut one = OneHandler::new(at);
+    if let Some(e) = &p.exec
+        && one.take("exec", errs)
+    {
+        exec(e, at, errs);
+    }
+    if let Some(h) = &p.http_get
+        && one.take("httpGet", errs)
+    {
+        http_get(h, at, errs);
+    }
     if let Some(t) = &p.tcp_socket
-        && one("tcpSocket", errs)
+        && one.take("tcpSocket", errs)
     {
         port(&t.port, &format!("{at}.tcpSocket.port"), errs);
     }
     if let Some(g) = &p.grpc
-        && one("grpc", errs)
+        && one.take("grpc", errs)
         && !(1..=65535).contains(&g.port)
     {
         errs.invalid(
@@ -136,10 +171,7 @@ fn handler(p: &Probe, at: &str, errs: &mut Errs) {
             "must be between 1 and 65535, inclusive",
         );
     }
-    if n == 0 {
-        errs.0
-            .push(format!("{at}: Required value: must specify a handler type"));
-    }
+    one.finish(errs);
 }
 
 /// ValidatePortNumOrName.
