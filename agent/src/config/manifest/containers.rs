@@ -260,7 +260,7 @@ pub(super) fn divisor_ok(q: &str, cpu: bool) -> bool {
     decimal.chain(binary).any(|d| d == v)
 }
 
-/// Container ports: numbers, protocols, names unique in the pod.
+/// Container ports: numbers, host ports and IPs, protocols, names.
 pub(super) fn validate_ports(c: &Container, at: &str, wide: &mut PodWide<'_>, errs: &mut Errs) {
     let mut names = HashSet::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {

@@ -105,7 +105,7 @@ pub(super) fn validate_dns(spec: &PodSpec, errs: &mut Errs) {
     }
 }
 
-/// The pod securityContext: ids, sysctls, fsGroupChangePolicy.
+/// The pod securityContext: user, group and supplemental group ids, sysctls.
 pub(super) fn validate_pod_security(spec: &PodSpec, errs: &mut Errs) {
     let Some(sc) = spec.security_context.as_ref() else {
         return;
