@@ -293,8 +293,14 @@ impl RuntimeManager {
                 .iter()
                 .flatten()
                 .map(|c| (c, "PodInitializing"));
-            for (c, reason) in inits.chain(spec.containers.iter().map(|c| (c, "ContainerCreating")))
-            {
+            // convertToAPIContainerStatuses' default: PodInitializing in a pod with init
+            // containers, ContainerCreating otherwise.
+            let regular = if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+                "PodInitializing"
+            } else {
+                "ContainerCreating"
+            };
+            for (c, reason) in inits.chain(spec.containers.iter().map(|c| (c, regular))) {
                 if state.latest(&c.name).is_none() {
                     b.wait(&c.name, reason, format!("FailedMount: {e}"));
                 }

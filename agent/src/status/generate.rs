@@ -59,12 +59,12 @@ pub fn pod_status(
     let inits = spec.init_containers.clone().unwrap_or_default();
     let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
-        .map(|c| container_status(c, rt, waiting, true))
+        .map(|c| container_status(c, rt, waiting, true, true))
         .collect();
     let mut statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| container_status(c, rt, waiting, false))
+        .map(|c| container_status(c, rt, waiting, false, !inits.is_empty()))
         .collect();
     let sidecars: Vec<Container> = inits.iter().filter(|c| is_sidecar(c)).cloned().collect();
     if let Some(probes) = &ctx.probes {
@@ -283,11 +283,14 @@ fn api_state(v: &ContainerView) -> ApiState {
     }
 }
 
+/// One container's status; `has_inits` says the pod has init containers, whose containers
+/// not yet created wait as PodInitializing (convertToAPIContainerStatuses' default).
 fn container_status(
     c: &Container,
     rt: &PodRuntimeState,
     waiting: &Waiting,
     init: bool,
+    has_inits: bool,
 ) -> ContainerStatus {
     let latest = rt.latest(&c.name);
     let why = waiting.get(&c.name);
@@ -323,7 +326,7 @@ fn container_status(
             ApiState {
                 waiting: Some(ContainerStateWaiting {
                     reason: Some(
-                        if init {
+                        if has_inits {
                             "PodInitializing"
                         } else {
                             "ContainerCreating"
@@ -599,5 +602,42 @@ mod tests {
             });
         }
         assert_eq!(ready(&p).0.status, "True");
+    }
+
+    #[test]
+    fn containers_of_a_pod_with_init_containers_wait_as_pod_initializing() {
+        let mut p = pod("Always");
+        if let Some(spec) = p.pod.spec.as_mut() {
+            spec.init_containers = Some(vec![Container {
+                name: "i".into(),
+                image: Some("busybox:1.35".into()),
+                ..Default::default()
+            }]);
+        }
+        let st = pod_status(&p, &rt(vec![]), &Waiting::new(), &StatusContext::default());
+        let reason = |cs: Option<Vec<ContainerStatus>>| {
+            cs.and_then(|v| v.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+        };
+        assert_eq!(
+            reason(st.container_statuses).as_deref(),
+            Some("PodInitializing")
+        );
+        assert_eq!(
+            reason(st.init_container_statuses).as_deref(),
+            Some("PodInitializing")
+        );
+        let st = pod_status(
+            &pod("Always"),
+            &rt(vec![]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        assert_eq!(
+            reason(st.container_statuses).as_deref(),
+            Some("ContainerCreating")
+        );
     }
 }
