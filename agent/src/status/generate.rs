@@ -341,9 +341,16 @@ fn container_status(
         ),
     };
     let running = state.running.is_some();
+    // An init container that ran to completion is ready (the prober manager's UpdatePodStatus);
+    // a sidecar is ready as a regular container is.
+    let ready = if init && !is_sidecar(c) {
+        state.terminated.as_ref().is_some_and(|t| t.exit_code == 0)
+    } else {
+        running
+    };
     ContainerStatus {
         name: c.name.clone(),
-        ready: running,
+        ready,
         started: Some(running),
         restart_count: latest.map_or(0, |v| v.restart_count as i32),
         image: c.image.clone().unwrap_or_default(),
@@ -629,6 +636,17 @@ mod tests {
             reason(st.init_container_statuses).as_deref(),
             Some("PodInitializing")
         );
+        // An init container that completed is ready.
+        let mut done = view(ContainerState::Exited, 0, 0);
+        done.name = "i".into();
+        let st = pod_status(
+            &p,
+            &rt(vec![done]),
+            &Waiting::new(),
+            &StatusContext::default(),
+        );
+        let init = &st.init_container_statuses.expect("init statuses")[0];
+        assert!(init.ready && init.started == Some(false), "{init:?}");
         let st = pod_status(
             &pod("Always"),
             &rt(vec![]),
