@@ -18,8 +18,10 @@
 //!   schedule (the poller plus `NODELET_EVICTION_KUBELET_SCHEDULE=1`: memory evaluated every
 //!   10 s only). A run is won when the pod is evicted and the kernel logged no OOM kill inside
 //!   this node's kubepods (its own `oom-kill:` record in /dev/kmsg, the same event as eBPF's
-//!   mark_victim, available whatever the agent's telemetry). Kills whose victim is the
-//!   Guaranteed pod (which the kubelet's ranking spares) are counted apart.
+//!   mark_victim, available whatever the agent's telemetry). Also counted: runs where the
+//!   decision came before the first kill (the log's clock tied to wall time by a record of our
+//!   own), which tells a lost decision from a pod that outgrew kubepods while being stopped;
+//!   and runs where a victim was the Guaranteed pod (which the kubelet's ranking spares).
 
 mod kernel;
 
@@ -88,6 +90,8 @@ struct Run {
     reason: String,
     /// Kernel OOM kills inside this node's kubepods during the run.
     ooms: usize,
+    /// Of which before the eviction decision (all of them without a decision).
+    ooms_before_decision: usize,
     /// Of which the Guaranteed pod was the victim.
     guaranteed_ooms: usize,
     /// Threshold crossing -> decision, ms.
@@ -428,6 +432,10 @@ fn race_run(
         evicted: reason == "Evicted",
         reason,
         ooms: kills.len(),
+        ooms_before_decision: kills
+            .iter()
+            .filter(|k| decision.is_none_or(|d| k.at_unix_ns < d))
+            .count(),
         guaranteed_ooms: kills
             .iter()
             .filter(|k| k.task_memcg.contains(&uid_dir))
@@ -480,12 +488,17 @@ fn print_table(b: &EvictionBench, ooms: &[f64], outcomes: &[Outcome]) {
             .map(|o| {
                 let runs = o.runs.get(i).map_or(&[][..], |(_, r)| r.as_slice());
                 let won = runs.iter().filter(|r| r.won()).count();
+                let first = runs
+                    .iter()
+                    .filter(|r| r.evicted && r.ooms_before_decision == 0)
+                    .count();
                 let not_evicted = runs.iter().filter(|r| !r.evicted).count();
                 let kills: usize = runs.iter().map(|r| r.ooms).sum();
                 let guaranteed = runs.iter().filter(|r| r.guaranteed_ooms > 0).count();
                 let mut c = format!(
-                    "won {won}/{}; OOM kills {kills}; Guaranteed killed in {guaranteed}",
-                    runs.len()
+                    "won {won}/{n}; decided first {first}/{n}; OOM kills {kills}; \
+                     Guaranteed killed in {guaranteed}",
+                    n = runs.len()
                 );
                 if not_evicted > 0 {
                     let reasons: Vec<&str> = runs
@@ -504,7 +517,9 @@ fn print_table(b: &EvictionBench, ooms: &[f64], outcomes: &[Outcome]) {
         );
     }
     println!(
-        "\nwon: evicted with no kernel OOM kill in kubepods during the run; OOM kills: the \
+        "\nwon: evicted with no kernel OOM kill in kubepods during the run; decided first: the \
+         eviction decision came before any such kill (kills after it hit the pod while it was \
+         being stopped); OOM kills: the \
          kernel's oom-kill records in kubepods (/dev/kmsg); Guaranteed killed in: runs where a \
          victim was the Guaranteed pod, which the kubelet's ranking spares. OOM -> status is \
          measured on eBPF only (the poller has no kill timestamp); it includes up to one 2 ms \

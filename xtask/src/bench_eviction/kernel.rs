@@ -2,7 +2,7 @@
 //! (/dev/kmsg), kubepods' threshold crossing (a 1 ms watcher), log and clock conversions.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,17 +13,18 @@ use xtask::race::{self, MI, THRESHOLD_MI};
 
 use crate::bench::read_u64;
 
+fn now(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
 /// CLOCK_REALTIME - CLOCK_MONOTONIC, ns: brings the kernel's record timestamps to wall time.
 pub(super) fn monotonic_to_unix_ns() -> i128 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-    };
     let m0 = now(libc::CLOCK_MONOTONIC);
     let r = now(libc::CLOCK_REALTIME);
     let m1 = now(libc::CLOCK_MONOTONIC);
@@ -39,6 +40,8 @@ pub(super) fn unix_ns(t: SystemTime) -> i128 {
 /// The kernel's log (/dev/kmsg), read from where it stood when opened.
 pub(super) struct Kmsg {
     file: fs::File,
+    /// Unix time of the log's clock zero, ns (the log stamps records with its own clock).
+    offset_ns: i128,
 }
 
 /// One kernel OOM kill: the memcg that ran out, and the victim's.
@@ -48,6 +51,8 @@ pub(super) struct KernelKill {
     pub(super) oom_memcg: String,
     /// The victim's.
     pub(super) task_memcg: String,
+    /// When, unix ns.
+    pub(super) at_unix_ns: i128,
 }
 
 impl Kmsg {
@@ -59,21 +64,63 @@ impl Kmsg {
             .open("/dev/kmsg")
             .context("opening /dev/kmsg")?;
         file.seek(SeekFrom::End(0)).context("seeking /dev/kmsg")?;
-        Ok(Kmsg { file })
+        // The log's clock (the scheduler clock) is neither wall nor monotonic time: a record
+        // of our own, written between two wall clock reads, ties it to wall time.
+        let marker = format!("nodelet-bench: clock {}", std::process::id());
+        let mut w = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .context("opening /dev/kmsg for writing")?;
+        let t0 = now(libc::CLOCK_REALTIME);
+        w.write_all(format!("<6>{marker}\n").as_bytes())
+            .context("writing /dev/kmsg")?;
+        let t1 = now(libc::CLOCK_REALTIME);
+        let mut k = Kmsg { file, offset_ns: 0 };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stamp = k
+                .records()?
+                .into_iter()
+                .find_map(|(ts_us, msg)| msg.contains(&marker).then_some(ts_us));
+            if let Some(ts_us) = stamp {
+                k.offset_ns = (t0 + t1) / 2 - ts_us as i128 * 1000;
+                return Ok(k);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "our record never showed in /dev/kmsg"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The OOM kills logged since the last call.
     pub(super) fn kills(&mut self) -> Result<Vec<KernelKill>> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter_map(|(ts_us, msg)| {
+                let mut k = parse_kill(&msg)?;
+                k.at_unix_ns = ts_us as i128 * 1000 + self.offset_ns;
+                Some(k)
+            })
+            .collect())
+    }
+
+    /// (timestamp in µs, message) of the records logged since the last call.
+    fn records(&mut self) -> Result<Vec<(u64, String)>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8192];
         loop {
-            // One record per read.
+            // One record per read: `prio,seq,ts_us,flags;message`.
             match self.file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let rec = String::from_utf8_lossy(&buf[..n]);
-                    if let Some(k) = parse_kill(&rec) {
-                        out.push(k);
+                    if let Some((head, msg)) = rec.split_once(';')
+                        && let Some(ts) = head.split(',').nth(2).and_then(|t| t.parse().ok())
+                    {
+                        out.push((ts, msg.trim_end().to_owned()));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -86,10 +133,9 @@ impl Kmsg {
     }
 }
 
-/// `oom-kill:constraint=...,oom_memcg=/a,task_memcg=/a/b,task=tail,...` (after the record's
-/// `prio,seq,ts,flags;` prefix).
-fn parse_kill(rec: &str) -> Option<KernelKill> {
-    let msg = rec.split_once(';').map_or(rec, |(_, m)| m);
+/// `oom-kill:constraint=...,oom_memcg=/a,task_memcg=/a/b,task=tail,...` (a record's message);
+/// its time is set by the caller.
+fn parse_kill(msg: &str) -> Option<KernelKill> {
     let rest = msg.trim().strip_prefix("oom-kill:")?;
     let field = |k: &str| {
         rest.split(',')
@@ -99,6 +145,7 @@ fn parse_kill(rec: &str) -> Option<KernelKill> {
     Some(KernelKill {
         oom_memcg: field("oom_memcg")?,
         task_memcg: field("task_memcg")?,
+        at_unix_ns: 0,
     })
 }
 
@@ -186,13 +233,13 @@ mod tests {
 
     #[test]
     fn kernel_oom_records_name_both_memcgs() {
-        let rec = "6,9,10246672083,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),\
+        let rec = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),\
                    cpuset=x,mems_allowed=0,oom_memcg=/n/kubepods,task_memcg=/n/kubepods/\
                    besteffort/podu/c,task=tail,pid=14291,uid=0\n";
         let k = parse_kill(rec).expect("a kill");
         assert_eq!(k.oom_memcg, "/n/kubepods");
         assert_eq!(k.task_memcg, "/n/kubepods/besteffort/podu/c");
-        assert!(parse_kill("6,10,1,-;Memory cgroup out of memory: Killed process 1").is_none());
+        assert!(parse_kill("Memory cgroup out of memory: Killed process 1").is_none());
     }
 
     #[test]
