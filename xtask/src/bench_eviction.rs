@@ -504,7 +504,10 @@ fn print_table(b: &EvictionBench, ooms: &[f64], outcomes: &[Outcome]) {
                     let reasons: Vec<&str> = runs
                         .iter()
                         .filter(|r| !r.evicted)
-                        .map(|r| r.reason.as_str())
+                        .map(|r| match r.reason.as_str() {
+                            "" => "Failed, no reason",
+                            other => other,
+                        })
                         .collect();
                     c += &format!("; not evicted {not_evicted} ({reasons:?})");
                 }
