@@ -16,7 +16,8 @@
 //! - The race: BestEffort ramps at each rate for three set-ups: nodelet on eBPF records,
 //!   nodelet on the cgroupfs poller (`NODELET_TELEMETRY=cgroupfs`, 1 s), and the kubelet's
 //!   schedule (the poller plus `NODELET_EVICTION_KUBELET_SCHEDULE=1`: memory evaluated every
-//!   10 s only). A run is won when the pod is evicted and the kernel logged no OOM kill inside
+//!   10 s only). Each ramp starts at a random phase of the set-up's evaluation period (1 s or
+//!   10 s). A run is won when the pod is evicted and the kernel logged no OOM kill inside
 //!   this node's kubepods (its own `oom-kill:` record in /dev/kmsg, the same event as eBPF's
 //!   mark_victim, available whatever the agent's telemetry). Also counted: runs where the
 //!   decision came before the first kill (the log's clock tied to wall time by a record of our
@@ -267,12 +268,14 @@ fn measure(
                 ..Outcome::default()
             };
             let mut kmsg = Kmsg::open()?;
+            // The agent's memory evaluation period in this set-up.
+            let period = Duration::from_secs(if setup.kubelet_schedule { 10 } else { 1 });
             for &rate in &b.rates {
                 let mut runs = Vec::new();
                 for i in 0..b.runs {
                     // Names (so static pod UIDs) never repeat across set-ups.
                     let tag = format!("{k}-{i}");
-                    let r = race_run(bed, cgroup_root, log_from, &mut kmsg, rate, &tag)?;
+                    let r = race_run(bed, cgroup_root, log_from, &mut kmsg, rate, &tag, period)?;
                     eprintln!("bench: {} {rate} MiB/s run {i}: {r:?}", setup.name);
                     out.crossings.extend(r.crossing_ms);
                     runs.push(r);
@@ -289,6 +292,7 @@ fn measure(
                     &mut kmsg,
                     100,
                     &format!("x{extra}"),
+                    period,
                 )?;
                 eprintln!("bench: extra crossing {extra}: {r:?}");
                 out.crossings.extend(r.crossing_ms);
@@ -384,6 +388,7 @@ fn race_run(
     kmsg: &mut Kmsg,
     rate: i64,
     tag: &str,
+    period: Duration,
 ) -> Result<Run> {
     let name = format!("ramp{rate}-{tag}");
     let file = manifests(bed).join(format!("{name}.yaml"));
@@ -393,6 +398,12 @@ fn race_run(
         Duration::from_millis(200),
         || Ok((!race::memory_pressure(&agent_log(bed, log_from))).then_some(())),
     )?;
+    // Pressure clears on one of the agent's passes: start at a random phase of its period, or
+    // every run would cross the threshold at the same point of the schedule.
+    let fraction = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.5, |d| f64::from(d.subsec_nanos()) / 1e9);
+    std::thread::sleep(period.mul_f64(fraction));
     let guaranteed_uid = listed(bed, "guaranteed")?
         .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_owned))
         .context("the Guaranteed pod is not listed")?;
