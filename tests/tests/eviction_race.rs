@@ -11,44 +11,21 @@
 //!
 //! `NODELET_EVICT_STATIC_PODS=1` for the reason given in eviction.rs (standalone: every pod is
 //! static, which the kubelet never evicts). No timing is asserted; each run prints how far the
-//! pods cgroup got before the eviction.
+//! pods cgroup got before the eviction. The set-up (config, pods) is `xtask::race`, shared with
+//! `cargo xtask bench eviction`, which measures the race at more rates and against baselines.
 
 use anyhow::{Context, Result};
 use nodelet_tests::{Node, NodeOpts};
 use nodelet_tests::{listed_pod, read_only_get};
+use xtask::race::{
+    GUARANTEED_MANIFEST, MI, PODS_MI, config_lines, kubepods_memory_dir, mem_total_ki,
+    pressure_lines, ramp_manifest,
+};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(120);
-const MI: i64 = 1 << 20;
-/// What the pods cgroup is left with.
-const PODS_MI: i64 = 512;
-/// kubeReserved memory; systemReserved takes the rest of the machine.
-const KUBE_RESERVED_MI: i64 = 256;
-/// How much the ramping pod asks for in all: well past the pods cgroup's limit.
-const RAMP_TOTAL_MI: i64 = 1024;
-/// Chunks are added every tenth of a second.
-const STEP_S: f64 = 0.1;
-
-fn mem_total_ki() -> Result<i64> {
-    std::fs::read_to_string("/proc/meminfo")?
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("MemTotal in /proc/meminfo")
-}
-
-/// The pods cgroup's directory in the memory hierarchy (v1) or the unified tree (v2).
-fn kubepods_memory_dir(root: &str) -> PathBuf {
-    let rel = format!("{}/kubepods", root.trim_matches('/'));
-    let v1 = Path::new("/sys/fs/cgroup/memory").join(&rel);
-    if Path::new("/sys/fs/cgroup/memory").is_dir() {
-        v1
-    } else {
-        Path::new("/sys/fs/cgroup").join(rel)
-    }
-}
 
 fn read_i64(p: &Path) -> Option<i64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
@@ -66,50 +43,11 @@ fn oom_lines(log: &str, cgroup_root: &str) -> Vec<String> {
         .collect()
 }
 
-fn pressure_lines(log: &str, status: &str) -> usize {
-    log.lines()
-        .filter(|l| {
-            l.contains("node condition changed")
-                && l.contains("MemoryPressure")
-                && l.contains(&format!("status=\"{status}\""))
-        })
-        .count()
-}
-
-/// A BestEffort pod whose shell adds `rate/10` MiB every 0.1 s (each chunk held by a `tail`
-/// that is never read from), after a 2 s pause so that the agent has mapped its cgroup. It
-/// stops growing on SIGTERM, as a program that honours its graceful stop does: a hard eviction
-/// kills with the kubelet's 1 s grace period (immediateEvictionGracePeriodSeconds), and a shell
-/// as PID 1 ignores SIGTERM, so without the trap it would grow `rate` x 1 s more after the
-/// decision, past a 100 MiB threshold at 100 MiB/s whatever the agent does (seen here).
-fn ramp_manifest(name: &str, rate_mi: i64) -> String {
-    let chunk = rate_mi * MI / 10;
-    let n = RAMP_TOTAL_MI * MI / chunk;
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
-         restartPolicy: Never\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: c\n    \
-         image: busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 2; i=0; while [ $i -lt {n} ]; do \
-         head -c {chunk} /dev/zero | tail -c {chunk} | sleep 3600 & sleep {STEP_S}; i=$((i+1)); done; \
-         sleep 3600\"]\n"
-    )
-}
-
 #[test]
 fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods() -> Result<()> {
     let total_ki = mem_total_ki()?;
-    let system_ki = total_ki - (PODS_MI + KUBE_RESERVED_MI) * 1024;
-    anyhow::ensure!(
-        system_ki > 0,
-        "this machine has less than {} MiB",
-        PODS_MI + KUBE_RESERVED_MI
-    );
     let Some((node, ro)) = Node::start_with_read_only_port(NodeOpts {
-        extra_config: format!(
-            "kubeReserved:\n  memory: {KUBE_RESERVED_MI}Mi\n  cpu: 100m\n\
-             systemReserved:\n  memory: {system_ki}Ki\n\
-             evictionHard:\n  allocatableMemory.available: 100Mi\n\
-             evictionPressureTransitionPeriod: 2s\n"
-        ),
+        extra_config: config_lines()?,
         env: vec![("NODELET_EVICT_STATIC_PODS".into(), "1".into())],
         ..Default::default()
     })?
@@ -141,13 +79,7 @@ fn nodelet_evicts_a_ramping_pod_before_the_kernel_oom_killer_fires_in_kubepods()
     );
     assert!(dir.join("burstable").is_dir(), "burstable QoS cgroup");
 
-    node.write_manifest(
-        "guaranteed.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: guaranteed\nspec:\n  hostNetwork: true\n  \
-         terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: busybox:1.35\n    \
-         command: [\"sleep\", \"3600\"]\n    resources:\n      limits:\n        cpu: 100m\n        \
-         memory: 64Mi\n",
-    )?;
+    node.write_manifest("guaranteed.yaml", GUARANTEED_MANIFEST)?;
     node.wait("the Guaranteed pod to run", T, || {
         Ok(listed_pod(ro, "guaranteed")?.filter(|p| p["status"]["phase"] == "Running"))
     })?;

@@ -84,7 +84,7 @@ struct Passes {
 }
 
 /// `GET path` on the agent's plain-HTTP read-only port; the body.
-fn http_get(port: u16, path: &str) -> Result<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -123,7 +123,8 @@ struct Row {
     cells: HashMap<&'static str, Cell>,
 }
 
-fn read_u64(p: &Path) -> Result<u64> {
+/// A cgroup (or any) file holding one number.
+pub(crate) fn read_u64(p: &Path) -> Result<u64> {
     let t = fs::read_to_string(p).with_context(|| p.display().to_string())?;
     t.trim().parse().with_context(|| p.display().to_string())
 }
@@ -168,7 +169,8 @@ fn memory_file(cgroup: &str) -> Option<u64> {
     read_u64(&p).ok()
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile (nearest rank) of sorted values; NaN when empty.
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -177,7 +179,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The agent under test, in its own cpuacct cgroup.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     cpu_cgroup: PathBuf,
 }
@@ -187,7 +189,8 @@ impl Agent {
         read_u64(&self.cpu_cgroup.join("cpuacct.usage"))
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// SIGTERM, then waits for it to exit.
+    pub(crate) fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
@@ -195,18 +198,28 @@ impl Agent {
     }
 }
 
-struct Bed<'a> {
-    b: &'a TelemetryBench,
-    env: Env,
-    dir: PathBuf,
-    config: PathBuf,
-    dump: PathBuf,
-    cpu_cgroup: PathBuf,
+/// A private containerd and what an agent under test needs beside it (shared with
+/// `bench eviction`).
+pub(crate) struct Bed {
+    /// The agent binary.
+    pub(crate) bin: PathBuf,
+    /// Settle time after an agent start (overhead cells).
+    pub(crate) settle: Duration,
+    /// Measurement window (overhead cells).
+    pub(crate) window: Duration,
+    pub(crate) env: Env,
+    /// Holds the agent's root dir, its log (`agent.log`) and the dump.
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) dump: PathBuf,
+    pub(crate) cpu_cgroup: PathBuf,
     /// The agent's read-only port (its /metrics).
-    ro_port: u16,
+    pub(crate) ro_port: u16,
+    /// More environment for the agent (e.g. `NODELET_EVICT_STATIC_PODS`).
+    pub(crate) agent_env: Vec<(String, String)>,
 }
 
-impl Bed<'_> {
+impl Bed {
     /// What the agent reports about its re-baseline passes now; `None` with telemetry off or
     /// if it cannot be read (then the cell has no re-baseline figures, said in the table).
     fn passes(&self) -> Option<Passes> {
@@ -224,13 +237,18 @@ impl Bed<'_> {
     }
 
     /// Starts the agent; without `dump` it writes no JSON (the overhead cells).
-    fn start_agent_with(&self, mode: &str, mark: Option<u64>, dump: bool) -> Result<Agent> {
+    pub(crate) fn start_agent_with(
+        &self,
+        mode: &str,
+        mark: Option<u64>,
+        dump: bool,
+    ) -> Result<Agent> {
         let _ = fs::remove_file(&self.dump);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("agent.log"))?;
-        let child = Command::new(&self.b.bin)
+        let child = Command::new(&self.bin)
             .arg(format!("--config={}", self.config.display()))
             .arg(format!("--root-dir={}", self.dir.join("root").display()))
             .arg(format!(
@@ -252,6 +270,7 @@ impl Bed<'_> {
                 "NODELET_TELEMETRY_MARK_BYTES",
                 mark.map(|m| m.to_string()).unwrap_or_default(),
             )
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -265,7 +284,8 @@ impl Bed<'_> {
         })
     }
 
-    fn wait_dump(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Result<Value> {
+    /// Waits (up to 180 s) for a dump `f` accepts.
+    pub(crate) fn wait_dump(&self, what: &str, mut f: impl FnMut(&Value) -> bool) -> Result<Value> {
         let start = Instant::now();
         loop {
             if let Some(d) = read_dump(&self.dump)
@@ -284,7 +304,7 @@ impl Bed<'_> {
         // The agent's programs are the ones loaded after it started.
         let before: Vec<u64> = bpf_progs()?.into_iter().map(|p| p.0).collect();
         let agent = self.start_agent_with(mode, None, dump)?;
-        std::thread::sleep(self.b.settle);
+        std::thread::sleep(self.settle);
         let ours = |v: Vec<(u64, String, u64, u64)>| -> Vec<(u64, String, u64, u64)> {
             v.into_iter().filter(|p| !before.contains(&p.0)).collect()
         };
@@ -294,7 +314,7 @@ impl Bed<'_> {
         let (cpu0, progs0) = (agent.cpu_ns()?, ours(bpf_progs()?));
         let rec0 =
             read_dump(&self.dump).map(|d| d["counters"]["records_read"].as_u64().unwrap_or(0));
-        std::thread::sleep(self.b.window);
+        std::thread::sleep(self.window);
         let (cpu1, progs1) = (agent.cpu_ns()?, ours(bpf_progs()?));
         let passes1 = self.passes();
         let dump = read_dump(&self.dump);
@@ -383,7 +403,13 @@ fn start_load(bin: &Path, target: u64) -> Result<(Child, f64)> {
     Ok((child, per_rt))
 }
 
-fn pod_manifest(name: &str, containers: usize, script: &str, limit: Option<&str>) -> String {
+/// A hostNetwork busybox pod of `containers` containers running `script`.
+pub(crate) fn pod_manifest(
+    name: &str,
+    containers: usize,
+    script: &str,
+    limit: Option<&str>,
+) -> String {
     let mut m = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
          terminationGracePeriodSeconds: 1\n  containers:\n"
@@ -459,7 +485,10 @@ fn run_matrix(
             ),
         )?;
         let bed = Bed {
-            b,
+            bin: b.bin.clone(),
+            settle: b.settle,
+            window: b.window,
+            agent_env: Vec::new(),
             env,
             dir: dir.clone(),
             config,

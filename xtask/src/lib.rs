@@ -51,6 +51,7 @@ pub mod kubelet;
 pub mod metrics_server;
 pub mod packages;
 pub mod process;
+pub mod race;
 pub mod registry;
 pub mod run;
 pub mod testing;

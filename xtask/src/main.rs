@@ -16,6 +16,7 @@ use xtask::containerd::{Env, EnvOpts};
 use xtask::run::{Session, SessionOpts};
 
 mod bench;
+mod bench_eviction;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "nodelet developer tasks")]
@@ -57,9 +58,10 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks (not tests): `bench telemetry` prints eBPF vs cgroupfs polling costs;
-    /// `bench pods` pod start (static and API pods) against the CRI floor, and agent cost.
+    /// `bench pods` pod start (static and API pods) against the CRI floor, and agent cost;
+    /// `bench eviction` OOM/threshold latencies and the eviction race against baselines.
     Bench {
-        /// What to measure: `telemetry` or `pods`.
+        /// What to measure: `telemetry`, `pods` or `eviction`.
         what: String,
         /// Container counts, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "50,100,250")]
@@ -76,6 +78,15 @@ enum Cmd {
         /// Memory mark crossings to time per source (0: skip).
         #[arg(long, default_value_t = 10)]
         marks: usize,
+        /// eviction: races per ramp rate and set-up.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// eviction: threshold crossings to time on eBPF (at least).
+        #[arg(long, default_value_t = 20)]
+        crossings: usize,
+        /// eviction: ramp rates, MiB/s, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
+        rates: Vec<i64>,
     },
     /// A loopback Kubernetes control plane built from the Go module proxy: `build` (binaries
     /// only), `up`, `down`, `status`.
@@ -176,12 +187,31 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             ooms,
             rounds,
             marks,
+            runs,
+            crossings,
+            rates,
         } => {
             if what == "pods" {
                 return bench_pods();
             }
+            if what == "eviction" {
+                setup()?;
+                // $NODELET_BIN if set (e.g. a debug build on a busy machine), else release.
+                let bin = match std::env::var_os(xtask::BIN_VAR) {
+                    Some(b) => PathBuf::from(b),
+                    None => build_agent(true)?,
+                };
+                return bench_eviction::eviction(&bench_eviction::EvictionBench {
+                    runs,
+                    ooms,
+                    crossings,
+                    rates,
+                    bin,
+                })
+                .map(|_| ExitCode::SUCCESS);
+            }
             if what != "telemetry" {
-                bail!("unknown benchmark {what:?} (known: telemetry, pods)");
+                bail!("unknown benchmark {what:?} (known: telemetry, pods, eviction)");
             }
             setup()?;
             bench::telemetry(&bench::TelemetryBench {

@@ -76,6 +76,12 @@ pub fn start(
             "static pods may be evicted (the kubelet never evicts them)"
         );
     }
+    if settings.kubelet_schedule {
+        warn!(
+            var = super::KUBELET_SCHEDULE_VAR,
+            "memory signals on the kubelet's 10 s schedule (no passes on marks or pod events)"
+        );
+    }
     let m = Manager {
         settings,
         inputs,
@@ -133,6 +139,7 @@ impl Manager {
         for t in [&mut mem_tick, &mut fs_tick] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        let kubelet = self.settings.kubelet_schedule;
         let mut bus_open = true;
         loop {
             let (mut memory, mut fs, mut mark_ts) = (false, false, None);
@@ -152,8 +159,13 @@ impl Manager {
                     Some(Received::Lagged(_)) => memory = true,
                     None => bus_open = false,
                 },
-                _ = mem_tick.tick() => memory = true,
+                _ = mem_tick.tick(), if !kubelet => memory = true,
                 _ = fs_tick.tick() => fs = true,
+            }
+            // The kubelet's schedule: one 10 s loop for every signal, nothing in between (the
+            // bus is still drained, so it never lags).
+            if kubelet {
+                (memory, mark_ts) = (fs, None);
             }
             if !(memory || fs) {
                 continue;

@@ -33,6 +33,8 @@
 //! Deviation, on purpose: the kubelet never evicts static pods
 //! (kubelettypes.IsCriticalPod): on a node without an API server every pod is static, so
 //! `NODELET_EVICT_STATIC_PODS=1` makes static pods evictable like API pods of their priority.
+//! `NODELET_EVICTION_KUBELET_SCHEDULE=1` (benchmark baseline) evaluates memory signals only on
+//! the kubelet's 10 s loop: no pass on marks, pod events or the 1 s tick.
 
 pub mod disk;
 mod helpers;
@@ -57,6 +59,9 @@ use tokio::sync::watch;
 
 /// Environment variable: `1` lets the manager evict static pods (nodelet extension).
 pub const STATIC_PODS_VAR: &str = "NODELET_EVICT_STATIC_PODS";
+/// Environment variable: `1` puts memory signals on the kubelet's 10 s schedule (benchmark
+/// baseline; default: marks, pod events and a 1 s tick).
+pub const KUBELET_SCHEDULE_VAR: &str = "NODELET_EVICTION_KUBELET_SCHEDULE";
 /// The bus subscriber name of the eviction manager.
 pub const SUBSCRIBER: &str = "eviction";
 /// Period of the filesystem and pid signals (the kubelet's evictionMonitoringPeriod).
@@ -194,6 +199,8 @@ pub struct Settings {
     pub sources: signals::Sources,
     /// `NODELET_EVICT_STATIC_PODS=1`.
     pub static_pods_evictable: bool,
+    /// `NODELET_EVICTION_KUBELET_SCHEDULE=1`: memory only every [`HOUSEKEEPING`].
+    pub kubelet_schedule: bool,
     /// Image and container GC policies.
     pub gc: crate::options::gc::GcOptions,
     /// Where pods' logs are (podLogsDir).
@@ -220,6 +227,7 @@ impl Settings {
                 root_dir: o.root_dir.clone(),
             },
             static_pods_evictable: std::env::var(STATIC_PODS_VAR).is_ok_and(|v| v == "1"),
+            kubelet_schedule: std::env::var(KUBELET_SCHEDULE_VAR).is_ok_and(|v| v == "1"),
             gc: o.gc,
             pod_logs_dir: o.pod_logs_dir.clone(),
         })
