@@ -84,7 +84,7 @@ struct Passes {
 }
 
 /// `GET path` on the agent's plain-HTTP read-only port; the body.
-fn http_get(port: u16, path: &str) -> Result<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -123,7 +123,8 @@ struct Row {
     cells: HashMap<&'static str, Cell>,
 }
 
-fn read_u64(p: &Path) -> Result<u64> {
+/// The number in file `p`.
+pub(crate) fn read_u64(p: &Path) -> Result<u64> {
     let t = fs::read_to_string(p).with_context(|| p.display().to_string())?;
     t.trim().parse().with_context(|| p.display().to_string())
 }
@@ -137,7 +138,7 @@ fn ctxt() -> Result<u64> {
 }
 
 /// (id, name, run_time_ns, run_cnt) of every loaded BPF program.
-fn bpf_progs() -> Result<Vec<(u64, String, u64, u64)>> {
+pub(crate) fn bpf_progs() -> Result<Vec<(u64, String, u64, u64)>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -168,7 +169,8 @@ fn memory_file(cgroup: &str) -> Option<u64> {
     read_u64(&p).ok()
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile (0..=1) of `sorted` (nearest rank; NaN when empty).
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -383,7 +385,14 @@ fn start_load(bin: &Path, target: u64) -> Result<(Child, f64)> {
     Ok((child, per_rt))
 }
 
-fn pod_manifest(name: &str, containers: usize, script: &str, limit: Option<&str>) -> String {
+/// A hostNetwork busybox pod of `containers` containers running `script`, with an optional
+/// memory limit.
+pub(crate) fn pod_manifest(
+    name: &str,
+    containers: usize,
+    script: &str,
+    limit: Option<&str>,
+) -> String {
     let mut m = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
          terminationGracePeriodSeconds: 1\n  containers:\n"
