@@ -188,7 +188,6 @@ pub(super) struct PeerNode {
     child: Option<Child>,
     events: Option<Events>,
     log: PathBuf,
-    bpf_before: Vec<u64>,
 }
 
 impl PeerNode {
@@ -216,7 +215,6 @@ impl PeerNode {
             cgroup_root,
             child: None,
             events: None,
-            bpf_before: Vec::new(),
             dir,
             env: Some(env),
         };
@@ -252,7 +250,6 @@ impl PeerNode {
     /// Spawns the agent into its cpuacct cgroup and waits until its read-only port answers.
     pub fn launch(&mut self) -> Result<()> {
         let env = self.env.as_ref().context("no Env")?;
-        self.bpf_before = bpf_prog_ids()?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("--config={}", self.config.display()))
             .arg(format!("--root-dir={}", self.dir.join("root").display()))
@@ -355,26 +352,37 @@ impl PeerNode {
         Ok(kib / 1024.0)
     }
 
-    /// Run time of the agent's BPF programs so far, ns (`kernel.bpf_stats_enabled`): the ones
-    /// bpftool lists as held by the agent's pid, or, if this bpftool lists no holders, the ones
-    /// loaded since the agent started.
+    /// Run time of the agent's BPF programs so far, ns (`kernel.bpf_stats_enabled`): the
+    /// programs whose fds the agent holds (`prog_id` in /proc/PID/fdinfo; this bpftool lists
+    /// no holders, and other sessions' agents load the same programs).
     pub fn bpf_ns(&self) -> Result<u64> {
-        let pid = self.child.as_ref().map_or(0, Child::id);
-        let v = bpftool_progs()?;
-        let progs = v.as_array().map(Vec::as_slice).unwrap_or_default();
-        let holders_listed = progs.iter().any(|p| p.get("pids").is_some());
-        Ok(progs
-            .iter()
-            .filter(|p| {
-                if holders_listed {
-                    p["pids"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x["pid"].as_u64() == Some(pid.into())))
-                } else {
-                    !self.bpf_before.contains(&p["id"].as_u64().unwrap_or(0))
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return Ok(0);
+        };
+        let fds = format!("/proc/{pid}/fd");
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&fds)
+            .with_context(|| format!("cannot list {fds}"))?
+            .flatten()
+        {
+            if fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:bpf-prog") {
+                let info = format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy());
+                if let Some(id) = fs::read_to_string(&info).ok().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                }) {
+                    ids.push(id);
                 }
-            })
-            .filter_map(|p| p["run_time_ns"].as_u64())
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(crate::bench::bpf_progs()?
+            .into_iter()
+            .filter(|p| ids.contains(&p.0))
+            .map(|p| p.2)
             .sum())
     }
 
@@ -459,21 +467,6 @@ impl Drop for PeerNode {
     }
 }
 
-fn bpftool_progs() -> Result<Value> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-        .context("cannot run bpftool")?;
-    serde_json::from_slice(&out.stdout).context("bpftool prog show: bad JSON")
-}
-
-fn bpf_prog_ids() -> Result<Vec<u64>> {
-    Ok(crate::bench::bpf_progs()?
-        .into_iter()
-        .map(|p| p.0)
-        .collect())
-}
-
 /// The kernel log (`/dev/kmsg`), read from its end, with its clock mapped to CLOCK_MONOTONIC.
 pub(super) struct Kmsg {
     f: fs::File,
@@ -498,7 +491,8 @@ impl Kmsg {
             .open("/dev/kmsg")
             .context("cannot open /dev/kmsg for writing")?;
         let before = mono_ns();
-        w.write_all(tag.as_bytes())
+        // A record without its newline waits as a continuation line until the next one.
+        w.write_all(format!("{tag}\n").as_bytes())
             .context("cannot write /dev/kmsg")?;
         let after = mono_ns();
         let started = Instant::now();
