@@ -129,7 +129,8 @@ pub(crate) fn read_u64(p: &Path) -> Result<u64> {
     t.trim().parse().with_context(|| p.display().to_string())
 }
 
-fn ctxt() -> Result<u64> {
+/// Context switches of the whole machine since boot (`ctxt` of /proc/stat).
+pub(crate) fn ctxt() -> Result<u64> {
     let s = fs::read_to_string("/proc/stat")?;
     s.lines()
         .find_map(|l| l.strip_prefix("ctxt "))

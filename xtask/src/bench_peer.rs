@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xtask::kubelet::Kind;
 
-use crate::bench::{http_get, percentile, pod_manifest};
+use crate::bench::{ctxt, http_get, percentile, pod_manifest};
 use node::{Kmsg, NODE, PeerNode, mono_ns};
 
 /// Settings of one run.
@@ -61,6 +61,8 @@ struct Idle {
     bpf: f64,
     /// RSS at the window's end, MiB.
     rss: f64,
+    /// Context switches of the whole machine per s (what the BPF programs run on).
+    switches: f64,
 }
 
 /// Restart with pods running.
@@ -238,13 +240,14 @@ fn idle(b: &PeerBench, node: &PeerNode) -> Result<Vec<Idle>> {
     let w = b.window.as_secs_f64();
     let mut out = Vec::new();
     for _ in 0..b.rounds {
-        let (c0, p0) = (node.cpu_ns()?, node.bpf_ns()?);
+        let (c0, p0, s0) = (node.cpu_ns()?, node.bpf_ns()?, ctxt()?);
         std::thread::sleep(b.window);
-        let (c1, p1) = (node.cpu_ns()?, node.bpf_ns()?);
+        let (c1, p1, s1) = (node.cpu_ns()?, node.bpf_ns()?, ctxt()?);
         out.push(Idle {
             cpu: c1.saturating_sub(c0) as f64 / 1e6 / w,
             bpf: p1.saturating_sub(p0) as f64 / 1e6 / w,
             rss: node.rss_mib()?,
+            switches: s1.saturating_sub(s0) as f64 / w,
         });
     }
     Ok(out)
@@ -519,11 +522,15 @@ fn print_table(b: &PeerBench, reports: &[(Kind, Report)]) {
             nr.new_sandboxes, nr.new_containers, gr.new_sandboxes, gr.new_containers
         );
     }
-    println!("\nnodelet idle CPU split, median ms/s (agent process + its BPF programs):");
+    println!(
+        "\nnodelet idle CPU split, median ms/s (agent process + its BPF programs; the programs \
+         run on every context switch of the machine, whose rate is shown)"
+    );
     for (count, ni) in &n.idle {
         let cpu = mm(&ni.iter().map(|x| x.cpu).collect::<Vec<_>>()).0;
         let bpf = mm(&ni.iter().map(|x| x.bpf).collect::<Vec<_>>()).0;
-        println!("  {count} pods: {cpu:.2} + {bpf:.2}");
+        let sw = mm(&ni.iter().map(|x| x.switches).collect::<Vec<_>>()).0;
+        println!("  {count} pods: {cpu:.2} + {bpf:.2} at {sw:.0} switches/s");
     }
     for (kind, r) in reports {
         for note in &r.notes {
