@@ -303,28 +303,41 @@ fn oom_killed(port: u16, name: &str) -> Result<bool> {
         }))
 }
 
-/// Kernel `oom-kill:` record -> /pods says OOMKilled, ms, one pod at a time (restartPolicy
-/// Never, 20 MiB limit, an allocating pipeline).
+/// Kernel record of the kill -> /pods says OOMKilled, ms, one pod at a time (restartPolicy
+/// Never, 20 MiB limit). The container's shell renames itself to a name of this run and kill,
+/// then grows a string until the kernel kills it: its `Killed process N (NAME)` record is
+/// printed for every kill (the `oom-kill:` line with the cgroup is rate limited, and other
+/// sessions' OOMs fill the log).
 fn oom_latencies(node: &PeerNode, count: usize, notes: &mut Vec<String>) -> Result<Vec<f64>> {
     let mut kmsg = Kmsg::open()?;
     let mut out = Vec::new();
     for i in 0..count {
         eprintln!("bench: {}: OOM kill {}/{count}", node.kind, i + 1);
         let name = format!("oom{i}");
+        // At most 15 bytes (TASK_COMM_LEN).
+        let comm = format!(
+            "pr{}{}k{i}",
+            std::process::id() % 100_000,
+            node.kind.name().len()
+        );
         let manifest = pod_manifest(
             &name,
             1,
-            "sleep 1; head -c 104857600 /dev/zero | tail -c 104857600 >/dev/null",
+            &format!(
+                "echo -n {comm} > /proc/$$/comm; sleep 1; x=$(yes | head -c 104857600); echo ${{#x}}"
+            ),
             Some("20Mi"),
         )
         .replace("spec:\n", "spec:\n  restartPolicy: Never\n");
+        let tag = "Killed process ";
+        let tag_comm = format!("({comm})");
         let path = node.manifests.join(format!("{name}.yaml"));
         fs::write(&path, manifest).with_context(|| format!("cannot write {}", path.display()))?;
         let (mut kill, mut seen) = (None, None);
         let started = Instant::now();
         while kill.is_none() || seen.is_none() {
             for (ns, msg) in kmsg.read_new()? {
-                if kill.is_none() && msg.contains("oom-kill:") && msg.contains(&node.cgroup_root) {
+                if kill.is_none() && msg.contains(tag) && msg.contains(&tag_comm) {
                     kill = Some(ns);
                 }
             }
