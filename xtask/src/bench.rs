@@ -123,13 +123,14 @@ struct Row {
     cells: HashMap<&'static str, Cell>,
 }
 
-/// A cgroup (or any) file holding one number.
+/// The number in file `p`.
 pub(crate) fn read_u64(p: &Path) -> Result<u64> {
     let t = fs::read_to_string(p).with_context(|| p.display().to_string())?;
     t.trim().parse().with_context(|| p.display().to_string())
 }
 
-fn ctxt() -> Result<u64> {
+/// Context switches of the whole machine since boot (`ctxt` of /proc/stat).
+pub(crate) fn ctxt() -> Result<u64> {
     let s = fs::read_to_string("/proc/stat")?;
     s.lines()
         .find_map(|l| l.strip_prefix("ctxt "))
@@ -138,7 +139,7 @@ fn ctxt() -> Result<u64> {
 }
 
 /// (id, name, run_time_ns, run_cnt) of every loaded BPF program.
-fn bpf_progs() -> Result<Vec<(u64, String, u64, u64)>> {
+pub(crate) fn bpf_progs() -> Result<Vec<(u64, String, u64, u64)>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -169,7 +170,7 @@ fn memory_file(cgroup: &str) -> Option<u64> {
     read_u64(&p).ok()
 }
 
-/// The `q` quantile (nearest rank) of sorted values; NaN when empty.
+/// The `q` quantile (0..=1) of `sorted` (nearest rank; NaN when empty).
 pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -403,7 +404,8 @@ fn start_load(bin: &Path, target: u64) -> Result<(Child, f64)> {
     Ok((child, per_rt))
 }
 
-/// A hostNetwork busybox pod of `containers` containers running `script`.
+/// A hostNetwork busybox pod of `containers` containers running `script`, with an optional
+/// memory limit.
 pub(crate) fn pod_manifest(
     name: &str,
     containers: usize,

@@ -149,7 +149,7 @@ pub fn render_config(p: &ConfigParams<'_>) -> String {
 /// Creates cgroup `path` in every mounted hierarchy (the Go kubelet refuses a `cgroupRoot`
 /// that does not exist), with cpuset's cpus and mems copied from the root (a new v1 cpuset
 /// cgroup starts empty and admits no task).
-fn make_cgroup(path: &str) -> Result<()> {
+pub fn make_cgroup(path: &str) -> Result<()> {
     let root = Path::new("/sys/fs/cgroup");
     let rel = path.trim_start_matches('/');
     let mut hierarchies: Vec<PathBuf> = fs::read_dir(root)
@@ -180,7 +180,7 @@ fn make_cgroup(path: &str) -> Result<()> {
 /// The Go kubelet links each container's log into `/var/log/containers` (a fixed path) and
 /// unlinks it only when it removes the container itself; the Env removes containers over CRI,
 /// so the links into `dir` are removed here.
-fn remove_log_links(dir: &Path) {
+pub fn remove_log_links(dir: &Path) {
     let Ok(entries) = fs::read_dir(CONTAINER_LOG_LINKS) else {
         return;
     };

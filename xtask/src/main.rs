@@ -17,6 +17,7 @@ use xtask::run::{Session, SessionOpts};
 
 mod bench;
 mod bench_eviction;
+mod bench_peer;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "nodelet developer tasks")]
@@ -59,22 +60,33 @@ enum Cmd {
     },
     /// Benchmarks (not tests): `bench telemetry` prints eBPF vs cgroupfs polling costs;
     /// `bench pods` pod start (static and API pods) against the CRI floor, and agent cost;
-    /// `bench eviction` OOM/threshold latencies and the eviction race against baselines.
+    /// `bench eviction` OOM/threshold latencies and the eviction race against baselines;
+    /// `bench peer` nodelet beside the Go kubelet.
     Bench {
-        /// What to measure: `telemetry`, `pods` or `eviction`.
+        /// What to measure: `telemetry`, `pods`, `eviction` or `peer`.
         what: String,
         /// Container counts, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "50,100,250")]
         n: Vec<usize>,
-        /// Measurement window per cell, seconds.
-        #[arg(long, default_value_t = 10)]
-        window: u64,
+        /// Measurement window per cell, seconds (default: telemetry 10, peer 60).
+        #[arg(long)]
+        window: Option<u64>,
+        /// peer: settle time before the idle windows, seconds.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+        /// peer: running pod counts of the idle rows, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,50,100,250")]
+        pods: Vec<usize>,
+        /// peer: pod start batch sizes, comma separated (a batch of 1 is repeated 10 times).
+        #[arg(long, value_delimiter = ',', default_value = "1,30,100")]
+        starts: Vec<usize>,
         /// OOM kills to time (0: skip).
         #[arg(long, default_value_t = 20)]
         ooms: usize,
-        /// Rounds over the telemetry modes per row.
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
+        /// Rounds over the telemetry modes per row (default 2); peer: idle windows per pod
+        /// count (default 3).
+        #[arg(long)]
+        rounds: Option<usize>,
         /// Memory mark crossings to time per source (0: skip).
         #[arg(long, default_value_t = 10)]
         marks: usize,
@@ -190,6 +202,9 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             runs,
             crossings,
             rates,
+            settle,
+            pods,
+            starts,
         } => {
             if what == "pods" {
                 return bench_pods();
@@ -210,17 +225,32 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 })
                 .map(|_| ExitCode::SUCCESS);
             }
+            if what == "peer" {
+                setup()?;
+                let kubelet = xtask::k8s::build(xtask::k8s::RELEASE, &["cmd/kubelet"])?.remove(0);
+                return bench_peer::peer(&bench_peer::PeerBench {
+                    pods,
+                    window: Duration::from_secs(window.unwrap_or(60)),
+                    settle: Duration::from_secs(settle),
+                    rounds: rounds.unwrap_or(3),
+                    ooms,
+                    starts,
+                    nodelet: build_agent(true)?,
+                    kubelet,
+                })
+                .map(|_| ExitCode::SUCCESS);
+            }
             if what != "telemetry" {
-                bail!("unknown benchmark {what:?} (known: telemetry, pods, eviction)");
+                bail!("unknown benchmark {what:?} (known: telemetry, pods, eviction, peer)");
             }
             setup()?;
             bench::telemetry(&bench::TelemetryBench {
                 ns: n,
-                window: Duration::from_secs(window),
+                window: Duration::from_secs(window.unwrap_or(10)),
                 settle: Duration::from_secs(12),
                 switches: 40_000,
                 ooms,
-                rounds,
+                rounds: rounds.unwrap_or(2),
                 marks,
                 bin: build_agent(true)?,
             })
