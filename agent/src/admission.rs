@@ -5,7 +5,9 @@
 //! Checks, in the kubelet's order: node affinity and nodeSelector against the node's labels
 //! (`NodeAffinity`), NoExecute taints not tolerated (`TaintToleration`), then resources:
 //! pods against maxPods (`OutOfpods`), CPU and memory requests against the node's capacity
-//! (`OutOfcpu`, `OutOfmemory`), then node pressure (`Evicted`, from the eviction manager).
+//! (`OutOfcpu`, `OutOfmemory`), then node pressure (`Evicted`, from the eviction manager), then
+//! the pod's sysctls against the safe ones and allowedUnsafeSysctls (`SysctlForbidden`,
+//! pkg/kubelet/sysctl).
 
 use crate::pod::{ContainerResources, KillRequest};
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Toleration};
@@ -30,6 +32,8 @@ pub struct NodeFacts {
     pub max_pods: usize,
     /// Node pressure (the eviction manager's Admit), when it runs.
     pub pressure: Option<PressureCheck>,
+    /// allowedUnsafeSysctls: names or `prefix*` patterns allowed beside the safe sysctls.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 impl std::fmt::Debug for NodeFacts {
@@ -40,6 +44,7 @@ impl std::fmt::Debug for NodeFacts {
             .field("cpu_milli", &self.cpu_milli)
             .field("memory_bytes", &self.memory_bytes)
             .field("max_pods", &self.max_pods)
+            .field("allowed_unsafe_sysctls", &self.allowed_unsafe_sysctls)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +133,95 @@ pub fn admit(pod: &Pod, uid: &str, others: &[&Pod], node: &NodeFacts) -> Result<
     }
     if let Some((reason, message)) = node.pressure.as_ref().and_then(|p| p(pod)) {
         return Err(refuse(&reason, message));
+    }
+    if let Err(why) = sysctls_allowed(pod, &node.allowed_unsafe_sysctls) {
+        return Err(refuse(
+            "SysctlForbidden",
+            format!("forbidden sysctl: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The kubelet's safe sysctls (pkg/kubelet/sysctl/safe_sysctls.go; all namespaced on the
+/// kernels this agent runs on).
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_slow_start_after_idle",
+    "net.ipv4.tcp_notsent_lowat",
+];
+
+/// The namespace a sysctl lives in (component-helpers NamespacedBy), if known.
+fn sysctl_namespace(name: &str) -> Option<&'static str> {
+    if name == "kernel.sem"
+        || name.starts_with("kernel.shm")
+        || name.starts_with("kernel.msg")
+        || name.starts_with("fs.mqueue.")
+    {
+        Some("IPC")
+    } else if name.starts_with("net.") {
+        Some("Net")
+    } else {
+        None
+    }
+}
+
+/// NormalizeName: a name whose first separator is a slash has its dots and slashes swapped.
+fn normalize_sysctl(name: &str) -> String {
+    match (name.find('/'), name.find('.')) {
+        (Some(slash), dot) if dot.is_none_or(|d| slash < d) => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_owned(),
+    }
+}
+
+/// The patternAllowlist's Admit: every sysctl of the pod is safe or allowed, and not of a
+/// namespace the pod shares with the host.
+fn sysctls_allowed(pod: &Pod, allowed: &[String]) -> Result<(), String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_deref())
+        .unwrap_or_default();
+    for s in sysctls {
+        let name = normalize_sysctl(&s.name);
+        let listed = SAFE_SYSCTLS.contains(&name.as_str())
+            || allowed.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => *a == name,
+            });
+        if !listed {
+            return Err(format!("{name:?} not allowlisted"));
+        }
+        let host = match sysctl_namespace(&name) {
+            Some("IPC") => spec.host_ipc == Some(true),
+            Some("Net") => spec.host_network == Some(true),
+            _ => false,
+        };
+        if host {
+            let ns = sysctl_namespace(&name).unwrap_or_default();
+            return Err(format!("{name:?} not allowed with host {ns} enabled"));
+        }
     }
     Ok(())
 }
@@ -228,7 +322,42 @@ mod tests {
             memory_bytes: 1 << 30,
             max_pods: 2,
             pressure: None,
+            allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
         }
+    }
+
+    #[test]
+    fn sysctls_are_safe_or_allowed_and_not_of_a_shared_host_namespace() {
+        let n = node();
+        let sysctl = |extra: &str, name: &str| {
+            let p = with(
+                &format!("{extra}  securityContext: {{sysctls: [{{name: {name}, value: '1'}}]}}\n"),
+                "100m",
+            );
+            admit(&p, "u", &[], &n).map_err(|k| (k.reason, k.message))
+        };
+        assert!(sysctl("", "kernel.shm_rmid_forced").is_ok());
+        assert!(sysctl("", "net/ipv4/tcp_syncookies").is_ok());
+        assert!(sysctl("", "kernel.msgmax").is_ok());
+        assert!(sysctl("", "net.core.somaxconn").is_ok());
+        assert_eq!(
+            sysctl("", "kernel.sem"),
+            Err((
+                "SysctlForbidden".into(),
+                r#"forbidden sysctl: "kernel.sem" not allowlisted"#.into()
+            ))
+        );
+        assert_eq!(
+            sysctl("  hostNetwork: true\n", "net.core.somaxconn").map_err(|e| e.1),
+            Err(
+                r#"forbidden sysctl: "net.core.somaxconn" not allowed with host Net enabled"#
+                    .into()
+            )
+        );
+        assert_eq!(
+            normalize_sysctl("net/ipv4/conf/eth0.100/x"),
+            "net.ipv4.conf.eth0/100.x"
+        );
     }
 
     const TOLERATE: &str = "  tolerations: [{key: dedicated, operator: Exists}]\n";

@@ -557,6 +557,7 @@ fn admission_facts(
         memory_bytes: i64::try_from(memory_bytes).unwrap_or(i64::MAX),
         max_pods: opts.node_status.max_pods as usize,
         pressure,
+        allowed_unsafe_sysctls: opts.allowed_unsafe_sysctls.clone(),
     }
 }
 

@@ -64,6 +64,28 @@ fn security_context_reaches_the_container_and_run_as_non_root_refuses_root() -> 
         ),
     )?;
 
+    // An unsafe sysctl not allowed on the node refuses the pod (admission).
+    node.write_manifest(
+        "sysctl.yaml",
+        &pod(
+            "unsafe-sysctl",
+            "{sysctls: [{name: kernel.msgmax, value: '10000000'}]}",
+            "{}",
+            "true",
+        ),
+    )?;
+    let refused = node.wait("the unsafe sysctl refused", T, || {
+        Ok(listed_pod(ro, "unsafe-sysctl")?.filter(|p| p["status"]["phase"] == "Failed"))
+    })?;
+    assert_eq!(
+        refused["status"]["reason"], "SysctlForbidden",
+        "{refused:#}"
+    );
+    assert_eq!(
+        refused["status"]["message"],
+        r#"forbidden sysctl: "kernel.msgmax" not allowlisted"#
+    );
+
     // A field nodelet does not implement is named, never ignored in silence.
     node.write_manifest(
         "gated.yaml",

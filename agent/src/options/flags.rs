@@ -58,6 +58,10 @@ pub struct Flags {
     /// Register the node with the API server (cluster mode).
     #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub register_node: Option<bool>,
+    /// Unsafe sysctls (or `prefix*` patterns) pods may set, comma separated (config:
+    /// allowedUnsafeSysctls).
+    #[arg(long)]
+    pub allowed_unsafe_sysctls: Option<String>,
     /// RuntimeDefault seccomp for containers that name no profile (config: seccompDefault).
     #[arg(long, require_equals = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub seccomp_default: Option<bool>,
@@ -334,7 +338,6 @@ const NOT_IMPLEMENTED: &[(&str, Arity)] = &[
     ("topology-manager-policy-options", Arity::Value),
     ("kernel-memcg-notification", Arity::Bool),
     ("fail-cgroupv1", Arity::Bool),
-    ("allowed-unsafe-sysctls", Arity::Value),
 ];
 
 /// What the first pass found: flags to warn about, and the arguments clap should see.

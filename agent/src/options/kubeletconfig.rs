@@ -164,6 +164,8 @@ pub struct KubeletConfigFile {
     pub register_node: Option<bool>,
     /// RuntimeDefault seccomp for containers that name no profile.
     pub seccomp_default: Option<bool>,
+    /// Unsafe sysctls (or `prefix*` patterns) pods may set beside the safe ones.
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     /// Host resolver file for pods with dnsPolicy Default.
     pub resolv_conf: Option<PathBuf>,
     /// Cluster DNS domain.
@@ -261,6 +263,7 @@ const IMPLEMENTED: &[&str] = &[
     "cgroupsPerQOS",
     "registerNode",
     "seccompDefault",
+    "allowedUnsafeSysctls",
     "resolvConf",
     "clusterDomain",
     "clusterDNS",

@@ -153,6 +153,9 @@ pub struct Options {
     /// RuntimeDefault seccomp for containers that name no profile (the kubelet's
     /// seccompDefault; off by default).
     pub seccomp_default: bool,
+    /// Unsafe sysctls (or `prefix*` patterns) pods may set beside the safe ones
+    /// (allowedUnsafeSysctls).
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// Node registration and heartbeat settings (cluster mode).
     pub node_status: NodeStatusOptions,
     /// klog verbosity.
@@ -495,6 +498,18 @@ impl Options {
                 .seccomp_default
                 .or(file.seccomp_default)
                 .unwrap_or(false),
+            allowed_unsafe_sysctls: flags
+                .allowed_unsafe_sysctls
+                .as_deref()
+                .map(|s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .or_else(|| file.allowed_unsafe_sysctls.clone())
+                .unwrap_or_default(),
             node_status,
             api_rate,
             verbosity: flags

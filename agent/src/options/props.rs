@@ -191,6 +191,7 @@ const FIELDS: &[&str] = &[
     "cgroupsPerQOS",
     "registerNode",
     "seccompDefault",
+    "allowedUnsafeSysctls",
     "resolvConf",
     "clusterDomain",
     "clusterDNS",
