@@ -213,9 +213,9 @@ mod tests {
     fn svc(ns: &str, name: &str, ip: &str, ports: &str) -> Service {
         serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": ns, "name": name},
-            "spec": {"clusterIP": ip, "ports": serde_json::from_str::<serde_json::Value>(ports).unwrap()},
+            "spec": {"clusterIP": ip, "ports": serde_json::from_str::<serde_json::Value>(ports).expect("ports json")},
         }))
-        .unwrap()
+        .expect("service json")
     }
 
     fn map(v: Vec<(String, String)>) -> BTreeMap<String, String> {
@@ -307,30 +307,30 @@ mod tests {
             svc("ns", "web", "10.0.0.3", r#"[{"port":8080}]"#),
             svc("ns", "headless", "None", r#"[{"port":81}]"#),
         ]);
-        let ns = map(cache.env_for("ns", true, true).unwrap());
+        let ns = map(cache.env_for("ns", true, true).expect("env"));
         // The namespace's own `kubernetes` replaces the master one, as the Go map does.
         assert_eq!(ns["KUBERNETES_SERVICE_HOST"], "10.0.0.9");
-        let other = map(cache.env_for("elsewhere", true, true).unwrap());
+        let other = map(cache.env_for("elsewhere", true, true).expect("env"));
         assert_eq!(other["KUBERNETES_SERVICE_HOST"], "10.0.0.1");
         assert_eq!(other["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
         assert_eq!(ns["WEB_SERVICE_HOST"], "10.0.0.3");
         assert!(!ns.contains_key("OTHER_SERVICE_HOST"));
         assert!(!ns.contains_key("HEADLESS_SERVICE_HOST"));
-        let off = map(cache.env_for("ns", false, true).unwrap());
+        let off = map(cache.env_for("ns", false, true).expect("env"));
         assert_eq!(off["KUBERNETES_SERVICE_HOST"], "10.0.0.1");
         assert!(!off.contains_key("WEB_SERVICE_HOST"));
-        let def = map(cache.env_for("default", true, true).unwrap());
+        let def = map(cache.env_for("default", true, true).expect("env"));
         assert_eq!(def["OTHER_SERVICE_PORT"], "80");
         assert!(
             Services::default()
                 .env_for("ns", true, true)
-                .unwrap()
+                .expect("env")
                 .is_empty()
         );
         let unsynced = Services {
             inner: Some(Arc::new(RwLock::new(Inner::default()))),
         };
         assert!(unsynced.env_for("ns", true, true).is_err());
-        assert!(unsynced.env_for("ns", true, false).unwrap().is_empty());
+        assert!(unsynced.env_for("ns", true, false).expect("env").is_empty());
     }
 }
