@@ -28,6 +28,7 @@ mod prober;
 mod proptest_kit;
 mod recorder;
 mod server;
+mod services;
 mod stats;
 mod status;
 mod volumemanager;
@@ -159,7 +160,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     recorder.node(recorder::reasons::starting());
-    let ctx = node_context(&opts, api_client.clone(), recorder.clone());
+    // Service environment variables: every Service, watched (cluster mode only).
+    let services = match api_client.clone() {
+        Some(client) => services::Services::start(client, &mut tasks, cancel.child_token()),
+        None => services::Services::default(),
+    };
+    let ctx = node_context(&opts, api_client.clone(), recorder.clone(), services);
     let host_ip = ctx.host_ip.clone();
     let memory_capacity = u64::try_from(ctx.memory_capacity).unwrap_or(0);
     let cpu_capacity_milli = ctx.cpu_capacity_milli;
@@ -628,6 +634,7 @@ fn node_context(
     o: &Options,
     api_client: Option<kube::Client>,
     recorder: recorder::Recorder,
+    services: services::Services,
 ) -> NodeContext {
     let host_dns = std::fs::read_to_string(&o.resolv_conf)
         .map(|t| kuberuntime::sandbox::parse_resolv_conf(&t))
@@ -690,5 +697,6 @@ fn node_context(
         volumes: volumemanager::VolumeManager::new(api_client, o.root_dir.clone())
             .with_node_allocatable(cpus * 1000, memory_capacity),
         recorder,
+        services,
     }
 }

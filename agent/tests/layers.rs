@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     // API-backed volumes and env objects (configMap, secret, projected, downwardAPI).
     ("volumemanager", 1),
+    // Services for the containers' service environment variables (cluster mode).
+    ("services", 1),
     // Kubernetes Events: a handle every emitter above holds, one writer task.
     ("recorder", 1),
     // The runtime: the only CRI caller.

@@ -5,6 +5,8 @@
 //!   running and ready with the image and a containerID;
 //! - a Deployment goes through the scheduler and the controller-manager: its replicas run here;
 //! - a pod that exits 0 with restartPolicy Never reaches Succeeded;
+//! - a container's env holds the service variables of its namespace's Services and of the
+//!   master `kubernetes` service (FOO_SERVICE_HOST, FOO_PORT_8765_TCP...);
 //! - pods bound past the scheduler that do not fit (CPU, nodeSelector) are refused by node
 //!   admission: phase Failed with the kubelet's reason, never started;
 //! - `kubectl delete` stops the containers within the grace period and the object goes away
@@ -193,6 +195,55 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
         term["exitCode"] == 0 && term["reason"] == "Completed",
         "job: {term}"
     );
+
+    // Service environment variables (the upstream "environment variables for services"
+    // test): a Service of the pod's namespace and the master `kubernetes` service, read from
+    // the container's env (written to its termination message).
+    kubectl_apply(
+        c,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: fooservice\n  namespace: default\n\
+         spec:\n  selector:\n    name: none\n  ports:\n  - name: http\n    port: 8765\n    \
+         targetPort: 8080\n",
+    )?;
+    let svc_ip = kubectl_json(c, &["get", "service", "fooservice"])?["spec"]["clusterIP"]
+        .as_str()
+        .context("fooservice has no clusterIP")?
+        .to_owned();
+    let master_ip = kubectl_json(c, &["get", "service", "kubernetes"])?["spec"]["clusterIP"]
+        .as_str()
+        .context("the kubernetes service has no clusterIP")?
+        .to_owned();
+    kubectl_apply(
+        c,
+        &pod_yaml(
+            "envs",
+            "Never",
+            2,
+            "env | grep -E '^(FOOSERVICE|KUBERNETES)_' | sort > /dev/termination-log",
+        ),
+    )?;
+    let done = wait_phase(c, node, "envs", "Succeeded")?;
+    let msg = done["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for want in [
+        format!("FOOSERVICE_SERVICE_HOST={svc_ip}"),
+        "FOOSERVICE_SERVICE_PORT=8765".to_owned(),
+        "FOOSERVICE_SERVICE_PORT_HTTP=8765".to_owned(),
+        format!("FOOSERVICE_PORT=tcp://{svc_ip}:8765"),
+        format!("FOOSERVICE_PORT_8765_TCP=tcp://{svc_ip}:8765"),
+        "FOOSERVICE_PORT_8765_TCP_PROTO=tcp".to_owned(),
+        "FOOSERVICE_PORT_8765_TCP_PORT=8765".to_owned(),
+        format!("FOOSERVICE_PORT_8765_TCP_ADDR={svc_ip}"),
+        format!("KUBERNETES_SERVICE_HOST={master_ip}"),
+        "KUBERNETES_SERVICE_PORT_HTTPS=443".to_owned(),
+    ] {
+        ensure!(
+            msg.lines().any(|l| l == want),
+            "envs: {want} missing from the container's env:\n{msg}"
+        );
+    }
 
     // Node admission: pods bound past the scheduler are refused with the kubelet's reasons.
     for (name, extra, reason) in [

@@ -83,6 +83,7 @@ fn node_context(scratch: &Path, driver: &str) -> NodeContext {
         volumes: crate::volumemanager::VolumeManager::new(None, scratch.join("root")),
         recorder: crate::recorder::Recorder::logging_only(),
         seccomp_default: false,
+        services: Default::default(),
     }
 }
 

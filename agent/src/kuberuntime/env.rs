@@ -1,7 +1,8 @@
 //! A container's environment (kubelet kubelet_pods.go makeEnvironmentVariables and
 //! podFieldSelectorRuntimeValue, third_party/forked/golang/expansion): envFrom, env with
 //! `$(VAR)` expansion, downward API fields and resources, and ConfigMap and Secret references
-//! resolved from the volume manager's cache, with the kubelet's CreateContainerConfigError texts.
+//! resolved from the volume manager's cache, with the kubelet's CreateContainerConfigError texts;
+//! the service variables (crate::services) under them.
 
 use super::NodeContext;
 use super::container::ConfigError;
@@ -19,7 +20,23 @@ pub(super) fn resolve_env(
     c: &Container,
     pod_ip: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut out: Vec<(String, String)> = Vec::new();
+    // Service variables are the base (getServiceEnvVarMap): env and envFrom replace them and
+    // `$(VAR)` can name them. An API pod waits for the first list of Services; a static one not.
+    let links = p
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let wait_sync = matches!(p.source, crate::pod::PodSource::Api);
+    let mut out: Vec<(String, String)> = ctx
+        .services
+        .env_for(&p.pod_ref.namespace, links, wait_sync)
+        .map_err(|e| ConfigError::Env {
+            container: c.name.clone(),
+            var: "services".into(),
+            reason: e.to_string(),
+        })?;
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
         out.retain(|(name, _)| *name != k);
         out.push((k, v));
@@ -314,6 +331,39 @@ mod tests {
         assert_eq!(get("B"), Some("x-sa"));
         assert_eq!(get("A"), Some("y"), "a later entry replaces an earlier one");
         assert_eq!(env.last().map(|(k, _)| k.as_str()), Some("A"));
+    }
+
+    #[test]
+    fn service_variables_are_the_base_that_env_overrides_and_expands() {
+        let web: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "web"},
+            "spec": {"clusterIP": "10.0.0.3", "ports": [{"port": 8080}]},
+        }))
+        .expect("service json");
+        let ctx = NodeContext {
+            services: crate::services::Services::fixed(vec![web]),
+            ..standalone_ctx()
+        };
+        let (p, c) = pod_with_env(
+            r#""env": [
+                {"name": "URL", "value": "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)"},
+                {"name": "WEB_SERVICE_PORT", "value": "1"}
+            ]"#,
+        );
+        let env = resolve_env(&ctx, &p, &c, "10.88.0.2").expect("env");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("WEB_SERVICE_HOST"), Some("10.0.0.3"));
+        assert_eq!(get("WEB_PORT_8080_TCP_ADDR"), Some("10.0.0.3"));
+        assert_eq!(get("URL"), Some("http://10.0.0.3:8080"));
+        assert_eq!(
+            get("WEB_SERVICE_PORT"),
+            Some("1"),
+            "env replaces a service variable"
+        );
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "WEB_SERVICE_PORT").count(),
+            1
+        );
     }
 
     #[test]

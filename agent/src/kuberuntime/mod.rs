@@ -63,6 +63,8 @@ pub struct NodeContext {
     pub recorder: crate::recorder::Recorder,
     /// RuntimeDefault seccomp where no profile is named (seccompDefault).
     pub seccomp_default: bool,
+    /// Services for the containers' service environment variables (empty standalone).
+    pub services: crate::services::Services,
 }
 
 /// Why a sync did not complete; the worker logs it with the pod and retries.

@@ -25,5 +25,6 @@ pub fn node_context(root: &Path) -> NodeContext {
         volumes: crate::volumemanager::VolumeManager::new(None, root.to_path_buf()),
         recorder: crate::recorder::Recorder::logging_only(),
         seccomp_default: false,
+        services: Default::default(),
     }
 }

@@ -169,6 +169,7 @@ fn node_context(root: &Path, vm: VolumeManager) -> crate::kuberuntime::NodeConte
         volumes: vm,
         recorder: crate::recorder::Recorder::logging_only(),
         seccomp_default: false,
+        services: Default::default(),
     }
 }
 
