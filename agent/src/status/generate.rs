@@ -73,7 +73,7 @@ pub fn pod_status(
     }
     // A sidecar counts as initialized once started (its startup probe passed), a regular init
     // container once it succeeded.
-    let initialized = inits.iter().zip(&init_statuses).all(|(c, s)| {
+    let init_done = |c: &Container, s: &ContainerStatus| {
         if is_sidecar(c) {
             return s.started == Some(true);
         }
@@ -81,9 +81,31 @@ pub fn pod_status(
             .as_ref()
             .and_then(|st| st.terminated.as_ref())
             .is_some_and(|t| t.exit_code == 0)
-    }) || statuses
+    };
+    // The names the conditions' messages list (Go's %s of a []string: "[a b]").
+    let listed = |names: Vec<&str>| format!("[{}]", names.join(" "));
+    let incomplete: Vec<&str> = inits
         .iter()
-        .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+        .zip(&init_statuses)
+        .filter(|(c, s)| !init_done(c, s))
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let unready: Vec<&str> = inits
+        .iter()
+        .zip(&init_statuses)
+        .filter(|(c, s)| is_sidecar(c) && !s.ready)
+        .map(|(c, _)| c.name.as_str())
+        .chain(
+            statuses
+                .iter()
+                .filter(|s| !s.ready)
+                .map(|s| s.name.as_str()),
+        )
+        .collect();
+    let initialized = incomplete.is_empty()
+        || statuses
+            .iter()
+            .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
     let phase = phase(policy, &inits, &init_statuses, &statuses, initialized);
     // Sidecars' readiness counts for the pod's (KEP-753).
     let sidecars_ready = inits
@@ -101,13 +123,37 @@ pub fn pod_status(
         last_transition_time: ctx.start_time.and_then(time),
         ..Default::default()
     };
+    // GenerateContainersReadyCondition: a finished pod's containers are not ready because it
+    // completed or failed; otherwise the message names the unready ones.
+    let containers_ready = |type_: &str| match phase {
+        "Succeeded" => cond(type_, false, Some("PodCompleted")),
+        "Failed" => cond(type_, false, Some("PodFailed")),
+        _ => PodCondition {
+            message: (!ready && !unready.is_empty()).then(|| {
+                format!(
+                    "containers with unready status: {}",
+                    listed(unready.clone())
+                )
+            }),
+            ..cond(type_, ready, Some("ContainersNotReady"))
+        },
+    };
     let ready_condition = if ready && !gates_unready.is_empty() {
         PodCondition {
             message: Some(gates_unready.join(", ")),
             ..cond("Ready", false, Some("ReadinessGatesNotReady"))
         }
     } else {
-        cond("Ready", ready, Some("ContainersNotReady"))
+        containers_ready("Ready")
+    };
+    let initialized_condition = PodCondition {
+        message: (!initialized && !incomplete.is_empty()).then(|| {
+            format!(
+                "containers with incomplete status: {}",
+                listed(incomplete.clone())
+            )
+        }),
+        ..cond("Initialized", initialized, Some("ContainersNotInitialized"))
     };
     let mut conditions = vec![
         cond(
@@ -115,9 +161,9 @@ pub fn pod_status(
             rt.sandboxes.iter().any(|s| s.ready),
             None,
         ),
-        cond("Initialized", initialized, Some("ContainersNotInitialized")),
+        initialized_condition,
         ready_condition,
-        cond("ContainersReady", ready, Some("ContainersNotReady")),
+        containers_ready("ContainersReady"),
         cond("PodScheduled", true, None),
     ];
     // Conditions others own stay as the API server holds them (generateAPIPodStatus).
@@ -622,6 +668,21 @@ mod tests {
             }]);
         }
         let st = pod_status(&p, &rt(vec![]), &Waiting::new(), &StatusContext::default());
+        let message = |t: &str| {
+            st.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == t)
+                .and_then(|c| c.message.clone())
+        };
+        assert_eq!(
+            message("Initialized").as_deref(),
+            Some("containers with incomplete status: [i]")
+        );
+        assert_eq!(
+            message("ContainersReady").as_deref(),
+            Some("containers with unready status: [a]")
+        );
         let reason = |cs: Option<Vec<ContainerStatus>>| {
             cs.and_then(|v| v.into_iter().next())
                 .and_then(|c| c.state)
