@@ -26,6 +26,10 @@ const FOCUS: &str = concat!(
     r"|ConfigMap should be consumable from pods in volume (with mappings )?\[Conformance\]",
     r"|Secrets should be consumable from pods in volume (with mappings )?\[Conformance\]",
     r"|HostPath should support r/w)",
+    r"|\[sig-node\] (InitContainer should",
+    r"|Pods should (contain environment variables for services|support pod readiness gates)",
+    r"|Security Context When creating a container with runAsNonRoot",
+    r"|Sysctls \[LinuxOnly\] should not launch unsafe)",
 );
 
 #[test]
