@@ -482,28 +482,10 @@ pub fn promtool_check(what: &str, text: &str, allowed: &[(&str, &str)]) -> Resul
 
 /// GET over plain HTTP (the agent's read-only port); the body of a 200, else an error.
 pub fn read_only_get(port: u16, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    Ok(body.to_owned())
+    xtask::testing::http_get(port, path)
 }
 
 /// The static pod `name` (its mirror name `name-NODE`) in the read-only port's /pods, if listed.
 pub fn listed_pod(port: u16, name: &str) -> Result<Option<serde_json::Value>> {
-    let v: serde_json::Value = serde_json::from_str(&read_only_get(port, "/pods")?)?;
-    let full = format!("{name}-{NODE}");
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
+    xtask::testing::listed_static_pod(port, name, NODE)
 }

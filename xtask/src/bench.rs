@@ -21,6 +21,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+pub(crate) use xtask::testing::http_get;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -81,22 +82,6 @@ struct Passes {
     cpu_ns: u64,
     /// `nodelet_telemetry_rebaseline_interval_seconds` (0: no re-baseline, not eBPF).
     interval_s: f64,
-}
-
-/// `GET path` on the agent's plain-HTTP read-only port; the body.
-pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // HTTP/1.0: the body ends when the connection closes, never chunked.
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
-    if head.split_whitespace().nth(1) != Some("200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_owned())
 }
 
 /// The re-baseline figures in a Prometheus text exposition (`None` without them: telemetry

@@ -203,14 +203,7 @@ fn agent_log(bed: &Bed, from: usize) -> String {
 
 /// The agent's view of static pod `name` on its read-only port (`None`: not listed).
 fn listed(bed: &Bed, name: &str) -> Result<Option<Value>> {
-    let v: Value = serde_json::from_str(&http_get(bed.ro_port, "/pods")?)?;
-    let full = format!("{name}-{NODE}");
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["metadata"]["name"] == full.as_str())
-        .cloned())
+    xtask::testing::listed_static_pod(bed.ro_port, name, NODE)
 }
 
 /// Polls `f` every `every` until it yields, at most [`T`].

@@ -57,3 +57,35 @@ pub fn nodelet_bin_or_skip() -> Result<Option<std::path::PathBuf>> {
     ))?;
     Ok(None)
 }
+
+/// GET `path` on an agent's plain HTTP port (the read-only port) on 127.0.0.1; the body of a
+/// 200 answer.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    use anyhow::Context;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    // HTTP/1.0: the body ends when the connection closes, never chunked.
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
+}
+
+/// The static pod `name` of node `node` (its mirror name `name-node`) in the agent's /pods
+/// on read-only port `port`, if listed.
+pub fn listed_static_pod(port: u16, name: &str, node: &str) -> Result<Option<serde_json::Value>> {
+    let v: serde_json::Value = serde_json::from_str(&http_get(port, "/pods")?)?;
+    let full = format!("{name}-{node}");
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["metadata"]["name"] == full.as_str())
+        .cloned())
+}
