@@ -6,6 +6,7 @@
 //! such a limit are measured.
 
 use super::disk::{self, Dirs, PodDisk};
+use crate::pod::quantity::binary_si;
 use crate::pod::{DesiredPod, quantity};
 use k8s_openapi::api::core::v1::Container;
 use std::collections::HashMap;
@@ -117,27 +118,10 @@ fn pod_limit(p: &DesiredPod) -> Option<Limit> {
     let bytes = sum.saturating_add(sidecars).max(init_max);
     found.then(|| Limit {
         name: String::new(),
-        text: format_quantity(bytes),
+        // Limits and usage are never negative; a negative sum would print as a plain number.
+        text: u64::try_from(bytes).map_or_else(|_| bytes.to_string(), binary_si),
         bytes,
     })
-}
-
-/// A byte count as resource.Quantity prints a summed BinarySI quantity (`3Gi`, `1536Mi`,
-/// `1000`).
-fn format_quantity(bytes: i64) -> String {
-    for (suffix, shift) in [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ] {
-        if bytes != 0 && bytes % (1i64 << shift) == 0 {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
 }
 
 /// What one pod uses: `disk` from [`disk::measure`], `volumes` each limited emptyDir's bytes.

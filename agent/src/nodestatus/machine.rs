@@ -193,26 +193,7 @@ pub fn default_route_ip(prefer_v6: bool) -> Option<IpAddr> {
         .or_else(|| second().filter(|ip| validate_node_ip(*ip).is_ok()))
 }
 
-/// The `2Mi` / `1Gi` style name part of a huge page size, as the kubelet names the
-/// `hugepages-<size>` resources (a BinarySI quantity).
-pub fn binary_si(bytes: u64) -> String {
-    if bytes == 0 {
-        return "0".into();
-    }
-    for (suffix, shift) in [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ] {
-        if bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
+pub use crate::pod::quantity::binary_si;
 
 #[cfg(test)]
 mod tests {

@@ -46,6 +46,27 @@ pub fn parse(s: &str, milli: bool) -> Option<i64> {
     Some(v.ceil() as i64)
 }
 
+/// A byte count as resource.Quantity prints a BinarySI quantity (`2Mi`, `1Gi`, `1000`): the
+/// node's capacities, the `hugepages-<size>` names, the limits eviction messages quote.
+pub fn binary_si(bytes: u64) -> String {
+    if bytes == 0 {
+        return "0".into();
+    }
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
+        if bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
