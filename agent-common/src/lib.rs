@@ -190,7 +190,16 @@ pub struct OomRecord {
     pub oom_score_adj: i32,
     /// Victim's `comm`, NUL-padded.
     pub comm: [u8; TASK_COMM_LEN],
+    /// [`OOM_FLAG_NS_INIT`] and future bits.
+    pub flags: u32,
+    /// Keeps the size a multiple of 8 (no implicit padding).
+    pub reserved: u32,
 }
+
+/// [`OomRecord::flags`]: the victim is the init of its PID namespace (its pid there is 1).
+/// The kill ends every process of that namespace, so for a
+/// container with its own PID namespace the container itself is over.
+pub const OOM_FLAG_NS_INIT: u32 = 1;
 
 /// A memcg (or the node) crossed a working-set/usage mark set by user space.
 #[repr(C)]
@@ -345,7 +354,7 @@ pub struct NodeMem {
 
 const _: () = {
     assert!(core::mem::size_of::<RecordHeader>() == 16);
-    assert!(core::mem::size_of::<OomRecord>() == 88);
+    assert!(core::mem::size_of::<OomRecord>() == 96);
     assert!(core::mem::size_of::<MemMarkRecord>() == 48);
     assert!(core::mem::size_of::<CgroupRecord>() == 296);
     assert!(core::mem::size_of::<CpuAcct>() == 40);
@@ -391,6 +400,11 @@ impl OomRecord {
             .position(|&b| b == 0)
             .unwrap_or(TASK_COMM_LEN);
         &self.comm[..end]
+    }
+
+    /// True when the victim was the init of its PID namespace ([`OOM_FLAG_NS_INIT`]).
+    pub fn kills_pid_namespace(&self) -> bool {
+        self.flags & OOM_FLAG_NS_INIT != 0
     }
 }
 

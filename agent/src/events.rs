@@ -67,6 +67,9 @@ pub struct OomKill {
     pub kernel_ts_ns: Option<u64>,
     /// When the agent learnt of it.
     pub seen_at: SystemTime,
+    /// The victim was its PID namespace's init, so the container ends with it (eBPF only:
+    /// `None` when unknown, as from the cgroupfs poller).
+    pub ends_container: Option<bool>,
 }
 
 /// A memory mark crossing (kernel-side watermark on a cgroup or the node).
@@ -99,6 +102,8 @@ pub struct OomEvent {
     pub kernel_ts_ns: Option<u64>,
     /// When the agent learnt of it.
     pub seen_at: SystemTime,
+    /// The victim was the init of its PID namespace (eBPF only).
+    pub ns_init: Option<bool>,
 }
 
 /// A kernel record as eBPF (or the cgroupfs poller) reports it, before the stats mapper
@@ -163,6 +168,31 @@ impl NodeEvent {
             NodeEvent::Oom(o) => o.pod.as_ref().map(|p| p.uid.as_str()),
             _ => None,
         }
+    }
+}
+
+/// CLOCK_MONOTONIC now, ns: the clock of the kernel records' timestamps (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The wall-clock time of a kernel record's CLOCK_MONOTONIC timestamp (a record from the
+/// future, which cannot happen, is taken as now).
+pub fn kernel_time(ts_ns: u64) -> SystemTime {
+    let ago = monotonic_ns().saturating_sub(ts_ns);
+    SystemTime::now() - std::time::Duration::from_nanos(ago)
+}
+
+impl OomKill {
+    /// When the kernel chose the victim: the record's time, or when the agent learnt of it.
+    pub fn killed_at(&self) -> SystemTime {
+        self.kernel_ts_ns.map_or(self.seen_at, kernel_time)
     }
 }
 

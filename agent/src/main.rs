@@ -382,6 +382,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             dump: telemetry.dump.clone(),
             mark_bytes: telemetry.mark_bytes,
             marks,
+            recorder: recorder.clone(),
         },
         &mut tasks,
         cancel.child_token(),

@@ -47,6 +47,9 @@ enum mem_item {
 	MEM_ITEM_COUNT = 12,
 };
 
+/* oom_record.flags: the victim is its PID namespace's init. */
+#define OOM_FLAG_NS_INIT 1
+
 #define MARK_SCOPE_CGROUP 0
 #define MARK_SCOPE_NODE 1
 #define CGROUP_PATH_TRUNCATED 1
@@ -69,6 +72,8 @@ struct oom_record {
 	__u32 uid;
 	__s32 oom_score_adj;
 	char comm[TASK_COMM_LEN_];
+	__u32 flags;
+	__u32 reserved;
 };
 
 struct mem_mark_record {
@@ -133,7 +138,7 @@ struct node_mem {
 };
 
 _Static_assert(sizeof(struct record_header) == 16, "record_header");
-_Static_assert(sizeof(struct oom_record) == 88, "oom_record");
+_Static_assert(sizeof(struct oom_record) == 96, "oom_record");
 _Static_assert(__builtin_offsetof(struct oom_record, comm) == 72, "oom_record.comm");
 _Static_assert(sizeof(struct mem_mark_record) == 48, "mem_mark_record");
 _Static_assert(sizeof(struct cgroup_record) == 296, "cgroup_record");

@@ -644,6 +644,7 @@ fn oom_event(collector: &mut Collector, r: &OomRecord) -> OomEvent {
         comm: Some(String::from_utf8_lossy(r.comm_bytes()).into_owned()),
         kernel_ts_ns: Some(r.hdr.ts_ns),
         seen_at: SystemTime::now(),
+        ns_init: Some(r.kills_pid_namespace()),
     }
 }
 

@@ -5,7 +5,7 @@ use super::helpers::{self, Candidate, Condition, Observations};
 use super::{EvictionStats, Handle, KillPodFunc, NodePressure, Settings};
 use super::{disk, local_storage, reclaim, signals};
 use crate::config::PodSet;
-use crate::events::{NodeEvent, Received, Subscriber};
+use crate::events::{NodeEvent, Received, Subscriber, monotonic_ns};
 use crate::kuberuntime::Cri;
 use crate::kuberuntime::gc::{NodeGc, PodStateFn};
 use crate::options::eviction::{Signal, Threshold};
@@ -538,15 +538,4 @@ impl Manager {
         }
         self.armed.retain(|c, _| seen.contains(c));
     }
-}
-
-/// CLOCK_MONOTONIC now, ns (the clock of the kernel's mark timestamps).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

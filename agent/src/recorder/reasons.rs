@@ -249,6 +249,21 @@ pub fn node_condition(node: &str, type_: &str, status: &str) -> Option<Message> 
     ))
 }
 
+/// The kernel OOM-killed a process (node-problem-detector's reason, which operators' alerts
+/// already match; the kubelet itself records only `SystemOOM`, for kills outside any pod).
+pub const OOM_KILLING: &str = "OOMKilling";
+
+/// A container's process was OOM-killed: a Warning on the node, as node-problem-detector
+/// raises it, naming the process and where it ran.
+pub fn oom_killing(process: &str, pid: Option<u32>, whereabouts: &str) -> Message {
+    let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+    m(
+        Warning,
+        OOM_KILLING,
+        format!("Memory cgroup out of memory: Killed process {pid} ({process}) in {whereabouts}"),
+    )
+}
+
 /// Reason of the event naming pod fields nodelet ignores (nodelet's own; the kubelet has none).
 pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
 

@@ -569,6 +569,7 @@ mod tests {
                     comm: None,
                     kernel_ts_ns: None,
                     seen_at: SystemTime::now(),
+                    ns_init: None,
                 })
             });
         }

@@ -17,6 +17,8 @@ pub struct MapperSettings {
     pub mark_bytes: Option<u64>,
     /// Where mark requests go (eBPF only).
     pub marks: Option<mpsc::Sender<MarkRequest>>,
+    /// Raises the node's `OOMKilling` events.
+    pub recorder: crate::recorder::Recorder,
 }
 
 /// Starts the mapper: the index's only writer. Kernel records arrive on `records`; resolved
@@ -41,6 +43,7 @@ pub fn start(
         marked: HashSet::new(),
         marks: std::collections::VecDeque::new(),
         pending_ooms: Vec::new(),
+        recorder: settings.recorder,
     };
     tasks.spawn(m.run(records, cancel));
 }
@@ -57,6 +60,8 @@ struct Mapper {
     mark_requests: Option<mpsc::Sender<MarkRequest>>,
     /// Mark to put on every container.
     mark_bytes: Option<u64>,
+    /// Raises the node's `OOMKilling` events.
+    recorder: crate::recorder::Recorder,
     /// Container cgroups that have the mark.
     marked: HashSet<String>,
     /// Recent mark crossings.
@@ -189,6 +194,19 @@ impl Mapper {
     fn report_oom(&self, e: &stats::OomEvent) {
         let k = attribute(&self.index(), e);
         log_oom(&k);
+        let whereabouts = match (&k.pod, &k.container) {
+            (Some(pod), Some(c)) => format!("container {c} of pod {pod}"),
+            (Some(pod), None) => format!("pod {pod}"),
+            _ => format!("cgroup {}", e.cgroup.as_deref().unwrap_or("unknown")),
+        };
+        self.recorder.node(crate::recorder::reasons::oom_killing(
+            e.comm.as_deref().unwrap_or("unknown"),
+            e.tgid.or(e.pid),
+            &whereabouts,
+        ));
+        // A container's main process is its PID namespace's init (the pod's pause is the
+        // init of a shared namespace, and is not in the container's cgroup).
+        let ends_container = e.ns_init.map(|init| init && k.container.is_some());
         self.bus.publish(NodeEvent::Oom(crate::events::OomKill {
             pod: k.pod,
             container: k.container,
@@ -198,6 +216,7 @@ impl Mapper {
             comm: e.comm.clone(),
             kernel_ts_ns: e.kernel_ts_ns,
             seen_at: e.seen_at,
+            ends_container,
         }));
     }
 
@@ -248,6 +267,7 @@ impl Mapper {
                     comm: None,
                     kernel_ts_ns: None,
                     seen_at: snap.taken_at.unwrap_or_else(SystemTime::now),
+                    ns_init: None,
                 });
             }
         }
@@ -331,15 +351,4 @@ pub(super) fn unix_time(ns: i64) -> Option<SystemTime> {
 pub(super) fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// CLOCK_MONOTONIC now, ns (the clock of BPF record timestamps).
-pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -32,7 +32,7 @@ use std::{
 use tracing::{debug, warn};
 
 use crate::cm::path::{CgroupKind, classify};
-use crate::events::{Bus, KernelEvent, NodeEvent};
+use crate::events::{Bus, KernelEvent, NodeEvent, monotonic_ns};
 use crate::pleg::cache::CacheReader;
 use crate::pod::PodRef;
 use crate::stats::{self, CollectorCounters, CpuStats, MemoryStats, Snapshot, Source, StatsStore};
