@@ -71,6 +71,21 @@ impl RuntimeCache {
     }
 }
 
+impl RuntimeCache {
+    /// Publishes a correction of the current generation that no relist made (an OOM kill
+    /// the runtime has not seen yet): `updated` stays, so a pod worker waiting for a relist
+    /// newer than its last action still waits for one.
+    pub fn correct(&self, pods: HashMap<String, CachedPod>) {
+        self.tx.send_modify(|cur| {
+            *cur = Arc::new(CacheSnapshot {
+                pods,
+                updated: cur.updated,
+                generation: cur.generation + 1,
+            });
+        });
+    }
+}
+
 impl CacheReader {
     /// The current generation.
     pub fn snapshot(&self) -> Arc<CacheSnapshot> {

@@ -4,9 +4,10 @@
 //! The runtime's own event stream (CRI GetContainerEvents) is used where it exists: each event
 //! triggers an immediate relist, and the periodic relist slows to the kubelet's evented period.
 //! Where the runtime does not implement it (containerd 1.6), a relist every second diffs the
-//! sandbox and container lists, as the kubelet's generic PLEG does. An OOM kill on the bus
-//! also triggers a relist, so the runtime's verdict on the container (exit code, `OOMKilled`)
-//! reaches the cache, the status and the restart logic within milliseconds.
+//! sandbox and container lists, as the kubelet's generic PLEG does. An OOM kill of a
+//! container's main process marks it terminated in the cache at once ([`oom`]); any OOM kill
+//! also triggers relists, so the runtime's verdict on the container (exit code, `OOMKilled`)
+//! follows as soon as the runtime has it.
 //!
 //! Cost: one ListPodSandbox and one ListContainers per relist, whatever the pod count, plus
 //! ContainerStatus only for containers whose state changed (and PodSandboxStatus for a new
@@ -17,8 +18,11 @@
 //! its old record and is inspected again on the next relist.
 
 pub mod cache;
+pub mod oom;
 
-use crate::events::{Bus, NodeEvent, PodEventKind as EventKind, PodLifecycleEvent, Received};
+use crate::events::{
+    Bus, NodeEvent, OomKill, PodEventKind as EventKind, PodLifecycleEvent, Received,
+};
 use crate::instrument::{DEF_BUCKETS, Histogram};
 use crate::kuberuntime::{Cri, labels, state};
 use crate::pod::PodRef;
@@ -186,6 +190,7 @@ pub async fn run(
         last: None,
         reinspect: HashSet::new(),
         last_start: None,
+        oom: oom::OomOverlay::default(),
     };
     let mut oom = bus.subscribe("pleg");
     let mut events: Option<tonic::Streaming<cri::ContainerEventResponse>> = None;
@@ -251,6 +256,10 @@ pub async fn run(
                 }
                 got = oom.recv() => match got {
                     Some(Received::Event(ev)) if matches!(*ev, NodeEvent::Oom(_)) => {
+                        if let NodeEvent::Oom(kill) = &*ev {
+                            pleg.on_oom(kill);
+                        }
+                        // Relists follow all the same: they bring the runtime's own word.
                         pleg.stats.oom_relists.fetch_add(1, Ordering::Relaxed);
                         let now = Instant::now();
                         extra.extend(OOM_RELISTS.iter().map(|d| now + *d));
@@ -304,9 +313,28 @@ struct Relister {
     /// Pods whose inspection failed: inspected again on the next relist.
     reinspect: HashSet<String>,
     last_start: Option<Instant>,
+    /// Containers the kernel OOM-killed, reported before the runtime knows.
+    oom: oom::OomOverlay,
 }
 
 impl Relister {
+    /// An OOM kill that ends a running container: the cache says so at once, and the pod's
+    /// subscribers hear of a died container as from a relist.
+    fn on_oom(&mut self, kill: &OomKill) {
+        let cur = self.cache.current();
+        let Some(pod) = self.oom.note(kill, &cur.pods) else {
+            return;
+        };
+        let mut pods = cur.pods.clone();
+        self.oom.apply(&mut pods);
+        self.cache.correct(pods);
+        self.bus.publish(NodeEvent::Pod(PodLifecycleEvent {
+            pod,
+            kind: EventKind::ContainerDied,
+            present: true,
+        }));
+    }
+
     /// One relist: list, diff, inspect what changed, publish the cache, then the events.
     async fn relist(&mut self) -> Result<(), crate::kuberuntime::CriError> {
         let started = Instant::now();
@@ -369,7 +397,8 @@ impl Relister {
             let (sbs, cs) = by_pod.remove(uid).unwrap_or_default();
             let mut state = state::from_lists(sbs, cs);
             let target = pod.to_string();
-            match state::inspect(&self.cri, &mut state, old.map(|o| &*o.state), &target).await {
+            let prev_state = old.map(|o| self.oom.for_inspection(uid, &o.state));
+            match state::inspect(&self.cri, &mut state, prev_state.as_deref(), &target).await {
                 Ok(()) => {}
                 Err(e) => {
                     debug!(pod = %target, error = %e, "inspecting pod failed; keeping its old record");
@@ -389,6 +418,7 @@ impl Relister {
                 },
             );
         }
+        reinspect.extend(self.oom.apply(&mut pods));
         self.reinspect = reinspect;
         self.cache.publish(pods, started);
         self.last = Some(snap);
