@@ -327,12 +327,12 @@ fn oom_to_status(bed: &Bed, count: usize) -> Result<Vec<f64>> {
     for i in 0..count {
         let name = format!("oom{i}");
         let file = manifests(bed).join(format!("{name}.yaml"));
-        // The pipeline's tail is the shell's last command and the cgroup's largest process:
-        // the kernel kills it and the container exits 137 with the runtime's OOM verdict.
+        // `tail` replaces the shell as the container's main process (its PID namespace's
+        // init) and holds 50 MiB against 20: the kernel kills it, which ends the container.
         let m = pod_manifest(
             &name,
             1,
-            "sleep 1; head -c 52428800 /dev/zero | tail -c 52428800 >/dev/null",
+            "sleep 1; exec tail -c 52428800 /dev/zero",
             Some("20Mi"),
         ) + "  restartPolicy: Never\n";
         fs::write(&file, m)?;

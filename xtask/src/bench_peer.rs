@@ -304,7 +304,7 @@ fn oom_killed(port: u16, name: &str) -> Result<bool> {
 }
 
 /// Kernel `oom-kill:` record -> /pods says OOMKilled, ms, one pod at a time (restartPolicy
-/// Never, 20 MiB limit, an allocating pipeline). The kernel rate-limits that record (10 per
+/// Never, 20 MiB limit, the container's main process allocating, as in most OOM kills). The kernel rate-limits that record (10 per
 /// 5 s for the whole machine, other sessions' OOMs included): a kill without one is skipped
 /// and named in the notes.
 fn oom_latencies(node: &PeerNode, count: usize, notes: &mut Vec<String>) -> Result<Vec<f64>> {
@@ -316,7 +316,7 @@ fn oom_latencies(node: &PeerNode, count: usize, notes: &mut Vec<String>) -> Resu
         let manifest = pod_manifest(
             &name,
             1,
-            "sleep 1; head -c 104857600 /dev/zero | tail -c 104857600 >/dev/null",
+            "sleep 1; exec tail -c 104857600 /dev/zero",
             Some("20Mi"),
         )
         .replace("spec:\n", "spec:\n  restartPolicy: Never\n");

@@ -25,6 +25,9 @@ use tracing::{debug, error, info, warn};
 /// Smallest step between a container's usage and its mark: below this the marks would fire
 /// on every few pages (the kernel granule is 1 MiB).
 const MIN_MARK_STEP: u64 = 4 << 20;
+/// Nearest a mark goes to a container's usage when the threshold itself is nearer than
+/// [`MIN_MARK_STEP`]: the kernel's charge granule.
+const MIN_MARK_REACH: u64 = 1 << 20;
 /// How long the next pass waits for an evicted pod to stop (podCleanupTimeout).
 const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often it looks (the kubelet polls every second; status changes are cheap to read).
@@ -496,6 +499,7 @@ impl Manager {
 
     /// Puts a mark on every container a share of the node's memory slack above its usage: the
     /// threshold cannot be crossed by pod growth without one of them firing first.
+    /// ([`mark_distance`] says how far.)
     async fn arm_marks(&mut self) {
         let Some(tx) = self.inputs.marks.clone() else {
             return;
@@ -513,8 +517,7 @@ impl Manager {
             .min();
         let Some(slack) = slack else { return };
         let containers = self.inputs.view.containers();
-        let n = containers.len().max(1) as u64;
-        let step = (u64::try_from(slack).unwrap_or(0) / n).max(MIN_MARK_STEP);
+        let step = mark_distance(slack, containers.len());
         let layout = &self.settings.sources.layout;
         let mut seen = HashSet::new();
         for c in containers {
@@ -537,5 +540,36 @@ impl Manager {
             }
         }
         self.armed.retain(|c, _| seen.contains(c));
+    }
+}
+
+/// How far above its usage each of `containers` gets its mark, given the node's `slack`
+/// (bytes left before the nearest memory threshold): a share of the slack, at least
+/// [`MIN_MARK_STEP`] so marks do not fire every few pages, but never beyond the slack itself
+/// (down to [`MIN_MARK_REACH`]). Otherwise a container that grows in steps could fire a mark
+/// short of the threshold, be re-armed a full step higher, and cross the threshold unseen
+/// until its next step (seen in `cargo xtask bench eviction`: crossing -> decision p99 99 ms).
+fn mark_distance(slack: i64, containers: usize) -> u64 {
+    let slack = u64::try_from(slack).unwrap_or(0);
+    let share = (slack / containers.max(1) as u64).max(MIN_MARK_STEP);
+    share.min(slack.max(MIN_MARK_REACH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mark_distance;
+
+    #[test]
+    fn marks_never_go_beyond_the_threshold() {
+        const MIB: i64 = 1 << 20;
+        // Plenty of slack: a share of it.
+        assert_eq!(mark_distance(400 * MIB, 10), 40 << 20);
+        // Small shares are raised to the minimum step ...
+        assert_eq!(mark_distance(20 * MIB, 10), 4 << 20);
+        // ... but not past the threshold itself.
+        assert_eq!(mark_distance(3 * MIB, 10), 3 << 20);
+        // Under pressure already (no slack): the nearest mark the kernel can tell.
+        assert_eq!(mark_distance(-5 * MIB, 10), 1 << 20);
+        assert_eq!(mark_distance(0, 0), 1 << 20);
     }
 }
