@@ -22,6 +22,8 @@ pub struct PodActions {
     pub sidecars_to_start: Vec<usize>,
     /// Regular containers (indexes) to start.
     pub containers_to_start: Vec<usize>,
+    /// Ephemeral containers (indexes) to start: those never started; they are not restarted.
+    pub ephemeral_to_start: Vec<usize>,
     /// Container instances to stop and remove first: (id, name, reason).
     pub containers_to_kill: Vec<(String, String, String)>,
     /// The pod has finished for good (terminal phase): nothing will run again.
@@ -116,6 +118,15 @@ pub fn compute(
         return a;
     }
     a.sandbox_id = newest.map(|s| s.id.clone());
+    // Ephemeral containers may start before initialization is done, each once only.
+    a.ephemeral_to_start = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, e)| state.latest(&e.name).is_none())
+        .map(|(i, _)| i)
+        .collect();
 
     // Init containers run one at a time, in order, each to success. Once a regular container
     // exists, initialization is over (its records may have been garbage-collected).

@@ -193,6 +193,7 @@ pub fn pod_status(
         ),
         container_statuses: Some(statuses),
         init_container_statuses: (!inits.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: super::ephemeral::statuses(&spec, rt, waiting),
         ..Default::default()
     }
 }
@@ -331,7 +332,7 @@ fn api_state(v: &ContainerView) -> ApiState {
 
 /// One container's status; `has_inits` says the pod has init containers, whose containers
 /// not yet created wait as PodInitializing (convertToAPIContainerStatuses' default).
-fn container_status(
+pub(super) fn container_status(
     c: &Container,
     rt: &PodRuntimeState,
     waiting: &Waiting,
