@@ -25,8 +25,8 @@ use crate::cm::ContainerManager;
 use crate::pod::{DesiredPod, PodRef, QosClass};
 use crate::recorder::{field_path, reasons as ev};
 use backoff::Backoff;
-pub use ephemeral::ContainerKind;
 pub use client::{Cri, CriError};
+pub use ephemeral::ContainerKind;
 use k8s_openapi::api::core::v1::Container;
 use proto::runtime::v1 as cri;
 use state::{ContainerState, PodRuntimeState};
@@ -346,7 +346,11 @@ impl RuntimeManager {
         if let Some(i) = plan.init_to_start {
             queue.push((i, ContainerKind::Init));
         }
-        queue.extend(plan.sidecars_to_start.iter().map(|i| (*i, ContainerKind::Init)));
+        queue.extend(
+            plan.sidecars_to_start
+                .iter()
+                .map(|i| (*i, ContainerKind::Init)),
+        );
         queue.extend(
             plan.containers_to_start
                 .iter()
