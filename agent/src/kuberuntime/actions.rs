@@ -360,6 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_containers_start_once_even_before_initialization() {
+        let mut s = spec("Always", &["i"], &["a"]);
+        let eph = |n: &str| k8s_openapi::api::core::v1::EphemeralContainer {
+            name: n.into(),
+            ..Default::default()
+        };
+        s.ephemeral_containers = Some(vec![eph("e0"), eph("e1")]);
+        let mut e0 = ctr("i", ContainerState::Exited, 0, &s);
+        e0.name = "e0".into();
+        let st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            containers: vec![ctr("i", ContainerState::Running, 0, &s), e0],
+            pod_ip: String::new(),
+        };
+        let a = compute(&s, &st, &Default::default(), &Default::default());
+        assert_eq!(a.ephemeral_to_start, vec![1], "e0 ran already: never again");
+        assert!(a.containers_to_kill.is_empty() && a.containers_to_start.is_empty());
+        // A new sandbox first: nothing ephemeral starts with it.
+        let none = PodRuntimeState::default();
+        let a = compute(&s, &none, &Default::default(), &Default::default());
+        assert!(a.ephemeral_to_start.is_empty());
+    }
+
+    #[test]
     fn restart_policies_decide_exited_containers() {
         for (policy, exit, restart) in [
             ("Always", 0, true),
