@@ -12,6 +12,7 @@
 
 use anyhow::{Result, ensure};
 use nodelet_tests::cluster::{self as kit, kubectl_apply, kubectl_json, pod_yaml};
+use nodelet_tests::{NodeOpts, free_port};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -28,9 +29,23 @@ fn ephemeral_status(pod: &Value) -> Option<Value> {
 
 #[test]
 fn kubectl_debug_runs_an_ephemeral_container_once() -> Result<()> {
-    let Some(cn) = kit::start_or_skip("nodelet-cluster-ephemeral-", T)? else {
+    // Served on the node's address, where the apiserver calls it for exec and logs; whoever
+    // reaches it may (authn/authz are cluster_kubectl's subject).
+    let ip = xtask::host_ip()?;
+    let port = free_port()?;
+    let opts = NodeOpts {
+        extra_config: format!(
+            "address: {ip}\nport: {port}\nhealthzPort: 0\nreadOnlyPort: 0\n\
+             authentication:\n  anonymous:\n    enabled: true\n  webhook:\n    enabled: false\n\
+             authorization:\n  mode: AlwaysAllow\n"
+        ),
+        ..Default::default()
+    };
+    let Some(mut cn) = kit::node_and_cluster("nodelet-cluster-ephemeral-", opts)? else {
         return Ok(());
     };
+    cn.join(&[&format!("--node-ip={ip}")])?;
+    cn.wait_ready(T)?;
     let c = &cn.cluster;
     kubectl_apply(
         c,
