@@ -123,8 +123,11 @@ mod tests {
             ..Default::default()
         };
         let ns = |c: &cri::ContainerConfig| {
-            let o = c.linux.as_ref().unwrap().security_context.as_ref().unwrap();
-            o.namespace_options.clone().unwrap()
+            c.linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.clone())
+                .expect("namespace options")
         };
         let mut c = cfg(cri::NamespaceMode::Container);
         target_pid_namespace(&mut c, "abc");
