@@ -227,7 +227,11 @@ fn later_stages(scratch: &Scratch, p: &DesiredPod) -> Result<(), TestCaseError> 
     for (c, init) in inits.chain(spec.containers.iter().map(|c| (c, false))) {
         let input = ContainerInputs {
             container: c,
-            init,
+            kind: if init {
+                crate::kuberuntime::ephemeral::ContainerKind::Init
+            } else {
+                crate::kuberuntime::ephemeral::ContainerKind::Regular
+            },
             restart_count: 0,
             image_ref: "sha256:0123".into(),
             pod_ip: "10.244.0.7".into(),

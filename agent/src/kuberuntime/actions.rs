@@ -22,6 +22,8 @@ pub struct PodActions {
     pub sidecars_to_start: Vec<usize>,
     /// Regular containers (indexes) to start.
     pub containers_to_start: Vec<usize>,
+    /// Ephemeral containers (indexes) to start: those never started; they are not restarted.
+    pub ephemeral_to_start: Vec<usize>,
     /// Container instances to stop and remove first: (id, name, reason).
     pub containers_to_kill: Vec<(String, String, String)>,
     /// The pod has finished for good (terminal phase): nothing will run again.
@@ -116,6 +118,15 @@ pub fn compute(
         return a;
     }
     a.sandbox_id = newest.map(|s| s.id.clone());
+    // Ephemeral containers may start before initialization is done, each once only.
+    a.ephemeral_to_start = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, e)| state.latest(&e.name).is_none())
+        .map(|(i, _)| i)
+        .collect();
 
     // Init containers run one at a time, in order, each to success. Once a regular container
     // exists, initialization is over (its records may have been garbage-collected).
@@ -346,6 +357,30 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn ephemeral_containers_start_once_even_before_initialization() {
+        let mut s = spec("Always", &["i"], &["a"]);
+        let eph = |n: &str| k8s_openapi::api::core::v1::EphemeralContainer {
+            name: n.into(),
+            ..Default::default()
+        };
+        s.ephemeral_containers = Some(vec![eph("e0"), eph("e1")]);
+        let mut e0 = ctr("i", ContainerState::Exited, 0, &s);
+        e0.name = "e0".into();
+        let st = PodRuntimeState {
+            sandboxes: vec![sandbox(true, 0)],
+            containers: vec![ctr("i", ContainerState::Running, 0, &s), e0],
+            pod_ip: String::new(),
+        };
+        let a = compute(&s, &st, &Default::default(), &Default::default());
+        assert_eq!(a.ephemeral_to_start, vec![1], "e0 ran already: never again");
+        assert!(a.containers_to_kill.is_empty() && a.containers_to_start.is_empty());
+        // A new sandbox first: nothing ephemeral starts with it.
+        let none = PodRuntimeState::default();
+        let a = compute(&s, &none, &Default::default(), &Default::default());
+        assert!(a.ephemeral_to_start.is_empty());
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub fn log_path(name: &str, restart_count: u32) -> String {
 pub struct ContainerInputs<'a> {
     /// The container spec.
     pub container: &'a Container,
-    /// Init container?
-    pub init: bool,
+    /// Which list of the spec it comes from.
+    pub kind: super::ephemeral::ContainerKind,
     /// Restart count (CRI attempt).
     pub restart_count: u32,
     /// Image reference the runtime resolved.
@@ -114,7 +114,7 @@ pub fn container_config(
             .collect(),
         mounts: mounts(ctx, p, c, &input.pod_ip)?,
         labels: labels::container_labels(p, c),
-        annotations: labels::container_annotations(p, c, input.restart_count, input.init),
+        annotations: labels::container_annotations(p, c, input.restart_count, input.kind),
         log_path: log_path(&c.name, input.restart_count),
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),

@@ -30,7 +30,7 @@ pub const POD_DELETION_GRACE: &str = "io.kubernetes.pod.deletionGracePeriod";
 pub const PRE_STOP_HANDLER: &str = "io.kubernetes.container.preStopHandler";
 /// Container ports annotation (JSON).
 pub const CONTAINER_PORTS: &str = "io.kubernetes.container.ports";
-/// Container type annotation: `init` or `container`.
+/// Container type annotation: `init`, `container` or `ephemeral`.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.container.type";
 
 /// Sandbox labels: the pod's labels plus the three identity labels.
@@ -75,7 +75,7 @@ pub fn container_annotations(
     p: &DesiredPod,
     c: &Container,
     restart_count: u32,
-    init: bool,
+    kind: super::ephemeral::ContainerKind,
 ) -> HashMap<String, String> {
     let mut a = HashMap::from([
         (CONTAINER_HASH.into(), format!("{:x}", container_hash(c))),
@@ -92,10 +92,7 @@ pub fn container_annotations(
                 .clone()
                 .unwrap_or_else(|| "File".into()),
         ),
-        (
-            CONTAINER_TYPE.into(),
-            if init { "init" } else { "container" }.into(),
-        ),
+        (CONTAINER_TYPE.into(), kind.annotation().into()),
     ]);
     if let Some(g) = p
         .pod

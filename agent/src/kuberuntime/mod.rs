@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod client;
 pub mod container;
 pub mod env;
+pub mod ephemeral;
 pub mod etc_hosts;
 pub mod gc;
 pub mod health;
@@ -25,6 +26,7 @@ use crate::pod::{DesiredPod, PodRef, QosClass};
 use crate::recorder::{field_path, reasons as ev};
 use backoff::Backoff;
 pub use client::{Cri, CriError};
+pub use ephemeral::ContainerKind;
 use k8s_openapi::api::core::v1::Container;
 use proto::runtime::v1 as cri;
 use state::{ContainerState, PodRuntimeState};
@@ -340,26 +342,47 @@ impl RuntimeManager {
         let sandbox_cfg = sandbox::sandbox_config(&self.ctx, p, attempt);
 
         let mut wait: Option<Duration> = None;
-        let mut queue: Vec<(usize, bool)> = Vec::new();
+        let mut queue: Vec<(usize, ContainerKind)> = Vec::new();
         if let Some(i) = plan.init_to_start {
-            queue.push((i, true));
+            queue.push((i, ContainerKind::Init));
         }
-        queue.extend(plan.sidecars_to_start.iter().map(|i| (*i, true)));
-        queue.extend(plan.containers_to_start.iter().map(|i| (*i, false)));
+        queue.extend(
+            plan.sidecars_to_start
+                .iter()
+                .map(|i| (*i, ContainerKind::Init)),
+        );
+        queue.extend(
+            plan.containers_to_start
+                .iter()
+                .map(|i| (*i, ContainerKind::Regular)),
+        );
+        // SyncPod step 7: ephemeral containers after the pod's own.
+        queue.extend(
+            plan.ephemeral_to_start
+                .iter()
+                .map(|i| (*i, ContainerKind::Ephemeral)),
+        );
+        let ephemerals = ephemeral::containers(&spec);
         let mut first_err = None;
-        for (idx, init) in queue {
-            let c = if init {
-                spec.init_containers.as_ref().and_then(|v| v.get(idx))
-            } else {
-                spec.containers.get(idx)
+        for (idx, kind) in queue {
+            let c = match kind {
+                ContainerKind::Init => spec.init_containers.as_ref().and_then(|v| v.get(idx)),
+                ContainerKind::Regular => spec.containers.get(idx),
+                ContainerKind::Ephemeral => ephemerals.get(idx),
             };
             let Some(c) = c else { continue };
             let prior = state.latest(&c.name);
+            // targetContainerName: the target's running instance, whose PID namespace it joins.
+            let pid_target = (kind == ContainerKind::Ephemeral)
+                .then(|| ephemeral::target_name(&spec, &c.name))
+                .flatten()
+                .and_then(|t| state.latest(t))
+                .filter(|v| v.state == ContainerState::Running)
+                .map(|v| v.id.as_str());
             match self
                 .start_container(
                     p,
-                    c,
-                    init,
+                    (c, kind, pid_target),
                     prior,
                     &sandbox_id,
                     &sandbox_cfg,
@@ -389,8 +412,7 @@ impl RuntimeManager {
     async fn start_container(
         &self,
         p: &DesiredPod,
-        c: &Container,
-        init: bool,
+        (c, kind, pid_target): (&Container, ContainerKind, Option<&str>),
         prior: Option<&state::ContainerView>,
         sandbox_id: &str,
         sandbox_cfg: &cri::PodSandboxConfig,
@@ -469,12 +491,12 @@ impl RuntimeManager {
         } else {
             None
         };
-        let cfg = container::container_config(
+        let mut cfg = container::container_config(
             &self.ctx,
             p,
             &container::ContainerInputs {
                 container: c,
-                init,
+                kind,
                 restart_count,
                 image_ref,
                 pod_ip: pod_ip.to_string(),
@@ -485,6 +507,9 @@ impl RuntimeManager {
             self.container_event(p, c, ev::error(e));
             b.wait(&c.name, "CreateContainerConfigError", e.to_string())
         })?;
+        if let Some(t) = pid_target {
+            ephemeral::target_pid_namespace(&mut cfg, t);
+        }
         let id = self
             .cri
             .create_container(

@@ -155,13 +155,19 @@ impl Recorder {
 }
 
 /// The container's field path as GenerateContainerRef writes it: `spec.initContainers{c}` for
-/// an init container of `spec`, `spec.containers{c}` otherwise.
+/// an init container of `spec`, `spec.ephemeralContainers{c}` for an ephemeral one,
+/// `spec.containers{c}` otherwise.
 pub fn field_path(spec: Option<&PodSpec>, container: &str) -> String {
     let init = spec
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|v| v.iter().any(|c| c.name == container));
+    let ephemeral = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .is_some_and(|v| v.iter().any(|c| c.name == container));
     if init {
         format!("spec.initContainers{{{container}}}")
+    } else if ephemeral {
+        format!("spec.ephemeralContainers{{{container}}}")
     } else {
         format!("spec.containers{{{container}}}")
     }
@@ -232,6 +238,14 @@ mod tests {
         assert_eq!(field_path(Some(&spec), "i"), "spec.initContainers{i}");
         assert_eq!(field_path(Some(&spec), "c"), "spec.containers{c}");
         assert_eq!(field_path(None, "c"), "spec.containers{c}");
+        let spec = PodSpec {
+            ephemeral_containers: Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+                name: "e".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(field_path(Some(&spec), "e"), "spec.ephemeralContainers{e}");
     }
 
     #[test]

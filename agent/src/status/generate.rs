@@ -193,6 +193,7 @@ pub fn pod_status(
         ),
         container_statuses: Some(statuses),
         init_container_statuses: (!inits.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: super::ephemeral::statuses(&spec, rt, waiting),
         ..Default::default()
     }
 }
@@ -331,7 +332,7 @@ fn api_state(v: &ContainerView) -> ApiState {
 
 /// One container's status; `has_inits` says the pod has init containers, whose containers
 /// not yet created wait as PodInitializing (convertToAPIContainerStatuses' default).
-fn container_status(
+pub(super) fn container_status(
     c: &Container,
     rt: &PodRuntimeState,
     waiting: &Waiting,
@@ -553,6 +554,47 @@ mod tests {
         let cs = &st.container_statuses.expect("statuses")[0];
         assert!(cs.ready);
         assert_eq!(cs.container_id.as_deref(), Some("containerd://id0"));
+    }
+
+    #[test]
+    fn ephemeral_containers_have_statuses_but_no_say_in_readiness() {
+        let mut p = pod("Always");
+        let eph = |n: &str| k8s_openapi::api::core::v1::EphemeralContainer {
+            name: n.into(),
+            image: Some("busybox:1.35".into()),
+            ..Default::default()
+        };
+        let spec = p.pod.spec.as_mut().expect("spec");
+        spec.ephemeral_containers = Some(vec![eph("d"), eph("e")]);
+        let ctx = StatusContext {
+            probes: None,
+            host_ip: "192.0.2.1".into(),
+            start_time: Some(SystemTime::UNIX_EPOCH),
+        };
+        let mut d = view(ContainerState::Exited, 1, 0);
+        d.name = "d".into();
+        d.id = "idd".into();
+        let st = pod_status(
+            &p,
+            &rt(vec![view(ContainerState::Running, 0, 0), d]),
+            &Waiting::new(),
+            &ctx,
+        );
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        let es = st.ephemeral_container_statuses.expect("ephemeral statuses");
+        assert_eq!(es.len(), 2);
+        let term = es[0].state.as_ref().and_then(|s| s.terminated.as_ref());
+        assert_eq!(term.map(|t| t.exit_code), Some(1));
+        assert_eq!(es[0].container_id.as_deref(), Some("containerd://idd"));
+        assert_eq!(es[0].image, "busybox:1.35");
+        assert!(!es[0].ready && es[0].started.is_none());
+        let waiting = es[1].state.as_ref().and_then(|s| s.waiting.as_ref());
+        assert_eq!(
+            waiting.and_then(|w| w.reason.as_deref()),
+            Some("ContainerCreating")
+        );
+        let ready = st.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        assert_eq!(ready.map(|c| c.status.as_str()), Some("True"));
     }
 
     #[test]

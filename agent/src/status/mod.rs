@@ -17,6 +17,7 @@
 //! first status in which every container runs, as the kubelet's SyncPod observes it (only for
 //! pods this agent started, not for pods adopted at start-up).
 
+mod ephemeral;
 pub mod generate;
 mod manager;
 pub mod sync;

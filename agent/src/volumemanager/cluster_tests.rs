@@ -263,7 +263,7 @@ fn volumes_and_env_from_the_real_api_server() {
         let spec = p.pod.spec.clone().expect("spec");
         let input = ContainerInputs {
             container: &spec.containers[0],
-            init: false,
+            kind: crate::kuberuntime::ephemeral::ContainerKind::Regular,
             restart_count: 0,
             image_ref: "sha256:0".into(),
             pod_ip: "10.88.0.9".into(),
