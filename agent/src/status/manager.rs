@@ -438,7 +438,9 @@ mod tests {
     use std::time::Duration;
 
     fn at(secs: i64) -> Option<Time> {
-        Some(Time(k8s_openapi::jiff::Timestamp::new(secs, 0).unwrap()))
+        Some(Time(
+            k8s_openapi::jiff::Timestamp::new(secs, 0).expect("valid"),
+        ))
     }
 
     fn status(conds: &[(&str, &str, i64)]) -> PodStatus {
