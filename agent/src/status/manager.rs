@@ -475,7 +475,7 @@ mod tests {
         carry_transition_times(&old, &mut new, now);
         let times: Vec<_> = new
             .conditions
-            .unwrap()
+            .expect("conditions")
             .into_iter()
             .map(|c| (c.type_, c.last_transition_time))
             .collect();
