@@ -184,7 +184,21 @@ pub fn run(opts: &ConformanceOpts) -> Result<Vec<RunResult>> {
     for &kind in &opts.kubelets {
         let bin = match kind {
             Kind::Go => go_kubelet.clone(),
-            Kind::Nodelet => opts.nodelet.clone(),
+            // A copy, so that rebuilding nodelet during a (long) run does not swap the binary
+            // under the running node.
+            Kind::Nodelet => {
+                fs::create_dir_all(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                let copy = out.join("nodelet.bin");
+                fs::copy(&opts.nodelet, &copy).with_context(|| {
+                    format!(
+                        "cannot copy {} to {}",
+                        opts.nodelet.display(),
+                        copy.display()
+                    )
+                })?;
+                copy
+            }
         };
         let dir = out.join(kind.name());
         let r = run_one(&RunSpec {

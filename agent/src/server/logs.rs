@@ -294,6 +294,37 @@ pub async fn read_existing(
     Ok((out, complete as u64, dec))
 }
 
+/// How long the end of a log body waits after its last data, so that the end arrives in a
+/// separate read on the other side. The apiserver relays `/containerLogs` to a websocket client
+/// (kubectl logs, the e2e "logs over websockets" test) through a reader that drops the data of a
+/// read that also returns EOF: with a Content-Length body, or a chunked one whose last chunk and
+/// terminator share a packet, the whole log is lost.
+const EOF_GAP: Duration = Duration::from_millis(50);
+
+/// The chunk size of a non-follow log body.
+const CHUNK: usize = 32 * 1024;
+
+/// A whole (non-follow) log as a chunked body: each chunk is flushed on its own and the end
+/// comes `EOF_GAP` after the last one (see `EOF_GAP`).
+pub fn whole(data: Vec<u8>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let data = Bytes::from(data);
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + CHUNK).min(data.len());
+            if tx.send(Ok(data.slice(at..end))).await.is_err() {
+                return;
+            }
+            at = end;
+            // Let hyper write and flush this chunk before the next one (or the end) is ready.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(EOF_GAP).await;
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// A streaming body for follow=true: the existing content, then new lines as they are written,
 /// until the client goes away, limitBytes is reached, or `still_running` says the container
 /// stopped and the file has been drained.
@@ -301,12 +332,32 @@ pub fn follow(
     path: PathBuf,
     first: Vec<u8>,
     offset: u64,
-    mut dec: CriDecoder,
+    dec: CriDecoder,
     opts: LogOptions,
     still_running: impl Fn() -> bool + Send + 'static,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
+        follow_into(&tx, path, first, offset, dec, opts, still_running).await;
+        // The end apart from the last data (see `EOF_GAP`).
+        if !tx.is_closed() {
+            tokio::time::sleep(EOF_GAP).await;
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// `follow`'s sender: returns when the stream is done (the caller then ends it).
+async fn follow_into(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    path: PathBuf,
+    first: Vec<u8>,
+    offset: u64,
+    mut dec: CriDecoder,
+    opts: LogOptions,
+    still_running: impl Fn() -> bool,
+) {
+    {
         let mut sent = first.len() as u64;
         if !first.is_empty() && tx.send(Ok(Bytes::from(first))).await.is_err() {
             return;
@@ -370,8 +421,7 @@ pub fn follow(
                 return;
             }
         }
-    });
-    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ async fn container_logs(
     let (first, offset, dec) = logs::read_existing(&path, &opts).await?;
     let ct = [(header::CONTENT_TYPE, "text/plain")];
     if !opts.follow || opts.previous {
-        return Ok((ct, first).into_response());
+        return Ok((ct, logs::whole(first)).into_response());
     }
     let view = v.clone();
     let still_running = move || view.running_container(&ns, &pod, &container).is_ok();

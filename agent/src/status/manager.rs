@@ -360,6 +360,12 @@ impl Manager {
                 st.reason = Some(reason.clone());
                 st.message = Some(message.clone());
             }
+            if let (Some(old), Some(st)) = (
+                e.status.as_ref().and_then(|p| p.status.as_ref()),
+                pod.status.as_mut(),
+            ) {
+                carry_transition_times(old, st, SystemTime::now());
+            }
             let new_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             if !e.start_observed
                 && e.origin == Origin::New
@@ -387,6 +393,29 @@ impl Manager {
     }
 }
 
+/// The status manager's updateLastTransitionTime: a condition whose status is what it was keeps
+/// its old lastTransitionTime; one that changed (or is new) gets `now`. (The generated ones all
+/// carry the pod's start time, right only for the first status.)
+fn carry_transition_times(
+    old: &k8s_openapi::api::core::v1::PodStatus,
+    new: &mut k8s_openapi::api::core::v1::PodStatus,
+    now: SystemTime,
+) {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .and_then(|s| k8s_openapi::jiff::Timestamp::new(s, 0).ok())
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+    let old = old.conditions.as_deref().unwrap_or_default();
+    for c in new.conditions.iter_mut().flatten() {
+        c.last_transition_time = match old.iter().find(|o| o.type_ == c.type_) {
+            Some(o) if o.status == c.status => o.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+    }
+}
+
 /// Every container of the spec runs (the kubelet's "pod started" point).
 fn all_running(pod: &Pod) -> bool {
     let n = pod.spec.as_ref().map_or(0, |s| s.containers.len());
@@ -399,4 +428,64 @@ fn all_running(pod: &Pod) -> bool {
         .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
         .count();
     n > 0 && running >= n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::time::Duration;
+
+    fn at(secs: i64) -> Option<Time> {
+        Some(Time(
+            k8s_openapi::jiff::Timestamp::new(secs, 0).expect("valid"),
+        ))
+    }
+
+    fn status(conds: &[(&str, &str, i64)]) -> PodStatus {
+        PodStatus {
+            conditions: Some(
+                conds
+                    .iter()
+                    .map(|(t, s, when)| PodCondition {
+                        type_: (*t).into(),
+                        status: (*s).into(),
+                        last_transition_time: at(*when),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// A container that turns ready after its readiness probe's initial delay: the Ready
+    /// condition's lastTransitionTime is when it turned, not the pod's start (the upstream
+    /// "readiness probe should not be ready before initial delay" test compares the two).
+    #[test]
+    fn changed_conditions_get_now_unchanged_keep_theirs() {
+        let old = status(&[("PodScheduled", "True", 100), ("Ready", "False", 100)]);
+        let mut new = status(&[
+            ("PodScheduled", "True", 100),
+            ("Ready", "True", 100),
+            ("Initialized", "True", 100),
+        ]);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(117_600);
+        carry_transition_times(&old, &mut new, now);
+        let times: Vec<_> = new
+            .conditions
+            .expect("conditions")
+            .into_iter()
+            .map(|c| (c.type_, c.last_transition_time))
+            .collect();
+        assert_eq!(
+            times,
+            vec![
+                ("PodScheduled".to_string(), at(100)),
+                ("Ready".to_string(), at(117)),
+                ("Initialized".to_string(), at(117)),
+            ]
+        );
+    }
 }
