@@ -76,6 +76,19 @@ impl ClusterNode {
     }
 }
 
+/// A temp dir named by `prefix` and the options of a control plane for [`NODE`] kept in it.
+fn cluster_dir(prefix: &str) -> Result<(tempfile::TempDir, ClusterOpts)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let opts = ClusterOpts {
+        node_name: NODE.to_owned(),
+        ..ClusterOpts::new(dir.path())
+    };
+    Ok((dir, opts))
+}
+
 /// Starts containerd with the agent's `opts` (the agent is stopped again: it has not joined)
 /// and a control plane for [`NODE`] whose state lives in a temp dir named by `prefix`;
 /// `Ok(None)` after a printed skip when a component is missing. [`ClusterNode::join`] then
@@ -85,14 +98,7 @@ pub fn node_and_cluster(prefix: &str, opts: NodeOpts) -> Result<Option<ClusterNo
         return Ok(None);
     };
     node.stop_agent(libc::SIGTERM)?;
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let opts = ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    };
+    let (dir, opts) = cluster_dir(prefix)?;
     let Some(cluster) = cluster::start_or_skip(opts.clone())? else {
         return Ok(None);
     };
@@ -102,6 +108,46 @@ pub fn node_and_cluster(prefix: &str, opts: NodeOpts) -> Result<Option<ClusterNo
         opts,
         _dir: dir,
     }))
+}
+
+/// A control plane (state in a temp dir named by `prefix`) and the agent joined to it, served
+/// as kubeadm sets up the kubelet: on the host's address and a free port, client certificates of
+/// the cluster CA, bearer tokens by TokenReview, every request authorized by
+/// SubjectAccessReview, where the apiserver and metrics-server call it. `extra_config`: more
+/// KubeletConfiguration lines. Returns the node (Ready not waited for), its address and port;
+/// `Ok(None)` after a printed skip when a component is missing.
+pub fn webhook_node(
+    prefix: &str,
+    extra_config: &str,
+) -> Result<Option<(ClusterNode, std::net::IpAddr, u16)>> {
+    // The cluster first: the node's config names its CA.
+    let (dir, opts) = cluster_dir(prefix)?;
+    let Some(cluster) = cluster::start_or_skip(opts.clone())? else {
+        return Ok(None);
+    };
+    let ip = xtask::host_ip()?;
+    let port = free_port()?;
+    let Some(mut node) = Node::start(NodeOpts {
+        extra_config: format!(
+            "address: {ip}\nport: {port}\nhealthzPort: 0\nreadOnlyPort: 0\n\
+             authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  \
+             x509:\n    clientCAFile: {}\nauthorization:\n  mode: Webhook\n{extra_config}",
+            cluster.ca_path().display()
+        ),
+        ..Default::default()
+    })?
+    else {
+        return Ok(None);
+    };
+    node.stop_agent(libc::SIGTERM)?;
+    let mut cn = ClusterNode {
+        cluster,
+        node,
+        opts,
+        _dir: dir,
+    };
+    cn.join(&[&format!("--node-ip={ip}")])?;
+    Ok(Some((cn, ip, port)))
 }
 
 /// The KubeletConfiguration lines of a cluster node on loopback: its API on a free port of

@@ -18,7 +18,8 @@
 //! instead under `NODELET_REQUIRE_ALL=1`.
 
 use anyhow::{Context, Result, bail, ensure};
-use nodelet_tests::{NODE, Node, NodeOpts, free_port};
+use nodelet_tests::cluster::webhook_node;
+use nodelet_tests::{NODE, free_port};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, TcpStream};
@@ -26,7 +27,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use xtask::cluster::{self, Cluster, ClusterOpts};
+use xtask::cluster::Cluster;
 use xtask::metrics_server::MetricsServer;
 
 /// Ceiling for "it happened" waits.
@@ -164,40 +165,16 @@ fn curl_status(url: &str, args: &[&str]) -> Result<u16> {
 
 #[test]
 fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("nodelet-cluster-kubectl-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let opts = ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    };
-    let Some(c) = cluster::start_or_skip(opts)? else {
-        return Ok(());
-    };
-    let ip = xtask::host_ip()?;
-    let port = free_port()?;
-    // The kubelet's cluster set-up (kubeadm's KubeletConfiguration): client certificates of the
-    // cluster CA, bearer tokens by TokenReview, everything authorized by SubjectAccessReview;
-    // served on the node's address, where the apiserver and metrics-server call it.
-    let Some(mut node) = Node::start(NodeOpts {
-        extra_config: format!(
-            "address: {ip}\nport: {port}\nhealthzPort: 0\nreadOnlyPort: 0\n\
-             authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  \
-             x509:\n    clientCAFile: {}\nauthorization:\n  mode: Webhook\n\
-             evictionHard:\n  memory.available: 100Mi\n",
-            c.ca_path().display()
-        ),
-        ..Default::default()
-    })?
+    let Some((cn, ip, port)) = webhook_node(
+        "nodelet-cluster-kubectl-",
+        "evictionHard:\n  memory.available: 100Mi\n",
+    )?
     else {
         return Ok(());
     };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig, &format!("--node-ip={ip}")])?;
+    let (c, node) = (&cn.cluster, &cn.node);
     node.wait("the Node to be Ready", T, || {
-        let Ok(n) = get_json(&c, &["get", "node", NODE]) else {
+        let Ok(n) = get_json(c, &["get", "node", NODE]) else {
             return Ok(None);
         };
         let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -207,7 +184,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
         Ok(ready.then_some(()))
     })?;
     // metrics-server starts now, so it has scraped by the time `top` is asked.
-    let ms = MetricsServer::start(&c)?;
+    let ms = MetricsServer::start(c)?;
     node.wait("the default ServiceAccount", T, || {
         Ok(c.kubectl(&["get", "serviceaccount", "default"]).ok())
     })?;
@@ -216,7 +193,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     }
     let started = Instant::now();
     node.wait("talk's containers c and srv running", T, || {
-        let p = get_json(&c, &["get", "pod", "talk"])?;
+        let p = get_json(c, &["get", "pod", "talk"])?;
         let running =
             |n: &str| container_status(&p, n).is_some_and(|s| s["state"]["running"].is_object());
         Ok((running("c") && running("srv")).then_some(()))
@@ -228,13 +205,13 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
 
     // logs: the apiserver fetches /containerLogs from nodelet.
     let logs = node.wait("kubectl logs to show lines", T, || {
-        let out = kubectl_out(&c, &["logs", "talk", "-c", "c"])?;
+        let out = kubectl_out(c, &["logs", "talk", "-c", "c"])?;
         let s = text(&out.stdout);
         Ok((out.status.success() && s.lines().any(|l| line_no(l).is_some())).then_some(s))
     })?;
     ensure!(logs.starts_with("line-0\n"), "kubectl logs: {logs}");
     let mut follow = Streaming::spawn({
-        let mut k = kubectl_cmd(&c, &c.admin_kubeconfig());
+        let mut k = kubectl_cmd(c, &c.admin_kubeconfig());
         k.args(["logs", "-f", "--tail=1", "talk", "-c", "c"]);
         k
     })?;
@@ -244,7 +221,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     drop(follow);
 
     // exec: output, then a failing command's exit code.
-    let out = kubectl_out(&c, &["exec", "talk", "-c", "c", "--", "echo", "hi"])?;
+    let out = kubectl_out(c, &["exec", "talk", "-c", "c", "--", "echo", "hi"])?;
     ensure!(
         out.status.success() && text(&out.stdout) == "hi\n",
         "kubectl exec echo hi: {:?} {} {}",
@@ -252,7 +229,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let out = kubectl_out(&c, &["exec", "talk", "-c", "c", "--", "sh", "-c", "exit 7"])?;
+    let out = kubectl_out(c, &["exec", "talk", "-c", "c", "--", "sh", "-c", "exit 7"])?;
     ensure!(
         out.status.code() == Some(7),
         "kubectl exec exit 7: {:?} {}",
@@ -260,7 +237,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
         text(&out.stderr)
     );
     let out = kubectl_out(
-        &c,
+        c,
         &[
             "exec",
             "-i",
@@ -284,7 +261,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
 
     // attach: the running counter's output.
     let mut attach = Streaming::spawn({
-        let mut k = kubectl_cmd(&c, &c.admin_kubeconfig());
+        let mut k = kubectl_cmd(c, &c.admin_kubeconfig());
         k.args(["attach", "talk", "-c", "c"]);
         k
     })?;
@@ -295,7 +272,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     // port-forward: a local port reaches srv's listener through apiserver and nodelet.
     let local = free_port()?;
     let mut pf = Streaming::spawn({
-        let mut k = kubectl_cmd(&c, &c.admin_kubeconfig());
+        let mut k = kubectl_cmd(c, &c.admin_kubeconfig());
         k.args([
             "port-forward",
             "--address=127.0.0.1",
@@ -325,12 +302,12 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
 
     // logs --previous once `once` has restarted.
     node.wait("container once restarted", T, || {
-        let p = get_json(&c, &["get", "pod", "crash"])?;
+        let p = get_json(c, &["get", "pod", "crash"])?;
         Ok(container_status(&p, "once")
             .is_some_and(|s| s["restartCount"].as_u64() >= Some(1))
             .then_some(()))
     })?;
-    let out = kubectl_out(&c, &["logs", "crash", "-c", "once", "--previous"])?;
+    let out = kubectl_out(c, &["logs", "crash", "-c", "once", "--previous"])?;
     ensure!(
         out.status.success() && text(&out.stdout).starts_with("attempt-"),
         "kubectl logs --previous: {:?} {} {}",
@@ -341,7 +318,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
 
     // A user the apiserver knows but RBAC does not: Forbidden before nodelet is asked.
     let nobody = c.user_kubeconfig("nodelet-nobody", None)?;
-    let out = kubectl_cmd(&c, &nobody)
+    let out = kubectl_cmd(c, &nobody)
         .args(["exec", "talk", "-c", "c", "--", "echo", "hi"])
         .stdin(Stdio::null())
         .output()?;
@@ -398,7 +375,7 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     }
 
     // top: metrics-server scraped nodelet; the aggregator serves its API.
-    ms.wait_available(&c, T)?;
+    ms.wait_available(c, T)?;
     let top_started = Instant::now();
     // `NAME CPU(cores) [CPU(%)] MEMORY(bytes) …`: millicores and MiB for `name`.
     let numbers = |out: &str, name: &str| {
@@ -414,12 +391,12 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
         })
     };
     let top_node = node.wait("kubectl top node", T, || {
-        let out = kubectl_out(&c, &["top", "node"])?;
+        let out = kubectl_out(c, &["top", "node"])?;
         let s = text(&out.stdout);
         Ok(numbers(&s, NODE).then_some(s))
     })?;
     let top_pod = node.wait("kubectl top pod talk", T, || {
-        let out = kubectl_out(&c, &["top", "pod", "talk"])?;
+        let out = kubectl_out(c, &["top", "pod", "talk"])?;
         let s = text(&out.stdout);
         Ok(numbers(&s, "talk").then_some(s))
     })?;
@@ -433,5 +410,5 @@ fn kubectl_logs_exec_attach_port_forward_and_top_reach_nodelet() -> Result<()> {
     let log = node.agent_log();
     ensure!(!log.contains("panicked"), "the agent panicked:\n{log}");
     ms.stop()?;
-    c.stop()
+    cn.cluster.stop()
 }

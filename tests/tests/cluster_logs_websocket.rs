@@ -10,13 +10,12 @@
 //! be had, fails instead under `NODELET_REQUIRE_ALL=1`.
 
 use anyhow::{Context, Result, bail, ensure};
-use nodelet_tests::cluster::kubectl_json;
-use nodelet_tests::{NODE, Node, NodeOpts, free_port};
+use nodelet_tests::cluster::{kubectl_json, webhook_node};
+use nodelet_tests::free_port;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use xtask::cluster::{self, ClusterOpts};
 
 /// Ceiling for "it happened" waits.
 const T: Duration = Duration::from_secs(120);
@@ -111,37 +110,11 @@ fn websocket_get(port: u16, path: &str) -> Result<Vec<u8>> {
 
 #[test]
 fn logs_over_a_websocket_through_the_apiserver_arrive_whole() -> Result<()> {
-    // The set-up of cluster_kubectl (the kit's node_and_cluster starts the node before the
-    // cluster's CA exists): served on the node's address with the kubelet's cluster authn/authz,
-    // where the apiserver calls it for logs.
-    let dir = tempfile::Builder::new()
-        .prefix("nodelet-cluster-wslogs-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let opts = ClusterOpts {
-        node_name: NODE.to_owned(),
-        ..ClusterOpts::new(dir.path())
-    };
-    let Some(c) = cluster::start_or_skip(opts)? else {
+    // Served on the node's address, where the apiserver calls it for logs.
+    let Some((cn, _, _)) = webhook_node("nodelet-cluster-wslogs-", "")? else {
         return Ok(());
     };
-    let ip = xtask::host_ip()?;
-    let port = free_port()?;
-    let Some(mut node) = Node::start(NodeOpts {
-        extra_config: format!(
-            "address: {ip}\nport: {port}\nhealthzPort: 0\nreadOnlyPort: 0\n\
-             authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  \
-             x509:\n    clientCAFile: {}\nauthorization:\n  mode: Webhook\n",
-            c.ca_path().display()
-        ),
-        ..Default::default()
-    })?
-    else {
-        return Ok(());
-    };
-    node.stop_agent(libc::SIGTERM)?;
-    let kubeconfig = format!("--kubeconfig={}", c.node_kubeconfig().display());
-    node.start_agent(&[&kubeconfig, &format!("--node-ip={ip}")])?;
+    let (c, node) = (&cn.cluster, &cn.node);
     node.wait("the default ServiceAccount", T, || {
         Ok(c.kubectl(&["get", "serviceaccount", "default"]).ok())
     })?;
@@ -149,7 +122,7 @@ fn logs_over_a_websocket_through_the_apiserver_arrive_whole() -> Result<()> {
     let want = expected();
     // kubectl logs (plain HTTP) first: every line is written before the websocket is tried.
     node.wait("kubectl logs to show every line", T, || {
-        let p = kubectl_json(&c, &["get", "pod", "wslogs"])?;
+        let p = kubectl_json(c, &["get", "pod", "wslogs"])?;
         if !p["status"]["containerStatuses"][0]["state"]["running"].is_object() {
             return Ok(None);
         }

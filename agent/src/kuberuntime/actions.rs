@@ -309,21 +309,14 @@ mod tests {
             .find(|c| c.name == name)
             .map(container_hash);
         ContainerView {
-            id: format!("id-{name}"),
-            name: name.into(),
-            restart_count: 0,
-            state,
-            created_at: 1,
             exit_code: exit,
-            started_at: None,
-            finished_at: None,
-            reason: String::new(),
-            message: String::new(),
-            image: String::new(),
-            image_ref: String::new(),
             hash,
-            grace: None,
-            sandbox_id: "sb0".into(),
+            ..crate::kuberuntime::test_support::container_view(
+                &format!("id-{name}"),
+                name,
+                state,
+                "sb0",
+            )
         }
     }
 

@@ -194,23 +194,7 @@ mod tests {
     }
 
     fn view(id: &str, state: ContainerState) -> ContainerView {
-        ContainerView {
-            id: id.into(),
-            name: "c".into(),
-            restart_count: 0,
-            state,
-            created_at: 1,
-            exit_code: 0,
-            started_at: None,
-            finished_at: None,
-            reason: String::new(),
-            message: String::new(),
-            image: String::new(),
-            image_ref: String::new(),
-            hash: None,
-            grace: None,
-            sandbox_id: "sb".into(),
-        }
+        crate::kuberuntime::test_support::container_view(id, "c", state, "sb")
     }
 
     fn pods(state: ContainerState) -> HashMap<String, CachedPod> {

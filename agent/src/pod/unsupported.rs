@@ -19,10 +19,6 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
         }
     };
     let non_empty = |v: Option<usize>| v.is_some_and(|n| n > 0);
-    pod_field(
-        non_empty(spec.ephemeral_containers.as_ref().map(Vec::len)),
-        "ephemeralContainers",
-    );
     pod_field(spec.host_users == Some(false), "hostUsers");
     pod_field(
         non_empty(spec.resource_claims.as_ref().map(Vec::len)),

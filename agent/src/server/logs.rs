@@ -174,16 +174,13 @@ pub enum Attempt {
     BeforeNewest,
 }
 
-/// The attempt `previous` (or not) names for `container` of `pod`, as the kubelet's
-/// validateContainerLogStatus picks a container ID, by attempt instead (files are named by
-/// attempt): `previous` is the last terminated instance, which is the newest file while the
-/// container waits to be restarted (CrashLoopBackOff) and the one before it once a new
-/// instance exists. Without a terminated instance `previous` is a 400, as there.
-pub fn attempt(pod: &Pod, container: &str, previous: bool) -> Result<Attempt, ApiError> {
-    if !previous {
-        return Ok(Attempt::Newest);
-    }
-    let Some(st) = pod.status.as_ref().and_then(|s| {
+/// The status of `container` among the pod's regular, init and ephemeral containers: all
+/// three are exec'd, attached to and logged.
+pub fn any_container_status<'a>(
+    pod: &'a Pod,
+    container: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status.as_ref().and_then(|s| {
         [
             &s.container_statuses,
             &s.init_container_statuses,
@@ -193,7 +190,19 @@ pub fn attempt(pod: &Pod, container: &str, previous: bool) -> Result<Attempt, Ap
         .flatten()
         .flatten()
         .find(|c| c.name == container)
-    }) else {
+    })
+}
+
+/// The attempt `previous` (or not) names for `container` of `pod`, as the kubelet's
+/// validateContainerLogStatus picks a container ID, by attempt instead (files are named by
+/// attempt): `previous` is the last terminated instance, which is the newest file while the
+/// container waits to be restarted (CrashLoopBackOff) and the one before it once a new
+/// instance exists. Without a terminated instance `previous` is a 400, as there.
+pub fn attempt(pod: &Pod, container: &str, previous: bool) -> Result<Attempt, ApiError> {
+    if !previous {
+        return Ok(Attempt::Newest);
+    }
+    let Some(st) = any_container_status(pod, container) else {
         // No status yet: the files alone decide.
         return Ok(Attempt::BeforeNewest);
     };

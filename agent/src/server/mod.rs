@@ -114,26 +114,11 @@ impl NodeView {
     ) -> Result<(String, String), ApiError> {
         names::check(container)?;
         let p = self.pod(ns, pod)?;
-        // Init and ephemeral containers are exec'd, attached to and logged as well.
-        let st = p
-            .status
-            .as_ref()
-            .and_then(|s| {
-                [
-                    &s.container_statuses,
-                    &s.init_container_statuses,
-                    &s.ephemeral_container_statuses,
-                ]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .find(|c| c.name == container)
-            })
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "container {container:?} not found in pod {ns}/{pod}"
-                ))
-            })?;
+        let st = logs::any_container_status(&p, container).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "container {container:?} not found in pod {ns}/{pod}"
+            ))
+        })?;
         let id = st
             .container_id
             .as_deref()
