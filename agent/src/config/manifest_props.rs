@@ -237,7 +237,17 @@ fn later_stages(scratch: &Scratch, p: &DesiredPod) -> Result<(), TestCaseError> 
             pod_ip: "10.244.0.7".into(),
             image_user: None,
         };
-        let cfg = container_config(&ctx, &p, &input);
+        let cfg = match container_config(&ctx, &p, &input) {
+            // A path the API accepts but no filesystem holds (a subPath component over
+            // NAME_MAX): the kubelet too fails that container at start
+            // (CreateContainerConfigError), it is not a refusal by field.
+            Err(crate::kuberuntime::container::ConfigError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::InvalidFilename =>
+            {
+                continue;
+            }
+            other => other,
+        };
         prop_assert!(
             cfg.is_ok(),
             "container {}: {}",
