@@ -246,15 +246,11 @@ fn later_stages(scratch: &Scratch, p: &DesiredPod) -> Result<(), TestCaseError> 
             {
                 continue;
             }
-            other => other,
+            Err(e) => {
+                return Err(TestCaseError::fail(format!("container {}: {e}", c.name)));
+            }
+            Ok(cfg) => cfg,
         };
-        prop_assert!(
-            cfg.is_ok(),
-            "container {}: {}",
-            c.name,
-            cfg.err().map(|e| e.to_string()).unwrap_or_default()
-        );
-        let cfg = cfg.expect("checked above");
         for m in &cfg.mounts {
             prop_assert!(
                 Path::new(&m.host_path).starts_with(&scratch.0) && !m.host_path.contains("/../"),
