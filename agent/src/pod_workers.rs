@@ -463,11 +463,11 @@ async fn worker(
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
-            terminate(&input, &runtime, &cancel).await;
+            let stopped = terminate(&input, &runtime, &cancel).await;
             if let Some(v) = &input.verdict {
                 settings.status.failed(&uid, &v.reason, &v.message).await;
             }
-            settings.status.terminated(&uid).await;
+            settings.status.terminated(&uid, stopped).await;
             let _ = done.send(uid).await;
             return;
         }
@@ -664,8 +664,13 @@ async fn until_terminate(rx: &mut watch::Receiver<WorkerInput>, dirty: &mut bool
     }
 }
 
-/// Terminates the pod, retrying with back-off until it succeeds or the agent stops.
-async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &CancellationToken) {
+/// Terminates the pod, retrying with back-off until it succeeds or the agent stops; returns
+/// the pod's state once stopped (the containers' end states), when it could be read.
+async fn terminate(
+    input: &WorkerInput,
+    runtime: &RuntimeManager,
+    cancel: &CancellationToken,
+) -> Option<PodRuntimeState> {
     let target = input.pod_ref.to_string();
     let grace = input
         .verdict
@@ -676,14 +681,14 @@ async fn terminate(input: &WorkerInput, runtime: &RuntimeManager, cancel: &Cance
     loop {
         let desired = input.pod.as_deref();
         match runtime.terminate_pod(&input.pod_ref, desired, grace).await {
-            Ok(()) => return,
+            Ok(stopped) => return stopped,
             Err(e) => {
                 warn!(pod = %target, error = %e, "terminating pod failed; retrying");
                 runtime.recorder().pod(&input.pod_ref, failed_kill_pod(&e));
             }
         }
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(crate::wait::jitter(ERROR_REQUEUE, 0.5)) => {}
         }
     }

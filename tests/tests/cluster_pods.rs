@@ -10,7 +10,8 @@
 //! - pods bound past the scheduler that do not fit (CPU, nodeSelector) are refused by node
 //!   admission: phase Failed with the kubelet's reason, never started;
 //! - `kubectl delete` stops the containers within the grace period and the object goes away
-//!   (the agent's final delete); a force delete kills the containers at once;
+//!   (the agent's final delete); a pod held by a finalizer keeps a final status with the
+//!   container's end state and the terminal phase; a force delete kills the containers at once;
 //! - the agent restarted meanwhile adopts what runs: nothing is started twice.
 //!
 //! Only what the API (kubectl) and the runtime (CRI) show is judged; waits have generous
@@ -310,6 +311,38 @@ fn api_pods_run_report_status_and_are_deleted() -> Result<()> {
     node.wait("web's containers stopped", T, || {
         Ok((running_containers(node, "web")? == 0).then_some(()))
     })?;
+
+    // A deleted pod that a finalizer holds: its final status (written before the agent's
+    // final delete) shows the container's end, and the terminal phase, whatever the restart
+    // policy, as the kubelet's SyncTerminatingPod status.
+    let held = pod_yaml(
+        "held",
+        "Always",
+        30,
+        "trap 'exit 3' TERM; sleep 3600 & wait",
+    )
+    .replace(
+        "  namespace: default\n",
+        "  namespace: default\n  finalizers: [nodelet.test/hold]\n",
+    );
+    kubectl_apply(c, &held)?;
+    wait_phase(c, node, "held", "Running")?;
+    c.kubectl(&["delete", "pod", "held", "--wait=false"])?;
+    let last = wait_phase(c, node, "held", "Failed")?;
+    let state = &last["status"]["containerStatuses"][0]["state"];
+    ensure!(
+        state["terminated"]["exitCode"] == 3 && state["terminated"]["finishedAt"].is_string(),
+        "held's final status lacks the container's end: {state}"
+    );
+    c.kubectl(&[
+        "patch",
+        "pod",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    wait_gone(c, node, "held")?;
 
     // Force delete: the object goes at once, the agent kills what runs.
     kubectl_apply(

@@ -30,7 +30,8 @@ const FOCUS: &str = concat!(
     r"|Pods should (contain environment variables for services|support pod readiness gates)",
     r"|Security Context When creating a container with runAsNonRoot",
     r"|Sysctls \[LinuxOnly\] should not launch unsafe",
-    r"|Ephemeral Containers (will start an ephemeral container|should update the ephemeral containers) in an existing pod)",
+    r"|Ephemeral Containers (will start an ephemeral container|should update the ephemeral containers) in an existing pod",
+    r"|Lifecycle Sleep Hook when create a pod with lifecycle hook using sleep action)",
 );
 
 #[test]

@@ -649,12 +649,13 @@ impl RuntimeManager {
     /// Stops and removes everything the runtime has for `uid`, then its cgroup and directories.
     /// `grace` is the pod's grace period, or `None` for a pod whose spec is gone (the grace
     /// recorded on its containers applies, as the kubelet's restoreSpecsFromContainerLabels does).
+    /// Returns the pod's state once stopped and before removal, when it could be read.
     pub async fn terminate_pod(
         &self,
         pod: &PodRef,
         desired: Option<&DesiredPod>,
         grace: Option<i64>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<PodRuntimeState>, SyncError> {
         let (uid, target) = (pod.uid.as_str(), &pod.to_string());
         let state = state::load(&self.cri, uid, target).await?;
         let grace = grace.unwrap_or_else(|| {
@@ -667,6 +668,19 @@ impl RuntimeManager {
                 .max(2)
         });
         self.kill_pod(&state, desired, pod, grace).await?;
+        // The containers' end states (exit codes, finishedAt) are read before they are
+        // removed, as the kubelet's SyncTerminatingPod does: the pod's final status needs them.
+        let stopped = match state::load(&self.cri, uid, target).await {
+            Ok(mut s) => {
+                // The stopped sandbox no longer reports its IP (preserveDataFromBeforeStopping).
+                s.pod_ip.clone_from(&state.pod_ip);
+                Some(s)
+            }
+            Err(e) => {
+                warn!(pod = %target, error = %e, "cannot read the stopped pod's state; its final status lacks the containers' end states");
+                None
+            }
+        };
         for c in &state.containers {
             self.cri.remove_container(&c.id, target).await?;
         }
@@ -700,7 +714,7 @@ impl RuntimeManager {
             warn!(pod = %target, error = %e, "pod cleanup task failed");
         }
         info!(pod = %target, "pod terminated: containers and sandboxes removed");
-        Ok(())
+        Ok(stopped)
     }
 
     /// Keeps the newest exited instance of each container (for `logs --previous`) and removes

@@ -24,6 +24,9 @@ pub struct StatusContext {
     pub start_time: Option<SystemTime>,
     /// Probe results: `ready` and `started` of the containers (none: running means both).
     pub probes: Option<crate::prober::results::ProbeResults>,
+    /// The pod is terminated for good (getPhase's podIsTerminal): its containers are never
+    /// restarted, so an API pod whose containers all stopped is Succeeded or Failed.
+    pub terminal: bool,
 }
 
 /// metav1.Time: whole seconds on the wire (RFC 3339 without fraction), as the API server keeps
@@ -106,7 +109,16 @@ pub fn pod_status(
         || statuses
             .iter()
             .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
-    let phase = phase(policy, &inits, &init_statuses, &statuses, initialized);
+    // The kubelet leaves static pods' phase to the restart policy (kubernetes#116484).
+    let terminal = ctx.terminal && p.is_api();
+    let phase = phase(
+        policy,
+        &inits,
+        &init_statuses,
+        &statuses,
+        initialized,
+        terminal,
+    );
     // Sidecars' readiness counts for the pod's (KEP-753).
     let sidecars_ready = inits
         .iter()
@@ -231,6 +243,7 @@ fn phase(
     init_statuses: &[ContainerStatus],
     statuses: &[ContainerStatus],
     initialized: bool,
+    terminal: bool,
 ) -> &'static str {
     let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
     if !inits.is_empty() && !initialized {
@@ -280,6 +293,13 @@ fn phase(
     } else if running > 0 {
         "Running"
     } else if stopped > 0 {
+        if terminal {
+            return if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+        }
         match policy {
             RestartPolicy::Always => "Running",
             _ if stopped == succeeded => "Succeeded",
@@ -496,6 +516,26 @@ mod tests {
     }
 
     #[test]
+    fn a_terminated_api_pod_ends_succeeded_or_failed_whatever_its_restart_policy() {
+        let terminal = StatusContext {
+            terminal: true,
+            ..Default::default()
+        };
+        let phase = |p: &DesiredPod, exit: i32| {
+            let rt = rt(vec![view(ContainerState::Exited, exit, 0)]);
+            pod_status(p, &rt, &Waiting::new(), &terminal)
+                .phase
+                .unwrap_or_default()
+        };
+        let mut api = pod("Always");
+        api.source = crate::pod::PodSource::Api;
+        assert_eq!(phase(&api, 0), "Succeeded");
+        assert_eq!(phase(&api, 137), "Failed");
+        // Static pods keep the restart policy's answer (kubernetes#116484).
+        assert_eq!(phase(&pod("Always"), 137), "Running");
+    }
+
+    #[test]
     fn crash_looping_container_shows_waiting_with_last_state() {
         let p = pod("Always");
         let crash: Waiting = [(
@@ -534,6 +574,7 @@ mod tests {
             probes: None,
             host_ip: "192.0.2.1".into(),
             start_time: Some(SystemTime::UNIX_EPOCH),
+            ..Default::default()
         };
         let st = pod_status(
             &p,
@@ -570,6 +611,7 @@ mod tests {
             probes: None,
             host_ip: "192.0.2.1".into(),
             start_time: Some(SystemTime::UNIX_EPOCH),
+            ..Default::default()
         };
         let mut d = view(ContainerState::Exited, 1, 0);
         d.name = "d".into();

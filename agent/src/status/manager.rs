@@ -28,8 +28,12 @@ const POD_START_BUCKETS: &[f64] = &[
 enum Update {
     /// Why the pod's containers wait, as of this point of a sync.
     Waiting { uid: String, waiting: Waiting },
-    /// The pod is terminated and removed from the runtime.
-    Terminated { uid: String },
+    /// The pod is terminated and removed from the runtime; `stopped` is its state just
+    /// before removal (the containers' end states), when the worker could read it.
+    Terminated {
+        uid: String,
+        stopped: Option<PodRuntimeState>,
+    },
     /// A node-side verdict stopped the pod for good: phase Failed with this reason.
     Failed {
         uid: String,
@@ -57,12 +61,14 @@ impl StatusHandle {
     }
 
     /// Reports that the pod is gone from the runtime: its status is forgotten unless a config
-    /// source still wants the UID.
-    pub async fn terminated(&self, uid: &str) {
+    /// source still wants the UID. A pod that stays only to be deleted (or stopped by a
+    /// verdict) keeps `stopped`, its containers' end states, as its final status.
+    pub async fn terminated(&self, uid: &str, stopped: Option<PodRuntimeState>) {
         let _ = self
             .tx
             .send(Update::Terminated {
                 uid: uid.to_owned(),
+                stopped,
             })
             .await;
     }
@@ -117,6 +123,10 @@ struct Entry {
     first_seen_mono: Instant,
     waiting: Waiting,
     runtime: Option<Arc<PodRuntimeState>>,
+    /// Set once the pod is terminated for good (deleted from the API server, or stopped by a
+    /// verdict): its state just before its containers were removed, which the status keeps
+    /// (the kubelet's terminal status from SyncTerminatingPod) whatever PLEG shows since.
+    stopped: Option<Arc<PodRuntimeState>>,
     /// Still in the config sources' set.
     wanted: bool,
     origin: Origin,
@@ -237,6 +247,7 @@ impl Manager {
                             first_seen_mono: Instant::now(),
                             waiting: Waiting::new(),
                             runtime: snap.pods.get(uid).map(|p| p.state.clone()),
+                            stopped: None,
                             wanted: true,
                             origin,
                             start_observed: false,
@@ -310,12 +321,16 @@ impl Manager {
                     self.early_verdicts.insert(uid, (reason, message));
                 }
             },
-            Update::Terminated { uid } => {
+            Update::Terminated { uid, stopped } => {
                 let keep = self.entries.get_mut(&uid).is_some_and(|e| {
-                    // Re-added while it terminated: it starts again from a clean slate.
                     e.runtime = None;
                     e.waiting.clear();
                     e.version += 1;
+                    if e.wanted && (e.desired.deleting() || e.verdict.is_some()) {
+                        // Never runs again: the end states stay until the pod is gone.
+                        e.stopped = Some(Arc::new(stopped.unwrap_or_default()));
+                    }
+                    // Otherwise re-added while it terminated: it starts from a clean slate.
                     e.wanted
                 });
                 if !keep {
@@ -337,8 +352,11 @@ impl Manager {
                 probes: Some(self.probes.clone()),
                 host_ip: self.host_ip.clone(),
                 start_time: Some(e.first_seen),
+                terminal: e.stopped.is_some(),
             };
-            let rt = e.runtime.as_deref().unwrap_or(&empty);
+            let rt = (e.stopped.as_deref())
+                .or(e.runtime.as_deref())
+                .unwrap_or(&empty);
             let mut pod = pod_with_status(&e.desired, rt, &e.waiting, &ctx);
             // A terminal phase the API server already holds (the pod finished or was evicted
             // before this agent started) counts as ours.

@@ -172,7 +172,13 @@ impl Writer {
                 }
             }
             if d.is_api() && d.deleting() && !self.deleted.contains(uid) {
-                let gone = snap.updated.is_some() && !snap.pods.contains_key(uid);
+                // Gone from the runtime, and the API server holds the status that says so (no
+                // container running): the final status goes before the delete, as the
+                // kubelet's canBeDeleted waits for its terminal status to be synced.
+                let status = statuses.get(uid).and_then(|p| p.status.as_ref());
+                let gone = snap.updated.is_some()
+                    && !snap.pods.contains_key(uid)
+                    && status.is_none_or(|s| !any_running(s) && self.sent.get(target) == Some(s));
                 if !gone {
                     waiting = true;
                     continue;
@@ -250,6 +256,19 @@ impl Writer {
             }),
         }
     }
+}
+
+/// Whether any container of the status (init and ephemeral included) is running.
+fn any_running(s: &PodStatus) -> bool {
+    [
+        &s.init_container_statuses,
+        &s.container_statuses,
+        &s.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
 }
 
 #[cfg(test)]
