@@ -31,7 +31,8 @@ const FOCUS: &str = concat!(
     r"|Security Context When creating a container with runAsNonRoot",
     r"|Sysctls \[LinuxOnly\] should not launch unsafe",
     r"|Ephemeral Containers (will start an ephemeral container|should update the ephemeral containers) in an existing pod",
-    r"|Lifecycle Sleep Hook when create a pod with lifecycle hook using sleep action)",
+    r"|Lifecycle Sleep Hook when create a pod with lifecycle hook using sleep action",
+    r"|Pod Extended \(container restart policy\) .*Container Restart Rules)",
 );
 
 #[test]

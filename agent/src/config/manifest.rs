@@ -184,6 +184,16 @@ impl Errs {
         self.0.push(format!("{at}: Required value"));
     }
 
+    fn required_because(&mut self, at: impl fmt::Display, why: &str) {
+        self.0.push(format!("{at}: Required value: {why}"));
+    }
+
+    fn too_many(&mut self, at: impl fmt::Display, n: usize, max: usize) {
+        self.0.push(format!(
+            "{at}: Too many: {n}: must have at most {max} items"
+        ));
+    }
+
     fn invalid(&mut self, at: impl fmt::Display, value: impl fmt::Debug, why: &str) {
         self.0
             .push(format!("{at}: Invalid value: {value:?}: {why}"));

@@ -1201,8 +1201,8 @@ mod regressions {
                 "spec.containers[0].securityContext.runAsUser",
             ),
             (
-                "    restartPolicy: Always\n",
-                "spec.containers[0].restartPolicy: Forbidden",
+                "    restartPolicy: Sometimes\n",
+                "spec.containers[0].restartPolicy: Unsupported value",
             ),
             ("    image: \" busybox\"\n", "spec.containers[0].image"),
             (

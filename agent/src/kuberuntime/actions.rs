@@ -4,7 +4,7 @@
 
 use super::labels::container_hash;
 use super::state::{ContainerState, PodRuntimeState};
-use crate::pod::RestartPolicy;
+use crate::pod::{RestartPolicy, container_policy, container_restarts};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 /// The plan for one sync.
@@ -98,7 +98,7 @@ pub fn compute(
             .iter()
             .enumerate()
             .filter(|(_, c)| {
-                !(policy == RestartPolicy::OnFailure
+                !(container_policy(c, spec) == RestartPolicy::OnFailure
                     && state
                         .latest(&c.name)
                         .is_some_and(|v| v.state == ContainerState::Exited && v.exit_code == 0))
@@ -164,11 +164,11 @@ pub fn compute(
                     ContainerState::Running => return a,
                     ContainerState::Exited if v.exit_code == 0 => continue,
                     ContainerState::Exited => {
-                        if policy == RestartPolicy::Never {
+                        if container_restarts(ic, spec, v.exit_code) {
+                            a.init_to_start = Some(i);
+                        } else {
                             a.kill_pod = true;
                             a.finished = true;
-                        } else {
-                            a.init_to_start = Some(i);
                         }
                         return a;
                     }
@@ -178,7 +178,8 @@ pub fn compute(
                             v.name.clone(),
                             "init container in unknown state".to_owned(),
                         ));
-                        if policy == RestartPolicy::Never {
+                        // No exit code: the container's own policy alone decides.
+                        if container_policy(ic, spec) == RestartPolicy::Never {
                             a.kill_pod = true;
                             a.finished = true;
                         } else {
@@ -206,8 +207,9 @@ pub fn compute(
                         a.containers_to_start.push(i);
                     } else if let Some((message, _)) = unhealthy.get(&v.id) {
                         // computePodActions: a failed liveness or startup probe kills the
-                        // container; it starts again unless the pod never restarts.
-                        if policy == RestartPolicy::Never {
+                        // container; it starts again unless its policy (the container's
+                        // own, else the pod's; not the rules: there is no exit) is Never.
+                        if container_policy(c, spec) == RestartPolicy::Never {
                             a.containers_to_kill.push((
                                 v.id.clone(),
                                 v.name.clone(),
@@ -231,7 +233,7 @@ pub fn compute(
                     a.containers_to_start.push(i);
                 }
                 ContainerState::Exited => {
-                    if policy.restarts(v.exit_code) {
+                    if container_restarts(c, spec, v.exit_code) {
                         a.containers_to_start.push(i);
                     }
                 }
@@ -397,6 +399,39 @@ mod tests {
                 "{policy} exit {exit}"
             );
             assert_eq!(a.finished, !restart, "{policy} exit {exit}");
+        }
+    }
+
+    #[test]
+    fn a_containers_own_policy_and_rules_override_the_pods() {
+        for (pod_policy, own, rule, exit, restart) in [
+            ("Never", "Never", Some(42), 42, true),
+            ("Never", "Never", Some(42), 1, false),
+            ("Always", "Never", None, 1, false),
+            ("Never", "Always", None, 1, true),
+        ] {
+            let mut s = spec(pod_policy, &[], &["a"]);
+            s.containers[0].restart_policy = Some(own.into());
+            s.containers[0].restart_policy_rules = rule.map(|code| {
+                vec![k8s_openapi::api::core::v1::ContainerRestartRule {
+                    action: "Restart".into(),
+                    exit_codes: Some(
+                        k8s_openapi::api::core::v1::ContainerRestartRuleOnExitCodes {
+                            operator: "In".into(),
+                            values: Some(vec![code]),
+                        },
+                    ),
+                }]
+            });
+            let st = PodRuntimeState {
+                sandboxes: vec![sandbox(true, 0)],
+                containers: vec![ctr("a", ContainerState::Exited, exit, &s)],
+                pod_ip: String::new(),
+            };
+            let a = compute(&s, &st, &Default::default(), &Default::default());
+            let case = format!("pod {pod_policy}, container {own}, rule {rule:?}, exit {exit}");
+            assert_eq!(!a.containers_to_start.is_empty(), restart, "{case}");
+            assert_eq!(a.finished, !restart, "{case}");
         }
     }
 

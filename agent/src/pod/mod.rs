@@ -3,7 +3,10 @@
 //! need. Kubelet counterparts: pkg/kubelet/pod, pkg/apis/core/v1/helper/qos.
 
 pub mod quantity;
+mod restart;
 pub mod unsupported;
+
+pub use restart::{RestartPolicy, container_policy, container_restarts};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -121,38 +124,6 @@ type QuantityMap = BTreeMap<String, Quantity>;
 
 /// A shared, immutable desired pod.
 pub type PodHandle = Arc<DesiredPod>;
-
-/// Pod restart policy (`spec.restartPolicy`, default Always).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Restart on any exit.
-    Always,
-    /// Restart on non-zero exit.
-    OnFailure,
-    /// Never restart.
-    Never,
-}
-
-impl RestartPolicy {
-    /// Reads the policy from a pod spec; unknown values were rejected by validation.
-    pub fn of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Self {
-        match spec.restart_policy.as_deref() {
-            Some("OnFailure") => Self::OnFailure,
-            Some("Never") => Self::Never,
-            _ => Self::Always,
-        }
-    }
-
-    /// Whether a container that exited with `exit_code` is started again
-    /// (kubelet pkg/kubelet/container/helpers.go ShouldContainerBeRestarted).
-    pub fn restarts(self, exit_code: i32) -> bool {
-        match self {
-            Self::Always => true,
-            Self::OnFailure => exit_code != 0,
-            Self::Never => false,
-        }
-    }
-}
 
 /// QoS class (pkg/apis/core/v1/helper/qos/qos.go GetPodQOS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,13 +279,5 @@ mod tests {
             qos_class(&pod_with(Some(("500m", "64Mi", "1", "64Mi")))),
             QosClass::Burstable
         );
-    }
-
-    #[test]
-    fn restart_policy_decisions() {
-        assert!(RestartPolicy::Always.restarts(0));
-        assert!(!RestartPolicy::OnFailure.restarts(0));
-        assert!(RestartPolicy::OnFailure.restarts(1));
-        assert!(!RestartPolicy::Never.restarts(1));
     }
 }

@@ -57,6 +57,15 @@ pub fn unsupported_fields(pod: &Pod) -> Vec<String> {
                     .is_some_and(|v| !v.is_empty()),
                 "resources.claims",
             );
+            // Restarting the whole pod on one container's exit (RestartAllContainers); such a
+            // rule falls back to the container's own policy here.
+            field(
+                c.restart_policy_rules
+                    .iter()
+                    .flatten()
+                    .any(|r| r.action == "RestartAllContainers"),
+                "restartPolicyRules",
+            );
         }
     }
     out
@@ -80,7 +89,10 @@ mod tests {
             "readinessGates": [{"conditionType": "x"}],
             "runtimeClassName": "gvisor",
             "hostUsers": false,
-            "containers": [{"name": "c", "volumeDevices": [{"name": "d", "devicePath": "/dev/x"}]}]
+            "containers": [{"name": "c", "volumeDevices": [{"name": "d", "devicePath": "/dev/x"}]},
+                           {"name": "r", "restartPolicy": "Never", "restartPolicyRules": [
+                               {"action": "Restart", "exitCodes": {"operator": "In", "values": [3]}},
+                               {"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [4]}}]}]
         }}))
         .expect("pod json");
         assert_eq!(
@@ -89,6 +101,7 @@ mod tests {
                 "spec.hostUsers",
                 "spec.runtimeClassName",
                 "spec.containers[0].volumeDevices",
+                "spec.containers[1].restartPolicyRules",
             ]
         );
     }

@@ -3,10 +3,10 @@
 
 use crate::kuberuntime::actions::is_sidecar;
 use crate::kuberuntime::state::{ContainerState, ContainerView, PodRuntimeState};
-use crate::pod::{DesiredPod, QosClass, RestartPolicy, qos_class};
+use crate::pod::{DesiredPod, QosClass, container_restarts, qos_class};
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::HashMap;
@@ -58,7 +58,6 @@ pub fn pod_status(
     ctx: &StatusContext,
 ) -> PodStatus {
     let spec = p.pod.spec.clone().unwrap_or_default();
-    let policy = RestartPolicy::of(&spec);
     let inits = spec.init_containers.clone().unwrap_or_default();
     let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
@@ -111,14 +110,7 @@ pub fn pod_status(
             .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
     // The kubelet leaves static pods' phase to the restart policy (kubernetes#116484).
     let terminal = ctx.terminal && p.is_api();
-    let phase = phase(
-        policy,
-        &inits,
-        &init_statuses,
-        &statuses,
-        initialized,
-        terminal,
-    );
+    let phase = phase(&spec, &init_statuses, &statuses, initialized, terminal);
     // Sidecars' readiness counts for the pod's (KEP-753).
     let sidecars_ready = inits
         .iter()
@@ -236,78 +228,68 @@ fn readiness_gates_unready(
         .collect()
 }
 
-/// getPhase (kubelet_pods.go): init containers first, then the running/waiting/stopped counts.
+/// getPhase (kubelet_pods.go, ContainerRestartRules on): init containers first, then the
+/// running/waiting/stopped counts, a stopped container counting as restarting when its rules
+/// and policies (the container's own, else the pod's) would start it again.
 fn phase(
-    policy: RestartPolicy,
-    inits: &[Container],
+    spec: &PodSpec,
     init_statuses: &[ContainerStatus],
     statuses: &[ContainerStatus],
     initialized: bool,
     terminal: bool,
 ) -> &'static str {
-    let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
-    if !inits.is_empty() && !initialized {
-        // A sidecar's exit never fails the pod: it is restarted.
-        let init_failed = inits
-            .iter()
-            .zip(init_statuses)
-            .any(|(c, s)| !is_sidecar(c) && terminated(s).is_some_and(|t| t.exit_code != 0));
-        return if init_failed && policy == RestartPolicy::Never {
-            "Failed"
-        } else {
-            "Pending"
-        };
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    // The exit code of a stopped container: its current state's, or, waiting to restart, its
+    // last state's (and whether that is the current one).
+    let exited = |s: &ContainerStatus| -> Option<(i32, bool)> {
+        let st = s.state.as_ref()?;
+        if let Some(t) = &st.terminated {
+            return Some((t.exit_code, true));
+        }
+        st.waiting.as_ref()?;
+        let last = s.last_state.as_ref()?.terminated.as_ref()?;
+        Some((last.exit_code, false))
+    };
+    // A sidecar's exit never fails the pod: it is restarted.
+    let init_failed_for_good = inits.iter().zip(init_statuses).any(|(c, s)| {
+        !is_sidecar(c)
+            && exited(s).is_some_and(|(code, _)| code != 0 && !container_restarts(c, spec, code))
+    });
+    if init_failed_for_good {
+        return "Failed";
     }
-    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for s in statuses {
-        match s.state.as_ref() {
-            Some(st) if st.running.is_some() => running += 1,
-            Some(st) if st.terminated.is_some() => {
-                stopped += 1;
-                if terminated(s).is_some_and(|t| t.exit_code == 0) {
-                    succeeded += 1;
-                }
+    if !inits.is_empty() && !initialized {
+        return "Pending";
+    }
+    let (mut running, mut waiting, mut stopped, mut for_good, mut succeeded) = (0, 0, 0, 0, 0);
+    for (c, s) in spec.containers.iter().zip(statuses) {
+        if s.state.as_ref().is_some_and(|st| st.running.is_some()) {
+            running += 1;
+        } else if let Some((code, current)) = exited(s) {
+            stopped += 1;
+            if !container_restarts(c, spec, code) {
+                for_good += 1;
             }
-            Some(st)
-                if st.waiting.is_some()
-                    && s.last_state
-                        .as_ref()
-                        .and_then(|l| l.terminated.as_ref())
-                        .is_some() =>
-            {
-                // Restarting after a termination counts as stopped, as in getPhase.
-                stopped += 1;
-                if s.last_state
-                    .as_ref()
-                    .and_then(|l| l.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
-                {
-                    succeeded += 1;
-                }
+            if current && code == 0 {
+                succeeded += 1;
             }
-            _ => waiting += 1,
+        } else {
+            waiting += 1;
         }
     }
     if waiting > 0 {
         "Pending"
     } else if running > 0 {
         "Running"
-    } else if stopped > 0 {
-        if terminal {
-            return if stopped == succeeded {
-                "Succeeded"
-            } else {
-                "Failed"
-            };
-        }
-        match policy {
-            RestartPolicy::Always => "Running",
-            _ if stopped == succeeded => "Succeeded",
-            RestartPolicy::Never => "Failed",
-            RestartPolicy::OnFailure => "Running",
-        }
-    } else {
+    } else if stopped == 0 {
         "Pending"
+    } else if !terminal && stopped != for_good {
+        // At least one container is on its way back.
+        "Running"
+    } else if stopped == succeeded {
+        "Succeeded"
+    } else {
+        "Failed"
     }
 }
 
