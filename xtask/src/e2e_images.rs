@@ -8,8 +8,9 @@
 //! - `agnhost` (2.66.1, and 2.55 as `AgnhostPrev`): the release's
 //!   `k8s.io/kubernetes/test/images/agnhost` built `CGO_ENABLED=0` by [`crate::k8s`], on a
 //!   busybox-static tree instead of alpine (no curl, dig, iperf, coredns: tests that exec
-//!   those fail here), `/agnhost-2`, porter's `localhost.crt/.key`, `/uploads`, and the user
-//!   `user-defined-in-image` (1000) in group `group-defined-in-image` (50000).
+//!   those fail here), `/agnhost-2`, porter's `localhost.crt/.key`, `/uploads`, the user
+//!   `user-defined-in-image` (1000) in group `group-defined-in-image` (50000), and a
+//!   `/bin/bash` that runs busybox's sh ([`BASH_SHIM`]).
 //! - `busybox` (1.37.0-2): busybox-static (Debian's 1.35, not 1.37).
 //! - `nonewprivs` (1.4): `test/images/nonewprivs` as setuid `/usr/local/bin/nnp`.
 //! - `nonroot` (1.5): busybox with `User: 1234`.
@@ -26,6 +27,11 @@ use serde_json::json;
 use crate::images::{self, LayerBuilder, Spec};
 use crate::k8s;
 use crate::registry::Registry;
+
+/// Upstream's agnhost (alpine) installs bash, and tests run `/bin/bash -c <script>` in it
+/// (the restartable-init-container probe tests' SIGTERM traps); busybox has no bash applet,
+/// and those scripts are POSIX sh.
+const BASH_SHIM: &[u8] = b"#!/bin/sh\nexec /bin/sh \"$@\"\n";
 
 /// The images the `[NodeConformance]` tests use that are not built here, and why, with the
 /// tests that need them.
@@ -140,6 +146,7 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
             "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
         )?;
         b.file("agnhost", 0o755, &agnhost)?;
+        b.file("bin/bash", 0o755, BASH_SHIM)?;
         b.symlink("agnhost-2", "agnhost")?;
         b.file("localhost.crt", 0o644, &crt)?;
         b.file("localhost.key", 0o600, &key)?;
@@ -148,7 +155,7 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
         b.finish()
     };
     let agnhost_cfg = json!({ "Env": env, "Entrypoint": ["/agnhost"], "Cmd": ["pause"] });
-    let agnhost_inputs: [&[u8]; 4] = [&agnhost, &busybox, &crt, &key];
+    let agnhost_inputs: [&[u8]; 5] = [&agnhost, &busybox, &crt, &key, BASH_SHIM];
     for tag in ["2.66.1", "2.55"] {
         one(
             &format!("e2e-agnhost-{tag}"),
