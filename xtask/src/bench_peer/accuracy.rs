@@ -34,7 +34,7 @@ const HOLD_BYTES: u64 = 64 << 20;
 /// Our cgroup poll period.
 const CGROUP_EVERY: Duration = Duration::from_millis(100);
 /// Our /stats/summary poll period: short, since it bounds the sample instants.
-const SUMMARY_EVERY: Duration = Duration::from_millis(250);
+const SUMMARY_EVERY: Duration = Duration::from_millis(100);
 /// How long the agents get to list the load containers in /stats/summary (the Go kubelet's
 /// cAdvisor notices new cgroups on its housekeeping).
 const LIST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -474,13 +474,15 @@ pub(super) fn rows(pods: usize, n: &Accuracy, g: &Accuracy) -> Vec<String> {
     let med_max = |v: &[f64]| (percentile(v, 0.5), v.last().copied().unwrap_or(f64::NAN));
     let row = |what: String, a: &[f64], k: &[f64], goal: &str| {
         let (a, k) = (med_max(a), med_max(k));
+        // An exact kubelet figure (0) has no meaningful ratio.
+        let ratio = if k.0 > 0.0 {
+            format!("{:.3}", a.0 / k.0)
+        } else {
+            "-".to_owned()
+        };
         format!(
-            "| {what} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.3} | {goal} |",
-            a.0,
-            a.1,
-            k.0,
-            k.1,
-            a.0 / k.0
+            "| {what} | {:.2} ({:.2}) | {:.2} ({:.2}) | {ratio} | {goal} |",
+            a.0, a.1, k.0, k.1
         )
     };
     vec![
