@@ -48,6 +48,11 @@ pub(super) struct Accuracy {
     pub cpu_timing: Vec<f64>,
     /// Per agent sample: |workingSetBytes - cgroup working set| / cgroup working set, %.
     pub mem_err: Vec<f64>,
+    /// Per agent sample: (workingSetBytes - cgroup working set) / cgroup working set, %.
+    pub mem_signed: Vec<f64>,
+    /// Per agent sample: |usageBytes - cgroup usage| / cgroup usage, % (tells a working-set
+    /// error from the usage apart from one from inactive_file).
+    pub usage_err: Vec<f64>,
     /// Distinct CPU samples per container (min over containers).
     pub cpu_samples: usize,
     /// Age of the sample a poll returned (poll end - sample instant), s.
@@ -64,18 +69,26 @@ struct Files {
 }
 
 impl Files {
-    /// (cumulative CPU ns, working set bytes) now.
-    fn read(&self) -> Result<(f64, f64)> {
+    /// (cumulative CPU ns, working set bytes, usage bytes) now.
+    fn read(&self) -> Result<(f64, f64, f64)> {
         if self.v2 {
             let cpu = stat_key(&self.cpu.join("cpu.stat"), "usage_usec")? * 1000;
             let usage = read_u64(&self.mem.join("memory.current"))?;
             let inactive = stat_key(&self.mem.join("memory.stat"), "inactive_file")?;
-            Ok((cpu as f64, usage.saturating_sub(inactive) as f64))
+            Ok((
+                cpu as f64,
+                usage.saturating_sub(inactive) as f64,
+                usage as f64,
+            ))
         } else {
             let cpu = read_u64(&self.cpu.join("cpuacct.usage"))?;
             let usage = read_u64(&self.mem.join("memory.usage_in_bytes"))?;
             let inactive = stat_key(&self.mem.join("memory.stat"), "total_inactive_file")?;
-            Ok((cpu as f64, usage.saturating_sub(inactive) as f64))
+            Ok((
+                cpu as f64,
+                usage.saturating_sub(inactive) as f64,
+                usage as f64,
+            ))
         }
     }
 }
@@ -191,6 +204,8 @@ struct Sample {
     at: f64,
     half: f64,
     value: f64,
+    /// A second value of the same sample (memory: usageBytes).
+    extra: f64,
 }
 
 /// Turns successive poll answers of one (container, resource) into distinct samples.
@@ -205,7 +220,13 @@ struct Tracker {
 
 impl Tracker {
     /// Records an answer of the poll [start, end]; returns the current sample's instant.
-    fn observe(&mut self, time: &str, value: u64, start: f64, end: f64) -> Option<f64> {
+    fn observe(
+        &mut self,
+        time: &str,
+        (value, extra): (u64, u64),
+        start: f64,
+        end: f64,
+    ) -> Option<f64> {
         let t = parse_time(time)?;
         let key = (time.to_owned(), value);
         match &self.last {
@@ -223,6 +244,7 @@ impl Tracker {
                     at: (lo + hi) / 2.0,
                     half: (hi - lo) / 2.0,
                     value: value as f64,
+                    extra: extra as f64,
                 });
             }
             // The first answer's sample may predate our polls: its instant is unbounded below.
@@ -269,9 +291,15 @@ fn container_id(port: u16, name: &str) -> Result<Option<String>> {
         }))
 }
 
-/// (cpu.time, usageCoreNanoSeconds, memory.time, workingSetBytes) of container c0 of each
-/// of `names` in a summary, if listed with both.
-fn from_summary(v: &Value, names: &[String]) -> Vec<Option<(String, u64, String, u64)>> {
+/// One cgroup poll of one container: (time, CPU ns, working set, usage).
+type Point = (f64, f64, f64, f64);
+
+/// One container's figures in one /stats/summary answer.
+type Answer = (String, u64, String, u64, u64);
+
+/// (cpu.time, usageCoreNanoSeconds, memory.time, workingSetBytes, usageBytes) of container c0
+/// of each of `names` in a summary, if listed with all of them.
+fn from_summary(v: &Value, names: &[String]) -> Vec<Option<Answer>> {
     let pods = v["pods"].as_array().cloned().unwrap_or_default();
     names
         .iter()
@@ -287,6 +315,7 @@ fn from_summary(v: &Value, names: &[String]) -> Vec<Option<(String, u64, String,
                 c["cpu"]["usageCoreNanoSeconds"].as_u64()?,
                 c["memory"]["time"].as_str()?.to_owned(),
                 c["memory"]["workingSetBytes"].as_u64()?,
+                c["memory"]["usageBytes"].as_u64()?,
             ))
         })
         .collect()
@@ -341,7 +370,7 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
             .is_some_and(|v| from_summary(&v, names).iter().all(Option::is_some));
         let held = files
             .iter()
-            .all(|f| f.read().is_ok_and(|(_, ws)| ws >= HOLD_BYTES as f64));
+            .all(|f| f.read().is_ok_and(|(_, ws, _)| ws >= HOLD_BYTES as f64));
         if listed && held {
             break;
         }
@@ -360,7 +389,7 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
     );
 
     let stop = AtomicBool::new(false);
-    let series: Mutex<Vec<Vec<(f64, f64, f64)>>> = Mutex::new(vec![Vec::new(); files.len()]);
+    let series: Mutex<Vec<Vec<Point>>> = Mutex::new(vec![Vec::new(); files.len()]);
     let mut cpu: Vec<Tracker> = names.iter().map(|_| Tracker::default()).collect();
     let mut mem: Vec<Tracker> = names.iter().map(|_| Tracker::default()).collect();
     let mut staleness = Vec::new();
@@ -369,10 +398,10 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
             while !stop.load(Ordering::Relaxed) {
                 for (i, f) in files.iter().enumerate() {
                     // Stamped after the read: the read itself takes microseconds.
-                    let (c, w) = f.read()?;
+                    let (c, w, u) = f.read()?;
                     let at = epoch_s(SystemTime::now());
                     if let Ok(mut s) = series.lock() {
-                        s[i].push((at, c, w));
+                        s[i].push((at, c, w, u));
                     }
                 }
                 std::thread::sleep(CGROUP_EVERY);
@@ -390,13 +419,13 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
             match body.and_then(|b| serde_json::from_str::<Value>(&b).context("bad JSON")) {
                 Ok(v) => {
                     for (i, got) in from_summary(&v, names).into_iter().enumerate() {
-                        let Some((ct, cv, mt, mv)) = got else {
+                        let Some((ct, cv, mt, mv, mu)) = got else {
                             continue;
                         };
-                        if let Some(at) = cpu[i].observe(&ct, cv, t0, t1) {
+                        if let Some(at) = cpu[i].observe(&ct, (cv, 0), t0, t1) {
                             staleness.push(t1 - at);
                         }
-                        mem[i].observe(&mt, mv, t0, t1);
+                        mem[i].observe(&mt, (mv, mu), t0, t1);
                     }
                 }
                 Err(e) => {
@@ -425,8 +454,9 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
         ..Accuracy::default()
     };
     for (i, s) in series.iter().enumerate() {
-        let cs: Vec<(f64, f64)> = s.iter().map(|&(t, c, _)| (t, c)).collect();
-        let ws: Vec<(f64, f64)> = s.iter().map(|&(t, _, w)| (t, w)).collect();
+        let cs: Vec<(f64, f64)> = s.iter().map(|&(t, c, _, _)| (t, c)).collect();
+        let ws: Vec<(f64, f64)> = s.iter().map(|&(t, _, w, _)| (t, w)).collect();
+        let us: Vec<(f64, f64)> = s.iter().map(|&(t, _, _, u)| (t, u)).collect();
         let samples: Vec<Sample> = cpu[i]
             .samples
             .iter()
@@ -452,6 +482,12 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
                 && w > 0.0
             {
                 acc.mem_err.push((x.value - w).abs() / w * 100.0);
+                acc.mem_signed.push((x.value - w) / w * 100.0);
+            }
+            if let Some(u) = interpolate(&us, x.at)
+                && u > 0.0
+            {
+                acc.usage_err.push((x.extra - u).abs() / u * 100.0);
             }
         }
     }
@@ -462,6 +498,8 @@ fn compare(node: &PeerNode, names: &[String], window: Duration) -> Result<Accura
         &mut acc.cpu_err,
         &mut acc.cpu_timing,
         &mut acc.mem_err,
+        &mut acc.mem_signed,
+        &mut acc.usage_err,
         &mut acc.staleness,
     ] {
         v.sort_by(f64::total_cmp);
@@ -513,6 +551,18 @@ pub(super) fn rows(pods: usize, n: &Accuracy, g: &Accuracy) -> Vec<String> {
             "<= 1 (kubelet <= 5)",
         ),
         row(
+            "  working set signed error %, median (max)".to_owned(),
+            &n.mem_signed,
+            &g.mem_signed,
+            "",
+        ),
+        row(
+            "  memory usage error vs cgroup %, median (max)".to_owned(),
+            &n.usage_err,
+            &g.usage_err,
+            "",
+        ),
+        row(
             "stats age when read s, median (max)".to_owned(),
             &n.staleness,
             &g.staleness,
@@ -548,15 +598,15 @@ mod tests {
         let base = parse_time("2026-12-06T03:55:00Z").expect("time");
         // The first answer is not a sample: nothing bounds it below.
         assert_eq!(
-            t.observe("2026-12-06T03:55:00Z", 1, base + 0.1, base + 0.2),
+            t.observe("2026-12-06T03:55:00Z", (1, 0), base + 0.1, base + 0.2),
             None
         );
         assert_eq!(
-            t.observe("2026-12-06T03:55:00Z", 1, base + 0.4, base + 0.5),
+            t.observe("2026-12-06T03:55:00Z", (1, 0), base + 0.4, base + 0.5),
             None
         );
         // Changed between the poll that started at .4 and the one that ended at .8.
-        let at = t.observe("2026-12-06T03:55:00Z", 2, base + 0.7, base + 0.8);
+        let at = t.observe("2026-12-06T03:55:00Z", (2, 0), base + 0.7, base + 0.8);
         let s = t.samples[0];
         assert!((s.at - (base + 0.6)).abs() < 1e-6, "{s:?}");
         assert!((s.half - 0.2).abs() < 1e-6, "{s:?}");
