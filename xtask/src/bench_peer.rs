@@ -7,9 +7,11 @@
 //! each pod count (pods added up to it, a settle period, `rounds` windows: min and median),
 //! the restart with ~100 pods (time until /pods shows every pod running again; containers and
 //! sandboxes created meanwhile, which must be 0) and the stats endpoints at the largest count.
+//! Between the start batches and the idle pods, the accuracy row ([`accuracy`]).
 //! Both agents get the KubeletConfiguration of [`node`] (kubelet.rs's deviations for this
 //! machine, defaults otherwise).
 
+mod accuracy;
 mod node;
 
 use std::fs;
@@ -42,6 +44,10 @@ pub struct PeerBench {
     pub nodelet: PathBuf,
     /// The Go kubelet.
     pub kubelet: PathBuf,
+    /// Load pods of the accuracy row (0: skip).
+    pub accuracy_pods: usize,
+    /// The accuracy row's comparison window.
+    pub accuracy_window: Duration,
 }
 
 /// Repeats of the one-pod start.
@@ -85,6 +91,7 @@ struct Report {
     /// (path, ms per request sorted, bytes) at `serve_at` containers.
     serving: Vec<(&'static str, Vec<f64>, usize)>,
     serve_at: usize,
+    accuracy: Option<accuracy::Accuracy>,
     notes: Vec<String>,
 }
 
@@ -185,6 +192,14 @@ fn run_agent(b: &PeerBench, kind: Kind, bin: &Path) -> Result<Report> {
         }
         lat.sort_by(f64::total_cmp);
         r.starts.push((size, lat));
+    }
+    // Before the idle pods: they would share the CPU with the load and its pollers.
+    if b.accuracy_pods > 0 {
+        r.accuracy = Some(accuracy::measure(
+            &node,
+            b.accuracy_pods,
+            b.accuracy_window,
+        )?);
     }
     let mut counts: Vec<usize> = b.pods.iter().copied().filter(|&n| n > 0).collect();
     counts.sort_unstable();
@@ -509,6 +524,11 @@ fn print_table(b: &PeerBench, reports: &[(Kind, Report)]) {
                 p(&g.ooms, q),
                 p(&n.ooms, q) / p(&g.ooms, q)
             );
+        }
+    }
+    if let (Some(na), Some(ga)) = (&n.accuracy, &g.accuracy) {
+        for line in accuracy::rows(b.accuracy_pods, na, ga) {
+            println!("{line}");
         }
     }
     if let (Some(nr), Some(gr)) = (n.restart, g.restart) {

@@ -87,6 +87,12 @@ enum Cmd {
         /// count (default 3).
         #[arg(long)]
         rounds: Option<usize>,
+        /// peer: load pods of the accuracy row (stats vs cgroup files; 0: skip).
+        #[arg(long, default_value_t = 3)]
+        accuracy_pods: usize,
+        /// peer: the accuracy row's window, seconds.
+        #[arg(long, default_value_t = 60)]
+        accuracy_window: u64,
         /// Memory mark crossings to time per source (0: skip).
         #[arg(long, default_value_t = 10)]
         marks: usize,
@@ -205,6 +211,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             settle,
             pods,
             starts,
+            accuracy_pods,
+            accuracy_window,
         } => {
             if what == "pods" {
                 return bench_pods();
@@ -237,6 +245,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     starts,
                     nodelet: build_agent(true)?,
                     kubelet,
+                    accuracy_pods,
+                    accuracy_window: Duration::from_secs(accuracy_window),
                 })
                 .map(|_| ExitCode::SUCCESS);
             }
