@@ -301,8 +301,8 @@ fn start_batch(node: &PeerNode, names: &[String], timeout: Duration) -> Result<V
     }
 }
 
-/// Whether /pods shows the static pod `name` with a container terminated as OOMKilled.
-fn oom_killed(port: u16, name: &str) -> Result<bool> {
+/// The container statuses /pods shows for the static pod `name`.
+fn container_statuses(port: u16, name: &str) -> Result<Vec<Value>> {
     let v: Value = serde_json::from_str(&http_get(port, "/pods")?).context("/pods: bad JSON")?;
     let full = full(name);
     Ok(v["items"]
@@ -312,10 +312,15 @@ fn oom_killed(port: u16, name: &str) -> Result<bool> {
         .filter(|p| p["metadata"]["name"] == full.as_str())
         .flat_map(|p| p["status"]["containerStatuses"].as_array().cloned())
         .flatten()
-        .any(|c| {
-            c["state"]["terminated"]["reason"] == "OOMKilled"
-                || c["lastState"]["terminated"]["reason"] == "OOMKilled"
-        }))
+        .collect())
+}
+
+/// Whether /pods shows the static pod `name` with a container terminated as OOMKilled.
+fn oom_killed(port: u16, name: &str) -> Result<bool> {
+    Ok(container_statuses(port, name)?.iter().any(|c| {
+        c["state"]["terminated"]["reason"] == "OOMKilled"
+            || c["lastState"]["terminated"]["reason"] == "OOMKilled"
+    }))
 }
 
 /// Kernel `oom-kill:` record -> /pods says OOMKilled, ms, one pod at a time (restartPolicy

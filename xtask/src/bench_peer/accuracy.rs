@@ -159,25 +159,13 @@ fn epoch_s(t: SystemTime) -> f64 {
 fn parse_time(s: &str) -> Option<f64> {
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return None;
-    }
     let frac: f64 = if frac.is_empty() {
         0.0
     } else {
         format!("0.{frac}").parse().ok()?
     };
-    let days = super::node::days_from_civil(d[0], d[1], d[2]);
-    Some((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac)
+    Some(super::node::civil_seconds(date, hms)? as f64 + frac)
 }
 
 /// Whether a metav1.Time string carries a fraction (then it is the instant itself).
@@ -273,15 +261,8 @@ fn load_manifest(name: &str) -> String {
 
 /// The containerd id of the static pod `name`'s running container, from /pods.
 fn container_id(port: u16, name: &str) -> Result<Option<String>> {
-    let v: Value = serde_json::from_str(&http_get(port, "/pods")?).context("/pods: bad JSON")?;
-    let full = full(name);
-    Ok(v["items"]
-        .as_array()
+    Ok(super::container_statuses(port, name)?
         .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["name"] == full.as_str())
-        .flat_map(|p| p["status"]["containerStatuses"].as_array().cloned())
-        .flatten()
         .filter(|c| c["state"]["running"].is_object())
         .find_map(|c| {
             c["containerID"]

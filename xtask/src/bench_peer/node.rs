@@ -90,8 +90,21 @@ struct Events {
     starts: Arc<Mutex<Vec<(SystemTime, String)>>>,
 }
 
+/// `YYYY-MM-DD` and `HH:MM:SS` (UTC) -> seconds since the epoch.
+pub(super) fn civil_seconds(date: &str, hms: &str) -> Option<i64> {
+    let num = |s: &str, sep: char| -> Option<Vec<i64>> {
+        let v: Vec<i64> = s
+            .split(sep)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        (v.len() == 3).then_some(v)
+    };
+    let (d, t) = (num(date, '-')?, num(hms, ':')?);
+    Some(days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+}
+
 /// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -107,16 +120,8 @@ fn parse_event(line: &str) -> Option<(SystemTime, &str, &str)> {
     let (date, time, offset) = (it.next()?, it.next()?, it.next()?);
     let (_tz, _ns, topic) = (it.next()?, it.next()?, it.next()?);
     let json = &line[line.find('{')?..];
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 || frac.len() > 9 {
+    if frac.len() > 9 {
         return None;
     }
     let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
@@ -124,7 +129,7 @@ fn parse_event(line: &str) -> Option<(SystemTime, &str, &str)> {
     let off = offset.trim_start_matches(['+', '-']);
     let off_s = sign
         * (off.get(..2)?.parse::<i64>().ok()? * 3600 + off.get(2..4)?.parse::<i64>().ok()? * 60);
-    let secs = days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2] - off_s;
+    let secs = civil_seconds(date, hms)? - off_s;
     let at = UNIX_EPOCH
         + Duration::from_secs(u64::try_from(secs).ok()?)
         + Duration::from_nanos(u64::try_from(nanos).ok()?);
