@@ -180,17 +180,9 @@ pub fn any_container_status<'a>(
     pod: &'a Pod,
     container: &str,
 ) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    pod.status.as_ref().and_then(|s| {
-        [
-            &s.container_statuses,
-            &s.init_container_statuses,
-            &s.ephemeral_container_statuses,
-        ]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|c| c.name == container)
-    })
+    pod.status
+        .as_ref()
+        .and_then(|s| crate::status::all_container_statuses(s).find(|c| c.name == container))
 }
 
 /// The attempt `previous` (or not) names for `container` of `pod`, as the kubelet's

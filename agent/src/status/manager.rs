@@ -354,9 +354,8 @@ impl Manager {
                 start_time: Some(e.first_seen),
                 terminal: e.stopped.is_some(),
             };
-            let rt = (e.stopped.as_deref())
-                .or(e.runtime.as_deref())
-                .unwrap_or(&empty);
+            let rt = e.stopped.as_deref().or(e.runtime.as_deref());
+            let rt = rt.unwrap_or(&empty);
             let mut pod = pod_with_status(&e.desired, rt, &e.waiting, &ctx);
             // A terminal phase the API server already holds (the pod finished or was evicted
             // before this agent started) counts as ours.

@@ -29,6 +29,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Every container status of a pod status: regular, init and ephemeral.
+pub fn all_container_statuses(
+    s: &k8s_openapi::api::core::v1::PodStatus,
+) -> impl Iterator<Item = &k8s_openapi::api::core::v1::ContainerStatus> {
+    [
+        &s.container_statuses,
+        &s.init_container_statuses,
+        &s.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+}
+
 /// All pods with their current status, keyed by UID.
 pub type PodStatuses = Arc<BTreeMap<String, Arc<Pod>>>;
 

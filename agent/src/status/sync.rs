@@ -260,15 +260,8 @@ impl Writer {
 
 /// Whether any container of the status (init and ephemeral included) is running.
 fn any_running(s: &PodStatus) -> bool {
-    [
-        &s.init_container_statuses,
-        &s.container_statuses,
-        &s.ephemeral_container_statuses,
-    ]
-    .into_iter()
-    .flatten()
-    .flatten()
-    .any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+    super::all_container_statuses(s)
+        .any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
 }
 
 #[cfg(test)]
