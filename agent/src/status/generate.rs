@@ -332,6 +332,23 @@ fn api_state(v: &ContainerView) -> ApiState {
     }
 }
 
+/// The state of a container not started yet: PodInitializing in a pod with init containers,
+/// else ContainerCreating (convertToAPIContainerStatuses' default).
+fn not_started(has_inits: bool) -> ApiState {
+    let reason = if has_inits {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    };
+    ApiState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: None,
+        }),
+        ..Default::default()
+    }
+}
+
 /// One container's status; `has_inits` says the pod has init containers, whose containers
 /// not yet created wait as PodInitializing (convertToAPIContainerStatuses' default).
 pub(super) fn container_status(
@@ -360,6 +377,12 @@ pub(super) fn container_status(
                 Some(api_state(v)),
             )
         }
+        // Created, not started yet: waits as one not created yet (the kubelet shows an empty
+        // Waiting that a relist seldom catches; an event-driven PLEG sees the gap between
+        // CreateContainer and StartContainer, and readers expect PodInitializing there).
+        (Some(v), _) if v.state == ContainerState::Created => {
+            (not_started(has_inits), rt.previous(&c.name).map(api_state))
+        }
         (Some(v), _) => (api_state(v), rt.previous(&c.name).map(api_state)),
         (None, Some((reason, message))) => (
             ApiState {
@@ -371,23 +394,7 @@ pub(super) fn container_status(
             },
             None,
         ),
-        (None, None) => (
-            ApiState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(
-                        if has_inits {
-                            "PodInitializing"
-                        } else {
-                            "ContainerCreating"
-                        }
-                        .into(),
-                    ),
-                    message: None,
-                }),
-                ..Default::default()
-            },
-            None,
-        ),
+        (None, None) => (not_started(has_inits), None),
     };
     let running = state.running.is_some();
     // An init container that ran to completion is ready (the prober manager's UpdatePodStatus);
@@ -758,6 +765,19 @@ mod tests {
         assert_eq!(
             reason(st.container_statuses).as_deref(),
             Some("PodInitializing")
+        );
+        assert_eq!(
+            reason(st.init_container_statuses).as_deref(),
+            Some("PodInitializing")
+        );
+        // Created but not started: still PodInitializing, not ContainerCreating.
+        let mut created = view(ContainerState::Created, 0, 0);
+        created.name = "i".into();
+        let st = pod_status(
+            &p,
+            &rt(vec![created]),
+            &Waiting::new(),
+            &StatusContext::default(),
         );
         assert_eq!(
             reason(st.init_container_statuses).as_deref(),
