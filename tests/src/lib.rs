@@ -343,6 +343,15 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.stop_agent(libc::SIGKILL);
+        // A test may end with API or static pods still running; their tmpfs volumes (secret,
+        // downwardAPI, projected token, emptyDir Memory) stay mounted under the root dir and the
+        // temp dir could not be removed without this.
+        if let Err(e) = xtask::process::unmount_under(&self.root) {
+            eprintln!(
+                "cannot unmount the volumes under {}: {e:#}",
+                self.root.display()
+            );
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- agent log ({}) ---\n{}",
