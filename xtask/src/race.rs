@@ -59,7 +59,10 @@ cpu: 100m\n        memory: 64Mi\n";
 /// stops growing on SIGTERM, as a program that honours its graceful stop does: a hard eviction
 /// kills with the kubelet's 1 s grace period (immediateEvictionGracePeriodSeconds), and a shell
 /// as PID 1 ignores SIGTERM, so without the trap it would grow `rate` x 1 s more after the
-/// decision, past a 100 MiB threshold at 100 MiB/s whatever the agent does (seen here).
+/// decision, past a 100 MiB threshold at 100 MiB/s whatever the agent does (seen here). The
+/// pause between chunks is a background `sleep` the shell `wait`s for: a trapped signal ends a
+/// `wait` at once, where a foreground `sleep 0.1` would delay the trap by up to a step (40 MiB
+/// more at 400 MiB/s, counted against the agent).
 pub fn ramp_manifest(name: &str, rate_mi: i64) -> String {
     let chunk = rate_mi * MI / 10;
     let n = RAMP_TOTAL_MI * MI / chunk;
@@ -67,8 +70,8 @@ pub fn ramp_manifest(name: &str, rate_mi: i64) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  \
          restartPolicy: Never\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: c\n    \
          image: busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 2; i=0; while [ $i -lt {n} ]; do \
-         head -c {chunk} /dev/zero | tail -c {chunk} | sleep 3600 & sleep {STEP_S}; i=$((i+1)); done; \
-         sleep 3600\"]\n"
+         head -c {chunk} /dev/zero | tail -c {chunk} | sleep 3600 & sleep {STEP_S} & wait $!; i=$((i+1)); done; \
+         sleep 3600 & wait $!\"]\n"
     )
 }
 
