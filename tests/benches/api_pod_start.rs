@@ -10,13 +10,9 @@
 use anyhow::{Context, Result, bail};
 use nodelet_tests::bench::{agent_pid, floor, idle_cost, pct};
 use nodelet_tests::{NODE, Node, NodeOpts, wait_for};
-use serde_json::Value;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use xtask::cluster::{self, Cluster, ClusterOpts};
+use std::time::Duration;
+use xtask::api_start;
+use xtask::cluster::{self, ClusterOpts};
 
 const ROUNDS: [usize; 3] = [1, 30, 100];
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
@@ -61,12 +57,13 @@ fn main() -> Result<()> {
     let mut idle = None;
     for n in ROUNDS {
         let floor_ms = floor(&node, n, true, &format!("r{n}"))?;
-        let api = api_round(&c, n).with_context(|| format!("round of {n} pods"))?;
+        let api = api_start::round(&c, &format!("r{n}"), n)
+            .with_context(|| format!("round of {n} pods"))?;
         if n == *ROUNDS.last().unwrap_or(&n) {
             std::thread::sleep(Duration::from_secs(5));
             idle = Some(idle_cost(agent_pid(&node)?, IDLE_WINDOW)?);
         }
-        delete_round(&c, n)?;
+        api_start::delete_round(&c, &format!("r{n}"))?;
         rows.push((n, floor_ms, api));
     }
     let log = node.agent_log();
@@ -106,127 +103,4 @@ fn main() -> Result<()> {
         );
     }
     c.stop()
-}
-
-/// One round's figures.
-struct Round {
-    /// Per pod: its create returned -> first seen Running by the watch, ms.
-    latencies: Vec<f64>,
-    /// First create issued -> last pod seen Running, ms.
-    total_ms: f64,
-}
-
-fn pod_list(n: usize) -> String {
-    let items: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: r{n}-{i}\n    \
-                 namespace: default\n    labels:\n      bench: r{n}\n  spec:\n    \
-                 automountServiceAccountToken: false\n    hostNetwork: true\n    \
-                 terminationGracePeriodSeconds: 1\n    containers:\n    - name: c\n      \
-                 image: busybox:1.35\n      imagePullPolicy: IfNotPresent\n      \
-                 command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n"
-            )
-        })
-        .collect();
-    format!("apiVersion: v1\nkind: List\nitems:\n{}", items.join(""))
-}
-
-/// Creates `n` pods at once and times each from its create returning to its first Running
-/// event on a watch that was open before the first create.
-fn api_round(c: &Cluster, n: usize) -> Result<Round> {
-    let label = format!("bench=r{n}");
-    let mut watch = Command::new(c.kubectl_path())
-        .arg("--kubeconfig")
-        .arg(c.admin_kubeconfig())
-        .args(["get", "pods", "-l", &label, "--watch", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting kubectl get --watch")?;
-    let out = watch.stdout.take().context("watch stdout")?;
-    let (tx, rx) = mpsc::channel::<(String, Instant)>();
-    let reader = std::thread::spawn(move || {
-        let stream = serde_json::Deserializer::from_reader(BufReader::new(out)).into_iter();
-        for v in stream {
-            let Ok(v): Result<Value, _> = v else { return };
-            let at = Instant::now();
-            if v["status"]["phase"] == "Running"
-                && let Some(name) = v["metadata"]["name"].as_str()
-                && tx.send((name.to_owned(), at)).is_err()
-            {
-                return;
-            }
-        }
-    });
-    // The watch prints nothing until a pod matches: give it a moment to be established.
-    std::thread::sleep(Duration::from_secs(2));
-
-    let t0 = Instant::now();
-    let mut create = Command::new(c.kubectl_path())
-        .arg("--kubeconfig")
-        .arg(c.admin_kubeconfig())
-        .args(["create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting kubectl create")?;
-    {
-        use std::io::Write;
-        let mut stdin = create.stdin.take().context("create stdin")?;
-        stdin.write_all(pod_list(n).as_bytes())?;
-    }
-    let mut created: HashMap<String, Instant> = HashMap::new();
-    let stdout = create.stdout.take().context("create stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(name) = line
-            .strip_prefix("pod/")
-            .and_then(|r| r.strip_suffix(" created"))
-        {
-            created.insert(name.to_owned(), Instant::now());
-        }
-    }
-    let st = create.wait()?;
-    if !st.success() || created.len() != n {
-        bail!(
-            "kubectl create: {st}, {} of {n} pods created",
-            created.len()
-        );
-    }
-    let mut running: HashMap<String, Instant> = HashMap::new();
-    let deadline = Instant::now() + T;
-    while running.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (name, at) = rx
-            .recv_timeout(left)
-            .with_context(|| format!("{} of {n} pods Running after {T:?}", running.len()))?;
-        running.entry(name).or_insert(at);
-    }
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let _ = reader.join();
-    let mut latencies = Vec::new();
-    for (name, at) in &running {
-        let c0 = created
-            .get(name)
-            .with_context(|| format!("{name} Running but not created by this round"))?;
-        latencies.push(at.saturating_duration_since(*c0).as_secs_f64() * 1000.0);
-    }
-    let last = running.values().max().copied().unwrap_or(t0);
-    Ok(Round {
-        latencies,
-        total_ms: last.saturating_duration_since(t0).as_secs_f64() * 1000.0,
-    })
-}
-
-/// Deletes the round's pods and waits until the API has none of them (the agent's final
-/// delete after stopping them).
-fn delete_round(c: &Cluster, n: usize) -> Result<()> {
-    let label = format!("bench=r{n}");
-    c.kubectl(&["delete", "pods", "-l", &label, "--wait=false"])?;
-    wait_for("the round's pods gone", T, || {
-        let left = c.kubectl(&["get", "pods", "-l", &label, "-o", "name"])?;
-        Ok(left.trim().is_empty().then_some(()))
-    })
 }

@@ -7,11 +7,13 @@
 //! each pod count (pods added up to it, a settle period, `rounds` windows: min and median),
 //! the restart with ~100 pods (time until /pods shows every pod running again; containers and
 //! sandboxes created meanwhile, which must be 0) and the stats endpoints at the largest count.
-//! Between the start batches and the idle pods, the accuracy row ([`accuracy`]).
+//! Between the start batches and the idle pods, the accuracy row ([`accuracy`]). Then, joined
+//! to a loopback control plane of the same release, the API pod start batches ([`api`]).
 //! Both agents get the KubeletConfiguration of [`node`] (kubelet.rs's deviations for this
 //! machine, defaults otherwise).
 
 mod accuracy;
+mod api;
 mod node;
 
 use std::fs;
@@ -40,6 +42,8 @@ pub struct PeerBench {
     pub ooms: usize,
     /// Pod start batch sizes (0 pods: skip); a batch of 1 is repeated [`SINGLE_STARTS`] times.
     pub starts: Vec<usize>,
+    /// API pod start batch sizes, each agent joined to a control plane (0 pods: skip).
+    pub api_starts: Vec<usize>,
     /// nodelet (release build).
     pub nodelet: PathBuf,
     /// The Go kubelet.
@@ -87,6 +91,8 @@ struct Report {
     idle: Vec<(usize, Vec<Idle>)>,
     ooms: Vec<f64>,
     starts: Vec<(usize, Vec<f64>)>,
+    /// API create -> Running seen by a watch, per batch size.
+    api_starts: Vec<(usize, Vec<f64>)>,
     restart: Option<Restart>,
     /// (path, ms per request sorted, bytes) at `serve_at` containers.
     serving: Vec<(&'static str, Vec<f64>, usize)>,
@@ -104,7 +110,13 @@ pub fn peer(b: &PeerBench) -> Result<()> {
     let mut result = Ok(());
     for (kind, bin) in [(Kind::Nodelet, &b.nodelet), (Kind::Go, &b.kubelet)] {
         eprintln!("bench: === {kind} ===");
-        match run_agent(b, kind, bin) {
+        let measured = run_agent(b, kind, bin).and_then(|mut r| {
+            if b.api_starts.iter().any(|&s| s > 0) {
+                r.api_starts = api::starts(kind, bin, &b.api_starts, SINGLE_STARTS)?;
+            }
+            Ok(r)
+        });
+        match measured {
             Ok(r) => reports.push((kind, r)),
             Err(e) => {
                 result = Err(e.context(format!("bench peer: the {kind}")));
@@ -503,20 +515,29 @@ fn print_table(b: &PeerBench, reports: &[(Kind, Report)]) {
         );
     }
     let p = |v: &[f64], q: f64| percentile(v, q);
-    for ((size, nl), (_, gl)) in n.starts.iter().zip(&g.starts) {
-        for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
-            println!(
-                "| pod start {label} ms, batch of {size}{} | {:.0} | {:.0} | {:.3} | {} |",
-                if *size == 1 {
-                    format!(" (x{SINGLE_STARTS})")
-                } else {
-                    String::new()
-                },
-                p(nl, q),
-                p(gl, q),
-                p(nl, q) / p(gl, q),
-                if q > 0.9 { "<= 1" } else { "" }
-            );
+    for (what, ns, gs) in [
+        ("pod start", &n.starts, &g.starts),
+        (
+            "API pod start (create -> Running, watch)",
+            &n.api_starts,
+            &g.api_starts,
+        ),
+    ] {
+        for ((size, nl), (_, gl)) in ns.iter().zip(gs) {
+            for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+                println!(
+                    "| {what} {label} ms, batch of {size}{} | {:.0} | {:.0} | {:.3} | {} |",
+                    if *size == 1 {
+                        format!(" (x{SINGLE_STARTS})")
+                    } else {
+                        String::new()
+                    },
+                    p(nl, q),
+                    p(gl, q),
+                    p(nl, q) / p(gl, q),
+                    if q > 0.9 { "<= 1" } else { "" }
+                );
+            }
         }
     }
     if !n.ooms.is_empty() || !g.ooms.is_empty() {

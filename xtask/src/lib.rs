@@ -40,6 +40,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod api_start;
 pub mod cluster;
 pub mod conformance;
 pub mod containerd;

@@ -80,6 +80,10 @@ enum Cmd {
         /// peer: pod start batch sizes, comma separated (a batch of 1 is repeated 10 times).
         #[arg(long, value_delimiter = ',', default_value = "1,30,100")]
         starts: Vec<usize>,
+        /// peer: API pod start batch sizes, each agent joined to a loopback control plane in
+        /// turn (0: skip).
+        #[arg(long, value_delimiter = ',', default_value = "1,30,100")]
+        api_starts: Vec<usize>,
         /// OOM kills to time (0: skip).
         #[arg(long, default_value_t = 20)]
         ooms: usize,
@@ -211,6 +215,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             settle,
             pods,
             starts,
+            api_starts,
             accuracy_pods,
             accuracy_window,
         } => {
@@ -236,6 +241,9 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             if what == "peer" {
                 setup()?;
                 let kubelet = xtask::k8s::build(xtask::k8s::RELEASE, &["cmd/kubelet"])?.remove(0);
+                if api_starts.iter().any(|&s| s > 0) {
+                    xtask::k8s::control_plane(xtask::k8s::RELEASE, xtask::k8s::ETCD_VERSION)?;
+                }
                 return bench_peer::peer(&bench_peer::PeerBench {
                     pods,
                     window: Duration::from_secs(window.unwrap_or(60)),
@@ -243,6 +251,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     rounds: rounds.unwrap_or(3),
                     ooms,
                     starts,
+                    api_starts,
                     nodelet: build_agent(true)?,
                     kubelet,
                     accuracy_pods,
