@@ -2,8 +2,9 @@
 //! Admit): a pod new to the node is checked against what is already admitted before a worker
 //! starts it; a refused pod ends Failed with the kubelet's reason and message and never runs.
 //!
-//! Checks, in the kubelet's order: node affinity and nodeSelector against the node's labels
-//! (`NodeAffinity`), NoExecute taints not tolerated (`TaintToleration`), then resources:
+//! Checks, in the kubelet's order: the pod's `kubernetes.io/os` label and `spec.os` against the
+//! node's OS (`PodOSSelectorNodeLabelDoesNotMatch`, `PodOSNotSupported`), node affinity and
+//! nodeSelector against the node's labels (`NodeAffinity`), NoExecute taints not tolerated (`TaintToleration`), then resources:
 //! pods against maxPods (`OutOfpods`), CPU and memory requests against the node's capacity
 //! (`OutOfcpu`, `OutOfmemory`), then node pressure (`Evicted`, from the eviction manager), then
 //! the pod's sysctls against the safe ones and allowedUnsafeSysctls (`SysctlForbidden`,
@@ -79,6 +80,9 @@ pub fn admit(pod: &Pod, uid: &str, others: &[&Pod], node: &NodeFacts) -> Result<
         reason: reason.to_owned(),
         message,
     };
+    if let Some((reason, message)) = os_mismatch(pod, &node.labels) {
+        return Err(refuse(reason, format!("Pod was rejected: {message}")));
+    }
     if !matches_node(pod, &node.labels) {
         return Err(refuse(
             "NodeAffinity",
@@ -303,9 +307,66 @@ fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
     }
 }
 
+/// The OS checks that preemption cannot help (rejectPodAdmissionBasedOnOSSelector and
+/// ...OnOSField): the node's OS is the one this agent was built for, whatever its label says.
+fn os_mismatch(
+    pod: &Pod,
+    node_labels: &BTreeMap<String, String>,
+) -> Option<(&'static str, &'static str)> {
+    const OS_LABEL: &str = "kubernetes.io/os";
+    let os = std::env::consts::OS;
+    let node_os = node_labels
+        .get(OS_LABEL)
+        .map(String::as_str)
+        .filter(|l| *l == os)
+        .unwrap_or(os);
+    if let Some(wanted) = pod.metadata.labels.as_ref().and_then(|l| l.get(OS_LABEL))
+        && wanted != node_os
+    {
+        return Some((
+            "PodOSSelectorNodeLabelDoesNotMatch",
+            "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label",
+        ));
+    }
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.os.as_ref())
+        .is_some_and(|o| o.name != os)
+    {
+        return Some((
+            "PodOSNotSupported",
+            "Failed to admit pod as the OS field doesn't match node OS",
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_for_another_os_is_refused() {
+        let n = node();
+        let refused = |p: Pod| admit(&p, "u", &[], &n).map_err(|k| (k.reason, k.message));
+        assert!(refused(with("  os: {name: linux}\n", "100m")).is_ok());
+        assert_eq!(
+            refused(with("  os: {name: windows}\n", "100m")),
+            Err((
+                "PodOSNotSupported".into(),
+                "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
+                    .into()
+            ))
+        );
+        let mut labelled = with("", "100m");
+        labelled.metadata.labels =
+            Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
+        assert_eq!(
+            refused(labelled).map_err(|(r, _)| r),
+            Err("PodOSSelectorNodeLabelDoesNotMatch".into())
+        );
+    }
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml_ng::from_str(yaml).expect("pod yaml")
