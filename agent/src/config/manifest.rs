@@ -326,6 +326,7 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     {
         errs.invalid("spec.subdomain", h, "a lowercase RFC 1123 label");
     }
+    validate_hostname_override(spec, &mut errs);
     validate_dns(spec, &mut errs);
     validate_pod_security(spec, &mut errs);
     let mut wide = PodWide {

@@ -14,13 +14,20 @@ const HEADER_HOST_NETWORK: &str = "# Kubernetes-managed hosts file (host network
 /// The node's hosts file a host-network pod starts from.
 const NODE_HOSTS: &str = "/etc/hosts";
 
-/// Hostname (`spec.hostname` or the pod name, cut to 63 characters without a trailing `-` or
-/// `.`) and domain (`<subdomain>.<namespace>.svc.<clusterDomain>` with a subdomain, else empty).
+/// Hostname (`spec.hostnameOverride`, else `spec.hostname` or the pod name, cut to 63
+/// characters without a trailing `-` or `.`) and domain (none with an override, else
+/// `<subdomain>.<namespace>.svc.<clusterDomain>` with a subdomain, else empty).
 pub fn hostname_and_domain(ctx: &NodeContext, p: &DesiredPod) -> (String, String) {
     let spec = p.pod.spec.as_ref();
-    let name = spec
-        .and_then(|s| s.hostname.clone())
-        .filter(|h| !h.is_empty())
+    let overridden = spec
+        .and_then(|s| s.hostname_override.clone())
+        .filter(|h| !h.is_empty());
+    let name = overridden
+        .clone()
+        .or_else(|| {
+            spec.and_then(|s| s.hostname.clone())
+                .filter(|h| !h.is_empty())
+        })
         .unwrap_or_else(|| p.pod_ref.name.clone());
     let hostname = if name.len() > 63 {
         name.chars()
@@ -31,6 +38,11 @@ pub fn hostname_and_domain(ctx: &NodeContext, p: &DesiredPod) -> (String, String
     } else {
         name
     };
+    if overridden.is_some() {
+        // The override is the whole hostname: a subdomain adds no domain (the kubelet's
+        // GeneratePodHostNameAndDomain).
+        return (hostname, String::new());
+    }
     let domain = spec
         .and_then(|s| s.subdomain.as_deref())
         .filter(|s| !s.is_empty())
@@ -191,6 +203,22 @@ mod tests {
         assert_eq!(
             sandbox_hostname(&ctx(), &fqdn).as_deref(),
             Ok("h.svc.ns.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn hostname_override_is_the_whole_hostname() {
+        let p = pod(PodSpec {
+            hostname: Some("h".into()),
+            subdomain: Some("svc".into()),
+            hostname_override: Some("override.example.host".into()),
+            ..Default::default()
+        });
+        let c = content(&ctx(), &p, "10.88.0.5", "");
+        assert!(c.contains("10.88.0.5\toverride.example.host\n"), "{c}");
+        assert_eq!(
+            sandbox_hostname(&ctx(), &p).as_deref(),
+            Ok("override.example.host")
         );
     }
 

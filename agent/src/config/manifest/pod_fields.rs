@@ -39,6 +39,35 @@ pub(super) fn validate_metadata(pod: &Pod, errs: &mut Errs) {
     }
 }
 
+/// `spec.hostnameOverride` as the API server checks it (ValidateHostnameOverride).
+pub(super) fn validate_hostname_override(spec: &PodSpec, errs: &mut Errs) {
+    let Some(h) = spec.hostname_override.as_deref() else {
+        return;
+    };
+    if spec.set_hostname_as_fqdn == Some(true) {
+        errs.forbidden(
+            "spec.hostnameOverride",
+            "may not be specified when setHostnameAsFQDN is true",
+        );
+    }
+    if spec.host_network == Some(true) {
+        errs.forbidden(
+            "spec.hostnameOverride",
+            "may not be specified when hostNetwork is true",
+        );
+    }
+    if h.len() > 64 {
+        errs.invalid(
+            "spec.hostnameOverride",
+            h,
+            "must have at most 64 characters",
+        );
+    }
+    if !is_dns_subdomain(h) {
+        errs.invalid("spec.hostnameOverride", h, "a lowercase RFC 1123 subdomain");
+    }
+}
+
 /// dnsPolicy and dnsConfig (nameservers, searches, options).
 pub(super) fn validate_dns(spec: &PodSpec, errs: &mut Errs) {
     const POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];

@@ -116,6 +116,23 @@ fn duplicate_container_names_and_bad_policy() {
 }
 
 #[test]
+fn hostname_override_is_checked_as_the_api_server_does() {
+    let ok = "metadata: {name: p}\nspec:\n  hostnameOverride: override.example.host\n  containers:\n  - {name: a, image: x}\n";
+    decode(Path::new("/m/p.yaml"), ok.as_bytes(), "n").expect("valid");
+    let bad = "metadata: {name: p}\nspec:\n  hostnameOverride: Not-RFC1123\n  hostNetwork: true\n  setHostnameAsFQDN: true\n  containers:\n  - {name: a, image: x}\n";
+    let msg = decode(Path::new("/m/p.yaml"), bad.as_bytes(), "n")
+        .expect_err("invalid")
+        .to_string();
+    for want in [
+        "spec.hostnameOverride: Forbidden: may not be specified when setHostnameAsFQDN is true",
+        "spec.hostnameOverride: Forbidden: may not be specified when hostNetwork is true",
+        "spec.hostnameOverride: Invalid value: \"Not-RFC1123\"",
+    ] {
+        assert!(msg.contains(want), "{want} not in {msg}");
+    }
+}
+
+#[test]
 fn static_pods_may_use_downward_api_volumes_but_no_api_objects() {
     let ok = "metadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: x, volumeMounts: [{name: info, mountPath: /info}]}\n  volumes:\n  - name: info\n    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}, {path: l, fieldRef: {fieldPath: \"metadata.labels['x']\"}}, {path: m, resourceFieldRef: {containerName: a, resource: limits.memory}}]}\n";
     decode(Path::new("/m/p.yaml"), ok.as_bytes(), "n").expect("downwardAPI is allowed");
