@@ -42,7 +42,6 @@ pub const SKIPS: &[(&str, &str)] = &[
         r"\[NodeFeature:RuntimeHandler\]",
         "needs a runtime handler besides runc configured in containerd",
     ),
-    (r"DNS|dns", "no cluster DNS (CoreDNS) runs here"),
     (
         r"private registry|Image credential provider|\[NodeFeature:ImageVolume\]",
         "needs registry credentials or a credential provider plugin",

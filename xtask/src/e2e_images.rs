@@ -14,6 +14,9 @@
 //! - `busybox` (1.37.0-2): busybox-static (Debian's 1.35, not 1.37).
 //! - `nonewprivs` (1.4): `test/images/nonewprivs` as setuid `/usr/local/bin/nnp`.
 //! - `nonroot` (1.5): busybox with `User: 1234`.
+//! - `glibc-dns-testing` (2.1.1): busybox-static, not a glibc base; the `[NodeConformance]`
+//!   tests that use it ("Override hostname of Pod") run `hostname` and `hostname -f`, which
+//!   busybox answers from `/etc/hosts` as glibc does without DNS.
 //! - `pause` (3.10.2): pause.c, as the sandbox image is.
 //!
 //! Not built: [`NOT_BUILT`] (with the tests they block).
@@ -41,10 +44,6 @@ pub const NOT_BUILT: &[(&str, &str)] = &[
         "Debian's nginx is dynamically linked against glibc and a dozen libraries; no static \
          build in Debian or the module proxy. Blocks: [sig-node] Pods should have their \
          auto-restart back-off timer reset on image update [Slow] (skipped anyway: [Slow])",
-    ),
-    (
-        "e2e-test-images/glibc-dns-testing:2.1.1",
-        "a glibc base image; only the DNS test (skipped: no cluster DNS) uses it",
     ),
     (
         "gcr.io/k8s-authenticated-test/agnhost:2.6 (privateRegistry)",
@@ -173,6 +172,13 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
     one(
         "e2e-busybox",
         "e2e-test-images/busybox:1.37.0-2",
+        &[&busybox],
+        &plain,
+        json!({ "Env": env, "Cmd": ["sh"] }),
+    )?;
+    one(
+        "e2e-glibc-dns-testing",
+        "e2e-test-images/glibc-dns-testing:2.1.1",
         &[&busybox],
         &plain,
         json!({ "Env": env, "Cmd": ["sh"] }),
