@@ -8,7 +8,9 @@ use super::{ProbeType, ProberStats, SeriesKey, Statuses, target};
 use crate::kuberuntime::RuntimeManager;
 use crate::pod::PodHandle;
 use crate::recorder::{EventType, Recorder, field_path, reasons};
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState as ApiState, ContainerStatus, Pod, Probe,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -245,7 +247,9 @@ impl Worker {
         }
         let state = c.state.clone().unwrap_or_default();
         let Some(running) = state.running else {
-            self.shared.results.set(t, &id, &uid, ProbeResult::Failure);
+            if fails_when_not_running(t, &state) {
+                self.shared.results.set(t, &id, &uid, ProbeResult::Failure);
+            }
             let never = self
                 .spec
                 .pod
@@ -341,10 +345,31 @@ impl Worker {
     }
 }
 
+/// Whether a container seen not running gets a Failure. The kubelet sets one for any
+/// non-running container; a liveness or startup Failure on a container created but not started
+/// yet outlives its start (the initial delay keeps the probe from running again) and kills it
+/// once it runs. The kubelet's relist seldom shows that gap; this event-driven status does.
+fn fails_when_not_running(t: ProbeType, state: &ApiState) -> bool {
+    state.terminated.is_some() || t == ProbeType::Readiness
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ProbeResult::{Failure, Success};
+
+    #[test]
+    fn a_created_container_fails_readiness_only() {
+        let waiting = ApiState::default();
+        assert!(fails_when_not_running(ProbeType::Readiness, &waiting));
+        assert!(!fails_when_not_running(ProbeType::Liveness, &waiting));
+        assert!(!fails_when_not_running(ProbeType::Startup, &waiting));
+        let exited = ApiState {
+            terminated: Some(Default::default()),
+            ..Default::default()
+        };
+        assert!(fails_when_not_running(ProbeType::Liveness, &exited));
+    }
 
     const TH: Thresholds = Thresholds {
         success: 2,
