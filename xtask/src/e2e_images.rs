@@ -7,10 +7,11 @@
 //! What the images hold (upstream's Dockerfiles in `test/images/<name>/` for comparison):
 //! - `agnhost` (2.66.1, and 2.55 as `AgnhostPrev`): the release's
 //!   `k8s.io/kubernetes/test/images/agnhost` built `CGO_ENABLED=0` by [`crate::k8s`], on a
-//!   busybox-static tree instead of alpine (no curl, dig, iperf, coredns: tests that exec
+//!   busybox-static tree instead of alpine (no curl but a shim, no dig, iperf, coredns: tests that exec
 //!   those fail here), `/agnhost-2`, porter's `localhost.crt/.key`, `/uploads`, the user
 //!   `user-defined-in-image` (1000) in group `group-defined-in-image` (50000), and a
-//!   `/bin/bash` that runs busybox's sh ([`BASH_SHIM`]).
+//!   `/bin/bash` that runs busybox's sh ([`BASH_SHIM`]), a `/bin/curl` on busybox's wget for
+//!   the options the tests pass ([`CURL_SHIM`]).
 //! - `busybox` (1.37.0-2): busybox-static (Debian's 1.35, not 1.37).
 //! - `nonewprivs` (1.4): `test/images/nonewprivs` as setuid `/usr/local/bin/nnp`.
 //! - `nonroot` (1.5): busybox with `User: 1234`.
@@ -35,6 +36,26 @@ use crate::registry::Registry;
 /// (the restartable-init-container probe tests' SIGTERM traps); busybox has no bash applet,
 /// and those scripts are POSIX sh.
 const BASH_SHIM: &[u8] = b"#!/bin/sh\nexec /bin/sh \"$@\"\n";
+
+/// Upstream's agnhost installs curl, and tests run it in the container: lifecycle hooks
+/// (`curl http://<handler>:8080/echo?msg=poststart`) and the networking checks (`curl -g -q
+/// -s [--max-time N] [--connect-timeout N] URL`). Busybox has wget; this maps those options
+/// and refuses any other, so a test that needs more fails naming the option. `--max-time` is
+/// busybox's `timeout`: Debian's static busybox 1.35 crashes on `wget -T`.
+const CURL_SHIM: &[u8] = b"#!/bin/sh\n\
+# curl on busybox wget, for the options the e2e tests pass (xtask/src/e2e_images.rs)\n\
+t=\nurl=\n\
+while [ $# -gt 0 ]; do\n\
+  case \"$1\" in\n\
+    -g|-q|-s) ;;\n\
+    --max-time) t=\"timeout $2\"; shift ;;\n\
+    --connect-timeout) shift ;;\n\
+    -*) echo \"curl (a busybox wget shim): unsupported option $1\" >&2; exit 2 ;;\n\
+    *) url=\"$1\" ;;\n\
+  esac\n\
+  shift\n\
+done\n\
+exec $t wget -q -O - \"$url\"\n";
 
 /// The images the `[NodeConformance]` tests use that are not built here, and why, with the
 /// tests that need them.
@@ -146,6 +167,7 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
         )?;
         b.file("agnhost", 0o755, &agnhost)?;
         b.file("bin/bash", 0o755, BASH_SHIM)?;
+        b.file("bin/curl", 0o755, CURL_SHIM)?;
         b.symlink("agnhost-2", "agnhost")?;
         b.file("localhost.crt", 0o644, &crt)?;
         b.file("localhost.key", 0o600, &key)?;
@@ -154,7 +176,7 @@ pub fn build(out: &Path, release: &str) -> Result<Vec<E2eImage>> {
         b.finish()
     };
     let agnhost_cfg = json!({ "Env": env, "Entrypoint": ["/agnhost"], "Cmd": ["pause"] });
-    let agnhost_inputs: [&[u8]; 5] = [&agnhost, &busybox, &crt, &key, BASH_SHIM];
+    let agnhost_inputs: [&[u8]; 6] = [&agnhost, &busybox, &crt, &key, BASH_SHIM, CURL_SHIM];
     for tag in ["2.66.1", "2.55"] {
         one(
             &format!("e2e-agnhost-{tag}"),
