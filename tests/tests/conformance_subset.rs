@@ -32,6 +32,8 @@ const FOCUS: &str = concat!(
     r"|Sysctls \[LinuxOnly\] should not launch unsafe",
     r"|Ephemeral Containers (will start an ephemeral container|should update the ephemeral containers) in an existing pod",
     r"|Lifecycle Sleep Hook when create a pod with lifecycle hook using sleep action",
+    r"|(Restartable Init )?Container Lifecycle Hook when create a pod with lifecycle hook should execute (poststart|prestop) exec hook",
+    r"|Override hostname of Pod|PodOSRejection",
     r"|Pod Extended \(container restart policy\) .*Container Restart Rules)",
 );
 
