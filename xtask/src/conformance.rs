@@ -268,9 +268,22 @@ fn run_one(s: &RunSpec<'_>) -> Result<RunResult> {
     let exit = run_e2e(s, &cluster, &report, &e2e_log)?;
     let elapsed = started.elapsed();
     let stopped = kubelet.stop();
-    cluster.stop()?;
-    let how = stopped?;
-    eprintln!("xtask: {} stopped ({how})", s.kind);
+    let cluster_stopped = cluster.stop();
+    // The suite's verdicts are in the report by now: a teardown that fails (a pod the stopped
+    // kubelet left in containerd's way, seen once in 242 tests) is reported, not fatal.
+    match (stopped, cluster_stopped) {
+        (Ok(how), Ok(())) => eprintln!("xtask: {} stopped ({how})", s.kind),
+        (k, c) => eprintln!(
+            "xtask: warning: tearing down after the {} run: {}",
+            s.kind,
+            [k.err(), c.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
     let junit = find_junit(&report)?;
     let text =
         fs::read_to_string(&junit).with_context(|| format!("cannot read {}", junit.display()))?;
