@@ -80,7 +80,7 @@ pub fn admit(pod: &Pod, uid: &str, others: &[&Pod], node: &NodeFacts) -> Result<
         reason: reason.to_owned(),
         message,
     };
-    if let Some((reason, message)) = os_mismatch(pod, &node.labels) {
+    if let Some((reason, message)) = os_mismatch(pod) {
         return Err(refuse(reason, format!("Pod was rejected: {message}")));
     }
     if !matches_node(pod, &node.labels) {
@@ -308,20 +308,13 @@ fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
 }
 
 /// The OS checks that preemption cannot help (rejectPodAdmissionBasedOnOSSelector and
-/// ...OnOSField): the node's OS is the one this agent was built for, whatever its label says.
-fn os_mismatch(
-    pod: &Pod,
-    node_labels: &BTreeMap<String, String>,
-) -> Option<(&'static str, &'static str)> {
+/// ...OnOSField): the node's OS is the one this agent was built for, whatever its label says
+/// (the kubelet replaces a missing or different label with it before comparing).
+fn os_mismatch(pod: &Pod) -> Option<(&'static str, &'static str)> {
     const OS_LABEL: &str = "kubernetes.io/os";
     let os = std::env::consts::OS;
-    let node_os = node_labels
-        .get(OS_LABEL)
-        .map(String::as_str)
-        .filter(|l| *l == os)
-        .unwrap_or(os);
     if let Some(wanted) = pod.metadata.labels.as_ref().and_then(|l| l.get(OS_LABEL))
-        && wanted != node_os
+        && wanted != os
     {
         return Some((
             "PodOSSelectorNodeLabelDoesNotMatch",
