@@ -13,7 +13,7 @@
  * so usage = baseline + charged delta. When it crosses a mark set by user space in MEM_MARKS,
  * or the node-wide working set crosses NODE_MEM's mark, a record goes to the ring buffer:
  * eviction reacts to a push, not a timer. Marks are looked up only when a counter crosses a
- * granule boundary (1 << mark_granule_shift pages), so the common event costs one hash
+ * granule boundary (1 << mark_granule_shift pages), so most events cost one hash
  * lookup and two atomic adds. The node working set is summed over every memcg.
  *
  * Item numbers differ between kernels: they come from vmlinux BTF (bpf_core_enum_value) and
@@ -23,8 +23,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Marks are checked when a counter crosses a multiple of 1 << shift pages (8: 1 MiB). */
-const volatile __u32 mark_granule_shift = 8;
+/* Marks are checked when a counter crosses a multiple of 1 << shift pages (the loader sets
+ * it; 4: 64 KiB). */
+const volatile __u32 mark_granule_shift = 4;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

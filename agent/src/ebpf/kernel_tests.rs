@@ -359,6 +359,16 @@ fn allocating_cgroup_memory_matches_usage_file_and_crosses_mark() {
         found,
         "no rising mark record for memcg {memcg_id}: {records:?}"
     );
+    // A mark asked for below the usage is crossed already: the caller hears so, since no
+    // record will come for it.
+    let now = c
+        .set_memory_mark(&mut t, &cg.path, 48 * MIB, 16 * MIB)
+        .expect("set mark below usage");
+    assert!(now.is_some_and(|u| u >= 48 * MIB), "{now:?}");
+    let above = c
+        .set_memory_mark(&mut t, &cg.path, 1024 * MIB, 16 * MIB)
+        .expect("set mark above usage");
+    assert_eq!(above, None);
 }
 
 #[test]

@@ -31,7 +31,10 @@ pub struct TelemetryConfig {
     pub cpu_cgroups: u32,
     /// Entries of the memory map (registered memcgs), as `cpu_cgroups`.
     pub mem_cgroups: u32,
-    /// Marks are checked every `1 << shift` pages of change (default 8: 1 MiB at 4 KiB pages).
+    /// Marks are checked every `1 << shift` pages of change (default 4: 64 KiB at 4 KiB
+    /// pages). A crossing is seen within this much growth past the mark, so a ramp that stops
+    /// just past an eviction threshold waits for its next step unless the granule is small;
+    /// the cost is one MEM_MARKS lookup per granule of a registered memcg's charges.
     pub mark_granule_shift: u32,
     /// Processes whose CPU time is not accounted (default: this process).
     pub agent_tgids: Vec<u32>,
@@ -49,7 +52,7 @@ impl Default for TelemetryConfig {
             ring_bytes: 1 << 20,
             cpu_cgroups: 2048,
             mem_cgroups: 2048,
-            mark_granule_shift: 8,
+            mark_granule_shift: 4,
             agent_tgids: vec![std::process::id()],
             disabled: false,
             run_stats: false,

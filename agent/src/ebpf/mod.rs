@@ -557,13 +557,18 @@ impl Worker {
 
     fn records(&mut self, records: Vec<Record>) {
         for record in records {
-            // Telemetry drops and counts when the bus is full (never holds up the records).
-            if let Some(ev) = handle_record(&mut self.collector, &self.writer, record)
-                && let Some(tx) = &self.events
-                && tx.try_send(ev).is_err()
-            {
-                self.dropped_events += 1;
+            if let Some(ev) = handle_record(&mut self.collector, &self.writer, record) {
+                self.emit(ev);
             }
+        }
+    }
+
+    /// Telemetry drops and counts when the bus is full (never holds up the records).
+    fn emit(&mut self, ev: TelemetryEvent) {
+        if let Some(tx) = &self.events
+            && tx.try_send(ev).is_err()
+        {
+            self.dropped_events += 1;
         }
     }
 
@@ -623,7 +628,19 @@ impl Worker {
                 low_bytes,
                 reply,
             } => {
-                let _ = reply.send(c.set_memory_mark(t, &path, high_bytes, low_bytes));
+                let r = c.set_memory_mark(t, &path, high_bytes, low_bytes);
+                // Crossed between the caller's reading and now: the kernel saw that crossing
+                // unmarked, so report it here, or the caller would wait for the next one.
+                if let Ok(Some(bytes)) = r {
+                    self.emit(TelemetryEvent::MemoryMark {
+                        cgroup: Some(path),
+                        node: false,
+                        rising: true,
+                        bytes: Some(bytes),
+                        kernel_ts_ns: crate::events::monotonic_ns(),
+                    });
+                }
+                let _ = reply.send(r.map(|_| ()));
             }
             Command::SetNodeMark {
                 high_bytes,

@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-/// Smallest step between a container's usage and its mark: below this the marks would fire
-/// on every few pages (the kernel granule is 1 MiB).
+/// Smallest step between a container's usage and its mark while the threshold is further:
+/// below this the marks would fire on every few pages.
 const MIN_MARK_STEP: u64 = 4 << 20;
-/// Nearest a mark goes to a container's usage when the threshold itself is nearer than
-/// [`MIN_MARK_STEP`]: the kernel's charge granule.
-const MIN_MARK_REACH: u64 = 1 << 20;
+/// A container's mark above its usage once the threshold is crossed already (no slack): the
+/// pressure is known, so the passes a growing container triggers are spaced by this.
+const PRESSURE_MARK_STEP: u64 = 1 << 20;
 /// How long the next pass waits for an evicted pod to stop (podCleanupTimeout).
 const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often it looks (the kubelet polls every second; status changes are cheap to read).
@@ -153,13 +153,23 @@ impl Manager {
                         NodeEvent::MemoryMark(m) => {
                             memory = true;
                             mark_ts = Some(m.kernel_ts_ns);
+                            // A mark that fired is spent (the kernel waits for the opposite
+                            // crossing): re-arm it on this pass even if the new mark would
+                            // sit where it did.
+                            if let Some(c) = &m.cgroup {
+                                self.armed.remove(c);
+                            }
                         }
                         // A container that just started has no mark yet: arm it now rather
                         // than at the next tick, or a fast ramp could cross unseen.
                         NodeEvent::Pod(_) => memory = true,
                         _ => {}
                     },
-                    Some(Received::Lagged(_)) => memory = true,
+                    Some(Received::Lagged(_)) => {
+                        // Marks that fired may be among the lost events: re-arm them all.
+                        memory = true;
+                        self.armed.clear();
+                    }
                     None => bus_open = false,
                 },
                 _ = mem_tick.tick(), if !kubelet => memory = true,
@@ -545,14 +555,18 @@ impl Manager {
 
 /// How far above its usage each of `containers` gets its mark, given the node's `slack`
 /// (bytes left before the nearest memory threshold): a share of the slack, at least
-/// [`MIN_MARK_STEP`] so marks do not fire every few pages, but never beyond the slack itself
-/// (down to [`MIN_MARK_REACH`]). Otherwise a container that grows in steps could fire a mark
-/// short of the threshold, be re-armed a full step higher, and cross the threshold unseen
-/// until its next step (seen in `cargo xtask bench eviction`: crossing -> decision p99 99 ms).
+/// [`MIN_MARK_STEP`] so marks do not fire every few pages, but never beyond the slack itself,
+/// however small (the kernel rounds it up to its granule, 64 KiB). Otherwise a container that
+/// grows in steps could fire a mark just short of the threshold, be re-armed further up, cross
+/// the threshold and stop short of the new mark until its next step (`cargo xtask bench
+/// eviction`: crossing -> decision p99 99 ms at a 4 MiB floor, 62 ms at a 1 MiB floor with a
+/// 1 MiB granule). Under pressure already (no slack): [`PRESSURE_MARK_STEP`].
 fn mark_distance(slack: i64, containers: usize) -> u64 {
-    let slack = u64::try_from(slack).unwrap_or(0);
+    let Ok(slack @ 1..) = u64::try_from(slack) else {
+        return PRESSURE_MARK_STEP;
+    };
     let share = (slack / containers.max(1) as u64).max(MIN_MARK_STEP);
-    share.min(slack.max(MIN_MARK_REACH))
+    share.min(slack)
 }
 
 #[cfg(test)]
@@ -566,9 +580,11 @@ mod tests {
         assert_eq!(mark_distance(400 * MIB, 10), 40 << 20);
         // Small shares are raised to the minimum step ...
         assert_eq!(mark_distance(20 * MIB, 10), 4 << 20);
-        // ... but not past the threshold itself.
+        // ... but not past the threshold itself, however near it is.
         assert_eq!(mark_distance(3 * MIB, 10), 3 << 20);
-        // Under pressure already (no slack): the nearest mark the kernel can tell.
+        assert_eq!(mark_distance(100 << 10, 10), 100 << 10);
+        assert_eq!(mark_distance(1, 3), 1);
+        // Under pressure already (no slack): a fixed step.
         assert_eq!(mark_distance(-5 * MIB, 10), 1 << 20);
         assert_eq!(mark_distance(0, 0), 1 << 20);
     }

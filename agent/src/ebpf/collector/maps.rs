@@ -357,14 +357,15 @@ impl Collector {
 
     /// Sets a usage mark on a leaf cgroup's memcg: a record is pushed when its usage rises to
     /// `high_bytes` and again when it falls below `low_bytes`. Marks are rounded to the
-    /// granule (up for high, down for low).
+    /// granule (up for high, down for low). Returns the usage when it is at `high_bytes`
+    /// already (grown since the caller looked): the kernel will not report that crossing.
     pub fn set_memory_mark(
         &mut self,
         t: &mut Telemetry,
         path: &str,
         high_bytes: u64,
         low_bytes: u64,
-    ) -> Result<(), EbpfError> {
+    ) -> Result<Option<u64>, EbpfError> {
         let id = self
             .ids
             .id_of(self.mem_h, path)
@@ -399,7 +400,8 @@ impl Collector {
         t.maps
             .mem_marks
             .insert(id, mark, 0)
-            .map_err(map_err("MEM_MARKS"))
+            .map_err(map_err("MEM_MARKS"))?;
+        Ok((mark.above != 0).then_some(usage))
     }
 
     /// Sets the node-wide working-set mark (needs a node baseline: v1 root memcg files).
