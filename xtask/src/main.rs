@@ -109,6 +109,9 @@ enum Cmd {
         /// eviction: ramp rates, MiB/s, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
         rates: Vec<i64>,
+        /// eviction: set-ups to run (`ebpf`, `cgroupfs`, `kubelet`), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "ebpf,cgroupfs,kubelet")]
+        setups: Vec<String>,
     },
     /// A loopback Kubernetes control plane built from the Go module proxy: `build` (binaries
     /// only), `up`, `down`, `status`.
@@ -212,6 +215,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             runs,
             crossings,
             rates,
+            setups,
             settle,
             pods,
             starts,
@@ -235,6 +239,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     crossings,
                     rates,
                     bin,
+                    setups,
                 })
                 .map(|_| ExitCode::SUCCESS);
             }
