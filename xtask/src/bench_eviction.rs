@@ -117,6 +117,8 @@ impl Run {
 struct Outcome {
     /// The set-up's name.
     name: &'static str,
+    /// Whether it is the eBPF set-up, the one whose OOM latencies are timed.
+    ebpf: bool,
     runs: Vec<(i64, Vec<Run>)>,
     crossings: Vec<f64>,
     source: String,
@@ -280,6 +282,7 @@ fn measure(
             }
             let mut out = Outcome {
                 name: setup.name,
+                ebpf,
                 source: telemetry_source(bed),
                 ..Outcome::default()
             };
@@ -500,13 +503,7 @@ fn print_table(b: &EvictionBench, ooms: &[f64], outcomes: &[Outcome]) {
     // OOM kills are timed on the eBPF set-up only.
     let oom_cells: Vec<String> = outcomes
         .iter()
-        .map(|o| {
-            if o.name == SETUPS[0].name {
-                pct(ooms)
-            } else {
-                "-".to_owned()
-            }
-        })
+        .map(|o| if o.ebpf { pct(ooms) } else { "-".to_owned() })
         .collect();
     println!(
         "| OOM kill (kernel record) -> status OOMKilled, p50 / p99 (n) | {} | p99 <= 20 ms |",
