@@ -46,6 +46,10 @@ enum Cmd {
         /// $NODELET_CLUSTER_DIR or target/nodelet-cluster) and join nodelet to it.
         #[arg(long)]
         cluster: bool,
+        /// Build and run the release agent (what `install` installs and the benchmarks
+        /// measure) instead of the debug build.
+        #[arg(long)]
+        release: bool,
         /// Extra agent arguments (after `--`), e.g. `-- --config my.yaml --v=4`; they come
         /// after xtask's own, so a repeated flag takes their value.
         #[arg(last = true)]
@@ -181,8 +185,9 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Run {
             manifests,
             cluster,
+            release,
             args,
-        } => run_agent(manifests, cluster, &args),
+        } => run_agent(manifests, cluster, release, &args),
         Cmd::Test { args } => test(&args),
         Cmd::Install { prefix } => install(&prefix),
         Cmd::Conformance {
@@ -425,7 +430,12 @@ fn hostname() -> Result<String> {
     Ok(h.trim().to_lowercase())
 }
 
-fn run_agent(manifests: Option<PathBuf>, cluster: bool, extra: &[String]) -> Result<ExitCode> {
+fn run_agent(
+    manifests: Option<PathBuf>,
+    cluster: bool,
+    release: bool,
+    extra: &[String],
+) -> Result<ExitCode> {
     let mut signals = Signals::install()?;
     let manifests = match manifests {
         Some(m) => {
@@ -437,7 +447,7 @@ fn run_agent(manifests: Option<PathBuf>, cluster: bool, extra: &[String]) -> Res
         eprintln!("xtask: warning: {} does not exist", manifests.display());
     }
     setup()?;
-    let bin = build_agent(false)?;
+    let bin = build_agent(release)?;
     let node_name = hostname()?;
     // Started before the session and stopped after it (dropped last), so the agent never
     // runs against a control plane that is not there yet.
