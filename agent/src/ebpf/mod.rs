@@ -180,6 +180,8 @@ pub fn program_runs(ids: &[(&'static str, u32)]) -> Vec<ProgramRuns> {
 
 pub use crate::errors::error_chain;
 
+use crate::stats::pods::mapper::{MarkLevel, MarkRequest};
+
 /// Kernel records for the stats mapper (defined with the bus's payloads).
 pub use crate::events::KernelEvent as TelemetryEvent;
 
@@ -188,8 +190,7 @@ pub use crate::events::KernelEvent as TelemetryEvent;
 enum Command {
     SetMemoryMark {
         path: String,
-        high_bytes: u64,
-        low_bytes: u64,
+        level: MarkLevel,
         reply: oneshot::Sender<Result<(), EbpfError>>,
     },
     #[allow(dead_code)] // see TelemetryHandle::set_node_mark
@@ -207,20 +208,14 @@ pub struct TelemetryHandle {
 }
 
 impl TelemetryHandle {
-    /// Push a record when leaf cgroup `path`'s memory usage reaches `high_bytes`, and when it
-    /// falls back below `low_bytes`.
-    pub async fn set_memory_mark(
-        &self,
-        path: &str,
-        high_bytes: u64,
-        low_bytes: u64,
-    ) -> Result<(), EbpfError> {
+    /// Push a record when leaf cgroup `path`'s memory usage rises to the mark `level` places,
+    /// and when it falls back below its low mark.
+    pub async fn set_memory_mark(&self, path: &str, level: MarkLevel) -> Result<(), EbpfError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::SetMemoryMark {
                 path: path.to_owned(),
-                high_bytes,
-                low_bytes,
+                level,
                 reply,
             })
             .await
@@ -291,7 +286,7 @@ pub fn start_telemetry(
     records: mpsc::Sender<TelemetryEvent>,
     tasks: &mut tokio::task::JoinSet<()>,
     cancel: CancellationToken,
-) -> Option<mpsc::Sender<crate::stats::pods::mapper::MarkRequest>> {
+) -> Option<mpsc::Sender<MarkRequest>> {
     if settings.mode == settings::Mode::Off {
         tracing::info!(var = settings::MODE_VAR, "telemetry off");
         writer.set_source(Source::None);
@@ -313,15 +308,15 @@ pub fn start_telemetry(
     });
     let handle = started.handle?;
     // Serves the mapper's mark requests (a benchmark aid until eviction sets real marks).
-    let (tx, mut rx) = mpsc::channel::<crate::stats::pods::mapper::MarkRequest>(64);
+    let (tx, mut rx) = mpsc::channel::<MarkRequest>(64);
     tasks.spawn(async move {
         loop {
             let req = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = rx.recv() => r,
             };
-            let Some((path, high, low)) = req else { return };
-            if let Err(e) = handle.set_memory_mark(&path, high, low).await {
+            let Some((path, level)) = req else { return };
+            if let Err(e) = handle.set_memory_mark(&path, level).await {
                 tracing::debug!(cgroup = %path, error = %error_chain(&e), "setting a memory mark failed");
             }
         }
@@ -622,13 +617,11 @@ impl Worker {
     fn command(&mut self, cmd: Command) {
         let (c, t) = (&mut self.collector, &mut self.telemetry);
         match cmd {
-            Command::SetMemoryMark {
-                path,
-                high_bytes,
-                low_bytes,
-                reply,
-            } => {
-                let r = c.set_memory_mark(t, &path, high_bytes, low_bytes);
+            Command::SetMemoryMark { path, level, reply } => {
+                let r = match level {
+                    MarkLevel::Bytes { high, low } => c.set_memory_mark(t, &path, high, low),
+                    MarkLevel::AroundUsage(step) => c.set_memory_mark_around(t, &path, step),
+                };
                 // Crossed between the caller's reading and now: the kernel saw that crossing
                 // unmarked, so report it here, or the caller would wait for the next one.
                 if let Ok(Some(bytes)) = r {

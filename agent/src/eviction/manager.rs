@@ -10,9 +10,8 @@ use crate::kuberuntime::Cri;
 use crate::kuberuntime::gc::{NodeGc, PodStateFn};
 use crate::options::eviction::{Signal, Threshold};
 use crate::pod::KillRequest;
-use crate::stats::cgroupfs;
 use crate::stats::pods::PodStatsView;
-use crate::stats::pods::mapper::MarkRequest;
+use crate::stats::pods::mapper::{MarkLevel, MarkRequest};
 use crate::status::StatusStore;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -528,13 +527,13 @@ impl Manager {
         let Some(slack) = slack else { return };
         let containers = self.inputs.view.containers();
         let step = mark_distance(slack, containers.len());
-        let layout = &self.settings.sources.layout;
         let mut seen = HashSet::new();
         for c in containers {
             seen.insert(c.cgroup.clone());
-            let Ok(Some(m)) = cgroupfs::read_memory(layout, &c.cgroup) else {
-                continue;
-            };
+            // The store's usage (eBPF, up to a sweep old) only decides whether the mark
+            // moved; the collector places it around the usage it reads when it sets it. One
+            // cgroup file per container a second here cost more than the rest of the agent.
+            let Some(m) = c.memory else { continue };
             let high = m.usage_bytes + step;
             if self
                 .armed
@@ -543,9 +542,9 @@ impl Manager {
             {
                 continue;
             }
-            let low = m.usage_bytes.saturating_sub(step);
             // Never wait on telemetry: a full queue means the next pass re-arms.
-            if tx.try_send((c.cgroup.clone(), high, low)).is_ok() {
+            let req = (c.cgroup.clone(), MarkLevel::AroundUsage(step));
+            if tx.try_send(req).is_ok() {
                 self.armed.insert(c.cgroup, high);
             }
         }

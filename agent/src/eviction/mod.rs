@@ -15,7 +15,10 @@
 //! fire: the kernel's memcg events are charged to the leaf cgroup, not its parents.) Marks are
 //! re-armed on every pass and on every pod lifecycle event, so a new container is covered
 //! from its start. Filesystem and pid signals use the kubelet's 10 s period.
-//! Memory is read from the root and pods cgroups at decision time, not from the last sweep.
+//! Memory is read from the root and pods cgroups at decision time, not from the last sweep;
+//! whether a container's mark must move is decided from the store's (eBPF) usage, and the
+//! collector places it around the usage it reads as it sets it, so a pass costs two cgroup
+//! reads, not one per container.
 //!
 //! Owns: thresholds' first-observed times, conditions' last-observed times, the pods it ordered
 //! killed. Talks to: the stats view (which cgroup is which pod), the config and status stores

@@ -236,6 +236,24 @@ fn read_throttled(layout: &CgroupLayout, cgroup: &str) -> Option<u64> {
     parse_flat_keyed(&stat).get("nr_throttled").copied()
 }
 
+/// Reads a cgroup's memory usage alone (one file, where [`read_memory`] reads four); `Ok(None)`
+/// if the cgroup does not exist there.
+pub fn read_memory_usage(layout: &CgroupLayout, cgroup: &str) -> io::Result<Option<u64>> {
+    let Some(m) = layout.controller("memory") else {
+        return Ok(None);
+    };
+    let file = if m.v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    };
+    match read_u64(&cgroup_dir(&m.mount, cgroup).join(file)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads a cgroup's memory files; `Ok(None)` if the cgroup does not exist there.
 pub fn read_memory(layout: &CgroupLayout, cgroup: &str) -> io::Result<Option<MemoryStats>> {
     let Some(m) = layout.controller("memory") else {

@@ -366,6 +366,30 @@ impl Collector {
         high_bytes: u64,
         low_bytes: u64,
     ) -> Result<Option<u64>, EbpfError> {
+        self.place_memory_mark(t, path, |_| (high_bytes, low_bytes))
+    }
+
+    /// Sets a mark `step` bytes above and below the usage read now (see
+    /// [`set_memory_mark`](Self::set_memory_mark)); never crossed when set.
+    pub fn set_memory_mark_around(
+        &mut self,
+        t: &mut Telemetry,
+        path: &str,
+        step: u64,
+    ) -> Result<Option<u64>, EbpfError> {
+        let step = step.max(1);
+        self.place_memory_mark(t, path, |usage| {
+            (usage.saturating_add(step), usage.saturating_sub(step))
+        })
+    }
+
+    /// Places a mark at `level(usage now)`: (high, low) bytes.
+    fn place_memory_mark(
+        &mut self,
+        t: &mut Telemetry,
+        path: &str,
+        level: impl FnOnce(u64) -> (u64, u64),
+    ) -> Result<Option<u64>, EbpfError> {
         let id = self
             .ids
             .id_of(self.mem_h, path)
@@ -376,7 +400,7 @@ impl Collector {
         self.ids.insert(self.mem_h, id, path.to_owned());
         // Marks fire only on registered memcgs (the kernel never creates entries).
         self.register(t, self.mem_h, id);
-        let usage = cgroupfs::read_memory(&self.layout, path)
+        let usage = cgroupfs::read_memory_usage(&self.layout, path)
             .map_err(|source| EbpfError::Cgroup {
                 path: path.to_owned(),
                 source,
@@ -384,8 +408,8 @@ impl Collector {
             .ok_or_else(|| EbpfError::Cgroup {
                 path: path.to_owned(),
                 source: io::Error::new(io::ErrorKind::NotFound, "no memory cgroup"),
-            })?
-            .usage_bytes;
+            })?;
+        let (high_bytes, low_bytes) = level(usage);
         let own = match t.maps.mem_acct.get(&id, 0) {
             Ok(m) => m.charged_pages,
             Err(MapError::KeyNotFound) => 0,

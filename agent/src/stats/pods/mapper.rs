@@ -5,9 +5,24 @@ use super::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Mark requests the mapper makes (benchmark aid): (container cgroup, high bytes, low bytes).
-/// The eBPF side serves them; the mapper does not know who does.
-pub type MarkRequest = (String, u64, u64);
+/// A memory mark request: (container cgroup, where the mark goes). The eBPF side serves them;
+/// the mapper (a benchmark aid) and the eviction manager do not know who does.
+pub type MarkRequest = (String, MarkLevel);
+
+/// Where a memory mark goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkLevel {
+    /// Fire when usage rises to `high` bytes and when it falls below `low`.
+    Bytes {
+        /// Rising mark, bytes.
+        high: u64,
+        /// Falling mark, bytes.
+        low: u64,
+    },
+    /// This many bytes above and below the usage the collector reads when it sets the mark:
+    /// a caller with an older figure cannot place a mark already crossed.
+    AroundUsage(u64),
+}
 
 /// What the mapper needs.
 pub struct MapperSettings {
@@ -246,7 +261,11 @@ impl Mapper {
             if !is_container || self.marked.contains(cgroup) {
                 continue;
             }
-            if tx.send((cgroup.clone(), high, high / 10 * 9)).await.is_ok() {
+            let level = MarkLevel::Bytes {
+                high,
+                low: high / 10 * 9,
+            };
+            if tx.send((cgroup.clone(), level)).await.is_ok() {
                 self.marked.insert(cgroup.clone());
             }
         }
