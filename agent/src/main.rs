@@ -337,8 +337,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         &mut tasks,
         cancel.child_token(),
     );
-    // Filesystem use (rootfs, logs, volumes) and block I/O per cgroup, on a slow timer; the
-    // eviction manager's nodefs ranking reads `fs_usage.pod_disk_usage(uid)`.
+    // Filesystem use (rootfs, logs, volumes) and block I/O per cgroup for the Summary API and
+    // /metrics/cadvisor, on a slow timer while they are read (eviction measures its own).
     let fs_usage = stats::fs_usage::start(
         Some(cri.clone()),
         (telemetry.mode != ebpf::settings::Mode::Off).then(|| pod_stats.clone()),

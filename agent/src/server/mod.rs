@@ -224,6 +224,7 @@ async fn configz_handler(State(v): State<View>) -> Json<Value> {
 }
 
 async fn stats_summary(State(v): State<View>) -> Result<Response, ApiError> {
+    v.stats.refresh().await;
     let body = summary_json::summary_json(&v.node_name, &v.stats.snapshot()).map_err(|source| {
         ApiError::Encode {
             what: "the Summary",
@@ -251,6 +252,7 @@ async fn metrics_agent(State(v): State<View>, headers: HeaderMap) -> Response {
 }
 
 async fn metrics_cadvisor(State(v): State<View>, headers: HeaderMap) -> Response {
+    v.stats.refresh().await;
     let s = v.stats.snapshot();
     exposition(&headers, |f| metrics::cadvisor::render(f, &s))
 }

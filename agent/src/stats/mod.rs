@@ -23,6 +23,7 @@ pub mod details;
 mod details_bench;
 pub mod fs_usage;
 pub mod network;
+pub mod on_demand;
 pub mod pods;
 pub mod psi;
 pub mod runtime_fs;

@@ -204,6 +204,13 @@ pub trait StatsSource: Send + Sync + 'static {
     /// The current numbers; cheap (a copy of the store, no cgroup reads).
     fn snapshot(&self) -> StatsSnapshot;
 
+    /// Call before a [`snapshot`](Self::snapshot) that serves the cgroup details (Summary API,
+    /// /metrics/cadvisor): they are swept only while read, and this waits briefly for a fresh
+    /// sweep when they had stopped.
+    fn refresh(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Where the numbers come from and the pipeline's counters, for `nodelet_*` metrics;
     /// `None` when telemetry is off.
     fn health(&self) -> Option<TelemetryHealth> {

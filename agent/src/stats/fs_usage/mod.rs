@@ -15,7 +15,9 @@
 //! families); the directory walks every [`WALK_EVERY`] (30 s: half the kubelet's
 //! volumeStatsAggPeriod and cAdvisor's du period of ~1 min, so disk-pressure eviction sees a
 //! filling emptyDir within 30 s, while a walk of 1000 files costs ~2 ms of CPU; see README).
-//! Scrapes and the Summary API only clone the published `Arc`.
+//! Scrapes and the Summary API only clone the published `Arc`. Like the details sweep, the
+//! passes keep their timers only while the Summary API or /metrics/cadvisor is read
+//! ([`super::on_demand`]).
 
 pub mod blkio;
 pub mod merge;
@@ -23,6 +25,7 @@ pub mod walk;
 
 use crate::kuberuntime::client::Cri;
 use crate::stats::cgroupfs::{CgroupLayout, cgroup_dir};
+use crate::stats::on_demand::{self, Demand};
 use crate::stats::pods::PodStatsView;
 use crate::stats::pods::provider::fs_stats;
 use crate::stats::summary::{RuntimeFsUsage, VolumeStats};
@@ -112,6 +115,8 @@ pub struct FsSnapshot {
     pub io: HashMap<String, Arc<[DeviceIo]>>,
     /// When the block I/O was read.
     pub io_at: Option<SystemTime>,
+    /// When this pass ran.
+    pub taken_at: Option<SystemTime>,
     /// Costs.
     pub counters: FsCounters,
 }
@@ -167,6 +172,8 @@ impl FsSnapshot {
 #[derive(Debug, Clone)]
 pub struct FsUsageReader {
     rx: watch::Receiver<Arc<FsSnapshot>>,
+    /// Absent for a fixed snapshot.
+    demand: Option<Demand>,
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
@@ -174,7 +181,16 @@ impl FsUsageReader {
     /// A reader of a fixed snapshot (tests, and callers without a task).
     pub fn fixed(snap: FsSnapshot) -> Self {
         let (_tx, rx) = watch::channel(Arc::new(snap));
-        Self { rx }
+        Self { rx, demand: None }
+    }
+
+    /// Keeps the passes on schedule and, when they had stopped or none ran yet, waits briefly
+    /// for a fresh one ([`Demand::read`]).
+    pub async fn read(&self) {
+        if let Some(d) = &self.demand {
+            d.read(&self.rx, |s| on_demand::older_than(s.taken_at, 2 * IO_EVERY))
+                .await;
+        }
     }
 
     /// The latest measurements.
@@ -438,17 +454,12 @@ pub fn start(
     cancel: CancellationToken,
 ) -> FsUsageReader {
     let (tx, rx) = watch::channel(Arc::new(FsSnapshot::default()));
+    let (mut schedule, demand) = on_demand::schedule(IO_EVERY, on_demand::IDLE_AFTER);
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(IO_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_walk: Option<Instant> = None;
         let mut warned = false;
         let mut names = HashMap::new();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        while schedule.next(&cancel).await {
             let stats = match &cri {
                 Some(c) => match c.list_container_stats().await {
                     Ok(s) => {
@@ -481,6 +492,7 @@ pub fn start(
             let mut n = std::mem::take(&mut names);
             let job = tokio::task::spawn_blocking(move || {
                 let mut snap = FsSnapshot::clone(&prev);
+                snap.taken_at = Some(SystemTime::now());
                 if let Some(s) = stats {
                     snap.rootfs = rootfs_from(&s);
                 }
@@ -506,7 +518,10 @@ pub fn start(
             }
         }
     });
-    FsUsageReader { rx }
+    FsUsageReader {
+        rx,
+        demand: Some(demand),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use super::PodStatsView;
-use crate::stats::details::{CgroupDetails, Details};
+use crate::stats::details::{CgroupDetails, Details, DetailsFeed};
 use crate::stats::summary::{self as api, StatsSnapshot, StatsSource};
 use crate::stats::{CpuStats, MemoryStats};
 use tokio::sync::watch;
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Feeds {
     /// The cgroup details sweep ([`crate::stats::details`]).
-    pub details: Option<watch::Receiver<Arc<Details>>>,
+    pub details: Option<DetailsFeed>,
     /// The runtime's filesystems ([`crate::stats::runtime_fs`]).
     pub runtime_fs: Option<watch::Receiver<Option<api::RuntimeFs>>>,
     /// Filesystem use and block I/O ([`crate::stats::fs_usage`]).
@@ -53,7 +53,7 @@ impl ServerStats {
         self.feeds
             .details
             .as_ref()
-            .map(|rx| rx.borrow().clone())
+            .map(DetailsFeed::latest)
             .unwrap_or_default()
     }
 }
@@ -146,10 +146,26 @@ impl StatsSource for ServerStats {
             source: view.source().as_str(),
             counters: view.counters(),
             program_ids: view.stats.programs().to_vec(),
-            details: self.feeds.details.as_ref().map(|rx| {
-                let d = rx.borrow();
+            details: self.feeds.details.as_ref().map(|feed| {
+                let d = feed.latest();
                 (d.sweeps, d.took, d.cgroups.len())
             }),
+        })
+    }
+
+    fn refresh(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let details = async {
+                if let Some(feed) = &self.feeds.details {
+                    feed.read().await;
+                }
+            };
+            let fs = async {
+                if let Some(fs) = &self.feeds.fs {
+                    fs.read().await;
+                }
+            };
+            tokio::join!(details, fs);
         })
     }
 
