@@ -42,11 +42,71 @@ pub struct Listing {
 }
 
 /// Reads the static pod path once.
+#[cfg(test)]
 pub fn list(path: &Path, node_name: &str) -> Listing {
+    list_cached(path, node_name, &mut DecodedCache::default())
+}
+
+/// A file's identity and version as `stat` gives them: same key, same bytes (an editor's
+/// rename changes the inode; a write in place changes the size or the nanosecond mtime/ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One file's decoded pod and warnings, or why it was skipped.
+type DecodedFile = Result<(PodHandle, Vec<String>), String>;
+
+/// Manifests decoded by earlier reads, by file: the periodic re-read decodes only files whose
+/// `stat` changed. At 250 pods decoding every file each `fileCheckFrequency` was a tenth of the
+/// idle agent's CPU; unchanged files give the same pod, so the set compares equal at once.
+#[derive(Debug, Default)]
+pub struct DecodedCache {
+    files: HashMap<PathBuf, (FileKey, DecodedFile)>,
+}
+
+impl DecodedCache {
+    /// The decoded file, from the cache if its key is unchanged.
+    fn load(&mut self, file: &Path, key: FileKey, node_name: &str) -> DecodedFile {
+        if let Some((k, d)) = self.files.get(file)
+            && *k == key
+        {
+            return d.clone();
+        }
+        let d = manifest::load(file, node_name)
+            .map(|manifest::Decoded { pod, warnings }| (Arc::new(pod), warnings))
+            .map_err(|e| e.to_string());
+        self.files.insert(file.to_owned(), (key, d.clone()));
+        d
+    }
+}
+
+/// [`list`] with the decoded files of earlier reads; entries for files gone are dropped.
+pub fn list_cached(path: &Path, node_name: &str, cache: &mut DecodedCache) -> Listing {
     let mut out = Listing::default();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            cache.files.clear();
+            return out;
+        }
         Err(e) => {
             out.errors
                 .insert(path.to_owned(), format!("cannot stat static pod path: {e}"));
@@ -66,14 +126,15 @@ pub fn list(path: &Path, node_name: &str) -> Listing {
             }
         }
     } else {
-        vec![path.to_owned()]
+        vec![(path.to_owned(), meta)]
     };
+    cache.files.retain(|p, _| files.iter().any(|(f, _)| f == p));
     // Full name -> file that claimed it first: a second pod with the same name and namespace is
     // refused (kubelet config.go filterInvalidPods: "duplicate pod name").
     let mut claimed: HashMap<String, PathBuf> = HashMap::new();
-    for file in files {
-        match manifest::load(&file, node_name) {
-            Ok(manifest::Decoded { pod, warnings }) => {
+    for (file, meta) in files {
+        match cache.load(&file, FileKey::of(&meta), node_name) {
+            Ok((pod, warnings)) => {
                 if !warnings.is_empty() {
                     out.warnings.insert(file.clone(), warnings.join("; "));
                 }
@@ -92,18 +153,18 @@ pub fn list(path: &Path, node_name: &str) -> Listing {
                     continue;
                 }
                 claimed.insert(full, file);
-                out.pods.insert(pod.pod_ref.uid.clone(), Arc::new(pod));
+                out.pods.insert(pod.pod_ref.uid.clone(), pod);
             }
             Err(e) => {
-                out.errors.insert(file, e.to_string());
+                out.errors.insert(file, e);
             }
         }
     }
     out
 }
 
-/// Files to read, and entries skipped with the reason.
-type DirListing = (Vec<PathBuf>, Vec<(PathBuf, String)>);
+/// Files to read (with their `stat`), and entries skipped with the reason.
+type DirListing = (Vec<(PathBuf, std::fs::Metadata)>, Vec<(PathBuf, String)>);
 
 /// Directory entries the kubelet would read, and the ones it reports and skips.
 fn manifest_files(dir: &Path) -> std::io::Result<DirListing> {
@@ -118,7 +179,7 @@ fn manifest_files(dir: &Path) -> std::io::Result<DirListing> {
     for name in names {
         let p = dir.join(name);
         match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => files.push(p),
+            Ok(m) if m.is_file() => files.push((p, m)),
             Ok(m) if m.is_dir() => debug!(path = %p.display(), "not recursing into manifest path"),
             Ok(_) => skipped.push((
                 p.clone(),
@@ -150,6 +211,7 @@ pub async fn run(
     let mut reported_errors: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut reported_warnings: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut last: Option<SourceSet> = None;
+    let mut decoded = DecodedCache::default();
     info!(path = %path.display(), every = ?period, "watching static pod path");
     loop {
         if watcher.is_none() {
@@ -158,8 +220,16 @@ pub async fn run(
             schedule.apply(Change::Rescan, Instant::now());
         }
         let (p, n) = (path.clone(), node_name.clone());
-        let listing = match tokio::task::spawn_blocking(move || list(&p, &n)).await {
-            Ok(l) => l,
+        let mut c = std::mem::take(&mut decoded);
+        let read = tokio::task::spawn_blocking(move || {
+            let l = list_cached(&p, &n, &mut c);
+            (l, c)
+        });
+        let listing = match read.await {
+            Ok((l, c)) => {
+                decoded = c;
+                l
+            }
             Err(e) => {
                 error!(error = %e, "static pod path reader failed");
                 Listing::default()
@@ -447,6 +517,37 @@ mod tests {
             .collect();
         assert_eq!(errs, ["bad.yaml", "dup.yaml"]);
         assert!(l.errors[&d.join("dup.yaml")].contains("a.yaml"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// Unchanged files are not decoded again; a rewrite of the same size is, and a removed
+    /// file leaves the cache.
+    #[test]
+    fn rereads_decode_only_changed_files() {
+        let d = tmpdir("cache");
+        let (a, b) = (d.join("a.yaml"), d.join("b.yaml"));
+        std::fs::write(&a, POD.replace("NAME", "a")).expect("write");
+        std::fs::write(&b, POD.replace("NAME", "b")).expect("write");
+        let mut cache = DecodedCache::default();
+        let first = list_cached(&d, "n1", &mut cache);
+        let again = list_cached(&d, "n1", &mut cache);
+        assert_eq!(first.pods.len(), 2);
+        for (uid, pod) in &first.pods {
+            assert!(Arc::ptr_eq(pod, &again.pods[uid]), "{uid} decoded again");
+        }
+        // Same length, new content: a new mtime/ctime, so decoded again.
+        std::fs::write(&b, POD.replace("NAME", "c")).expect("write");
+        let changed = list_cached(&d, "n1", &mut cache);
+        let mut names: Vec<_> = changed
+            .pods
+            .values()
+            .map(|p| p.pod_ref.name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a-n1", "c-n1"]);
+        std::fs::remove_file(&a).expect("remove");
+        let _ = list_cached(&d, "n1", &mut cache);
+        assert_eq!(cache.files.len(), 1);
         let _ = std::fs::remove_dir_all(d);
     }
 
