@@ -32,6 +32,36 @@ pub struct CacheSnapshot {
     pub updated: Option<Instant>,
     /// Incremented on every write, also when nothing changed (a newer relist is news too).
     pub generation: u64,
+    /// Incremented only when a pod was added, removed or got a new state, and on the first
+    /// relist: readers that only need the pods skip the other generations (an idle node
+    /// relists every second and changes nothing).
+    pub content: u64,
+}
+
+/// Same pods, same states? PLEG keeps the `Arc` of a pod it did not inspect again, so an
+/// unchanged pod is the same pointer.
+fn same_pods(a: &HashMap<String, CachedPod>, b: &HashMap<String, CachedPod>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(uid, p)| {
+            b.get(uid)
+                .is_some_and(|q| Arc::ptr_eq(&p.state, &q.state) && p.pod == q.pod)
+        })
+}
+
+/// The next generation after `cur`: `content` moves when the pods differ or this is the
+/// first relist.
+fn next(
+    cur: &CacheSnapshot,
+    pods: HashMap<String, CachedPod>,
+    updated: Option<Instant>,
+) -> CacheSnapshot {
+    let changed = cur.updated.is_none() != updated.is_none() || !same_pods(&cur.pods, &pods);
+    CacheSnapshot {
+        pods,
+        updated,
+        generation: cur.generation + 1,
+        content: cur.content + u64::from(changed),
+    }
 }
 
 /// The writer, held by PLEG.
@@ -61,12 +91,7 @@ impl RuntimeCache {
     /// Publishes the result of the relist that started at `relist_started`.
     pub fn publish(&self, pods: HashMap<String, CachedPod>, relist_started: Instant) {
         self.tx.send_modify(|cur| {
-            let generation = cur.generation + 1;
-            *cur = Arc::new(CacheSnapshot {
-                pods,
-                updated: Some(relist_started),
-                generation,
-            });
+            *cur = Arc::new(next(cur, pods, Some(relist_started)));
         });
     }
 }
@@ -77,11 +102,8 @@ impl RuntimeCache {
     /// newer than its last action still waits for one.
     pub fn correct(&self, pods: HashMap<String, CachedPod>) {
         self.tx.send_modify(|cur| {
-            *cur = Arc::new(CacheSnapshot {
-                pods,
-                updated: cur.updated,
-                generation: cur.generation + 1,
-            });
+            let updated = cur.updated;
+            *cur = Arc::new(next(cur, pods, updated));
         });
     }
 }
@@ -171,5 +193,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         w.publish(one("u"), Instant::now());
         assert!(wait.await.is_ok());
+    }
+
+    /// `content` moves on the first relist and when a pod comes, goes or gets a new state;
+    /// not when a relist keeps every pod's record.
+    #[test]
+    fn content_moves_only_when_pods_change() {
+        let (w, r) = cache();
+        let content = || r.snapshot().content;
+        w.publish(HashMap::new(), Instant::now());
+        assert_eq!(content(), 1, "the first relist is news even with no pods");
+        w.publish(one("u"), Instant::now());
+        assert_eq!(content(), 2);
+        let kept = r.snapshot().pods.clone();
+        w.publish(kept.clone(), Instant::now());
+        w.correct(kept);
+        assert_eq!(content(), 2, "same records: no news");
+        assert_eq!(r.snapshot().generation, 4);
+        // A new state (a fresh Arc) for the same pod is news.
+        w.publish(one("u"), Instant::now());
+        assert_eq!(content(), 3);
+        w.publish(HashMap::new(), Instant::now());
+        assert_eq!(content(), 4);
     }
 }

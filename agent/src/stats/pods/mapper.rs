@@ -59,6 +59,7 @@ pub fn start(
         marks: std::collections::VecDeque::new(),
         pending_ooms: Vec::new(),
         recorder: settings.recorder,
+        indexed: 0,
     };
     tasks.spawn(m.run(records, cancel));
 }
@@ -84,6 +85,8 @@ struct Mapper {
     /// OOM kills in containers the runtime cache did not list yet (killed within a second of
     /// starting): reported at the next cache generation, attributed if it has them by then.
     pending_ooms: Vec<(u64, stats::OomEvent)>,
+    /// The cache's `content` the index was built from.
+    indexed: u64,
 }
 
 /// A memory mark crossing as the mapper received it.
@@ -120,7 +123,10 @@ impl Mapper {
                 },
                 ok = self.cache.changed(), if cache_open => {
                     cache_open = ok;
-                    self.reindex();
+                    // Most generations are an idle relist that changed no pod.
+                    if self.cache.snapshot().content != self.indexed {
+                        self.reindex();
+                    }
                     self.report_pending();
                 }
                 _ = tick.tick() => {
@@ -300,6 +306,7 @@ impl Mapper {
     /// has, with its pod). No CRI call: the cache is the one view of the runtime.
     fn reindex(&mut self) {
         let snap = self.cache.snapshot();
+        self.indexed = snap.content;
         let mut index = Index::default();
         for p in snap.pods.values() {
             index.pods.insert(p.pod.uid.clone(), p.pod.clone());
