@@ -330,6 +330,21 @@ fn setup() -> Result<xtask::Images> {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(xtask::workspace_root());
+    // `cargo run` gave xtask its own package's variables; build scripts that watch them (ring's
+    // does) would rerun and rebuild half the tree, so a `cargo build` by hand and one by xtask
+    // would keep undoing each other.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(&*k);
+        }
+    }
     c
 }
 
