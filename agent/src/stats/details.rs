@@ -18,6 +18,7 @@
 
 use super::cgroupfs::{CgroupLayout, cgroup_dir, parse_flat_keyed};
 use super::network::{self, Interface};
+use super::on_demand::{self, Demand};
 use super::pods::PodStatsView;
 use super::system::{SystemCgroups, system_cgroups};
 use crate::cm::path::{CgroupKind, classify};
@@ -26,7 +27,6 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use super::on_demand::{self, Demand};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

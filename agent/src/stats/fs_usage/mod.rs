@@ -188,8 +188,10 @@ impl FsUsageReader {
     /// for a fresh one ([`Demand::read`]).
     pub async fn read(&self) {
         if let Some(d) = &self.demand {
-            d.read(&self.rx, |s| on_demand::older_than(s.taken_at, 2 * IO_EVERY))
-                .await;
+            d.read(&self.rx, |s| {
+                on_demand::older_than(s.taken_at, 2 * IO_EVERY)
+            })
+            .await;
         }
     }
 
