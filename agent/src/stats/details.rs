@@ -424,7 +424,7 @@ pub fn sweep(layout: &CgroupLayout, paths: &[(String, bool)], previous: u64) -> 
 }
 
 /// Starts the details task; the feed holds the latest sweep (empty until the first). Sweeps
-/// run from the start and go on while read (see the module doc). The system containers are
+/// run only while read, the first on the first read (see the module doc). The system containers are
 /// looked up at every sweep: the runtime may start (or restart) after the agent.
 pub fn start(
     layout: CgroupLayout,

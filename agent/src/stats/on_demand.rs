@@ -21,7 +21,8 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(150);
 #[derive(Debug)]
 pub struct Schedule {
     tick: Interval,
-    last_read: Instant,
+    /// `None` until the first read.
+    last_read: Option<Instant>,
     idle_after: Duration,
     demand: Arc<Notify>,
 }
@@ -33,14 +34,15 @@ pub struct Demand {
 }
 
 /// A schedule of one pass every `every` while read within `idle_after`, and its demand
-/// handle. A start counts as a read: scrapers usually come with the agent.
+/// handle. Nothing runs before the first read: an agent nobody scrapes never pays for the
+/// passes, and the first reader waits for one pass.
 pub fn schedule(every: Duration, idle_after: Duration) -> (Schedule, Demand) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let demand = Arc::new(Notify::new());
     let s = Schedule {
         tick,
-        last_read: Instant::now(),
+        last_read: None,
         idle_after,
         demand: demand.clone(),
     };
@@ -52,11 +54,13 @@ impl Schedule {
     /// read (then at once, and every period from there). `false` once `cancel` fires.
     pub async fn next(&mut self, cancel: &CancellationToken) -> bool {
         loop {
-            let idle = self.last_read.elapsed() >= self.idle_after;
+            let idle = self
+                .last_read
+                .is_none_or(|t| t.elapsed() >= self.idle_after);
             tokio::select! {
                 _ = cancel.cancelled() => return false,
                 _ = self.demand.notified() => {
-                    self.last_read = Instant::now();
+                    self.last_read = Some(Instant::now());
                     if idle {
                         self.tick.reset();
                         return true;
@@ -107,13 +111,19 @@ mod tests {
                 }
             }
         });
-        // The first tick is at once; then one per period until idle (30 s after the start).
+        // Nothing before the first read.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(*rx.borrow(), 0, "a pass nobody asked for");
+        // A stale reader waits for the pass its read starts; then one per period until idle
+        // (30 s after that read).
+        demand.read(&rx, |_| true).await;
+        assert_eq!(*rx.borrow(), 1);
         tokio::time::sleep(Duration::from_secs(65)).await;
         let on_schedule = *rx.borrow();
-        assert!((3..=4).contains(&on_schedule), "{on_schedule} passes");
+        assert!((4..=5).contains(&on_schedule), "{on_schedule} passes");
         tokio::time::sleep(Duration::from_secs(100)).await;
         assert_eq!(*rx.borrow(), on_schedule, "no pass while idle");
-        // A stale reader waits for the pass its read starts.
+        // A read wakes them again.
         demand.read(&rx, |_| true).await;
         assert_eq!(*rx.borrow(), on_schedule + 1);
         cancel.cancel();
