@@ -83,16 +83,21 @@ pub struct DecodedCache {
 }
 
 impl DecodedCache {
-    /// The decoded file, from the cache if its key is unchanged.
-    fn load(&mut self, file: &Path, key: FileKey, node_name: &str) -> DecodedFile {
-        if let Some((k, d)) = self.files.get(file)
-            && *k == key
-        {
-            return d.clone();
-        }
-        let d = manifest::load(file, node_name)
-            .map(|manifest::Decoded { pod, warnings }| (Arc::new(pod), warnings))
-            .map_err(|e| e.to_string());
+    /// The decoded file: taken from `earlier` (the previous read's entries) if its key is
+    /// unchanged, decoded otherwise; kept for the next read either way.
+    fn load(
+        &mut self,
+        earlier: &mut HashMap<PathBuf, (FileKey, DecodedFile)>,
+        file: &Path,
+        key: FileKey,
+        node_name: &str,
+    ) -> DecodedFile {
+        let d = match earlier.remove(file) {
+            Some((k, d)) if k == key => d,
+            _ => manifest::load(file, node_name)
+                .map(|manifest::Decoded { pod, warnings }| (Arc::new(pod), warnings))
+                .map_err(|e| e.to_string()),
+        };
         self.files.insert(file.to_owned(), (key, d.clone()));
         d
     }
@@ -128,12 +133,13 @@ pub fn list_cached(path: &Path, node_name: &str, cache: &mut DecodedCache) -> Li
     } else {
         vec![(path.to_owned(), meta)]
     };
-    cache.files.retain(|p, _| files.iter().any(|(f, _)| f == p));
+    // Entries move from the last read's map as files are read, so files gone drop out.
+    let mut earlier = std::mem::take(&mut cache.files);
     // Full name -> file that claimed it first: a second pod with the same name and namespace is
     // refused (kubelet config.go filterInvalidPods: "duplicate pod name").
     let mut claimed: HashMap<String, PathBuf> = HashMap::new();
     for (file, meta) in files {
-        match cache.load(&file, FileKey::of(&meta), node_name) {
+        match cache.load(&mut earlier, &file, FileKey::of(&meta), node_name) {
             Ok((pod, warnings)) => {
                 if !warnings.is_empty() {
                     out.warnings.insert(file.clone(), warnings.join("; "));
