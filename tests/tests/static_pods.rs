@@ -29,9 +29,28 @@ fn manifest_written_runs_the_pod_and_logs_at_the_kubelet_path() -> Result<()> {
     })?;
     // CRI log format: <RFC3339 time> stdout F <line>
     assert!(log.contains(" stdout F hello-e2e"), "{log}");
-    let cs = node.pod_containers("hello")?;
-    assert_eq!(cs.len(), 1);
-    assert_eq!(cs[0].state, running());
+    // Once (CI --busy, 2026-12-07) ListContainers right after the log line held no container
+    // of this pod while the agent logged no kill or removal; a recurrence prints the whole
+    // listing, and the runtime's view is waited for rather than sampled once.
+    let pod_name = format!("hello-{NODE}");
+    let cs = node.wait("the pod's container listed running", T, || {
+        let all = node.containers()?;
+        let cs: Vec<_> = all
+            .iter()
+            .filter(|c| c.labels.get(POD_NAME_LABEL) == Some(&pod_name))
+            .cloned()
+            .collect();
+        if cs.len() != 1 || cs[0].state != running() {
+            eprintln!("ListContainers: {all:#?}");
+            return Ok(None);
+        }
+        Ok(Some(cs))
+    })?;
+    assert_eq!(
+        cs[0].metadata.as_ref().map(|m| m.attempt),
+        Some(0),
+        "the container that wrote the log is the one running"
+    );
     assert_eq!(
         cs[0].labels.get(CONTAINER_NAME_LABEL).map(String::as_str),
         Some("c")
