@@ -24,7 +24,7 @@
 //!   own), which tells a lost decision from a pod that outgrew kubepods while being stopped;
 //!   and runs where a victim was the Guaranteed pod (which the kubelet's ranking spares).
 
-mod kernel;
+pub(crate) mod kernel;
 
 use std::fs;
 use std::path::{Path, PathBuf};

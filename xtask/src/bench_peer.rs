@@ -15,6 +15,7 @@
 mod accuracy;
 mod api;
 mod node;
+mod ramp;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ pub struct PeerBench {
     pub accuracy_pods: usize,
     /// The accuracy row's comparison window.
     pub accuracy_window: Duration,
+    /// Ramp rates of the memory-ramp race, MiB/s (joined to a control plane).
+    pub ramp_rates: Vec<i64>,
+    /// Races per ramp rate (0: skip).
+    pub ramp_runs: usize,
 }
 
 /// Repeats of the one-pod start.
@@ -98,6 +103,8 @@ struct Report {
     serving: Vec<(&'static str, Vec<f64>, usize)>,
     serve_at: usize,
     accuracy: Option<accuracy::Accuracy>,
+    /// Per ramp rate, the races.
+    ramps: Vec<(i64, Vec<ramp::RampRun>)>,
     notes: Vec<String>,
 }
 
@@ -110,9 +117,17 @@ pub fn peer(b: &PeerBench) -> Result<()> {
     let mut result = Ok(());
     for (kind, bin) in [(Kind::Nodelet, &b.nodelet), (Kind::Go, &b.kubelet)] {
         eprintln!("bench: === {kind} ===");
+        let rows = api::ApiRows {
+            sizes: &b.api_starts,
+            single: SINGLE_STARTS,
+            ramp_rates: &b.ramp_rates,
+            ramp_runs: b.ramp_runs,
+        };
         let measured = run_agent(b, kind, bin).and_then(|mut r| {
-            if b.api_starts.iter().any(|&s| s > 0) {
-                r.api_starts = api::starts(kind, bin, &b.api_starts, SINGLE_STARTS)?;
+            if rows.any() {
+                let api = api::measure(kind, bin, &rows)?;
+                r.api_starts = api.starts;
+                r.ramps = api.ramps;
             }
             Ok(r)
         });
@@ -551,6 +566,36 @@ fn print_table(b: &PeerBench, reports: &[(Kind, Report)]) {
                 p(&n.ooms, q) / p(&g.ooms, q)
             );
         }
+    }
+    for ((rate, nr), (_, gr)) in n.ramps.iter().zip(&g.ramps) {
+        let cell = |runs: &[ramp::RampRun]| {
+            format!(
+                "{} / {} / {}",
+                runs.iter().filter(|r| r.won()).count(),
+                runs.iter().filter(|r| r.evicted).count(),
+                runs.iter().map(|r| r.kills).sum::<usize>()
+            )
+        };
+        println!(
+            "| ramp race {rate} MiB/s, {} races: won / evicted / kernel OOM kills | {} | {} | | wins every race the kubelet loses |",
+            nr.len(),
+            cell(nr),
+            cell(gr)
+        );
+    }
+    if !n.ramps.is_empty() {
+        let g_kills = |r: &Report| {
+            r.ramps
+                .iter()
+                .flat_map(|(_, runs)| runs)
+                .filter(|r| r.guaranteed_kills > 0)
+                .count()
+        };
+        println!(
+            "| ramp races where the kernel killed the Guaranteed pod | {} | {} | | 0 |",
+            g_kills(n),
+            g_kills(g)
+        );
     }
     if let (Some(na), Some(ga)) = (&n.accuracy, &g.accuracy) {
         for line in accuracy::rows(b.accuracy_pods, na, ga) {

@@ -254,6 +254,7 @@ fn run_one(s: &RunSpec<'_>) -> Result<RunResult> {
             insecure_registries: vec![s.registry.host()],
             log: log.clone(),
             args: vec!["--v=2".to_owned()],
+            config_extra: String::new(),
         },
     )?;
     eprintln!(

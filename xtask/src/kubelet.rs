@@ -83,6 +83,8 @@ pub struct KubeletOpts {
     pub log: PathBuf,
     /// Arguments after the harness's own (a repeated flag takes the last value).
     pub args: Vec<String>,
+    /// KubeletConfiguration lines after the harness's (see [`ConfigParams::extra`]).
+    pub config_extra: String,
 }
 
 /// A running kubelet and its containerd; [`Kubelet::stop`] (or drop) removes everything.
@@ -111,6 +113,9 @@ pub struct ConfigParams<'a> {
     pub cgroup_root: &'a str,
     /// podLogsDir.
     pub pod_logs_dir: &'a Path,
+    /// Lines appended as they are; an `evictionHard:` block among them replaces the
+    /// harness's (a YAML key may appear once).
+    pub extra: &'a str,
 }
 
 /// The KubeletConfiguration both kubelets run with (see the module docs for each deviation
@@ -133,18 +138,28 @@ pub fn render_config(p: &ConfigParams<'_>) -> String {
          failSwapOn: false\n\
          containerRuntimeEndpoint: {endpoint}\n\
          podLogsDir: {logs}\n\
-         evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  \
-         imagefs.available: 1%\n  nodefs.inodesFree: 1%\n\
+         {eviction}\
          imageGCHighThresholdPercent: 100\n\
-         imageGCLowThresholdPercent: 99\n",
+         imageGCLowThresholdPercent: 99\n{extra}",
         address = q(p.address),
         port = p.port,
         ca = q(&p.client_ca.to_string_lossy()),
         root = q(p.cgroup_root),
         endpoint = q(p.runtime_endpoint),
         logs = q(&p.pod_logs_dir.to_string_lossy()),
+        eviction = if p.extra.lines().any(|l| l.starts_with("evictionHard:")) {
+            String::new()
+        } else {
+            format!("evictionHard:\n  memory.available: 100Mi\n{DISK_EVICTION_HARD}")
+        },
+        extra = p.extra,
     )
 }
+
+/// The harness's disk eviction marks (see the module docs), for an `evictionHard` block that
+/// replaces the harness's.
+pub const DISK_EVICTION_HARD: &str =
+    "  nodefs.available: 1%\n  imagefs.available: 1%\n  nodefs.inodesFree: 1%\n";
 
 /// Creates cgroup `path` in every mounted hierarchy (the Go kubelet refuses a `cgroupRoot`
 /// that does not exist), with cpuset's cpus and mems copied from the root (a new v1 cpuset
@@ -249,6 +264,7 @@ impl Kubelet {
                 runtime_endpoint: &endpoint,
                 cgroup_root: &self.cgroup_root,
                 pod_logs_dir: &logs,
+                extra: &opts.config_extra,
             }),
         )
         .with_context(|| format!("cannot write {}", config.display()))?;
@@ -301,6 +317,11 @@ impl Kubelet {
     /// The kubelet API port (on the host's address).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its cgroupRoot (the pods cgroup is `<root>/kubepods`).
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
     }
 
     /// The agent's log.
@@ -449,6 +470,7 @@ mod tests {
             runtime_endpoint: "unix:///tmp/e/containerd.sock",
             cgroup_root: "/nodelet-conformance-1-0",
             pod_logs_dir: Path::new("/tmp/e/pod-logs"),
+            extra: "",
         });
         for line in [
             "\nfailCgroupV1: false\n",
@@ -461,5 +483,29 @@ mod tests {
         ] {
             assert!(c.contains(line), "{line:?} missing in\n{c}");
         }
+    }
+
+    #[test]
+    fn an_extra_eviction_block_replaces_the_harnesss() {
+        let params = |extra| ConfigParams {
+            address: "192.0.2.2",
+            port: 10333,
+            client_ca: Path::new("/c/ca.crt"),
+            runtime_endpoint: "unix:///tmp/e/containerd.sock",
+            cgroup_root: "/r",
+            pod_logs_dir: Path::new("/tmp/e/pod-logs"),
+            extra,
+        };
+        let plain = render_config(&params("maxPods: 10\n"));
+        assert_eq!(plain.matches("evictionHard:").count(), 1, "{plain}");
+        assert!(plain.ends_with("\nmaxPods: 10\n"), "{plain}");
+        let own =
+            format!("evictionHard:\n  allocatableMemory.available: 100Mi\n{DISK_EVICTION_HARD}");
+        let c = render_config(&params(&own));
+        assert_eq!(c.matches("evictionHard:").count(), 1, "{c}");
+        assert!(
+            c.contains("  allocatableMemory.available: 100Mi\n  nodefs.available: 1%\n"),
+            "{c}"
+        );
     }
 }

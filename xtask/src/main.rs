@@ -101,6 +101,13 @@ enum Cmd {
         /// peer: the accuracy row's window, seconds.
         #[arg(long, default_value_t = 60)]
         accuracy_window: u64,
+        /// peer: ramp rates of the memory-ramp race, MiB/s, comma separated (joined to a
+        /// control plane, API pods).
+        #[arg(long, value_delimiter = ',', default_value = "100,400")]
+        ramp_rates: Vec<i64>,
+        /// peer: races per ramp rate (0: skip).
+        #[arg(long, default_value_t = 5)]
+        ramp_runs: usize,
         /// Memory mark crossings to time per source (0: skip).
         #[arg(long, default_value_t = 10)]
         marks: usize,
@@ -227,6 +234,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             api_starts,
             accuracy_pods,
             accuracy_window,
+            ramp_rates,
+            ramp_runs,
         } => {
             if what == "pods" {
                 return bench_pods();
@@ -251,7 +260,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             if what == "peer" {
                 setup()?;
                 let kubelet = xtask::k8s::build(xtask::k8s::RELEASE, &["cmd/kubelet"])?.remove(0);
-                if api_starts.iter().any(|&s| s > 0) {
+                if api_starts.iter().any(|&s| s > 0) || (ramp_runs > 0 && !ramp_rates.is_empty()) {
                     xtask::k8s::control_plane(xtask::k8s::RELEASE, xtask::k8s::ETCD_VERSION)?;
                 }
                 return bench_peer::peer(&bench_peer::PeerBench {
@@ -266,6 +275,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     kubelet,
                     accuracy_pods,
                     accuracy_window: Duration::from_secs(accuracy_window),
+                    ramp_rates,
+                    ramp_runs,
                 })
                 .map(|_| ExitCode::SUCCESS);
             }

@@ -32,6 +32,11 @@ pub fn mem_total_ki() -> Result<i64> {
 /// The KubeletConfiguration lines of the set-up: reservations leaving kubepods [`PODS_MI`],
 /// the threshold, and a 2 s pressure transition period (so runs follow each other quickly).
 pub fn config_lines() -> Result<String> {
+    config_lines_with("")
+}
+
+/// [`config_lines`] with more `evictionHard` entries (indented lines) after the threshold.
+pub fn config_lines_with(more_thresholds: &str) -> Result<String> {
     let total_ki = mem_total_ki()?;
     let system_ki = total_ki - (PODS_MI + KUBE_RESERVED_MI) * 1024;
     anyhow::ensure!(
@@ -42,7 +47,7 @@ pub fn config_lines() -> Result<String> {
     Ok(format!(
         "kubeReserved:\n  memory: {KUBE_RESERVED_MI}Mi\n  cpu: 100m\n\
          systemReserved:\n  memory: {system_ki}Ki\n\
-         evictionHard:\n  allocatableMemory.available: {THRESHOLD_MI}Mi\n\
+         evictionHard:\n  allocatableMemory.available: {THRESHOLD_MI}Mi\n{more_thresholds}\
          evictionPressureTransitionPeriod: 2s\n"
     ))
 }

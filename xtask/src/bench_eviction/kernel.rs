@@ -38,7 +38,7 @@ pub(super) fn unix_ns(t: SystemTime) -> i128 {
 }
 
 /// The kernel's log (/dev/kmsg), read from where it stood when opened.
-pub(super) struct Kmsg {
+pub(crate) struct Kmsg {
     file: fs::File,
     /// Unix time of the log's clock zero, ns (the log stamps records with its own clock).
     offset_ns: i128,
@@ -46,18 +46,18 @@ pub(super) struct Kmsg {
 
 /// One kernel OOM kill: the memcg that ran out, and the victim's.
 #[derive(Debug)]
-pub(super) struct KernelKill {
+pub(crate) struct KernelKill {
     /// The memcg that ran out.
-    pub(super) oom_memcg: String,
+    pub(crate) oom_memcg: String,
     /// The victim's.
-    pub(super) task_memcg: String,
+    pub(crate) task_memcg: String,
     /// When, unix ns.
-    pub(super) at_unix_ns: i128,
+    pub(crate) at_unix_ns: i128,
 }
 
 impl Kmsg {
     /// Opens the log at its end.
-    pub(super) fn open() -> Result<Kmsg> {
+    pub(crate) fn open() -> Result<Kmsg> {
         let mut file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -95,7 +95,7 @@ impl Kmsg {
     }
 
     /// The OOM kills logged since the last call.
-    pub(super) fn kills(&mut self) -> Result<Vec<KernelKill>> {
+    pub(crate) fn kills(&mut self) -> Result<Vec<KernelKill>> {
         Ok(self
             .records()?
             .into_iter()
