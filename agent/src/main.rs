@@ -13,6 +13,7 @@ mod ebpf;
 mod errors;
 mod events;
 mod eviction;
+mod heap_trim;
 mod httpget;
 mod instrument;
 mod kuberuntime;
@@ -290,6 +291,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let (health_tx, health_rx) = watch::channel(None);
     let pleg_stats = Arc::new(pleg::PlegStats::default());
     tasks.spawn(pleg_watchdog(health_rx.clone(), cancel.child_token()));
+    tasks.spawn(heap_trim::run(cancel.child_token()));
     tasks.spawn(pleg::run(
         cri.clone(),
         cache_writer,
