@@ -163,6 +163,49 @@ mod tests {
         }
     }
 
+    /// The source running on a fresh directory, its first (empty) set already seen.
+    struct Source {
+        d: PathBuf,
+        rx: channel::Receiver<Option<SourceSet>>,
+        stop: Stop,
+    }
+
+    /// Stops the source and removes its directory.
+    struct Stop {
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Source {
+        async fn start(tag: &str) -> Source {
+            let d = tmpdir(tag);
+            let (tx, mut rx) = channel::channel(None);
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run(
+                d.clone(),
+                "n".into(),
+                Duration::from_secs(3600),
+                tx,
+                cancel.clone(),
+            ));
+            rx.changed().await.expect("first set");
+            assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
+            Source {
+                d,
+                rx,
+                stop: Stop { cancel, task },
+            }
+        }
+    }
+
+    impl Stop {
+        async fn stop(self, d: PathBuf) {
+            self.cancel.cancel();
+            let _ = self.task.await;
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
     #[tokio::test]
     async fn a_manifest_written_in_pieces_is_read_once_closed() {
         use std::io::Write;
@@ -175,18 +218,7 @@ mod tests {
             .finish();
         // The test runtime is current-thread: the source task logs on this thread.
         let _guard = tracing::subscriber::set_default(subscriber);
-        let d = tmpdir("pieces");
-        let (tx, mut rx) = channel::channel(None);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            d.clone(),
-            "n".into(),
-            Duration::from_secs(3600),
-            tx,
-            cancel.clone(),
-        ));
-        rx.changed().await.expect("first set");
-        assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
+        let Source { d, mut rx, stop } = Source::start("pieces").await;
         let text = POD.replace("NAME", "p");
         let (head, tail) = text.split_at(text.find("spec:").expect("spec"));
         let mut file = std::fs::File::create(d.join("p.yaml")).expect("create");
@@ -212,9 +244,7 @@ mod tests {
             .map(|s| s.values().map(|p| p.pod_ref.name.clone()).collect())
             .unwrap_or_default();
         assert_eq!(names, ["p-n"]);
-        cancel.cancel();
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(d);
+        stop.stop(d).await;
         let text = log.text();
         assert!(
             !text.contains("p.yaml"),
@@ -225,18 +255,7 @@ mod tests {
     #[tokio::test]
     async fn an_open_swap_file_does_not_hold_back_other_manifests() {
         use std::io::Write;
-        let d = tmpdir("swap");
-        let (tx, mut rx) = channel::channel(None);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            d.clone(),
-            "n".into(),
-            Duration::from_secs(3600),
-            tx,
-            cancel.clone(),
-        ));
-        rx.changed().await.expect("first set");
-        rx.borrow_and_update();
+        let Source { d, mut rx, stop } = Source::start("swap").await;
         let mut swap = std::fs::File::create(d.join(".p.yaml.swp")).expect("create");
         swap.write_all(b"b0VIM").expect("write");
         std::fs::write(d.join("p.yaml"), POD.replace("NAME", "p")).expect("write");
@@ -246,25 +265,12 @@ mod tests {
             .expect("open");
         assert_eq!(rx.borrow().as_ref().map(|s| s.len()), Some(1));
         drop(swap);
-        cancel.cancel();
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(d);
+        stop.stop(d).await;
     }
 
     #[tokio::test]
     async fn publishes_changes_from_inotify() {
-        let d = tmpdir("watch");
-        let (tx, mut rx) = channel::channel(None);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            d.clone(),
-            "n".into(),
-            Duration::from_secs(3600),
-            tx,
-            cancel.clone(),
-        ));
-        rx.changed().await.expect("first set");
-        assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
+        let Source { d, mut rx, stop } = Source::start("watch").await;
         std::fs::write(d.join("p.yaml"), POD.replace("NAME", "p")).expect("write");
         tokio::time::timeout(Duration::from_secs(10), rx.changed())
             .await
@@ -277,8 +283,6 @@ mod tests {
             .expect("inotify update")
             .expect("open");
         assert_eq!(rx.borrow().as_ref().map(|s| s.len()), Some(0));
-        cancel.cancel();
-        let _ = task.await;
-        let _ = std::fs::remove_dir_all(d);
+        stop.stop(d).await;
     }
 }
