@@ -18,6 +18,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("certificate", 0),
     // The HTTP GET into pods that probes and lifecycle hooks share.
     ("httpget", 0),
+    // The process's own heap housekeeping.
+    ("heap_trim", 0),
     // Node facts and the bus and desired-pod sources.
     ("cm", 1),
     ("events", 1),
