@@ -419,10 +419,7 @@ fn race_run(
     )?;
     // Pressure clears on one of the agent's passes: start at a random phase of its period, or
     // every run would cross the threshold at the same point of the schedule.
-    let fraction = SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.5, |d| f64::from(d.subsec_nanos()) / 1e9);
-    std::thread::sleep(period.mul_f64(fraction));
+    race::sleep_random_phase(period);
     let guaranteed_uid = listed(bed, "guaranteed")?
         .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_owned))
         .context("the Guaranteed pod is not listed")?;

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// MiB.
 pub const MI: i64 = 1 << 20;
@@ -78,6 +79,15 @@ pub fn ramp_manifest(name: &str, rate_mi: i64) -> String {
          head -c {chunk} /dev/zero | tail -c {chunk} | sleep 3600 & sleep {STEP_S} & wait $!; i=$((i+1)); done; \
          sleep 3600 & wait $!\"]\n"
     )
+}
+
+/// Sleeps for a random fraction of `period` (from the clock's nanoseconds), so that races start
+/// at a random phase of the agent's evaluation period instead of all at the same point.
+pub fn sleep_random_phase(period: Duration) {
+    let fraction = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.5, |d| f64::from(d.subsec_nanos()) / 1e9);
+    std::thread::sleep(period.mul_f64(fraction));
 }
 
 /// The pods cgroup's directory in the memory hierarchy (v1) or the unified tree (v2).

@@ -9,7 +9,7 @@
 use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -107,10 +107,7 @@ fn race(
         wait_pressure_over(cluster)?;
         let name = format!("ramp{rate}-{seq}-{attempt}");
         let watch = EndWatch::start(cluster, &name)?;
-        let fraction = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.5, |d| f64::from(d.subsec_nanos()) / 1e9);
-        std::thread::sleep(PHASE.mul_f64(fraction));
+        race::sleep_random_phase(PHASE);
         kmsg.kills()?;
         create(cluster, &race::ramp_manifest(&name, rate))?;
         let ended = watch.wait();
