@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-/// Quiet time after the last inotify event before re-reading.
-const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Least time between two reads that inotify events prompt. The first change after a quiet spell
+/// is read at once (a renamed-in manifest is complete: waiting would only delay its pod); the
+/// rest of a burst (a tool renaming many manifests in) waits for this gap, so a burst costs a
+/// few reads rather than one per file.
+const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// What one inotify event means for the pod set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,14 +96,15 @@ fn is_fresh_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
 }
 
-/// When the next read is due: `period` after the last one, or [`DEBOUNCE`] after the last
-/// change inotify reported; either way not while a manifest is still open for writing, but at
+/// When the next read is due: `period` after the last one, or as soon as inotify reports a change
+/// but no sooner than [`MIN_GAP`] after the last read; either way not while a manifest is still open for writing, but at
 /// most `period` after its write began (a writer that holds a file open longer, or a close
 /// event that never comes, cannot hold the source back for good).
 #[derive(Debug)]
 pub(super) struct ReadSchedule {
     period: Duration,
     next_full: Instant,
+    last_read: Option<Instant>,
     changed_at: Option<Instant>,
     /// Manifests open for writing, with when their write began.
     writing: HashMap<PathBuf, Instant>,
@@ -111,6 +115,7 @@ impl ReadSchedule {
         Self {
             period,
             next_full: now + period,
+            last_read: None,
             changed_at: None,
             writing: HashMap::new(),
         }
@@ -141,7 +146,10 @@ impl ReadSchedule {
 
     pub(super) fn read_at(&self) -> Instant {
         let due = match self.changed_at {
-            Some(t) => (t + DEBOUNCE).min(self.next_full),
+            Some(t) => {
+                let gap = self.last_read.map_or(t, |r| r + MIN_GAP);
+                t.max(gap).min(self.next_full)
+            }
             None => self.next_full,
         };
         let held = self
@@ -154,6 +162,7 @@ impl ReadSchedule {
 
     pub(super) fn did_read(&mut self, now: Instant) {
         self.changed_at = None;
+        self.last_read = Some(now);
         self.next_full = now + self.period;
         let period = self.period;
         self.writing.retain(|_, began| *began + period > now);
@@ -309,7 +318,7 @@ mod tests {
         s.apply(Change::Changed(None), t0 + Duration::from_secs(1));
         assert_eq!(s.read_at(), t0 + period);
         s.apply(Change::Written(f.clone()), t0 + Duration::from_secs(6));
-        assert_eq!(s.read_at(), t0 + Duration::from_secs(6) + DEBOUNCE);
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(6));
         s.did_read(t0 + Duration::from_secs(6));
         assert_eq!(s.read_at(), t0 + Duration::from_secs(26));
         // A removed file is no longer being written; a rescan forgets every open file.
@@ -318,15 +327,32 @@ mod tests {
             Change::Changed(Some(f.clone())),
             t0 + Duration::from_secs(8),
         );
-        assert_eq!(s.read_at(), t0 + Duration::from_secs(8) + DEBOUNCE);
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(8));
         s.apply(Change::Writing(f.clone()), t0 + Duration::from_secs(9));
         s.apply(Change::Rescan, t0 + Duration::from_secs(10));
-        assert_eq!(s.read_at(), t0 + Duration::from_secs(10) + DEBOUNCE);
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(10));
         // A write whose close never comes stops holding reads one period after it began.
         s.did_read(t0 + Duration::from_secs(10));
         s.apply(Change::Writing(f.clone()), t0 + Duration::from_secs(11));
         assert_eq!(s.read_at(), t0 + Duration::from_secs(31));
         s.did_read(t0 + Duration::from_secs(31));
         assert!(s.writing.is_empty());
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_spell_is_read_at_once_and_a_burst_waits_the_gap() {
+        let t0 = Instant::now();
+        let mut s = ReadSchedule::new(Duration::from_secs(20), t0);
+        let renamed = |s: &mut ReadSchedule, at| s.apply(Change::Changed(None), at);
+        renamed(&mut s, t0 + Duration::from_secs(1));
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(1));
+        s.did_read(t0 + Duration::from_secs(1));
+        // The rest of the burst, arriving while that read ran, waits for the gap.
+        let next = t0 + Duration::from_secs(1) + Duration::from_millis(1);
+        renamed(&mut s, next);
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(1) + MIN_GAP);
+        s.did_read(s.read_at());
+        renamed(&mut s, t0 + Duration::from_secs(5));
+        assert_eq!(s.read_at(), t0 + Duration::from_secs(5));
     }
 }
