@@ -463,7 +463,7 @@ async fn worker(
     loop {
         let input = rx.borrow_and_update().clone();
         if input.terminate {
-            let stopped = terminate(&input, &runtime, &cancel).await;
+            let stopped = Box::pin(terminate(&input, &runtime, &cancel)).await;
             if let Some(v) = &input.verdict {
                 settings.status.failed(&uid, &v.reason, &v.message).await;
             }
@@ -520,8 +520,12 @@ async fn worker(
         let started = Instant::now();
         let condemned = unhealthy(&pod, &state, &settings.probes);
         let unstarted = unstarted_sidecars(&pod, &state, &settings.probes);
+        // Boxed, as is the termination above: inline, the sync's state machine (every CRI
+        // call in it, ~40 KB) sizes every worker's future, idle or not (10 MB at 250 pods,
+        // heaptrack); boxed, it exists only while a sync runs.
+        let sync = Box::pin(runtime.sync_pod(&pod, &state, &mut backoffs, &condemned, &unstarted));
         let result = tokio::select! {
-            r = runtime.sync_pod(&pod, &state, &mut backoffs, &condemned, &unstarted) => r,
+            r = sync => r,
             _ = until_terminate(&mut rx, &mut dirty) => continue,
             _ = cancel.cancelled() => return,
         };
