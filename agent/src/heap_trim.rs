@@ -1,4 +1,5 @@
-//! Hands freed heap back to the kernel once a minute.
+//! Hands freed heap back to the kernel once a minute, and sets glibc's malloc up to keep
+//! little of it (two arenas, a fixed mmap threshold).
 //!
 //! glibc keeps memory freed in its per-thread arenas for reuse and returns it only when the top
 //! of an arena is free. On an idle agent with 250 pods, `malloc_trim(0)` on the running process
@@ -10,6 +11,32 @@
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+
+/// Most malloc arenas glibc may create (M_ARENA_MAX). Its default, eight per core, gives each
+/// thread that ever allocates (tokio's workers, the blocking pool, inotify, the ring buffer
+/// reader) an arena of its own, each holding free space of its own between trims. Two arenas
+/// serve an agent that is idle most of the time; the lock they share is taken for
+/// microseconds.
+const ARENA_MAX: i32 = 2;
+
+/// Blocks from this size up are mmapped and unmapped when freed (M_MMAP_THRESHOLD, glibc's
+/// initial value). Set explicitly, it stays put: by default glibc raises it to the largest
+/// block freed so far (up to 32 MiB), after which a relist answer or an 8 MB metrics page is
+/// carved from an arena and leaves it fragmented. At 250 idle pods this took anonymous RSS
+/// from 18.7 to 14.0 MiB (2026-12-07, `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`)
+/// for 16 mmap/munmap pairs in 20 s.
+const MMAP_THRESHOLD: i32 = 128 << 10;
+
+/// Caps glibc's arenas and fixes its mmap threshold; call first thing in `main`, before any
+/// thread starts (a thread that has allocated keeps the arena it was given).
+pub fn configure_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes no pointers; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
 
 /// How often freed memory is returned.
 pub const PERIOD: Duration = Duration::from_secs(60);

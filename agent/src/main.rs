@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 fn main() -> std::process::ExitCode {
+    heap_trim::configure_malloc();
     let opts = match Options::from_args(std::env::args()) {
         Ok(o) => o,
         Err(options::OptionsResolveError::Clap(e)) => {
