@@ -60,7 +60,7 @@ pub struct PeerBench {
 }
 
 /// Repeats of the one-pod start.
-const SINGLE_STARTS: usize = 10;
+const SINGLE_STARTS: usize = 20;
 /// The pod count the restart is measured at (or the nearest count of the run).
 const RESTART_PODS: usize = 100;
 /// Requests per stats endpoint.
@@ -96,6 +96,10 @@ struct Report {
     idle: Vec<(usize, Vec<Idle>)>,
     ooms: Vec<f64>,
     starts: Vec<(usize, Vec<f64>)>,
+    /// Per static batch size, CPU ms the agent and the containerd daemon spent from the first
+    /// manifest written to the last container started (summed over the repetitions): an agent's
+    /// calls (relists above all) load the runtime that starts its pods.
+    start_cpu: Vec<(usize, f64, f64)>,
     /// API create -> Running seen by a watch, per batch size.
     api_starts: Vec<(usize, Vec<f64>)>,
     restart: Option<Restart>,
@@ -209,16 +213,22 @@ fn run_agent(b: &PeerBench, kind: Kind, bin: &Path) -> Result<Report> {
     for &size in b.starts.iter().filter(|&&s| s > 0) {
         let reps = if size == 1 { SINGLE_STARTS } else { 1 };
         let mut lat = Vec::new();
+        let (mut agent_ms, mut runtime_ms) = (0.0, 0.0);
         for rep in 0..reps {
             eprintln!("bench: {kind}: start batch of {size} ({}/{reps})", rep + 1);
             let names: Vec<String> = (0..size).map(|i| format!("s{size}r{rep}n{i}")).collect();
             let base = node.running_tasks()?;
+            let cpu0 = (node.cpu_ns()?, node.containerd_cpu_ns()?);
             lat.extend(start_batch(&node, &names, slow)?);
+            let cpu1 = (node.cpu_ns()?, node.containerd_cpu_ns()?);
+            agent_ms += cpu1.0.saturating_sub(cpu0.0) as f64 / 1e6;
+            runtime_ms += cpu1.1.saturating_sub(cpu0.1) as f64 / 1e6;
             remove_pods(&node, &names)?;
             wait_tasks(&node, &format!("<= {base}"), |t| t <= base, slow)?;
         }
         lat.sort_by(f64::total_cmp);
         r.starts.push((size, lat));
+        r.start_cpu.push((size, agent_ms, runtime_ms));
     }
     // Before the idle pods: they would share the CPU with the load and its pollers.
     if b.accuracy_pods > 0 {
@@ -554,6 +564,13 @@ fn print_table(b: &PeerBench, reports: &[(Kind, Report)]) {
                 );
             }
         }
+    }
+    for ((size, na, nc), (_, ga, gc)) in n.start_cpu.iter().zip(&g.start_cpu) {
+        let reps = if *size == 1 { SINGLE_STARTS } else { 1 };
+        println!(
+            "| CPU ms during static start batches of {size} (x{reps}): agent / containerd daemon | {na:.0} / {nc:.0} | {ga:.0} / {gc:.0} | {:.3} | |",
+            (na + nc) / (ga + gc)
+        );
     }
     if !n.ooms.is_empty() || !g.ooms.is_empty() {
         for (q, label) in [(0.5, "p50"), (0.99, "p99")] {

@@ -343,6 +343,29 @@ impl PeerNode {
         read_u64(&self.cpu_cgroup.join("cpuacct.usage"))
     }
 
+    /// The containerd daemon's CPU time so far (utime + stime; its shims and runc are not its
+    /// children and are left out), ns.
+    pub fn containerd_cpu_ns(&self) -> Result<u64> {
+        let pid = self
+            .env
+            .as_ref()
+            .and_then(Env::containerd_pid)
+            .context("containerd not running")?;
+        let p = format!("/proc/{pid}/stat");
+        let s = fs::read_to_string(&p).with_context(|| format!("cannot read {p}"))?;
+        // Fields after the command, which is in parentheses and may hold spaces.
+        let rest = s.rsplit_once(')').map(|r| r.1).context("bad stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15; `rest` starts at field 3.
+        let (Some(u), Some(k)) = (ticks(11), ticks(12)) else {
+            bail!("no utime/stime in {p}");
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok((u + k) * 1_000_000_000 / hz)
+    }
+
     /// The agent's resident set, MiB.
     pub fn rss_mib(&self) -> Result<f64> {
         let pid = self.child.as_ref().context("agent not running")?.id();
