@@ -3,7 +3,7 @@
 //! pod (and cpu on the CPU counter). Pod-level cgroups appear with container="", name="",
 //! image=""; the root cgroup "/" carries the node's numbers.
 
-use super::expo::{Encoder, Format, Kind, label_block};
+use super::expo::{Encoder, Format, Kind, Sink, label_block};
 use crate::stats::details::{CpuDetails, MemoryDetails, ProcessDetails};
 use crate::stats::network::Interface;
 use crate::stats::summary::{StatsSnapshot, Usage};
@@ -37,9 +37,17 @@ impl Series<'_> {
     }
 }
 
-/// Renders the cAdvisor view of a snapshot.
+/// Renders the cAdvisor view of a snapshot into one string (the tests' and benchmarks' form;
+/// the server streams).
+#[cfg(test)]
 pub fn render(format: Format, s: &StatsSnapshot) -> String {
     render_at(format, s, SystemTime::now())
+}
+
+/// Renders the cAdvisor view of a snapshot through `sink`, in chunks (see
+/// [`Encoder::streaming`]).
+pub fn render_streaming(format: Format, s: &StatsSnapshot, sink: Sink) {
+    render_with(s, SystemTime::now(), |_| Encoder::streaming(format, sink));
 }
 
 /// The label set with `extra` merged in name order, as client_golang writes labels.
@@ -91,7 +99,17 @@ fn family(e: &mut Encoder, series: &[Series], f: (&str, &str, Kind, Value), stam
 }
 
 /// Renders the cAdvisor view as of `now` (`container_last_seen`).
+#[cfg(test)]
 pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
+    render_with(s, now, |capacity| Encoder::new(format, capacity))
+}
+
+/// Renders at `now` with the encoder `encoder` makes for the expected size.
+fn render_with(
+    s: &StatsSnapshot,
+    now: SystemTime,
+    encoder: impl FnOnce(usize) -> Encoder,
+) -> String {
     let mut series = Vec::with_capacity(1 + s.pods.len() * 2);
     series.push(Series {
         container: "",
@@ -135,7 +153,7 @@ pub fn render_at(format: Format, s: &StatsSnapshot, now: SystemTime) -> String {
     for x in &mut series {
         x.block = label_block(&x.labels());
     }
-    let mut e = Encoder::new(format, 256 + series.len() * 8500);
+    let mut e = encoder(256 + series.len() * 8500);
 
     e.family(
         "container_cpu_usage_seconds_total",

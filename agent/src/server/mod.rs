@@ -251,10 +251,29 @@ async fn metrics_agent(State(v): State<View>, headers: HeaderMap) -> Response {
     })
 }
 
+/// Chunks of a /metrics/cadvisor page rendered ahead of the socket.
+const CADVISOR_CHUNKS_AHEAD: usize = 4;
+
+/// Streamed: rendered on a blocking thread in [`metrics::expo::CHUNK`]s while the client reads.
+/// Whole, the page (8 MB at 250 containers, and its copy as the buffer grew) was fresh mmapped
+/// memory on every scrape: 3,500 page faults, which tripled the request's time.
 async fn metrics_cadvisor(State(v): State<View>, headers: HeaderMap) -> Response {
     v.stats.refresh().await;
     let s = v.stats.snapshot();
-    exposition(&headers, |f| metrics::cadvisor::render(f, &s))
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let format = Format::from_accept(accept);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(
+        CADVISOR_CHUNKS_AHEAD,
+    );
+    tokio::task::spawn_blocking(move || {
+        // A client gone away leaves the rest unsent; the render is cheap to finish.
+        let sink = move |chunk: String| {
+            let _ = tx.blocking_send(Ok(axum::body::Bytes::from(chunk)));
+        };
+        metrics::cadvisor::render_streaming(format, &s, Box::new(sink));
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 async fn metrics_resource(State(v): State<View>, headers: HeaderMap) -> Response {
