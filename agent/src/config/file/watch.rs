@@ -96,10 +96,10 @@ fn is_fresh_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
 }
 
-/// When the next read is due: `period` after the last one, or as soon as inotify reports a change
-/// but no sooner than [`MIN_GAP`] after the last read; either way not while a manifest is still open for writing, but at
-/// most `period` after its write began (a writer that holds a file open longer, or a close
-/// event that never comes, cannot hold the source back for good).
+/// When the next read is due: `period` after the last one, or as soon as inotify reports a
+/// change but no sooner than [`MIN_GAP`] after the last read; either way not while a manifest
+/// is still open for writing, but at most `period` after its write began (a writer that holds a
+/// file open longer, or a close event that never comes, cannot hold the source back for good).
 #[derive(Debug)]
 pub(super) struct ReadSchedule {
     period: Duration,
