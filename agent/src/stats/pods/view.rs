@@ -152,6 +152,17 @@ impl PodStatsView {
                 *ooms.entry(o.pod.uid.as_str()).or_default() += s.oom_kills;
             }
         }
+        // The pod's creation: its earliest sandbox, gathered in one pass (a scan of the index
+        // per pod made every request O(pods x containers)).
+        let mut sandbox_created: HashMap<&str, i64> = HashMap::new();
+        for o in index.by_id.values() {
+            if o.container.is_none() && o.created_at_ns > 0 {
+                let t = sandbox_created
+                    .entry(o.pod.uid.as_str())
+                    .or_insert(i64::MAX);
+                *t = (*t).min(o.created_at_ns);
+            }
+        }
         let mut out = Vec::new();
         for (cgroup, s) in &snap.cgroups {
             let Some(CgroupKind::Pod { uid }) = classify(cgroup) else {
@@ -160,13 +171,9 @@ impl PodStatsView {
             let Some(pod) = index.pods.get(&uid) else {
                 continue;
             };
-            let created = index
-                .by_id
-                .values()
-                .filter(|o| o.container.is_none() && o.pod.uid == uid)
-                .map(|o| o.created_at_ns)
-                .filter(|&t| t > 0)
-                .min()
+            let created = sandbox_created
+                .get(uid.as_str())
+                .copied()
                 .and_then(unix_time);
             out.push(PodStats {
                 pod: pod.clone(),
