@@ -234,9 +234,13 @@ async fn stats_summary(State(v): State<View>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// The exposition format the request's Accept header asks for.
+fn format_of(headers: &HeaderMap) -> Format {
+    Format::from_accept(headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()))
+}
+
 fn exposition(headers: &HeaderMap, render: impl FnOnce(Format) -> String) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let format = Format::from_accept(accept);
+    let format = format_of(headers);
     (
         [(header::CONTENT_TYPE, format.content_type())],
         render(format),
@@ -260,8 +264,7 @@ const CADVISOR_CHUNKS_AHEAD: usize = 4;
 async fn metrics_cadvisor(State(v): State<View>, headers: HeaderMap) -> Response {
     v.stats.refresh().await;
     let s = v.stats.snapshot();
-    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let format = Format::from_accept(accept);
+    let format = format_of(&headers);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(
         CADVISOR_CHUNKS_AHEAD,
     );

@@ -7,9 +7,9 @@
 //! empty set, as the kubelet's listConfig sends an empty SET for it.
 //!
 //! Changes arrive from inotify and from a full re-read every `fileCheckFrequency`. An inotify
-//! change re-reads the whole path at once when none was read in the last 10 ms, else 10 ms after
-//! the last read, so a burst of renames costs a few reads; a manifest opened for writing is not read until it is closed (IN_CLOSE_WRITE), so a
-//! file written in pieces is never reported as empty or half a pod (the kubelet re-reads on
+//! change re-reads the whole path at once when none was read in the last 10 ms, else 10 ms
+//! after the last read, so a burst of renames costs a few reads; a manifest opened for writing
+//! is not read until it is closed (IN_CLOSE_WRITE), so a file written in pieces is never reported as empty or half a pod (the kubelet re-reads on
 //! every write). While a manifest is open for writing, reads wait, at most `fileCheckFrequency`
 //! after its write began. Each read publishes the complete set; consumers reconcile against it.
 
@@ -83,15 +83,13 @@ pub async fn run(
         }
         // Wait until the next read is due, applying inotify events meanwhile.
         loop {
+            // Events already queued belong to the next read: a file still open for writing
+            // must hold it back, and the rest of a burst comes along.
+            while let Ok(change) = ev_rx.try_recv() {
+                schedule.apply(change, Instant::now());
+            }
             if schedule.read_at() <= Instant::now() {
-                // Events already queued belong to this read: a file still open for writing
-                // must hold it back, and the rest of a burst comes along.
-                while let Ok(change) = ev_rx.try_recv() {
-                    schedule.apply(change, Instant::now());
-                }
-                if schedule.read_at() <= Instant::now() {
-                    break;
-                }
+                break;
             }
             let at = tokio::time::Instant::from_std(schedule.read_at());
             tokio::select! {
