@@ -22,8 +22,11 @@ use crate::stats::cgroupfs::CgroupLayout;
 /// Load-time configuration: map sizes, marks, who is not accounted.
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
-    /// Ring-buffer size in bytes (power of two, multiple of the page size). Default 1 MiB:
-    /// 250 pods x 2 cgroups x 3 hierarchies x 304-byte mkdir records is ~460 KiB.
+    /// Ring-buffer size in bytes (power of two, multiple of the page size). Default 256 KiB:
+    /// 860 cgroup records (304 bytes each) or 2,300 OOM records unread at once. The reader
+    /// drains as records come, and a pod adds 2 cgroups x 3 tracked hierarchies; a cgroup
+    /// record lost anyway costs one hierarchy walk (`ids`), and drops are counted. The ring is
+    /// mapped twice, so every KiB of it is two of RSS once written through: 1 MiB cost 2 MiB.
     pub ring_bytes: u32,
     /// Entries of the per-CPU CPU map: registered cgroups (the pods' subtree). Default 2048:
     /// 250 pods with a pause and 6 containers each. A batch read walks every bucket, so the
@@ -49,7 +52,7 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            ring_bytes: 1 << 20,
+            ring_bytes: 256 << 10,
             cpu_cgroups: 2048,
             mem_cgroups: 2048,
             mark_granule_shift: 4,
