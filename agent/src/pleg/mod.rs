@@ -109,6 +109,14 @@ fn identity(l: &HashMap<String, String>) -> Option<PodRef> {
     })
 }
 
+/// The pod UID of an object whose labels give a whole identity (as [`identity`]), borrowed.
+fn listed_uid(l: &HashMap<String, String>) -> Option<&str> {
+    let has = |k| l.contains_key(k);
+    (has(labels::POD_NAMESPACE) && has(labels::POD_NAME))
+        .then(|| l.get(labels::POD_UID).map(String::as_str))
+        .flatten()
+}
+
 fn snapshot(sandboxes: &[cri::PodSandbox], containers: &[cri::Container]) -> Snapshot {
     let mut s: Snapshot = HashMap::new();
     for sb in sandboxes {
@@ -366,21 +374,32 @@ impl Relister {
             Some(old) => diff(old, &snap),
         };
         let changed: HashSet<&str> = evs.iter().map(|e| e.pod.uid.as_str()).collect();
-
-        // Group the lists by pod for the ones that need inspecting.
-        let mut by_pod: HashMap<String, (Vec<cri::PodSandbox>, Vec<cri::Container>)> =
-            HashMap::new();
-        for sb in sandboxes {
-            if let Some(p) = identity(&sb.labels) {
-                by_pod.entry(p.uid).or_default().0.push(sb);
-            }
-        }
-        for c in containers {
-            if let Some(p) = identity(&c.labels) {
-                by_pod.entry(p.uid).or_default().1.push(c);
-            }
-        }
         let prev = self.cache.current();
+        // Pods to inspect: new, changed, or whose last inspection failed. An idle relist has
+        // none, and then groups nothing.
+        let needs: HashSet<&str> = snap
+            .iter()
+            .filter(|(uid, r)| {
+                r.pod.is_some()
+                    && (!prev.pods.contains_key(*uid)
+                        || changed.contains(uid.as_str())
+                        || self.reinspect.contains(*uid))
+            })
+            .map(|(uid, _)| uid.as_str())
+            .collect();
+        let mut by_pod: HashMap<&str, (Vec<cri::PodSandbox>, Vec<cri::Container>)> = HashMap::new();
+        if !needs.is_empty() {
+            for sb in sandboxes {
+                if let Some(&uid) = listed_uid(&sb.labels).and_then(|u| needs.get(u)) {
+                    by_pod.entry(uid).or_default().0.push(sb);
+                }
+            }
+            for c in containers {
+                if let Some(&uid) = listed_uid(&c.labels).and_then(|u| needs.get(u)) {
+                    by_pod.entry(uid).or_default().1.push(c);
+                }
+            }
+        }
         let mut pods: HashMap<String, CachedPod> = HashMap::with_capacity(snap.len());
         let mut reinspect = HashSet::new();
         for (uid, record) in &snap {
@@ -388,13 +407,13 @@ impl Relister {
                 continue;
             };
             let old = prev.pods.get(uid);
-            let needs =
-                old.is_none() || changed.contains(uid.as_str()) || self.reinspect.contains(uid);
-            if !needs && let Some(old) = old {
+            if !needs.contains(uid.as_str())
+                && let Some(old) = old
+            {
                 pods.insert(uid.clone(), old.clone());
                 continue;
             }
-            let (sbs, cs) = by_pod.remove(uid).unwrap_or_default();
+            let (sbs, cs) = by_pod.remove(uid.as_str()).unwrap_or_default();
             let mut state = state::from_lists(sbs, cs);
             let target = pod.to_string();
             let prev_state = old.map(|o| self.oom.for_inspection(uid, &o.state));
