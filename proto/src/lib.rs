@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod listing;
+
 /// Generated code, one module per proto package.
 pub mod runtime {
     /// The CRI `runtime.v1` package: messages, enums, and the `runtime_service_client` and

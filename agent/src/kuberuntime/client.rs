@@ -5,6 +5,7 @@
 //! (retried by the next sync) rather than a dead agent.
 
 use crate::instrument::{CounterVec, HistogramVec};
+use proto::listing::Listed;
 use proto::runtime::v1 as cri;
 use proto::runtime::v1::image_service_client::ImageServiceClient;
 use proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
@@ -57,6 +58,8 @@ impl CriError {
 #[derive(Clone, Debug)]
 pub struct Cri {
     rt: RuntimeServiceClient<Channel>,
+    /// The runtime connection itself, for calls made without the generated client.
+    channel: Channel,
     img: ImageServiceClient<Channel>,
     timeout: Duration,
     stats: std::sync::Arc<RuntimeOpStats>,
@@ -158,6 +161,7 @@ impl Cri {
         };
         Ok(Self {
             rt: rt.runtime(),
+            channel: rt.channel().clone(),
             img: img.image(),
             timeout,
             stats: std::sync::Arc::default(),
@@ -330,6 +334,29 @@ impl Cri {
         )
         .await
         .map(|r| r.containers)
+    }
+
+    /// `ListPodSandbox` of all pods for a relist: each sandbox read only as far as its id,
+    /// state and labels, the rest decoded on demand ([`proto::listing`]).
+    pub async fn relist_pod_sandboxes(&self) -> Result<Vec<Listed<cri::PodSandbox>>, CriError> {
+        self.run(
+            "ListPodSandbox",
+            || "all pods".into(),
+            Some(self.timeout),
+            proto::listing::list_pod_sandboxes(self.channel.clone(), Default::default()),
+        )
+        .await
+    }
+
+    /// `ListContainers` of all pods for a relist, read as [`Cri::relist_pod_sandboxes`] reads.
+    pub async fn relist_containers(&self) -> Result<Vec<Listed<cri::Container>>, CriError> {
+        self.run(
+            "ListContainers",
+            || "all pods".into(),
+            Some(self.timeout),
+            proto::listing::list_containers(self.channel.clone(), Default::default()),
+        )
+        .await
     }
 
     /// `ContainerStatus`.

@@ -129,11 +129,15 @@ pub fn container_hash(c: &Container) -> u64 {
 
 /// Identity read back from a sandbox's or container's labels; `None` if not a kubelet object.
 pub fn pod_identity(labels: &HashMap<String, String>) -> Option<(String, String, String)> {
-    Some((
-        labels.get(POD_NAMESPACE)?.clone(),
-        labels.get(POD_NAME)?.clone(),
-        labels.get(POD_UID)?.clone(),
-    ))
+    let (ns, name, uid) = identity_by(|k| labels.get(k).map(String::as_str))?;
+    Some((ns.into(), name.into(), uid.into()))
+}
+
+/// Identity (namespace, name, UID) through any label lookup: all three labels, or `None`.
+pub fn identity_by<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    Some((get(POD_NAMESPACE)?, get(POD_NAME)?, get(POD_UID)?))
 }
 
 /// Restart count from annotations (0 when missing or malformed, as the kubelet reads it).

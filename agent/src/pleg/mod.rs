@@ -27,6 +27,7 @@ use crate::instrument::{DEF_BUCKETS, Histogram};
 use crate::kuberuntime::{Cri, labels, state};
 use crate::pod::PodRef;
 use cache::{CachedPod, RuntimeCache};
+use proto::listing::Listed;
 use proto::runtime::v1 as cri;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -100,40 +101,46 @@ struct PodRecord {
 
 type Snapshot = HashMap<String, PodRecord>;
 
-fn identity(l: &HashMap<String, String>) -> Option<PodRef> {
-    let (namespace, name, uid) = labels::pod_identity(l)?;
-    Some(PodRef {
-        namespace,
-        name,
-        uid,
-    })
+/// The identity labels (namespace, name, UID) of a listed object, borrowed from it.
+fn listed_identity<T: prost::Message + Default>(l: &Listed<T>) -> Option<(&str, &str, &str)> {
+    labels::identity_by(|k| l.label(k))
 }
 
-/// The pod UID of an object whose labels give a whole identity (as [`identity`]), borrowed.
-fn listed_uid(l: &HashMap<String, String>) -> Option<&str> {
-    let has = |k| l.contains_key(k);
-    (has(labels::POD_NAMESPACE) && has(labels::POD_NAME))
-        .then(|| l.get(labels::POD_UID).map(String::as_str))
-        .flatten()
-}
-
-fn snapshot(sandboxes: &[cri::PodSandbox], containers: &[cri::Container]) -> Snapshot {
+fn snapshot(
+    sandboxes: &[Listed<cri::PodSandbox>],
+    containers: &[Listed<cri::Container>],
+) -> Snapshot {
+    fn record<'s>(
+        s: &'s mut Snapshot,
+        (namespace, name, uid): (&str, &str, &str),
+    ) -> &'s mut PodRecord {
+        // Most objects belong to a pod already seen: look up by the borrowed UID first.
+        if !s.contains_key(uid) {
+            let pod = PodRef {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: uid.into(),
+            };
+            s.insert(
+                uid.into(),
+                PodRecord {
+                    pod: Some(pod),
+                    ..Default::default()
+                },
+            );
+        }
+        s.get_mut(uid).expect("inserted above")
+    }
     let mut s: Snapshot = HashMap::new();
     for sb in sandboxes {
-        let Some(p) = identity(&sb.labels) else {
-            continue;
-        };
-        let r = s.entry(p.uid.clone()).or_default();
-        r.pod.get_or_insert(p);
-        r.sandboxes.insert(sb.id.clone(), sb.state);
+        if let Some(id) = listed_identity(sb) {
+            record(&mut s, id).sandboxes.insert(sb.id.clone(), sb.state);
+        }
     }
     for c in containers {
-        let Some(p) = identity(&c.labels) else {
-            continue;
-        };
-        let r = s.entry(p.uid.clone()).or_default();
-        r.pod.get_or_insert(p);
-        r.containers.insert(c.id.clone(), c.state);
+        if let Some(id) = listed_identity(c) {
+            record(&mut s, id).containers.insert(c.id.clone(), c.state);
+        }
     }
     s
 }
@@ -350,8 +357,8 @@ impl Relister {
             self.stats.relist_interval.observe(started - prev);
         }
         let listed = tokio::try_join!(
-            self.cri.list_pod_sandboxes(None),
-            self.cri.list_containers(None)
+            self.cri.relist_pod_sandboxes(),
+            self.cri.relist_containers()
         );
         let (sandboxes, containers) = match listed {
             Ok(l) => l,
@@ -387,16 +394,36 @@ impl Relister {
             })
             .map(|(uid, _)| uid.as_str())
             .collect();
+        // The listed objects of those pods, decoded in full for inspection. A pod with an
+        // object that does not decode is inspected again on the next relist, as after a
+        // failed inspection.
         let mut by_pod: HashMap<&str, (Vec<cri::PodSandbox>, Vec<cri::Container>)> = HashMap::new();
+        let mut undecodable: HashSet<&str> = HashSet::new();
         if !needs.is_empty() {
-            for sb in sandboxes {
-                if let Some(&uid) = listed_uid(&sb.labels).and_then(|u| needs.get(u)) {
-                    by_pod.entry(uid).or_default().0.push(sb);
+            let needed =
+                |uid: Option<(&str, &str, &str)>| uid.and_then(|(_, _, u)| needs.get(u).copied());
+            for sb in &sandboxes {
+                let Some(uid) = needed(listed_identity(sb)) else {
+                    continue;
+                };
+                match sb.decode() {
+                    Ok(full) => by_pod.entry(uid).or_default().0.push(full),
+                    Err(e) => {
+                        warn!(sandbox = %sb.id, error = %e, "listed sandbox does not decode");
+                        undecodable.insert(uid);
+                    }
                 }
             }
-            for c in containers {
-                if let Some(&uid) = listed_uid(&c.labels).and_then(|u| needs.get(u)) {
-                    by_pod.entry(uid).or_default().1.push(c);
+            for c in &containers {
+                let Some(uid) = needed(listed_identity(c)) else {
+                    continue;
+                };
+                match c.decode() {
+                    Ok(full) => by_pod.entry(uid).or_default().1.push(full),
+                    Err(e) => {
+                        warn!(container = %c.id, error = %e, "listed container does not decode");
+                        undecodable.insert(uid);
+                    }
                 }
             }
         }
@@ -417,7 +444,14 @@ impl Relister {
             let mut state = state::from_lists(sbs, cs);
             let target = pod.to_string();
             let prev_state = old.map(|o| self.oom.for_inspection(uid, &o.state));
-            match state::inspect(&self.cri, &mut state, prev_state.as_deref(), &target).await {
+            let inspected = if undecodable.contains(uid.as_str()) {
+                Err("one of its listed objects does not decode".to_string())
+            } else {
+                state::inspect(&self.cri, &mut state, prev_state.as_deref(), &target)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match inspected {
                 Ok(()) => {}
                 Err(e) => {
                     debug!(pod = %target, error = %e, "inspecting pod failed; keeping its old record");
