@@ -187,12 +187,11 @@ impl Collector {
             }
             let base = match self.cpu_base.get(path) {
                 Some(b) => *b,
-                None => match cgroupfs::read_cpu(&self.layout, path) {
-                    Ok(Some(c)) => {
-                        let b = CpuBaseline {
-                            file_ns: c.usage_ns,
-                            at: *sums,
-                        };
+                // The usage file alone: throttling comes from the maps, and the limit and
+                // `cpu.stat` files read for it would double a re-baseline's opens.
+                None => match cgroupfs::read_cpu_usage(&self.layout, path) {
+                    Ok(Some(file_ns)) => {
+                        let b = CpuBaseline { file_ns, at: *sums };
                         self.cpu_base.insert(path.clone(), b);
                         b
                     }
@@ -210,16 +209,11 @@ impl Collector {
                 // Filled by the store's writer at publish time.
                 usage_nano_cores: None,
             });
-            if rebaseline && let Ok(Some(c)) = cgroupfs::read_cpu(&self.layout, path) {
-                cpu_drift = cpu_drift.max(usage_ns.abs_diff(c.usage_ns));
+            if rebaseline && let Ok(Some(file_ns)) = cgroupfs::read_cpu_usage(&self.layout, path) {
+                cpu_drift = cpu_drift.max(usage_ns.abs_diff(file_ns));
                 let live = cpu_live.get(path).copied().unwrap_or_default();
-                self.cpu_base.insert(
-                    path.clone(),
-                    CpuBaseline {
-                        file_ns: c.usage_ns,
-                        at: live,
-                    },
-                );
+                self.cpu_base
+                    .insert(path.clone(), CpuBaseline { file_ns, at: live });
             }
         }
 
