@@ -97,6 +97,7 @@ pub fn start(
         thresholds_met: Vec::new(),
         evicted: HashSet::new(),
         armed: HashMap::new(),
+        pass: 0,
         gc,
         pod_state,
         image_fs: None,
@@ -124,8 +125,10 @@ struct Manager {
     thresholds_met: Vec<Threshold>,
     /// Pods this manager ordered killed: never candidates again.
     evicted: HashSet<String>,
-    /// Container cgroup -> the high mark last requested.
-    armed: HashMap<String, u64>,
+    /// Container cgroup -> the mark last requested there.
+    armed: HashMap<String, Armed>,
+    /// Mark passes done (`Armed::pass`).
+    pass: u64,
     /// Dead containers and unused images.
     gc: Arc<NodeGc>,
     /// Which pods are gone, for the GC.
@@ -525,31 +528,46 @@ impl Manager {
             })
             .min();
         let Some(slack) = slack else { return };
-        let containers = self.inputs.view.containers();
-        let step = mark_distance(slack, containers.len());
-        let mut seen = HashSet::new();
-        for c in containers {
-            seen.insert(c.cgroup.clone());
+        let held = self.inputs.view.container_memory();
+        let usage: Vec<(&str, u64)> = held.iter().map(|(c, m)| (c, m.usage_bytes)).collect();
+        let step = mark_distance(slack, usage.len());
+        self.pass = self.pass.wrapping_add(1);
+        for (cgroup, bytes) in usage {
             // The store's usage (eBPF, up to a sweep old) only decides whether the mark
             // moved; the collector places it around the usage it reads when it sets it. One
             // cgroup file per container a second here cost more than the rest of the agent.
-            let Some(m) = c.memory else { continue };
-            let high = m.usage_bytes + step;
-            if self
-                .armed
-                .get(&c.cgroup)
-                .is_some_and(|&a| a.abs_diff(high) < step / 2)
-            {
-                continue;
+            let high = bytes + step;
+            if let Some(armed) = self.armed.get_mut(cgroup) {
+                armed.pass = self.pass;
+                if armed.high.abs_diff(high) < step / 2 {
+                    continue;
+                }
             }
             // Never wait on telemetry: a full queue means the next pass re-arms.
-            let req = (c.cgroup.clone(), MarkLevel::AroundUsage(step));
+            let req = (cgroup.to_owned(), MarkLevel::AroundUsage(step));
             if tx.try_send(req).is_ok() {
-                self.armed.insert(c.cgroup, high);
+                self.armed.insert(
+                    cgroup.to_owned(),
+                    Armed {
+                        high,
+                        pass: self.pass,
+                    },
+                );
             }
         }
-        self.armed.retain(|c, _| seen.contains(c));
+        // Containers not seen on this pass are gone.
+        let pass = self.pass;
+        self.armed.retain(|_, a| a.pass == pass);
     }
+}
+
+/// A memory mark set on a container's cgroup.
+#[derive(Clone, Copy, Debug)]
+struct Armed {
+    /// Where it was set, bytes.
+    high: u64,
+    /// The last mark pass that saw the container.
+    pass: u64,
 }
 
 /// How far above its usage each of `containers` gets its mark, given the node's `slack`

@@ -57,6 +57,53 @@ pub struct OomKill {
     pub event: stats::OomEvent,
 }
 
+/// One snapshot's container memory, held for reading ([`PodStatsView::container_memory`]).
+#[derive(Debug)]
+pub struct ContainerMemory {
+    snap: Arc<Snapshot>,
+    index: Arc<Index>,
+}
+
+impl ContainerMemory {
+    /// (cgroup path, memory) of each running container whose id is resolved, as
+    /// [`PodStatsView::containers`] lists them.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MemoryStats)> {
+        resolved_containers(&self.snap, &self.index)
+            .filter_map(|c| Some((c.cgroup, c.stats.memory.as_ref()?)))
+    }
+}
+
+/// A container cgroup of the snapshot with its owner in the index.
+struct Resolved<'a> {
+    cgroup: &'a str,
+    id: &'a str,
+    name: &'a str,
+    owner: &'a Owner,
+    stats: &'a stats::CgroupStats,
+}
+
+/// The snapshot's container cgroups whose id the index resolves to a named container, with
+/// stats beyond OOM history (a cgroup with only that is gone).
+fn resolved_containers<'a>(
+    snap: &'a Snapshot,
+    index: &'a Index,
+) -> impl Iterator<Item = Resolved<'a>> {
+    snap.cgroups.iter().filter_map(|(cgroup, stats)| {
+        let Some(CgroupKind::Container { id, .. }) = classify(cgroup) else {
+            return None;
+        };
+        let owner = index.by_id.get(id)?;
+        let name = owner.container.as_deref()?;
+        Some(Resolved {
+            cgroup,
+            id,
+            name,
+            owner,
+            stats,
+        })
+    })
+}
+
 /// Read-only, cheap-to-clone view of pod and container telemetry.
 #[derive(Clone, Debug)]
 pub struct PodStatsView {
@@ -104,40 +151,33 @@ impl PodStatsView {
     pub fn containers(&self) -> Vec<ContainerStats> {
         let snap = self.stats.snapshot();
         let index = self.index();
-        let mut out = Vec::new();
-        for (cgroup, s) in &snap.cgroups {
-            let Some(CgroupKind::Container { id, .. }) = classify(cgroup) else {
-                continue;
-            };
-            let Some(
-                owner @ Owner {
-                    pod,
-                    container: Some(name),
-                    ..
-                },
-            ) = index.by_id.get(id)
-            else {
-                continue;
-            };
-            if s.cpu.is_none() && s.memory.is_none() {
-                // Only OOM history is left: the cgroup is gone.
-                continue;
-            }
-            out.push(ContainerStats {
-                pod: pod.clone(),
-                container: name.clone(),
-                id: id.to_owned(),
-                cgroup: cgroup.clone(),
-                cpu: s.cpu,
-                memory: s.memory,
-                oom_kills: s.oom_kills,
-                image: owner.image.clone(),
-                created_at: unix_time(owner.created_at_ns),
-                running: owner.running,
-            });
-        }
+        let mut out: Vec<ContainerStats> = resolved_containers(&snap, &index)
+            .filter(|c| c.stats.cpu.is_some() || c.stats.memory.is_some())
+            .map(|c| ContainerStats {
+                pod: c.owner.pod.clone(),
+                container: c.name.to_owned(),
+                id: c.id.to_owned(),
+                cgroup: c.cgroup.to_owned(),
+                cpu: c.stats.cpu,
+                memory: c.stats.memory,
+                oom_kills: c.stats.oom_kills,
+                image: c.owner.image.clone(),
+                created_at: unix_time(c.owner.created_at_ns),
+                running: c.owner.running,
+            })
+            .collect();
         out.sort_by(|a, b| (&a.pod, &a.container).cmp(&(&b.pod, &b.container)));
         out
+    }
+
+    /// The running containers' memory as of now, borrowed rather than copied: the eviction
+    /// manager looks at every container each second, and [`Self::containers`] would copy
+    /// five strings of each.
+    pub fn container_memory(&self) -> ContainerMemory {
+        ContainerMemory {
+            snap: self.stats.snapshot(),
+            index: self.index(),
+        }
     }
 
     /// Per-pod totals (the pod cgroup, which includes the sandbox).
