@@ -3,7 +3,7 @@
 //! pod (and cpu on the CPU counter). Pod-level cgroups appear with container="", name="",
 //! image=""; the root cgroup "/" carries the node's numbers.
 
-use super::expo::{Encoder, Format, Kind, Sink, label_block};
+use super::expo::{Encoder, Format, Kind, Sink, push_label};
 use crate::stats::details::{CpuDetails, MemoryDetails, ProcessDetails};
 use crate::stats::network::Interface;
 use crate::stats::summary::{StatsSnapshot, Usage};
@@ -20,20 +20,52 @@ struct Series<'a> {
     pod: &'a str,
     usage: &'a Usage,
     start: Option<SystemTime>,
-    /// The labels rendered once ([`label_block`]); set before any family is written.
+    /// The labels rendered once; set before any family is written.
     block: String,
+    /// Where each of the six labels starts in `block`.
+    starts: [usize; 6],
 }
 
+/// The series label names, in the order client_golang writes them.
+const LABEL_NAMES: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
+
 impl Series<'_> {
-    fn labels(&self) -> [(&str, &str); 6] {
-        [
-            ("container", self.container),
-            ("id", self.id),
-            ("image", self.image),
-            ("name", self.name),
-            ("namespace", self.namespace),
-            ("pod", self.pod),
-        ]
+    /// Renders the six labels once into `block`.
+    fn render_block(&mut self) {
+        let values = [
+            self.container,
+            self.id,
+            self.image,
+            self.name,
+            self.namespace,
+            self.pod,
+        ];
+        let mut block = String::new();
+        for (i, (k, v)) in LABEL_NAMES.iter().zip(values).enumerate() {
+            self.starts[i] = block.len() + usize::from(i > 0);
+            push_label(&mut block, k, v);
+        }
+        self.block = block;
+    }
+
+    /// The label block with `extra` (sorted by name) merged in name order, as client_golang
+    /// writes labels, into `out`: the series' own labels are copied, not rendered again.
+    fn block_with(&self, extra: &[(&str, &str)], out: &mut String) {
+        out.clear();
+        let mut extra = extra.iter().peekable();
+        for (i, key) in LABEL_NAMES.iter().enumerate() {
+            while let Some((k, v)) = extra.next_if(|(k, _)| k < key) {
+                push_label(out, k, v);
+            }
+            let end = self.starts.get(i + 1).map_or(self.block.len(), |s| s - 1);
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&self.block[self.starts[i]..end]);
+        }
+        for (k, v) in extra {
+            push_label(out, k, v);
+        }
     }
 }
 
@@ -48,16 +80,6 @@ pub fn render(format: Format, s: &StatsSnapshot) -> String {
 /// [`Encoder::streaming`]).
 pub fn render_streaming(format: Format, s: &StatsSnapshot, sink: Sink) {
     render_with(s, SystemTime::now(), |_| Encoder::streaming(format, sink));
-}
-
-/// The label set with `extra` merged in name order, as client_golang writes labels.
-fn with<'a>(
-    base: &[(&'a str, &'a str); 6],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut l: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
-    l.sort_by_key(|(k, _)| *k);
-    l
 }
 
 type Value = fn(&Usage) -> Option<f64>;
@@ -121,6 +143,7 @@ fn render_with(
         usage: &s.node.usage,
         start: s.node.start_time,
         block: String::new(),
+        starts: [0; 6],
     });
     for p in &s.pods {
         if let Some(u) = &p.usage {
@@ -134,6 +157,7 @@ fn render_with(
                 usage: u,
                 start: p.start_time,
                 block: String::new(),
+                starts: [0; 6],
             });
         }
         for c in p.containers.iter().filter(|c| c.running) {
@@ -147,12 +171,14 @@ fn render_with(
                 usage: &c.usage,
                 start: c.start_time,
                 block: String::new(),
+                starts: [0; 6],
             });
         }
     }
     for x in &mut series {
-        x.block = label_block(&x.labels());
+        x.render_block();
     }
+    let mut scratch = String::new();
     let mut e = encoder(256 + series.len() * 8500);
 
     e.family(
@@ -161,9 +187,9 @@ fn render_with(
         Kind::Counter,
     );
     for x in &series {
-        let labels = with(&x.labels(), &[("cpu", "total")]);
-        e.sample(
-            &labels,
+        x.block_with(&[("cpu", "total")], &mut scratch);
+        e.sample_block(
+            &scratch,
             x.usage.cpu_usage_ns as f64 / 1e9,
             x.usage.timestamp,
         );
@@ -286,8 +312,8 @@ fn render_with(
                 ("pgfault", "hierarchy", m.total_pgfault),
                 ("pgmajfault", "hierarchy", m.total_pgmajfault),
             ] {
-                let l = with(&x.labels(), &[("failure_type", kind), ("scope", scope)]);
-                e.sample(&l, v as f64, x.usage.details_at);
+                x.block_with(&[("failure_type", kind), ("scope", scope)], &mut scratch);
+                e.sample_block(&scratch, v as f64, x.usage.details_at);
             }
         }
     }
@@ -336,8 +362,8 @@ fn render_with(
     );
     for x in &series {
         // cAdvisor reports 0 for "no limit".
-        e.sample(
-            &x.labels(),
+        e.sample_block(
+            &x.block,
             x.usage.memory_limit_bytes.unwrap_or(0) as f64,
             None,
         );
@@ -566,12 +592,13 @@ fn render_network(e: &mut Encoder, series: &[Series]) {
     if series.iter().all(|x| x.usage.network.is_none()) {
         return;
     }
+    let mut scratch = String::new();
     for (name, help, f) in nets {
         e.family(name, help, Kind::Counter);
         for x in series {
             for i in x.usage.network.iter().flat_map(|n| n.iter()) {
-                let l = with(&x.labels(), &[("interface", &i.name)]);
-                e.sample(&l, f(i) as f64, x.usage.details_at);
+                x.block_with(&[("interface", &i.name)], &mut scratch);
+                e.sample_block(&scratch, f(i) as f64, x.usage.details_at);
             }
         }
     }
@@ -587,6 +614,46 @@ pub fn unix_secs(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_blocks_equal_the_labels_rendered_in_name_order() {
+        let usage = Usage::default();
+        let mut x = Series {
+            container: "c,\"1\"",
+            id: "/kubepods/pod1/abc",
+            image: "",
+            name: "id\\x",
+            namespace: "ns",
+            pod: "p\n",
+            usage: &usage,
+            start: None,
+            block: String::new(),
+            starts: [0; 6],
+        };
+        x.render_block();
+        let base = [
+            ("container", x.container),
+            ("id", x.id),
+            ("image", x.image),
+            ("name", x.name),
+            ("namespace", x.namespace),
+            ("pod", x.pod),
+        ];
+        assert_eq!(x.block, super::super::expo::label_block(&base));
+        let mut out = String::new();
+        for extra in [
+            &[][..],
+            &[("cpu", "total")][..],
+            &[("failure_type", "pgfault"), ("scope", "container")][..],
+            &[("interface", "eth\"0")][..],
+            &[("a", "first"), ("zz", "last")][..],
+        ] {
+            let mut all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            all.sort_by_key(|(k, _)| *k);
+            x.block_with(extra, &mut out);
+            assert_eq!(out, super::super::expo::label_block(&all), "{extra:?}");
+        }
+    }
     use crate::stats::summary::tests::stub;
 
     #[test]

@@ -182,7 +182,7 @@ impl Encoder {
     }
 
     /// One sample of the current (counter or gauge) family whose labels were rendered once
-    /// with [`label_block`] (a series' labels repeat in every family: rendering them once
+    /// with [`push_label`] (a series' labels repeat in every family: rendering them once
     /// keeps a large exposition cheap).
     pub fn sample_block(&mut self, block: &str, value: f64, at: Option<SystemTime>) {
         self.out.push_str(&self.family);
@@ -231,19 +231,25 @@ impl Encoder {
     }
 }
 
-/// `k="v",...` with values escaped, for [`Encoder::sample_block`].
+/// `k="v",...` with values escaped (the tests' reference for blocks built label by label).
+#[cfg(test)]
 pub fn label_block(labels: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape_label_into(&mut out, v);
-        out.push('"');
+    for (k, v) in labels {
+        push_label(&mut out, k, v);
     }
     out
+}
+
+/// Appends `k="v"` (value escaped) to a label block, after a comma unless it is the first.
+pub fn push_label(out: &mut String, k: &str, v: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(k);
+    out.push_str("=\"");
+    escape_label_into(out, v);
+    out.push('"');
 }
 
 fn push_float(out: &mut String, v: f64) {

@@ -10,7 +10,7 @@
 //! - `container_fs_{reads,writes}{,_bytes}_total` and `container_blkio_device_usage_total`
 //!   (device, major, minor, operation): per pod and container cgroup, from blkio / io.stat.
 
-use super::{Encoder, Kind, Series, with};
+use super::{Encoder, Kind, Series};
 use crate::stats::fs_usage::blkio::{DeviceIo, OPS};
 use crate::stats::summary::{RuntimeFsUsage, StatsSnapshot};
 
@@ -97,13 +97,14 @@ fn render_io(e: &mut Encoder, series: &[Series]) {
             |d| d.ios[1],
         ),
     ];
+    let mut scratch = String::new();
     for (name, help, f) in fams {
         e.family(name, help, Kind::Counter);
         for x in series {
             for d in x.usage.io.iter().flat_map(|io| io.iter()) {
                 if let Some(v) = f(d) {
-                    let l = with(&x.labels(), &[("device", &d.device)]);
-                    e.sample(&l, v as f64, x.usage.io_at);
+                    x.block_with(&[("device", &d.device)], &mut scratch);
+                    e.sample_block(&scratch, v as f64, x.usage.io_at);
                 }
             }
         }
@@ -124,8 +125,8 @@ fn render_io(e: &mut Encoder, series: &[Series]) {
                     ("minor", minor.as_str()),
                     ("operation", op),
                 ];
-                let l = with(&x.labels(), &extra);
-                e.sample(&l, v as f64, x.usage.io_at);
+                x.block_with(&extra, &mut scratch);
+                e.sample_block(&scratch, v as f64, x.usage.io_at);
             }
         }
     }
