@@ -145,6 +145,29 @@ fn snapshot(
     s
 }
 
+/// The listed objects of the pods in `needs`, decoded in full, by pod UID. A pod with an object
+/// that does not decode goes into `undecodable` (the caller treats it as a failed inspection).
+fn decode_needed<'a, T: prost::Message + Default>(
+    listed: &'a [Listed<T>],
+    needs: &HashSet<&'a str>,
+    undecodable: &mut HashSet<&'a str>,
+) -> HashMap<&'a str, Vec<T>> {
+    let mut out: HashMap<&str, Vec<T>> = HashMap::new();
+    for l in listed {
+        let Some(uid) = listed_identity(l).and_then(|(_, _, u)| needs.get(u).copied()) else {
+            continue;
+        };
+        match l.decode() {
+            Ok(full) => out.entry(uid).or_default().push(full),
+            Err(e) => {
+                warn!(id = %l.id, error = %e, "listed CRI object does not decode");
+                undecodable.insert(uid);
+            }
+        }
+    }
+    out
+}
+
 /// Events between two snapshots (pleg/generic.go computeEvents), one per changed object.
 fn diff(old: &Snapshot, new: &Snapshot) -> Vec<PodLifecycleEvent> {
     let running = cri::ContainerState::ContainerRunning as i32;
@@ -397,35 +420,11 @@ impl Relister {
         // The listed objects of those pods, decoded in full for inspection. A pod with an
         // object that does not decode is inspected again on the next relist, as after a
         // failed inspection.
-        let mut by_pod: HashMap<&str, (Vec<cri::PodSandbox>, Vec<cri::Container>)> = HashMap::new();
         let mut undecodable: HashSet<&str> = HashSet::new();
+        let (mut sbs_of, mut cs_of) = (HashMap::new(), HashMap::new());
         if !needs.is_empty() {
-            let needed =
-                |uid: Option<(&str, &str, &str)>| uid.and_then(|(_, _, u)| needs.get(u).copied());
-            for sb in &sandboxes {
-                let Some(uid) = needed(listed_identity(sb)) else {
-                    continue;
-                };
-                match sb.decode() {
-                    Ok(full) => by_pod.entry(uid).or_default().0.push(full),
-                    Err(e) => {
-                        warn!(sandbox = %sb.id, error = %e, "listed sandbox does not decode");
-                        undecodable.insert(uid);
-                    }
-                }
-            }
-            for c in &containers {
-                let Some(uid) = needed(listed_identity(c)) else {
-                    continue;
-                };
-                match c.decode() {
-                    Ok(full) => by_pod.entry(uid).or_default().1.push(full),
-                    Err(e) => {
-                        warn!(container = %c.id, error = %e, "listed container does not decode");
-                        undecodable.insert(uid);
-                    }
-                }
-            }
+            sbs_of = decode_needed(&sandboxes, &needs, &mut undecodable);
+            cs_of = decode_needed(&containers, &needs, &mut undecodable);
         }
         let mut pods: HashMap<String, CachedPod> = HashMap::with_capacity(snap.len());
         let mut reinspect = HashSet::new();
@@ -440,7 +439,8 @@ impl Relister {
                 pods.insert(uid.clone(), old.clone());
                 continue;
             }
-            let (sbs, cs) = by_pod.remove(uid.as_str()).unwrap_or_default();
+            let sbs = sbs_of.remove(uid.as_str()).unwrap_or_default();
+            let cs = cs_of.remove(uid.as_str()).unwrap_or_default();
             let mut state = state::from_lists(sbs, cs);
             let target = pod.to_string();
             let prev_state = old.map(|o| self.oom.for_inspection(uid, &o.state));
