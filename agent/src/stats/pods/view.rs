@@ -82,8 +82,8 @@ struct Resolved<'a> {
     stats: &'a stats::CgroupStats,
 }
 
-/// The snapshot's container cgroups whose id the index resolves to a named container, with
-/// stats beyond OOM history (a cgroup with only that is gone).
+/// The snapshot's container cgroups whose id the index resolves to a named container. Callers
+/// skip those without the numbers they need (a cgroup with only OOM history is gone).
 fn resolved_containers<'a>(
     snap: &'a Snapshot,
     index: &'a Index,
