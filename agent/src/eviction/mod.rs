@@ -43,6 +43,7 @@ pub mod disk;
 mod helpers;
 pub mod local_storage;
 mod manager;
+mod marks;
 pub mod reclaim;
 pub mod signals;
 
